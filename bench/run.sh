@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Benchmark: tvetl (run + both reports) against a DuckDB baseline doing the
+# same job (bench/duckdb_baseline.py), on data made by `tvetl generate`.
+#
+# usage: bench/run.sh [ROWS ...]            (default: 1000000 5000000)
+#
+# environment:
+#   TVETL           tvetl binary to use (default: cargo build --release -p tvetl)
+#   CARGO_TARGET_DIR  where that build goes (default: target, in the repo)
+#   BENCH_DIR       work folder for inputs, outputs and results (default: mktemp -d);
+#                   a generated input is kept there and reused by the next run
+#   DUCKDB_THREADS  threads for the DuckDB baseline (default: 2)
+#
+# For each ROWS it prints CPU seconds (user + sys), wall seconds, rows per
+# CPU-second and peak RSS of each tool, the tvetl/duckdb ratio of rows per
+# CPU-second, and writes $BENCH_DIR/results-ROWS.json. A difference in the
+# tools' counts or top channels is reported as a warning, not a failure.
+set -euo pipefail
+
+DUCKDB_VERSION=2.0.1
+BENCH_DATE=2024-01-03
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+if [ "$#" -gt 0 ]; then rows_list=("$@"); else rows_list=(1000000 5000000); fi
+for r in "${rows_list[@]}"; do
+  [[ "$r" =~ ^[0-9]+$ ]] || { echo "usage: bench/run.sh [ROWS ...]  (ROWS: a positive integer, got '$r')" >&2; exit 2; }
+done
+work=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+threads=${DUCKDB_THREADS:-2}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# -- GNU time ------------------------------------------------------------
+if [ ! -x /usr/bin/time ]; then
+  echo "== installing GNU time (apt-get install time)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+
+# -- Python venv with a pinned duckdb ----------------------------------------
+venv="$here/.venv"
+py="$venv/bin/python"
+if [ ! -x "$py" ]; then
+  echo "== creating $venv" >&2
+  python3 -m venv "$venv"
+fi
+if ! "$py" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" 2>/dev/null; then
+  echo "== pip install duckdb==$DUCKDB_VERSION" >&2
+  "$py" -m pip install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
+fi
+
+# -- tvetl -------------------------------------------------------------------
+if [ -n "${TVETL:-}" ]; then
+  tvetl=$TVETL
+else
+  echo "== cargo build --release -p tvetl" >&2
+  (cd "$repo" && cargo build --release -p tvetl)
+  target=${CARGO_TARGET_DIR:-target}
+  case "$target" in /*) ;; *) target="$repo/$target" ;; esac
+  tvetl="$target/release/tvetl"
+fi
+[ -x "$tvetl" ] || { echo "error: tvetl binary not found or not executable: $tvetl" >&2; exit 1; }
+case "$tvetl" in /*) ;; */*) tvetl="$PWD/$tvetl" ;; esac
+
+echo "== work dir: $work" >&2
+echo "== tvetl: $tvetl" >&2
+echo "== duckdb $DUCKDB_VERSION, $threads threads; $(nproc) cores" >&2
+
+# timed NAME CMD...: runs CMD under /usr/bin/time -v; stdout -> $work/NAME.out,
+# stderr -> $work/NAME.err, the time report -> $work/NAME.time.
+timed() {
+  local name=$1; shift
+  echo "   $name: $*" >&2
+  if ! /usr/bin/time -v -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err"; then
+    echo "error: '$*' failed; last lines of its stderr ($work/$name.err):" >&2
+    tail -n 20 "$work/$name.err" >&2
+    exit 1
+  fi
+}
+
+results=()
+for rows in "${rows_list[@]}"; do
+  in="$work/in-$rows"
+  if [ ! -e "$in.done" ]; then
+    echo "== generating $rows rows into $in" >&2
+    rm -rf "$in"
+    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 \
+      >"$work/generate-$rows.out" 2>"$work/generate-$rows.err" || {
+        echo "error: tvetl generate failed:" >&2; tail -n 20 "$work/generate-$rows.err" >&2; exit 1; }
+    touch "$in.done"
+  else
+    echo "== reusing $in" >&2
+  fi
+  sync
+
+  echo "== tvetl, $rows rows" >&2
+  lake="$work/lake-$rows"
+  rm -rf "$lake"
+  timed "tvetl-run-$rows" "$tvetl" run --input "$in" --lake "$lake" --format json
+  timed "tvetl-top-$rows" "$tvetl" report --lake "$lake" top-channels --date "$BENCH_DATE" --limit 10 --format json
+  timed "tvetl-avg-$rows" "$tvetl" report --lake "$lake" user-average --format json
+
+  echo "== duckdb baseline, $rows rows" >&2
+  out2="$work/duckdb-$rows"
+  rm -rf "$out2"
+  timed "duckdb-$rows" "$py" "$here/duckdb_baseline.py" --input "$in" --out "$out2" \
+    --date "$BENCH_DATE" --threads "$threads"
+
+  "$py" - "$work" "$rows" "$DUCKDB_VERSION" "$threads" <<'PY'
+import json, os, sys
+
+work, rows, duckdb_version, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def time_v(name):
+    """user, sys, wall seconds and max RSS (MB) from a `/usr/bin/time -v` report."""
+    out = {}
+    for line in open(os.path.join(work, name + ".time")):
+        key, _, val = line.strip().rpartition(": ")
+        if key == "User time (seconds)":
+            out["user_s"] = float(val)
+        elif key == "System time (seconds)":
+            out["sys_s"] = float(val)
+        elif key.startswith("Elapsed (wall clock) time"):
+            secs = 0.0
+            for part in val.split(":"):
+                secs = secs * 60 + float(part)
+            out["wall_s"] = secs
+        elif key == "Maximum resident set size (kbytes)":
+            out["peak_rss_mb"] = int(val) / 1024
+    return out
+
+def stdout_json(name):
+    text = open(os.path.join(work, name + ".out")).read().strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        # tolerate a progress line before the JSON object
+        return json.loads(text[text.index("{"):])
+
+def summary(steps, rows_read):
+    cpu = sum(s["user_s"] + s["sys_s"] for s in steps)
+    return {
+        "rows_read": rows_read,
+        "cpu_s": round(cpu, 3),
+        "user_s": round(sum(s["user_s"] for s in steps), 3),
+        "sys_s": round(sum(s["sys_s"] for s in steps), 3),
+        "wall_s": round(sum(s["wall_s"] for s in steps), 3),
+        "rows_per_cpu_s": round(rows_read / cpu, 1) if cpu > 0 else None,
+        "peak_rss_mb": round(max(s["peak_rss_mb"] for s in steps), 1),
+        "steps": steps,
+    }
+
+run = stdout_json(f"tvetl-run-{rows}")
+top = stdout_json(f"tvetl-top-{rows}")
+avg = stdout_json(f"tvetl-avg-{rows}")
+ddb = stdout_json(f"duckdb-{rows}")
+
+tsteps = []
+for step in ("run", "top", "avg"):
+    t = time_v(f"tvetl-{step}-{rows}")
+    t["step"] = step
+    tsteps.append(t)
+dstep = time_v(f"duckdb-{rows}")
+dstep["step"] = "all"
+tv = summary(tsteps, int(run["rows_read"]))
+dd = summary([dstep], int(ddb["rows_read"]))
+tv["report"] = {"run": run, "top_channels": top, "user_average": avg}
+dd["report"] = ddb
+
+warnings, notes = [], []
+def check(what, a, b, sink):
+    if a != b:
+        sink.append(f"{what} differ at {rows} rows: tvetl {json.dumps(a)} vs duckdb {json.dumps(b)}")
+
+check("rows_read", run.get("rows_read"), ddb.get("rows_read"), warnings)
+check("duplicates_removed", run.get("duplicates_removed"), ddb.get("duplicates_removed"), warnings)
+t_ids = [c.get("channel_id") for c in top.get("channels", [])]
+d_ids = [c.get("channel_id") for c in ddb.get("top_channels", [])]
+check(f"top-channel ids on {ddb.get('date')}", t_ids, d_ids, warnings)
+# further differences, for information
+check("rows_accepted", run.get("rows_accepted"), ddb.get("rows_accepted"), notes)
+check("quarantined", run.get("quarantined"), ddb.get("quarantined"), notes)
+if t_ids == d_ids:
+    tw = [round(float(c.get("watch_seconds", 0)), 3) for c in top.get("channels", [])]
+    dw = [round(float(c.get("watch_seconds", 0)), 3) for c in ddb.get("top_channels", [])]
+    check("top-channel watch_seconds", tw, dw, notes)
+    check("top-channel reach", [c.get("reach") for c in top.get("channels", [])],
+          [c.get("reach") for c in ddb.get("top_channels", [])], notes)
+ta = [(d.get("date"), d.get("active_users"), round(float(d.get("avg_watch_seconds_per_user", 0)), 3)) for d in avg.get("days", [])]
+da = [(d.get("date"), d.get("active_users"), round(float(d.get("avg_watch_seconds_per_user", 0)), 3)) for d in ddb.get("days", [])]
+check("user-average days", ta, da, notes)
+
+ratio = None
+if tv["rows_per_cpu_s"] and dd["rows_per_cpu_s"]:
+    ratio = round(tv["rows_per_cpu_s"] / dd["rows_per_cpu_s"], 3)
+result = {
+    "rows": rows,
+    "date": ddb.get("date"),
+    "cores": os.cpu_count(),
+    "duckdb_version": duckdb_version,
+    "duckdb_threads": threads,
+    "tvetl": tv,
+    "duckdb": dd,
+    "ratio_rows_per_cpu_s_tvetl_over_duckdb": ratio,
+    "warnings": warnings,
+    "notes": notes,
+}
+path = os.path.join(work, f"results-{rows}.json")
+with open(path, "w") as fh:
+    json.dump(result, fh, indent=2)
+for w in warnings:
+    print("WARNING: " + w, file=sys.stderr)
+for n in notes:
+    print("note: " + n, file=sys.stderr)
+print(f"== wrote {path}", file=sys.stderr)
+PY
+  results+=("$work/results-$rows.json")
+done
+
+# -- table -------------------------------------------------------------------
+"$py" - "$work" "${results[@]}" <<'PY'
+import json, os, sys
+
+work, paths = sys.argv[1], sys.argv[2:]
+res = [json.load(open(p)) for p in paths]
+head = ("ROWS", "tool", "rows_read", "CPU s", "wall s", "rows per CPU-second", "peak RSS MB")
+lines = []
+for r in res:
+    for tool in ("tvetl", "duckdb"):
+        t = r[tool]
+        lines.append((str(r["rows"]), tool, str(t["rows_read"]), f"{t['cpu_s']:.2f}", f"{t['wall_s']:.2f}",
+                      f"{t['rows_per_cpu_s']:,.0f}" if t["rows_per_cpu_s"] else "-", f"{t['peak_rss_mb']:.0f}"))
+w = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+fmt = lambda row: " | ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(row))
+print()
+print(fmt(head))
+print("-+-".join("-" * n for n in w))
+for l in lines:
+    print(fmt(l))
+print()
+for r in res:
+    ratio = r["ratio_rows_per_cpu_s_tvetl_over_duckdb"]
+    print(f"ROWS {r['rows']}: tvetl/duckdb rows per CPU-second = {ratio if ratio is not None else '-'}")
+    for warn in r["warnings"]:
+        print(f"WARNING: {warn}")
+combined = os.path.join(work, "results.json")
+with open(combined, "w") as fh:
+    json.dump(res, fh, indent=2)
+print(f"\nresults: {', '.join(paths)} (all: {combined})")
+PY

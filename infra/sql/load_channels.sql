@@ -1,0 +1,62 @@
+-- Loads what COPY put in staging.channels into core.channels (a dimension keyed by
+-- channel_id), last delivery wins. Run with COPY as one transaction; {load_id} is
+-- substituted by the loader. The last statement returns the load's counts.
+
+DROP TABLE IF EXISTS load_stats;
+CREATE TEMP TABLE load_stats AS
+SELECT COUNT(*) AS rows_staged FROM staging.channels;
+
+DELETE FROM staging.channels
+USING core.load_ledger
+WHERE core.load_ledger.table_name = 'channels'
+  AND core.load_ledger.source_key = staging.channels.source_key
+  AND core.load_ledger.source_version = staging.channels.source_version;
+
+DROP TABLE IF EXISTS new_rows;
+CREATE TEMP TABLE new_rows AS
+SELECT channel_id, channel_name, genre, network, language, source_key, source_version, source_record_no
+FROM (
+    SELECT s.*,
+           ROW_NUMBER() OVER (PARTITION BY channel_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+    FROM staging.channels s
+) ranked
+WHERE delivery_rank = 1;
+
+DROP TABLE IF EXISTS load_counts;
+CREATE TEMP TABLE load_counts AS
+SELECT load_stats.rows_staged,
+       load_stats.rows_staged - (SELECT COUNT(*) FROM staging.channels) AS rows_already_loaded,
+       (SELECT COUNT(*) FROM staging.channels) - (SELECT COUNT(*) FROM new_rows) AS duplicates_removed,
+       (SELECT COUNT(*) FROM new_rows) AS rows_merged,
+       0 AS days_touched
+FROM load_stats;
+
+MERGE INTO core.channels
+USING new_rows n ON core.channels.channel_id = n.channel_id
+WHEN MATCHED THEN UPDATE SET
+    channel_name = n.channel_name,
+    genre = n.genre,
+    network = n.network,
+    language = n.language,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (channel_id, channel_name, genre, network, language, source_key, source_version, source_record_no, load_id)
+VALUES (n.channel_id, n.channel_name, n.genre, n.network, n.language, n.source_key, n.source_version, n.source_record_no, {load_id});
+
+INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
+SELECT 'channels', source_key, source_version, NULL, COUNT(*), {load_id}
+FROM staging.channels
+GROUP BY source_key, source_version;
+
+INSERT INTO core.load_audit (load_id, table_name, rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched)
+SELECT {load_id}, 'channels', rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched
+FROM load_counts
+WHERE rows_merged > 0;
+
+DELETE FROM staging.channels;
+DROP TABLE new_rows;
+DROP TABLE load_stats;
+
+SELECT rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched FROM load_counts;

@@ -1,0 +1,61 @@
+-- Loads what COPY put in staging.demographics into core.users (a dimension keyed by
+-- user_id), last delivery wins. Run with COPY as one transaction; {load_id} is
+-- substituted by the loader. The last statement returns the load's counts.
+
+DROP TABLE IF EXISTS load_stats;
+CREATE TEMP TABLE load_stats AS
+SELECT COUNT(*) AS rows_staged FROM staging.demographics;
+
+DELETE FROM staging.demographics
+USING core.load_ledger
+WHERE core.load_ledger.table_name = 'users'
+  AND core.load_ledger.source_key = staging.demographics.source_key
+  AND core.load_ledger.source_version = staging.demographics.source_version;
+
+DROP TABLE IF EXISTS new_rows;
+CREATE TEMP TABLE new_rows AS
+SELECT user_id, age_band, gender, region, source_key, source_version, source_record_no
+FROM (
+    SELECT s.*,
+           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+    FROM staging.demographics s
+) ranked
+WHERE delivery_rank = 1;
+
+DROP TABLE IF EXISTS load_counts;
+CREATE TEMP TABLE load_counts AS
+SELECT load_stats.rows_staged,
+       load_stats.rows_staged - (SELECT COUNT(*) FROM staging.demographics) AS rows_already_loaded,
+       (SELECT COUNT(*) FROM staging.demographics) - (SELECT COUNT(*) FROM new_rows) AS duplicates_removed,
+       (SELECT COUNT(*) FROM new_rows) AS rows_merged,
+       0 AS days_touched
+FROM load_stats;
+
+MERGE INTO core.users
+USING new_rows n ON core.users.user_id = n.user_id
+WHEN MATCHED THEN UPDATE SET
+    age_band = n.age_band,
+    gender = n.gender,
+    region = n.region,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (user_id, age_band, gender, region, source_key, source_version, source_record_no, load_id)
+VALUES (n.user_id, n.age_band, n.gender, n.region, n.source_key, n.source_version, n.source_record_no, {load_id});
+
+INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
+SELECT 'users', source_key, source_version, NULL, COUNT(*), {load_id}
+FROM staging.demographics
+GROUP BY source_key, source_version;
+
+INSERT INTO core.load_audit (load_id, table_name, rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched)
+SELECT {load_id}, 'users', rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched
+FROM load_counts
+WHERE rows_merged > 0;
+
+DELETE FROM staging.demographics;
+DROP TABLE new_rows;
+DROP TABLE load_stats;
+
+SELECT rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched FROM load_counts;

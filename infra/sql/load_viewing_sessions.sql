@@ -1,0 +1,126 @@
+-- Loads what COPY put in staging.viewing_sessions into core, then rebuilds
+-- analytics for the days the load touched. The loader runs COPY and this file
+-- as one transaction and substitutes {load_id} (an integer). The last
+-- statement returns the load's counts.
+
+DROP TABLE IF EXISTS load_stats;
+CREATE TEMP TABLE load_stats AS
+SELECT COUNT(*) AS rows_staged FROM staging.viewing_sessions;
+
+-- A staging file already loaded changes nothing: forget its rows.
+DELETE FROM staging.viewing_sessions
+USING core.load_ledger
+WHERE core.load_ledger.table_name = 'viewing_sessions'
+  AND core.load_ledger.source_key = staging.viewing_sessions.source_key
+  AND core.load_ledger.source_version = staging.viewing_sessions.source_version
+  AND core.load_ledger.event_date = CAST(staging.viewing_sessions.start_time AS DATE);
+
+-- Last delivery wins: the later object key (byte-wise), then the later record.
+DROP TABLE IF EXISTS new_sessions;
+CREATE TEMP TABLE new_sessions AS
+SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
+       duration_seconds, platform, source_key, source_version, source_record_no
+FROM (
+    SELECT s.*,
+           ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+    FROM staging.viewing_sessions s
+) ranked
+WHERE delivery_rank = 1;
+
+-- Days whose analytics change: those of the new sessions and of the versions
+-- they replace.
+DROP TABLE IF EXISTS touched_days;
+CREATE TEMP TABLE touched_days AS
+SELECT DISTINCT view_date FROM (
+    SELECT CAST(start_time AS DATE) AS view_date FROM new_sessions
+    UNION ALL
+    SELECT CAST(end_time AS DATE) FROM new_sessions
+    UNION ALL
+    SELECT CAST(c.start_time AS DATE) FROM core.viewing_sessions c JOIN new_sessions n ON c.event_id = n.event_id
+    UNION ALL
+    SELECT CAST(c.end_time AS DATE) FROM core.viewing_sessions c JOIN new_sessions n ON c.event_id = n.event_id
+) days;
+
+DROP TABLE IF EXISTS load_counts;
+CREATE TEMP TABLE load_counts AS
+SELECT load_stats.rows_staged,
+       load_stats.rows_staged - (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_already_loaded,
+       (SELECT COUNT(*) FROM staging.viewing_sessions) - (SELECT COUNT(*) FROM new_sessions) AS duplicates_removed,
+       (SELECT COUNT(*) FROM new_sessions) AS rows_merged,
+       (SELECT COUNT(*) FROM touched_days) AS days_touched
+FROM load_stats;
+
+MERGE INTO core.viewing_sessions
+USING new_sessions n ON core.viewing_sessions.event_id = n.event_id
+WHEN MATCHED THEN UPDATE SET
+    user_id = n.user_id,
+    device_id = n.device_id,
+    channel_id = n.channel_id,
+    program_id = n.program_id,
+    start_time = n.start_time,
+    end_time = n.end_time,
+    event_date = CAST(n.start_time AS DATE),
+    session_seconds = CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
+    duration_seconds = n.duration_seconds,
+    platform = n.platform,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (
+    event_id, user_id, device_id, channel_id, program_id, start_time, end_time, event_date,
+    session_seconds, duration_seconds, platform, source_key, source_version, source_record_no, load_id
+) VALUES (
+    n.event_id, n.user_id, n.device_id, n.channel_id, n.program_id, n.start_time, n.end_time,
+    CAST(n.start_time AS DATE),
+    CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
+    n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, {load_id}
+);
+
+INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
+SELECT 'viewing_sessions', source_key, source_version, CAST(start_time AS DATE), COUNT(*), {load_id}
+FROM staging.viewing_sessions
+GROUP BY source_key, source_version, CAST(start_time AS DATE);
+
+-- Each session's watch time per UTC day: sessions last at most 24 hours, so
+-- a session falls on its start day and at most the next one.
+DROP TABLE IF EXISTS day_parts;
+CREATE TEMP TABLE day_parts AS
+SELECT view_date, channel_id, user_id, watch_us FROM (
+    SELECT CAST(start_time AS DATE) AS view_date, channel_id, user_id,
+           DATEDIFF('microsecond', start_time,
+                    LEAST(end_time, CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP))) AS watch_us
+    FROM core.viewing_sessions
+    WHERE CAST(start_time AS DATE) IN (SELECT view_date FROM touched_days)
+    UNION ALL
+    SELECT CAST(CAST(start_time AS DATE) + 1 AS DATE) AS view_date, channel_id, user_id,
+           DATEDIFF('microsecond', CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP), end_time) AS watch_us
+    FROM core.viewing_sessions
+    WHERE end_time > CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP)
+      AND CAST(CAST(start_time AS DATE) + 1 AS DATE) IN (SELECT view_date FROM touched_days)
+) parts;
+
+DELETE FROM analytics.daily_channel_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
+INSERT INTO analytics.daily_channel_viewing (view_date, channel_id, watch_seconds, reach, sessions)
+SELECT view_date, channel_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(DISTINCT user_id), COUNT(*)
+FROM day_parts
+GROUP BY view_date, channel_id;
+
+DELETE FROM analytics.daily_user_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
+INSERT INTO analytics.daily_user_viewing (view_date, user_id, watch_seconds, channels, sessions)
+SELECT view_date, user_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(DISTINCT channel_id), COUNT(*)
+FROM day_parts
+GROUP BY view_date, user_id;
+
+INSERT INTO core.load_audit (load_id, table_name, rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched)
+SELECT {load_id}, 'viewing_sessions', rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched
+FROM load_counts
+WHERE rows_merged > 0;
+
+DELETE FROM staging.viewing_sessions;
+DROP TABLE new_sessions;
+DROP TABLE touched_days;
+DROP TABLE day_parts;
+DROP TABLE load_stats;
+
+SELECT rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched FROM load_counts;

@@ -1,0 +1,161 @@
+//! The catalog port (Glue Data Catalog in AWS) and its local adapter, a JSON
+//! file in the lake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::IngestReport;
+use crate::schema::{table_def, TableDef};
+
+/// A failure of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The catalog could not be read or written.
+    #[error("catalog {what}: {message}")]
+    Unavailable { what: String, message: String, retryable: bool },
+}
+
+impl CatalogError {
+    /// True when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CatalogError::Unavailable { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// Tables and their partitions.
+pub trait Catalog: Send + Sync {
+    /// Creates the table if missing; adds columns it lacks (additive changes
+    /// only).
+    fn ensure_table(&self, table: &TableDef) -> Result<(), CatalogError>;
+    /// Registers partitions by their values (`2024-01-01`); existing ones are
+    /// left as they are.
+    fn add_partitions(&self, table: &TableDef, values: &[String]) -> Result<(), CatalogError>;
+}
+
+/// Registers the tables and partitions an ingest wrote.
+pub fn register_outputs(catalog: &dyn Catalog, report: &IngestReport) -> Result<(), CatalogError> {
+    if report.staged.is_empty() {
+        return Ok(());
+    }
+    let table = table_def(report.source);
+    catalog.ensure_table(&table)?;
+    let partitions: Vec<String> = report.staged.iter().filter_map(|f| f.partition.clone()).collect();
+    if !partitions.is_empty() {
+        catalog.add_partitions(&table, &partitions)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CatalogFile {
+    tables: BTreeMap<String, CatalogTable>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CatalogTable {
+    #[serde(flatten)]
+    def: TableDef,
+    partitions: BTreeSet<String>,
+}
+
+/// The catalog as one JSON file (`LAKE/_catalog/catalog.json` in local mode).
+/// Its content is sorted, so the same tables and partitions give the same
+/// bytes.
+pub struct FileCatalog {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl FileCatalog {
+    /// A catalog kept in `path` (created on first write).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileCatalog { path: path.into(), lock: Mutex::new(()) }
+    }
+
+    fn error(&self, e: impl ToString) -> CatalogError {
+        CatalogError::Unavailable { what: self.path.display().to_string(), message: e.to_string(), retryable: false }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut CatalogFile)) -> Result<(), CatalogError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file: CatalogFile = match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.error(e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(self.error(e)),
+        };
+        change(&mut file);
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.error(e))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
+        }
+        let temp = self.path.with_extension("json.tmp");
+        std::fs::write(&temp, bytes).map_err(|e| self.error(e))?;
+        std::fs::rename(&temp, &self.path).map_err(|e| self.error(e))
+    }
+
+    /// Every table with its partitions, for inspection and tests.
+    pub fn tables(&self) -> Result<BTreeMap<String, (TableDef, Vec<String>)>, CatalogError> {
+        let file: CatalogFile = match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.error(e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(self.error(e)),
+        };
+        Ok(file.tables.into_iter().map(|(k, t)| (k, (t.def, t.partitions.into_iter().collect()))).collect())
+    }
+}
+
+impl Catalog for FileCatalog {
+    fn ensure_table(&self, table: &TableDef) -> Result<(), CatalogError> {
+        self.update(|file| {
+            let entry = file
+                .tables
+                .entry(table.name.clone())
+                .or_insert_with(|| CatalogTable { def: table.clone(), partitions: BTreeSet::new() });
+            for column in &table.columns {
+                if !entry.def.columns.iter().any(|(name, _)| *name == column.0) {
+                    entry.def.columns.push(column.clone());
+                }
+            }
+        })
+    }
+
+    fn add_partitions(&self, table: &TableDef, values: &[String]) -> Result<(), CatalogError> {
+        self.update(|file| {
+            if let Some(entry) = file.tables.get_mut(&table.name) {
+                entry.partitions.extend(values.iter().cloned());
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Source;
+
+    #[test]
+    fn tables_and_partitions_are_idempotent_and_additive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("_catalog/catalog.json");
+        let catalog = FileCatalog::new(&path);
+        let mut def = table_def(Source::Viewership);
+        catalog.ensure_table(&def).unwrap();
+        catalog.add_partitions(&def, &["2024-01-02".into(), "2024-01-01".into()]).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        catalog.ensure_table(&def).unwrap();
+        catalog.add_partitions(&def, &["2024-01-01".into()]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), first, "re-registering changes nothing");
+
+        def.columns.push(("ad_break".into(), "string".into()));
+        catalog.ensure_table(&def).unwrap();
+        let tables = catalog.tables().unwrap();
+        let (stored, partitions) = &tables["viewership"];
+        assert_eq!(stored.columns.last().unwrap().0, "ad_break");
+        assert_eq!(partitions, &["2024-01-01", "2024-01-02"]);
+    }
+}

@@ -1,0 +1,270 @@
+//! The object-storage port and its local adapter (a folder as the bucket).
+//!
+//! The AWS adapter (S3) implements the same trait in the Lambda side; the
+//! core only ever sees [`ObjectStore`].
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// A failure of the object store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object under that key.
+    #[error("{key}: no such object")]
+    NotFound { key: String },
+    /// A local I/O failure.
+    #[error("{key}: {source}")]
+    Io { key: String, source: std::io::Error },
+    /// A remote service failure, as classified by its adapter.
+    #[error("{key}: {message}")]
+    Service { key: String, message: String, retryable: bool },
+}
+
+impl StoreError {
+    /// True when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::NotFound { .. } => false,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            StoreError::Service { retryable, .. } => *retryable,
+        }
+    }
+
+    fn io(key: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound { key: key.to_owned() }
+        } else {
+            StoreError::Io { key: key.to_owned(), source }
+        }
+    }
+}
+
+/// What a listing or head request tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key, `/`-separated.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Identity of this version of the object: the S3 ETag, or locally a
+    /// hash of the content. Output names derive from it.
+    pub version: String,
+    /// Last modification, UTC microseconds.
+    pub last_modified_us: i64,
+}
+
+/// An object being written; it becomes visible only on [`commit`], and a
+/// dropped upload leaves nothing behind.
+///
+/// [`commit`]: ObjectUpload::commit
+pub trait ObjectUpload: Write + Send {
+    /// Makes the object visible under its key, replacing any previous one.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A bucket.
+pub trait ObjectStore: Send + Sync {
+    /// Every object whose key starts with `prefix`, in byte-wise key order.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+    /// The metadata of one object.
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// Streams an object's bytes.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    /// Starts writing an object.
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError>;
+    /// Removes an object; removing a missing one is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Writes a whole small object at once.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut upload = self.create(key)?;
+        upload.write_all(bytes).map_err(|e| StoreError::io(key, e))?;
+        upload.commit()
+    }
+}
+
+/// A folder used as a bucket: key `a/b.csv` is the file `ROOT/a/b.csv`.
+///
+/// Versions are content hashes (xxh3), so a re-copied file with the same bytes
+/// is the same version, and an edited one is a new version. Files and folders
+/// whose names start with `.` or `_` are not objects (temporary uploads, the
+/// local catalog and warehouse).
+#[derive(Debug, Clone)]
+pub struct LocalObjectStore {
+    root: PathBuf,
+}
+
+impl LocalObjectStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalObjectStore { root: root.into() }
+    }
+
+    /// The folder behind the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn meta(&self, key: String, path: &Path) -> Result<ObjectMeta, StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io(&key, e))?;
+        let stat = file.metadata().map_err(|e| StoreError::io(&key, e))?;
+        let last_modified_us = stat
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut hasher = Xxh3::new();
+        let mut reader = file;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| StoreError::io(&key, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(ObjectMeta { key, size: stat.len(), version: format!("{:016x}", hasher.digest()), last_modified_us })
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), StoreError> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io(rel, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(rel, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let kind = entry.file_type().map_err(|e| StoreError::io(&key, e))?;
+            if kind.is_dir() {
+                self.walk(&entry.path(), &key, out)?;
+            } else {
+                out.push((key, entry.path()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ObjectStore for LocalObjectStore {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        // Walk from the deepest folder the prefix names, then filter.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut found = Vec::new();
+        self.walk(&self.path(dir_part), dir_part, &mut found)?;
+        found.retain(|(k, _)| k.starts_with(prefix));
+        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        found.into_iter().map(|(key, path)| self.meta(key, &path)).collect()
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.meta(key.to_owned(), &self.path(key))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        Ok(Box::new(File::open(self.path(key)).map_err(|e| StoreError::io(key, e))?))
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(key, e))?;
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&temp).map_err(|e| StoreError::io(key, e))?;
+        Ok(Box::new(LocalUpload { key: key.to_owned(), temp, target, file: Some(std::io::BufWriter::new(file)) }))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match std::fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(key, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct LocalUpload {
+    key: String,
+    temp: PathBuf,
+    target: PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl Write for LocalUpload {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.as_mut().expect("written after commit").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().expect("flushed after commit").flush()
+    }
+}
+
+impl ObjectUpload for LocalUpload {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let file = self.file.take().expect("committed twice");
+        let file = file.into_inner().map_err(|e| StoreError::io(&self.key, e.into_error()))?;
+        file.sync_data().map_err(|e| StoreError::io(&self.key, e))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.target).map_err(|e| StoreError::io(&self.key, e))
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_appear_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        let mut up = store.create("a/b.txt").unwrap();
+        up.write_all(b"hello").unwrap();
+        assert!(store.list("a/").unwrap().is_empty());
+        up.commit().unwrap();
+        let listed = store.list("a/").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "a/b.txt");
+        assert_eq!(listed[0].size, 5);
+
+        let mut dropped = store.create("a/c.txt").unwrap();
+        dropped.write_all(b"x").unwrap();
+        drop(dropped);
+        assert_eq!(store.list("").unwrap().len(), 1, "an uncommitted upload leaves nothing");
+        assert!(matches!(store.head("a/c.txt"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn versions_follow_content_and_listing_is_bytewise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("p/b", b"1").unwrap();
+        store.put("p/a b", b"1").unwrap();
+        store.put("p/B", b"2").unwrap();
+        let keys: Vec<_> = store.list("p/").unwrap().into_iter().map(|m| (m.key, m.version)).collect();
+        assert_eq!(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["p/B", "p/a b", "p/b"]);
+        assert_eq!(keys[1].1, keys[2].1);
+        assert_ne!(keys[0].1, keys[1].1);
+    }
+}

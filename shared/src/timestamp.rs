@@ -1,0 +1,125 @@
+//! The contract's timestamp forms, all stored as UTC microseconds since the
+//! Unix epoch.
+//!
+//! ```
+//! use tvetl_core::timestamp::parse_timestamp;
+//! let a = parse_timestamp("2024-01-01T19:30:00+04:00").unwrap();
+//! let b = parse_timestamp("2024-01-01 15:30:00").unwrap();
+//! let c = parse_timestamp("1704123000000").unwrap();
+//! assert_eq!(a, b);
+//! assert_eq!(b, c);
+//! ```
+
+use chrono::{DateTime, NaiveDateTime};
+
+/// Microseconds in one second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Microseconds in one UTC day.
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Why a timestamp was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a timestamp (expected RFC 3339, 'YYYY-MM-DD HH:MM:SS[.fff]' UTC or epoch milliseconds): {0:?}")]
+pub struct TimestampError(pub String);
+
+/// Parses RFC 3339 (`Z` or an offset, optional fraction), `YYYY-MM-DD
+/// HH:MM:SS[.fff]` as UTC, or an integer of epoch milliseconds.
+pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
+    let s = text.trim();
+    let bad = || TimestampError(text.to_owned());
+    if is_integer(s) {
+        let millis: i64 = s.parse().map_err(|_| bad())?;
+        return millis.checked_mul(1000).ok_or_else(bad);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_micros());
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| t.and_utc().timestamp_micros())
+        .map_err(|_| bad())
+}
+
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Days since 1970-01-01 of the UTC calendar date holding `micros`.
+pub fn utc_day(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// `YYYY-MM-DD` of a day number (days since the Unix epoch).
+pub fn format_day(day: i32) -> String {
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
+        .expect("day numbers derived from i64 micros are in chrono's range");
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// Day number (days since the Unix epoch) of a `YYYY-MM-DD` date.
+pub fn parse_day(text: &str) -> Option<i32> {
+    use chrono::Datelike;
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(date.num_days_from_ce() - EPOCH_DAYS_FROM_CE)
+}
+
+/// `num_days_from_ce` of 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_704_103_200_000_000; // 2024-01-01T10:00:00Z
+
+    #[test]
+    fn every_contract_form_parses_to_the_same_instant() {
+        for form in [
+            "2024-01-01T10:00:00Z",
+            "2024-01-01T10:00:00.000Z",
+            "2024-01-01t10:00:00z",
+            "2024-01-01T14:00:00+04:00",
+            "2024-01-01T05:30:00-04:30",
+            "2024-01-01 10:00:00",
+            "2024-01-01 10:00:00.000",
+            " 2024-01-01 10:00:00 ",
+            "1704103200000",
+        ] {
+            assert_eq!(parse_timestamp(form), Ok(T0), "{form}");
+        }
+    }
+
+    #[test]
+    fn fractions_keep_microseconds() {
+        assert_eq!(parse_timestamp("2024-01-01T10:00:00.123456Z"), Ok(T0 + 123_456));
+        assert_eq!(parse_timestamp("2024-01-01 10:00:00.5"), Ok(T0 + 500_000));
+        assert_eq!(parse_timestamp("1704103200001"), Ok(T0 + 1_000));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_timestamp() {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T10:00:00Z",
+            "2024-01-32 10:00:00",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01",
+            "10:00:00",
+            "1.7e12",
+            "99999999999999999999999",
+            "-",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(utc_day(T0), 19_723);
+        assert_eq!(format_day(19_723), "2024-01-01");
+        assert_eq!(parse_day("2024-01-01"), Some(19_723));
+        assert_eq!(utc_day(-1), -1);
+        assert_eq!(format_day(-1), "1969-12-31");
+    }
+}

@@ -1,0 +1,275 @@
+//! Validation: decoded field values become typed rows or a [`Rejection`]
+//! carrying one of the contract's reason codes.
+//!
+//! The checks run in the contract's order, so a record with several faults
+//! gets the first code: `MISSING_FIELD`, `BAD_TIMESTAMP`, `BAD_DURATION`,
+//! `TOO_LONG` (`MALFORMED` is decided by the decoder).
+
+use crate::quarantine::{QuarantineReason, Rejection};
+use crate::timestamp::{parse_timestamp, MICROS_PER_DAY, MICROS_PER_SECOND};
+
+/// Canonical viewing-session fields, in decoder order.
+pub const SESSION_FIELDS: [&str; 9] = [
+    "event_id",
+    "user_id",
+    "device_id",
+    "channel_id",
+    "program_id",
+    "start_time",
+    "end_time",
+    "duration_seconds",
+    "platform",
+];
+/// Canonical channel-metadata fields.
+pub const CHANNEL_FIELDS: [&str; 5] = ["channel_id", "channel_name", "genre", "network", "language"];
+/// Canonical demographics fields.
+pub const DEMOGRAPHIC_FIELDS: [&str; 4] = ["user_id", "age_band", "gender", "region"];
+
+/// The longest session the contract accepts.
+pub const MAX_SESSION_MICROS: i64 = MICROS_PER_DAY;
+
+/// The platforms the contract names; anything else is stored as `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Stb,
+    SmartTv,
+    Mobile,
+    Web,
+    Other,
+}
+
+impl Platform {
+    /// Normalizes a delivered platform name (case and surrounding space ignored).
+    pub fn parse(text: &str) -> Platform {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("stb") {
+            Platform::Stb
+        } else if t.eq_ignore_ascii_case("smart_tv") {
+            Platform::SmartTv
+        } else if t.eq_ignore_ascii_case("mobile") {
+            Platform::Mobile
+        } else if t.eq_ignore_ascii_case("web") {
+            Platform::Web
+        } else {
+            Platform::Other
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Stb => "stb",
+            Platform::SmartTv => "smart_tv",
+            Platform::Mobile => "mobile",
+            Platform::Web => "web",
+            Platform::Other => "other",
+        }
+    }
+}
+
+/// A valid viewing session, borrowing its text from the decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewingSession<'a> {
+    pub event_id: &'a str,
+    pub user_id: &'a str,
+    pub device_id: Option<&'a str>,
+    pub channel_id: &'a str,
+    pub program_id: Option<&'a str>,
+    /// UTC microseconds.
+    pub start_us: i64,
+    /// UTC microseconds; `start_us + duration` when only a duration came.
+    pub end_us: i64,
+    /// The delivered duration, when the end was derived from it.
+    pub duration_seconds: Option<i64>,
+    pub platform: Option<Platform>,
+}
+
+/// A field value with surrounding space removed; empty counts as absent.
+fn present<'a>(values: &[Option<&'a str>], i: usize) -> Option<&'a str> {
+    values.get(i).copied().flatten().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn required<'a>(values: &[Option<&'a str>], fields: &[&'static str], i: usize) -> Result<&'a str, Rejection> {
+    present(values, i).ok_or_else(|| {
+        Rejection::field(QuarantineReason::MissingField, fields[i], format!("required field {} is absent or empty", fields[i]))
+    })
+}
+
+/// Validates one viewing session given its values in [`SESSION_FIELDS`] order.
+pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession<'a>, Rejection> {
+    let f = &SESSION_FIELDS;
+    let event_id = required(values, f, 0)?;
+    let user_id = required(values, f, 1)?;
+    let channel_id = required(values, f, 3)?;
+    let start_text = required(values, f, 5)?;
+    let end_text = present(values, 6);
+    let duration_text = present(values, 7);
+    if end_text.is_none() && duration_text.is_none() {
+        return Err(Rejection::field(
+            QuarantineReason::MissingField,
+            "end_time",
+            "one of end_time and duration_seconds is required",
+        ));
+    }
+
+    let timestamp = |field: &'static str, text: &str| {
+        parse_timestamp(text).map_err(|e| Rejection::field(QuarantineReason::BadTimestamp, field, e.to_string()))
+    };
+    let start_us = timestamp("start_time", start_text)?;
+    let end_given = end_text.map(|end| timestamp("end_time", end)).transpose()?;
+    // A delivered duration must be valid even when end_time makes it unused:
+    // a garbled duration is a sign of a garbled record.
+    let duration_seconds = duration_text
+        .map(|text| {
+            parse_duration(text).ok_or_else(|| {
+                Rejection::field(
+                    QuarantineReason::BadDuration,
+                    "duration_seconds",
+                    format!("duration_seconds must be a positive integer, got {text:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let end_us = match (end_given, duration_seconds) {
+        (Some(end), _) => end,
+        (None, Some(seconds)) => seconds
+            .checked_mul(MICROS_PER_SECOND)
+            .and_then(|d| start_us.checked_add(d))
+            .ok_or_else(|| Rejection::field(QuarantineReason::TooLong, "duration_seconds", "duration is out of range"))?,
+        (None, None) => unreachable!("checked above: one of the two is present"),
+    };
+    if end_us <= start_us {
+        return Err(Rejection::field(QuarantineReason::BadDuration, "end_time", "end_time is not after start_time"));
+    }
+    if end_us - start_us > MAX_SESSION_MICROS {
+        let hours = (end_us - start_us) as f64 / 3.6e9;
+        return Err(Rejection::record(QuarantineReason::TooLong, format!("session lasts {hours:.1} h, more than 24 h")));
+    }
+    Ok(ViewingSession {
+        event_id,
+        user_id,
+        device_id: present(values, 2),
+        channel_id,
+        program_id: present(values, 4),
+        start_us,
+        end_us,
+        duration_seconds,
+        platform: present(values, 8).map(Platform::parse),
+    })
+}
+
+/// A positive integer number of seconds (`"1800"`; not `1800.5`, `0`, `-5`).
+fn parse_duration(text: &str) -> Option<i64> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok().filter(|&s| s > 0)
+}
+
+/// Validates a channel-metadata record ([`CHANNEL_FIELDS`] order): the id and
+/// name are required; returns the trimmed values.
+pub fn validate_channel<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 5], Rejection> {
+    required(values, &CHANNEL_FIELDS, 0)?;
+    required(values, &CHANNEL_FIELDS, 1)?;
+    Ok(std::array::from_fn(|i| present(values, i)))
+}
+
+/// Validates a demographics record ([`DEMOGRAPHIC_FIELDS`] order): the user id
+/// is required; returns the trimmed values.
+pub fn validate_demographic<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 4], Rejection> {
+    required(values, &DEMOGRAPHIC_FIELDS, 0)?;
+    Ok(std::array::from_fn(|i| present(values, i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(pairs: &[(&str, &'static str)]) -> Vec<Option<&'static str>> {
+        SESSION_FIELDS
+            .iter()
+            .map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| *v))
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("event_id", "e1"),
+            ("user_id", "u1"),
+            ("channel_id", "c1"),
+            ("start_time", "2024-01-01T23:00:00Z"),
+            ("end_time", "2024-01-02T01:00:00Z"),
+        ]
+    }
+
+    fn with(changes: &[(&'static str, &'static str)]) -> Vec<Option<&'static str>> {
+        let mut pairs = base();
+        for (k, v) in changes {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k, v));
+        }
+        session(&pairs)
+    }
+
+    fn reason(values: &[Option<&str>]) -> QuarantineReason {
+        validate_session(values).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_valid_session_is_typed() {
+        let s = validate_session(&with(&[("platform", " Smart_TV "), ("device_id", "")])).unwrap();
+        assert_eq!(s.end_us - s.start_us, 2 * 3_600_000_000);
+        assert_eq!(s.platform, Some(Platform::SmartTv));
+        assert_eq!(s.device_id, None);
+        let s = validate_session(&with(&[("platform", "roku")])).unwrap();
+        assert_eq!(s.platform, Some(Platform::Other));
+    }
+
+    #[test]
+    fn duration_is_used_when_end_is_absent() {
+        let s = validate_session(&with(&[("end_time", ""), ("duration_seconds", "90")])).unwrap();
+        assert_eq!(s.end_us - s.start_us, 90_000_000);
+        assert_eq!(s.duration_seconds, Some(90));
+        // An end time wins over a duration; a garbled duration is still rejected.
+        let s = validate_session(&with(&[("duration_seconds", "60")])).unwrap();
+        assert_eq!(s.end_us - s.start_us, 2 * 3_600_000_000);
+        assert_eq!(reason(&with(&[("duration_seconds", "abc")])), QuarantineReason::BadDuration);
+    }
+
+    #[test]
+    fn each_reason_code_is_given() {
+        use QuarantineReason::*;
+        assert_eq!(reason(&with(&[("event_id", "")])), MissingField);
+        assert_eq!(reason(&with(&[("user_id", "   ")])), MissingField);
+        assert_eq!(reason(&with(&[("channel_id", "")])), MissingField);
+        assert_eq!(reason(&with(&[("start_time", "")])), MissingField);
+        assert_eq!(reason(&with(&[("end_time", "")])), MissingField);
+        assert_eq!(reason(&with(&[("start_time", "not a time")])), BadTimestamp);
+        assert_eq!(reason(&with(&[("end_time", "2024-02-30T00:00:00Z")])), BadTimestamp);
+        assert_eq!(reason(&with(&[("end_time", "2024-01-01T23:00:00Z")])), BadDuration);
+        assert_eq!(reason(&with(&[("end_time", "2024-01-01T22:00:00Z")])), BadDuration);
+        for bad in ["0", "-5", "1.5", "abc", "1e3"] {
+            assert_eq!(reason(&with(&[("end_time", ""), ("duration_seconds", bad)])), BadDuration, "{bad}");
+        }
+        assert_eq!(reason(&with(&[("end_time", "2024-01-03T00:00:01Z")])), TooLong);
+        assert_eq!(reason(&with(&[("end_time", ""), ("duration_seconds", "86401")])), TooLong);
+        // Exactly 24 hours is allowed.
+        assert!(validate_session(&with(&[("end_time", ""), ("duration_seconds", "86400")])).is_ok());
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let r = validate_session(&with(&[("start_time", "nope")])).unwrap_err();
+        assert_eq!(r.field, Some("start_time"));
+        assert!(r.message.contains("nope"), "{}", r.message);
+    }
+
+    #[test]
+    fn dimensions_require_their_keys() {
+        let ok = [Some("c1"), Some(" News 24 "), None, Some(""), None];
+        assert_eq!(validate_channel(&ok).unwrap()[1], Some("News 24"));
+        assert_eq!(validate_channel(&[Some("c1"), Some(""), None, None, None]).unwrap_err().reason, QuarantineReason::MissingField);
+        assert!(validate_demographic(&[Some("u1"), None, None, None]).is_ok());
+        assert!(validate_demographic(&[None, Some("18-24"), None, None]).is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! The warehouse: the SQL of `infra/sql/` and the port that runs it.
+//!
+//! The same statements run on Amazon Redshift (through the Data API) and on
+//! DuckDB (the local runner); only the step that fills the staging tables
+//! differs (`COPY … FORMAT AS PARQUET` there, `read_parquet` here), and the
+//! adapter supplies it.
+
+use serde::Serialize;
+
+use crate::source::Source;
+use crate::timestamp::parse_day;
+
+/// Creates the schemas and tables (idempotent).
+pub const SCHEMA_SQL: &str = include_str!("../../infra/sql/schema.sql");
+/// Staging → core for viewing sessions, then analytics for touched days.
+pub const LOAD_VIEWING_SESSIONS_SQL: &str = include_str!("../../infra/sql/load_viewing_sessions.sql");
+/// Staging → core for channel metadata.
+pub const LOAD_CHANNELS_SQL: &str = include_str!("../../infra/sql/load_channels.sql");
+/// Staging → core for demographics.
+pub const LOAD_DEMOGRAPHICS_SQL: &str = include_str!("../../infra/sql/load_demographics.sql");
+/// Top channels on a day.
+pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_channels.sql");
+/// Average viewing per user per day.
+pub const USER_AVERAGE_SQL: &str = include_str!("../../infra/sql/reports/user_average.sql");
+
+/// A failure of the warehouse.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// A statement failed; nothing of its transaction is kept.
+    #[error("statement {index} failed: {message}\n  in: {statement}")]
+    Statement { index: usize, statement: String, message: String },
+    /// The warehouse could not be reached or timed out.
+    #[error("warehouse unavailable: {message}")]
+    Unavailable { message: String, retryable: bool },
+    /// A result did not have the expected shape.
+    #[error("unexpected result: {0}")]
+    Result(String),
+}
+
+impl WarehouseError {
+    /// True when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, WarehouseError::Unavailable { retryable: true, .. })
+    }
+}
+
+/// Rows as JSON values, column names first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ResultSet {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+impl ResultSet {
+    fn column(&self, name: &str) -> Result<usize, WarehouseError> {
+        self.columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
+            .ok_or_else(|| WarehouseError::Result(format!("no column {name} in {:?}", self.columns)))
+    }
+
+    /// The integer in `column` of row `row`.
+    pub fn int(&self, row: usize, column: &str) -> Result<i64, WarehouseError> {
+        let c = self.column(column)?;
+        let v = self.rows.get(row).and_then(|r| r.get(c));
+        v.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .ok_or_else(|| WarehouseError::Result(format!("{column} of row {row} is not an integer: {v:?}")))
+    }
+
+    /// The number in `column` of row `row`.
+    pub fn float(&self, row: usize, column: &str) -> Result<f64, WarehouseError> {
+        let c = self.column(column)?;
+        let v = self.rows.get(row).and_then(|r| r.get(c));
+        v.and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .ok_or_else(|| WarehouseError::Result(format!("{column} of row {row} is not a number: {v:?}")))
+    }
+
+    /// The text in `column` of row `row` (`None` for NULL).
+    pub fn text(&self, row: usize, column: &str) -> Result<Option<String>, WarehouseError> {
+        let c = self.column(column)?;
+        match self.rows.get(row).and_then(|r| r.get(c)) {
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Ok(Some(other.to_string())),
+            None => Err(WarehouseError::Result(format!("no row {row}"))),
+        }
+    }
+}
+
+/// A SQL engine holding the warehouse.
+pub trait Warehouse {
+    /// Runs `statements` as one transaction: all of them or none. Returns
+    /// the rows of the last statement (empty if it returns none).
+    fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError>;
+    /// Runs one query.
+    fn query(&mut self, sql: &str) -> Result<ResultSet, WarehouseError>;
+}
+
+/// Splits a SQL file into statements: they end with `;` at the end of a
+/// line; `--` comment lines are dropped. (Our files keep `;` out of strings
+/// and comments, which a test checks.)
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').trim().to_owned();
+            statements.push(statement);
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_owned());
+    }
+    statements
+}
+
+/// The warehouse tables of each source.
+pub fn staging_table(source: Source) -> &'static str {
+    match source {
+        Source::Viewership => "staging.viewing_sessions",
+        Source::Channels => "staging.channels",
+        Source::Demographics => "staging.demographics",
+    }
+}
+
+fn load_sql(source: Source) -> &'static str {
+    match source {
+        Source::Viewership => LOAD_VIEWING_SESSIONS_SQL,
+        Source::Channels => LOAD_CHANNELS_SQL,
+        Source::Demographics => LOAD_DEMOGRAPHICS_SQL,
+    }
+}
+
+/// The statements of one load of `source`: the engine's `copy` statements
+/// (which fill the staging table), then staging → core → analytics.
+pub fn load_statements(source: Source, copy: Vec<String>, load_id: i64) -> Vec<String> {
+    let mut statements = copy;
+    statements.extend(split_statements(&load_sql(source).replace("{load_id}", &load_id.to_string())));
+    statements
+}
+
+/// The schema statements.
+pub fn schema_statements() -> Vec<String> {
+    split_statements(SCHEMA_SQL)
+}
+
+/// What one load did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LoadStats {
+    /// Rows the copy step staged.
+    pub rows_staged: u64,
+    /// Of those, rows of files loaded before (skipped).
+    pub rows_already_loaded: u64,
+    /// Rows superseded by a later delivery of the same key in this load.
+    pub duplicates_removed: u64,
+    /// Rows inserted or updated in core.
+    pub rows_merged: u64,
+    /// Days whose analytics were rebuilt.
+    pub days_touched: u64,
+}
+
+impl LoadStats {
+    /// Reads the counts the load's last statement returns.
+    pub fn from_result(result: &ResultSet) -> Result<LoadStats, WarehouseError> {
+        let get = |c| result.int(0, c).map(|v| v as u64);
+        Ok(LoadStats {
+            rows_staged: get("rows_staged")?,
+            rows_already_loaded: get("rows_already_loaded")?,
+            duplicates_removed: get("duplicates_removed")?,
+            rows_merged: get("rows_merged")?,
+            days_touched: get("days_touched")?,
+        })
+    }
+}
+
+/// A caller's parameter that is not what a report needs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReportParamError(String);
+
+fn checked_day(text: &str) -> Result<&str, ReportParamError> {
+    parse_day(text).map(|_| text).ok_or_else(|| ReportParamError(format!("not a date (YYYY-MM-DD): {text:?}")))
+}
+
+/// The top-channels query for `date` (validated, so it is safe to inline).
+pub fn top_channels_sql(date: &str, limit: u32) -> Result<String, ReportParamError> {
+    Ok(TOP_CHANNELS_SQL.replace("{date}", checked_day(date)?).replace("{limit}", &limit.to_string()))
+}
+
+/// The user-average query over `[from, to]`, open ends meaning all days.
+pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
+    let from = from.map(checked_day).transpose()?.unwrap_or("0001-01-01");
+    let to = to.map(checked_day).transpose()?.unwrap_or("9999-12-31");
+    Ok(USER_AVERAGE_SQL.replace("{from}", from).replace("{to}", to))
+}
+
+/// One row of the top-channels report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelRank {
+    pub rank: u32,
+    pub channel_id: String,
+    pub channel_name: String,
+    pub watch_seconds: f64,
+    pub reach: u64,
+}
+
+/// Runs the top-channels report.
+pub fn top_channels(wh: &mut dyn Warehouse, date: &str, limit: u32) -> Result<Vec<ChannelRank>, Box<dyn std::error::Error + Send + Sync>> {
+    let result = wh.query(&top_channels_sql(date, limit)?)?;
+    let mut ranks = Vec::with_capacity(result.rows.len());
+    for i in 0..result.rows.len() {
+        ranks.push(ChannelRank {
+            rank: i as u32 + 1,
+            channel_id: result.text(i, "channel_id")?.unwrap_or_default(),
+            channel_name: result.text(i, "channel_name")?.unwrap_or_default(),
+            watch_seconds: result.float(i, "watch_seconds")?,
+            reach: result.int(i, "reach")? as u64,
+        });
+    }
+    Ok(ranks)
+}
+
+/// One row of the user-average report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyUserAverage {
+    pub date: String,
+    pub active_users: u64,
+    pub avg_watch_seconds_per_user: f64,
+}
+
+/// Runs the user-average report.
+pub fn user_average(
+    wh: &mut dyn Warehouse,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<DailyUserAverage>, Box<dyn std::error::Error + Send + Sync>> {
+    let result = wh.query(&user_average_sql(from, to)?)?;
+    let mut days = Vec::with_capacity(result.rows.len());
+    for i in 0..result.rows.len() {
+        days.push(DailyUserAverage {
+            date: result.text(i, "view_date")?.unwrap_or_default(),
+            active_users: result.int(i, "active_users")? as u64,
+            avg_watch_seconds_per_user: result.float(i, "avg_watch_seconds_per_user")?,
+        });
+    }
+    Ok(days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::RedshiftSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn all_redshift_statements() -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for (name, sql) in [
+            ("schema.sql", SCHEMA_SQL.to_owned()),
+            ("load_viewing_sessions.sql", LOAD_VIEWING_SESSIONS_SQL.replace("{load_id}", "7")),
+            ("load_channels.sql", LOAD_CHANNELS_SQL.replace("{load_id}", "7")),
+            ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
+            ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
+            ("user_average.sql", user_average_sql(None, Some("2024-01-07")).unwrap()),
+        ] {
+            for statement in split_statements(&sql) {
+                all.push((name.to_owned(), statement));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_statement_parses_as_redshift_sql() {
+        let statements = all_redshift_statements();
+        assert!(statements.len() > 40, "found only {} statements", statements.len());
+        for (file, statement) in statements {
+            let parsed = Parser::parse_sql(&RedshiftSqlDialect {}, &statement)
+                .unwrap_or_else(|e| panic!("{file}: {e}\n{statement}"));
+            assert_eq!(parsed.len(), 1, "{file}: one statement per split\n{statement}");
+        }
+    }
+
+    #[test]
+    fn no_placeholder_is_left_and_no_semicolon_hides_in_a_statement() {
+        for (file, statement) in all_redshift_statements() {
+            assert!(!statement.contains('{'), "{file}: unsubstituted placeholder in {statement}");
+            assert!(!statement.contains(';'), "{file}: split missed a statement end in {statement}");
+        }
+    }
+
+    #[test]
+    fn report_parameters_are_validated() {
+        assert!(top_channels_sql("2024-01-01'; DROP TABLE x; --", 10).is_err());
+        assert!(user_average_sql(Some("yesterday"), None).is_err());
+        assert!(top_channels_sql("2024-02-29", 3).unwrap().contains("'2024-02-29'"));
+    }
+
+    #[test]
+    fn splitting_keeps_statements_whole() {
+        let s = split_statements("-- c\nSELECT 1;\n\nSELECT\n  2;\nSELECT 3");
+        assert_eq!(s, ["SELECT 1", "SELECT\n  2", "SELECT 3"]);
+    }
+}
