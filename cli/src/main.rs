@@ -1,1 +1,186 @@
-fn main() {}
+//! `tvetl`: the TV viewership pipeline on one machine.
+//!
+//! A folder is the bucket, `LAKE/_catalog/catalog.json` the catalog and
+//! `LAKE/_warehouse/warehouse.duckdb` the warehouse; the ingest code and the
+//! warehouse SQL are the ones the Lambdas run.
+
+mod chart;
+mod generate;
+mod report;
+mod run;
+mod warehouse;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tvetl_core::ingest::IngestOptions;
+use tvetl_core::warehouse::{top_channels, user_average};
+
+use crate::report::OutputFormat;
+use crate::warehouse::{DuckDbWarehouse, EngineLimits};
+
+#[derive(Parser)]
+#[command(
+    name = "tvetl",
+    version,
+    about = "Run the TV viewership pipeline locally: generate data, ingest it into a lake and warehouse, report insights."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate raw viewership, channel and demographics files (deterministic per seed).
+    Generate(generate::GenerateArgs),
+    /// Ingest every file under INPUT/{viewership,channels,demographics}/ into the lake and warehouse.
+    Run {
+        /// The raw folder (the bucket).
+        #[arg(long)]
+        input: PathBuf,
+        /// The lake folder: staging Parquet, quarantine, catalog and warehouse.
+        #[arg(long)]
+        lake: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: RunFormat,
+        /// Files ingested in parallel (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// DuckDB memory limit (it spills to disk beyond it).
+        #[arg(long, default_value = "256MB")]
+        memory_limit: String,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Report insights from the warehouse.
+    Report {
+        /// The lake folder given to `run`.
+        #[arg(long)]
+        lake: PathBuf,
+        #[command(subcommand)]
+        report: ReportCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Channels ranked by watch time on one UTC day (ties by channel id).
+    TopChannels {
+        #[arg(long)]
+        date: String,
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// Also draw a ranked bar chart (.png or .svg).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    /// Average watch time per active user, per UTC day.
+    UserAverage {
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// Also draw a line chart (.png or .svg).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
+    let path = run::warehouse_path(lake);
+    anyhow::ensure!(
+        path.exists(),
+        "no warehouse at {}: run `tvetl run --lake {}` first",
+        path.display(),
+        lake.display()
+    );
+    Ok(DuckDbWarehouse::open(&path, &EngineLimits::default())?)
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Generate(args) => {
+            let manifest = generate::generate(&args)?;
+            eprintln!(
+                "generated {} viewing-session records in {} files under {}",
+                manifest.records_written,
+                manifest.files.len(),
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { input, lake, format, jobs, memory_limit, quiet } => {
+            let options = run::RunOptions {
+                ingest: IngestOptions::default(),
+                engine: EngineLimits { memory_limit, threads: available_cores() },
+                jobs: jobs.unwrap_or_else(available_cores),
+                progress: !quiet && std::io::stderr().is_terminal(),
+            };
+            let summary = run::run(&input, &lake, &options)?;
+            match format {
+                RunFormat::Json => println!("{}", serde_json::to_string(&summary)?),
+                RunFormat::Table => run::print_table(&summary),
+            }
+            // Failed files are reported, not fatal: the rest has loaded.
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { lake, report } => {
+            let mut wh = open_warehouse(&lake)?;
+            match report {
+                ReportCommand::TopChannels { date, limit, format, chart } => {
+                    let channels = top_channels(&mut wh, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
+                    print!("{}", with_newline(report::render_top_channels(&date, &channels, format)));
+                    if let Some(path) = chart {
+                        chart::top_channels_chart(&path, &date, &channels)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                }
+                ReportCommand::UserAverage { from, to, format, chart } => {
+                    let days = user_average(&mut wh, from.as_deref(), to.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+                    print!("{}", with_newline(report::render_user_average(&days, format)));
+                    if let Some(path) = chart {
+                        chart::user_average_chart(&path, &days)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}

@@ -2,9 +2,11 @@
 -- user_id), last delivery wins. Run with COPY as one transaction; {load_id} is
 -- substituted by the loader. The last statement returns the load's counts.
 
+-- Counted over everything staged, before already-loaded files are skipped,
+-- so a rerun over the same files reports the same duplicates.
 DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
-SELECT COUNT(*) AS rows_staged FROM staging.demographics;
+SELECT COUNT(*) AS rows_staged, COUNT(DISTINCT user_id) AS keys_staged FROM staging.demographics;
 
 DELETE FROM staging.demographics
 USING core.load_ledger
@@ -26,7 +28,7 @@ DROP TABLE IF EXISTS load_counts;
 CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
        load_stats.rows_staged - (SELECT COUNT(*) FROM staging.demographics) AS rows_already_loaded,
-       (SELECT COUNT(*) FROM staging.demographics) - (SELECT COUNT(*) FROM new_rows) AS duplicates_removed,
+       load_stats.rows_staged - load_stats.keys_staged AS duplicates_removed,
        (SELECT COUNT(*) FROM new_rows) AS rows_merged,
        0 AS days_touched
 FROM load_stats;

@@ -3,9 +3,11 @@
 -- as one transaction and substitutes {load_id} (an integer). The last
 -- statement returns the load's counts.
 
+-- Counted over everything staged, before already-loaded files are skipped,
+-- so a rerun over the same files reports the same duplicates.
 DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
-SELECT COUNT(*) AS rows_staged FROM staging.viewing_sessions;
+SELECT COUNT(*) AS rows_staged, COUNT(DISTINCT event_id) AS keys_staged FROM staging.viewing_sessions;
 
 -- A staging file already loaded changes nothing: forget its rows.
 DELETE FROM staging.viewing_sessions
@@ -45,7 +47,7 @@ DROP TABLE IF EXISTS load_counts;
 CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
        load_stats.rows_staged - (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_already_loaded,
-       (SELECT COUNT(*) FROM staging.viewing_sessions) - (SELECT COUNT(*) FROM new_sessions) AS duplicates_removed,
+       load_stats.rows_staged - load_stats.keys_staged AS duplicates_removed,
        (SELECT COUNT(*) FROM new_sessions) AS rows_merged,
        (SELECT COUNT(*) FROM touched_days) AS days_touched
 FROM load_stats;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::IngestReport;
-use crate::schema::{table_def, TableDef};
+use crate::schema::{TableDef, table_def};
 
 /// A failure of the catalog.
 #[derive(Debug, thiserror::Error)]

@@ -101,8 +101,10 @@ where
     }
 }
 
+/// An object-level fault; `line` 0 means the position is not known (a gzip
+/// stream does not say where in the text it broke).
 fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {
-    IngestError::Unreadable { key: key.to_owned(), line, message: message.to_string() }
+    IngestError::Unreadable { key: key.to_owned(), line: (line > 0).then_some(line), message: message.to_string() }
 }
 
 /// The most fields any source has (viewing sessions: 9).
@@ -125,8 +127,7 @@ where
     let names: Vec<String> = header.iter().map(|h| normalize_name(&String::from_utf8_lossy(h))).collect();
     // For each canonical field, the column holding it (first match wins).
     let column_of: Vec<Option<usize>> = fields.iter().map(|f| names.iter().position(|n| n == f)).collect();
-    let unknown_columns =
-        names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()).cloned().collect();
+    let unknown_columns = names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()).cloned().collect();
 
     let mut record = csv::ByteRecord::new();
     let mut record_no = 0u64;
@@ -225,7 +226,12 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn decode_json_lines<R: BufRead, F>(key: &str, mut reader: R, fields: &[&str], mut on_record: F) -> Result<DecodeSummary, IngestError>
+fn decode_json_lines<R: BufRead, F>(
+    key: &str,
+    mut reader: R,
+    fields: &[&str],
+    mut on_record: F,
+) -> Result<DecodeSummary, IngestError>
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
@@ -254,7 +260,10 @@ where
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
-                let body = RecordBody::Malformed { message: format!("not valid UTF-8: {e}"), original: Original::Bytes(bytes) };
+                let body = RecordBody::Malformed {
+                    message: format!("not valid UTF-8: {e}"),
+                    original: Original::Bytes(bytes),
+                };
                 on_record(Record { record_no, line, body })?;
                 continue;
             }
@@ -320,7 +329,9 @@ where
                     let values = self.json.borrowed();
                     (self.on_record)(Record { record_no, line, body: RecordBody::Fields { values: &values, original } })
                 }
-                Err(message) => (self.on_record)(Record { record_no, line, body: RecordBody::Malformed { message, original } }),
+                Err(message) => {
+                    (self.on_record)(Record { record_no, line, body: RecordBody::Malformed { message, original } })
+                }
             };
             if let Err(e) = result {
                 self.callback_error = Some(e);
@@ -331,7 +342,12 @@ where
     }
 }
 
-fn decode_json_array<R: BufRead, F>(key: &str, mut reader: R, fields: &[&str], on_record: F) -> Result<DecodeSummary, IngestError>
+fn decode_json_array<R: BufRead, F>(
+    key: &str,
+    mut reader: R,
+    fields: &[&str],
+    on_record: F,
+) -> Result<DecodeSummary, IngestError>
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
@@ -343,7 +359,8 @@ where
     }
     let lines = Rc::new(Cell::new(0));
     let mut de = serde_json::Deserializer::from_reader(LineCounter { inner: reader, lines: lines.clone() });
-    let mut visitor = ArrayVisitor { fields, on_record, lines, callback_error: None, json: JsonFields::new(fields.len()) };
+    let mut visitor =
+        ArrayVisitor { fields, on_record, lines, callback_error: None, json: JsonFields::new(fields.len()) };
     let result = (&mut de).deserialize_seq(&mut visitor);
     if let Some(e) = visitor.callback_error.take() {
         return Err(e);

@@ -7,13 +7,15 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The object's key maps to no source or format of the contract.
-    #[error("{key}: not a raw input of the contract (expected viewership/, channels/ or demographics/ with .csv, .jsonl, .ndjson or .json, optionally .gz)")]
+    #[error(
+        "{key}: not a raw input of the contract (expected viewership/, channels/ or demographics/ with .csv, .jsonl, .ndjson or .json, optionally .gz)"
+    )]
     Unsupported { key: String },
     /// The object's bytes cannot be decoded at all: not gzip, truncated, a
     /// JSON array broken mid-way. Records before the fault are discarded so
     /// that an object loads entirely or not at all.
-    #[error("{key}: unreadable near line {line}: {message}")]
-    Unreadable { key: String, line: u64, message: String },
+    #[error("{key}: unreadable{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Unreadable { key: String, line: Option<u64>, message: String },
     /// Reading the object or writing the lake failed.
     #[error(transparent)]
     Store(#[from] StoreError),

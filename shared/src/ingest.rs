@@ -5,12 +5,12 @@
 
 use serde::Serialize;
 
-use crate::decode::{decode, Record, RecordBody};
+use crate::decode::{Record, RecordBody, decode};
 use crate::error::IngestError;
 use crate::quarantine::{QuarantineCounts, QuarantineReason, QuarantinedRecord, Rejection};
-use crate::source::{format_of, Source};
+use crate::source::{Source, format_of};
 use crate::staging::{
-    quarantine_prefix, Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, TextBatch, WrittenFile,
+    Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, TextBatch, WrittenFile, quarantine_prefix,
 };
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::timestamp::utc_day;
@@ -99,9 +99,12 @@ pub fn ingest_object(
             let summary = decode(&object.key, reader, format, compression, source.fields(), |record: Record<'_>| {
                 counts.rows_read += 1;
                 match record.body {
-                    RecordBody::Malformed { message, original } => {
-                        reject(record.record_no, record.line, Rejection::record(QuarantineReason::Malformed, message), original.render())
-                    }
+                    RecordBody::Malformed { message, original } => reject(
+                        record.record_no,
+                        record.line,
+                        Rejection::record(QuarantineReason::Malformed, message),
+                        original.render(),
+                    ),
                     RecordBody::Fields { values, original } => match validate_session(values) {
                         Ok(session) => {
                             counts.rows_accepted += 1;
@@ -120,9 +123,12 @@ pub fn ingest_object(
             let summary = decode(&object.key, reader, format, compression, source.fields(), |record: Record<'_>| {
                 counts.rows_read += 1;
                 match record.body {
-                    RecordBody::Malformed { message, original } => {
-                        reject(record.record_no, record.line, Rejection::record(QuarantineReason::Malformed, message), original.render())
-                    }
+                    RecordBody::Malformed { message, original } => reject(
+                        record.record_no,
+                        record.line,
+                        Rejection::record(QuarantineReason::Malformed, message),
+                        original.render(),
+                    ),
                     RecordBody::Fields { values, original } => {
                         let valid = match source {
                             Source::Channels => validate_channel(values).map(|v| v.to_vec()),
@@ -142,13 +148,24 @@ pub fn ingest_object(
         }
     };
     let quarantine_key = quarantine.finish()?;
-    Ok(IngestReport { key: object.key.clone(), source, counts, staged, quarantine_key, unknown_columns: summary.unknown_columns })
+    Ok(IngestReport {
+        key: object.key.clone(),
+        source,
+        counts,
+        staged,
+        quarantine_key,
+        unknown_columns: summary.unknown_columns,
+    })
 }
 
 /// Records an object that could not be read at all as
 /// `quarantine/<source>/ingest_date=…/unreadable-<id>.json`, so the failure is
 /// data like any rejected record. Returns the key written.
-pub fn record_unreadable(lake: &dyn ObjectStore, object: &ObjectMeta, error: &IngestError) -> Result<String, IngestError> {
+pub fn record_unreadable(
+    lake: &dyn ObjectStore,
+    object: &ObjectMeta,
+    error: &IngestError,
+) -> Result<String, IngestError> {
     #[derive(Serialize)]
     struct Unreadable<'a> {
         source_key: &'a str,
@@ -157,8 +174,14 @@ pub fn record_unreadable(lake: &dyn ObjectStore, object: &ObjectMeta, error: &In
         error: String,
     }
     let source = Source::from_key(&object.key).unwrap_or(Source::Viewership);
-    let key = format!("{}/unreadable-{}.json", quarantine_prefix(source, object), crate::staging::output_id(STEP, object));
-    let body = Unreadable { source_key: &object.key, source_version: &object.version, size: object.size, error: error.to_string() };
+    let key =
+        format!("{}/unreadable-{}.json", quarantine_prefix(source, object), crate::staging::output_id(STEP, object));
+    let body = Unreadable {
+        source_key: &object.key,
+        source_version: &object.version,
+        size: object.size,
+        error: error.to_string(),
+    };
     lake.put(&key, &serde_json::to_vec_pretty(&body).expect("serializes"))?;
     Ok(key)
 }

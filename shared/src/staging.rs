@@ -15,8 +15,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -165,7 +165,11 @@ pub struct TextBatch {
 impl TextBatch {
     /// A builder for `width` text columns.
     pub fn new(width: usize) -> Self {
-        TextBatch { columns: (0..width).map(|_| StringBuilder::new()).collect(), lineage: LineageColumns::default(), rows: 0 }
+        TextBatch {
+            columns: (0..width).map(|_| StringBuilder::new()).collect(),
+            lineage: LineageColumns::default(),
+            rows: 0,
+        }
     }
 
     /// Appends one row of text values.
@@ -318,9 +322,7 @@ impl<'s> QuarantineWriter<'s> {
         serde_json::to_writer(&mut self.line, record).expect("quarantine records serialize");
         self.line.push(b'\n');
         let upload = self.upload.as_mut().expect("opened above");
-        upload
-            .write_all(&self.line)
-            .map_err(|e| StoreError::Io { key: self.key.clone(), source: e })?;
+        upload.write_all(&self.line).map_err(|e| StoreError::Io { key: self.key.clone(), source: e })?;
         Ok(())
     }
 

@@ -34,9 +34,7 @@ pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
     }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-        .map(|t| t.and_utc().timestamp_micros())
-        .map_err(|_| bad())
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc().timestamp_micros()).map_err(|_| bad())
 }
 
 fn is_integer(s: &str) -> bool {

@@ -6,7 +6,7 @@
 //! `TOO_LONG` (`MALFORMED` is decided by the decoder).
 
 use crate::quarantine::{QuarantineReason, Rejection};
-use crate::timestamp::{parse_timestamp, MICROS_PER_DAY, MICROS_PER_SECOND};
+use crate::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
 
 /// Canonical viewing-session fields, in decoder order.
 pub const SESSION_FIELDS: [&str; 9] = [
@@ -91,7 +91,11 @@ fn present<'a>(values: &[Option<&'a str>], i: usize) -> Option<&'a str> {
 
 fn required<'a>(values: &[Option<&'a str>], fields: &[&'static str], i: usize) -> Result<&'a str, Rejection> {
     present(values, i).ok_or_else(|| {
-        Rejection::field(QuarantineReason::MissingField, fields[i], format!("required field {} is absent or empty", fields[i]))
+        Rejection::field(
+            QuarantineReason::MissingField,
+            fields[i],
+            format!("required field {} is absent or empty", fields[i]),
+        )
     })
 }
 
@@ -132,10 +136,11 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
         .transpose()?;
     let end_us = match (end_given, duration_seconds) {
         (Some(end), _) => end,
-        (None, Some(seconds)) => seconds
-            .checked_mul(MICROS_PER_SECOND)
-            .and_then(|d| start_us.checked_add(d))
-            .ok_or_else(|| Rejection::field(QuarantineReason::TooLong, "duration_seconds", "duration is out of range"))?,
+        (None, Some(seconds)) => {
+            seconds.checked_mul(MICROS_PER_SECOND).and_then(|d| start_us.checked_add(d)).ok_or_else(|| {
+                Rejection::field(QuarantineReason::TooLong, "duration_seconds", "duration is out of range")
+            })?
+        }
         (None, None) => unreachable!("checked above: one of the two is present"),
     };
     if end_us <= start_us {
@@ -143,7 +148,10 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
     }
     if end_us - start_us > MAX_SESSION_MICROS {
         let hours = (end_us - start_us) as f64 / 3.6e9;
-        return Err(Rejection::record(QuarantineReason::TooLong, format!("session lasts {hours:.1} h, more than 24 h")));
+        return Err(Rejection::record(
+            QuarantineReason::TooLong,
+            format!("session lasts {hours:.1} h, more than 24 h"),
+        ));
     }
     Ok(ViewingSession {
         event_id,
@@ -186,10 +194,7 @@ mod tests {
     use super::*;
 
     fn session(pairs: &[(&str, &'static str)]) -> Vec<Option<&'static str>> {
-        SESSION_FIELDS
-            .iter()
-            .map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| *v))
-            .collect()
+        SESSION_FIELDS.iter().map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| *v)).collect()
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -268,7 +273,10 @@ mod tests {
     fn dimensions_require_their_keys() {
         let ok = [Some("c1"), Some(" News 24 "), None, Some(""), None];
         assert_eq!(validate_channel(&ok).unwrap()[1], Some("News 24"));
-        assert_eq!(validate_channel(&[Some("c1"), Some(""), None, None, None]).unwrap_err().reason, QuarantineReason::MissingField);
+        assert_eq!(
+            validate_channel(&[Some("c1"), Some(""), None, None, None]).unwrap_err().reason,
+            QuarantineReason::MissingField
+        );
         assert!(validate_demographic(&[Some("u1"), None, None, None]).is_ok());
         assert!(validate_demographic(&[None, Some("18-24"), None, None]).is_err());
     }

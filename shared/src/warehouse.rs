@@ -27,7 +27,7 @@ pub const USER_AVERAGE_SQL: &str = include_str!("../../infra/sql/reports/user_av
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
     /// A statement failed; nothing of its transaction is kept.
-    #[error("statement {index} failed: {message}\n  in: {statement}")]
+    #[error("statement {index} failed: {message}\n  in: {}", abbreviate(statement))]
     Statement { index: usize, statement: String, message: String },
     /// The warehouse could not be reached or timed out.
     #[error("warehouse unavailable: {message}")]
@@ -35,6 +35,15 @@ pub enum WarehouseError {
     /// A result did not have the expected shape.
     #[error("unexpected result: {0}")]
     Result(String),
+}
+
+/// The start of a long statement, enough to recognise it in a message.
+fn abbreviate(statement: &str) -> String {
+    const KEEP: usize = 400;
+    match statement.char_indices().nth(KEEP) {
+        Some((i, _)) => format!("{} …", &statement[..i]),
+        None => statement.to_owned(),
+    }
 }
 
 impl WarehouseError {
@@ -158,7 +167,9 @@ pub struct LoadStats {
     pub rows_staged: u64,
     /// Of those, rows of files loaded before (skipped).
     pub rows_already_loaded: u64,
-    /// Rows superseded by a later delivery of the same key in this load.
+    /// Staged rows superseded by a later delivery of the same key in this
+    /// load (counted before files loaded earlier are skipped, so a rerun over
+    /// the same files reports the same number).
     pub duplicates_removed: u64,
     /// Rows inserted or updated in core.
     pub rows_merged: u64,
@@ -212,7 +223,11 @@ pub struct ChannelRank {
 }
 
 /// Runs the top-channels report.
-pub fn top_channels(wh: &mut dyn Warehouse, date: &str, limit: u32) -> Result<Vec<ChannelRank>, Box<dyn std::error::Error + Send + Sync>> {
+pub fn top_channels(
+    wh: &mut dyn Warehouse,
+    date: &str,
+    limit: u32,
+) -> Result<Vec<ChannelRank>, Box<dyn std::error::Error + Send + Sync>> {
     let result = wh.query(&top_channels_sql(date, limit)?)?;
     let mut ranks = Vec::with_capacity(result.rows.len());
     for i in 0..result.rows.len() {

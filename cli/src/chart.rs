@@ -1,0 +1,122 @@
+//! Charts of the reports, as PNG or SVG (by the file's extension), drawn with
+//! `plotters` and a bundled font so they render on machines without fonts.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+use tvetl_core::warehouse::{ChannelRank, DailyUserAverage};
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn ensure_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The bundled font is valid: registering it only fails on bad bytes.
+        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+const SIZE: (u32, u32) = (1000, 600);
+
+fn with_backend(
+    path: &Path,
+    draw: impl Fn(DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
+    draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    ensure_font();
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => draw(BitMapBackend::new(path, SIZE).into_drawing_area()),
+        Some("svg") => draw_svg(SVGBackend::new(path, SIZE).into_drawing_area()),
+        _ => bail!("{}: a chart is written as .png or .svg", path.display()),
+    }
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing chart: {e}")
+}
+
+/// A ranked horizontal bar chart of the top channels (watch hours).
+pub fn top_channels_chart(path: &Path, date: &str, channels: &[ChannelRank]) -> anyhow::Result<()> {
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        date: &str,
+        channels: &[ChannelRank],
+    ) -> anyhow::Result<()> {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let n = channels.len().max(1) as i32;
+        let max_hours = channels.iter().map(|c| c.watch_seconds / 3600.0).fold(0.0, f64::max).max(1e-9) * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("Top channels by watch time, {date}"), ("sans-serif", 26))
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0.0..max_hours, (0..n - 1).into_segmented())
+            .map_err(plot_err)?;
+        let label = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) => channels
+                .get((n - 1 - *i) as usize)
+                .map(|c| format!("{}. {}", c.rank, c.channel_name))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(channels.len().max(1))
+            .y_label_formatter(&label)
+            .x_desc("watch hours")
+            .label_style(("sans-serif", 16))
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .draw_series(channels.iter().enumerate().map(|(i, c)| {
+                let y = n - 1 - i as i32;
+                let mut bar = Rectangle::new(
+                    [(0.0, SegmentValue::Exact(y)), (c.watch_seconds / 3600.0, SegmentValue::Exact(y + 1))],
+                    RGBColor(31, 119, 180).filled(),
+                );
+                bar.set_margin(4, 4, 0, 0);
+                bar
+            }))
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+        Ok(())
+    }
+    with_backend(path, |root| draw(root, date, channels), |root| draw(root, date, channels))
+}
+
+/// A line chart of the daily average viewing per active user (minutes).
+pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Result<()> {
+    fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, days: &[DailyUserAverage]) -> anyhow::Result<()> {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let points: Vec<(i32, f64)> =
+            days.iter().enumerate().map(|(i, d)| (i as i32, d.avg_watch_seconds_per_user / 60.0)).collect();
+        let max_y = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.15;
+        let last = (points.len() as i32 - 1).max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Average viewing per active user", ("sans-serif", 26))
+            .margin(20)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0..last, 0.0..max_y)
+            .map_err(plot_err)?;
+        let label = |i: &i32| days.get(*i as usize).map(|d| d.date.clone()).unwrap_or_default();
+        chart
+            .configure_mesh()
+            .x_labels(days.len().clamp(2, 12))
+            .x_label_formatter(&label)
+            .y_desc("minutes per user")
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(plot_err)?;
+        let color = RGBColor(214, 39, 40);
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3))).map_err(plot_err)?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled()))).map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+        Ok(())
+    }
+    with_backend(path, |root| draw(root, days), |root| draw(root, days))
+}

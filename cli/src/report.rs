@@ -1,0 +1,119 @@
+//! `tvetl report`: the insights, as a table, JSON or CSV.
+
+use serde::Serialize;
+use tvetl_core::warehouse::{ChannelRank, DailyUserAverage};
+
+/// Output format of reports and summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Serialize)]
+struct TopChannelsJson<'a> {
+    date: &'a str,
+    channels: &'a [ChannelRank],
+}
+
+#[derive(Serialize)]
+struct UserAverageJson<'a> {
+    days: &'a [DailyUserAverage],
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    w.write_record(fields).expect("writing to memory");
+    String::from_utf8(w.into_inner().expect("flushing memory")).expect("fields are UTF-8")
+}
+
+/// Renders the top-channels report.
+pub fn render_top_channels(date: &str, channels: &[ChannelRank], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string(&TopChannelsJson { date, channels }).expect("serializes"),
+        OutputFormat::Csv => {
+            let mut out = csv_line(&["rank", "channel_id", "channel_name", "watch_seconds", "reach"].map(String::from));
+            for c in channels {
+                out.push_str(&csv_line(&[
+                    c.rank.to_string(),
+                    c.channel_id.clone(),
+                    c.channel_name.clone(),
+                    c.watch_seconds.to_string(),
+                    c.reach.to_string(),
+                ]));
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let mut out = format!("Top channels on {date}\n");
+            out.push_str(&format!(
+                "{:>4}  {:<12} {:<28} {:>14} {:>10} {:>8}\n",
+                "rank", "channel", "name", "watch_seconds", "hours", "reach"
+            ));
+            for c in channels {
+                out.push_str(&format!(
+                    "{:>4}  {:<12} {:<28} {:>14.1} {:>10.1} {:>8}\n",
+                    c.rank,
+                    c.channel_id,
+                    truncate(&c.channel_name, 28),
+                    c.watch_seconds,
+                    c.watch_seconds / 3600.0,
+                    c.reach
+                ));
+            }
+            if channels.is_empty() {
+                out.push_str("  (no viewing on that day)\n");
+            }
+            out
+        }
+    }
+}
+
+/// Renders the user-average report.
+pub fn render_user_average(days: &[DailyUserAverage], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string(&UserAverageJson { days }).expect("serializes"),
+        OutputFormat::Csv => {
+            let mut out = csv_line(&["date", "active_users", "avg_watch_seconds_per_user"].map(String::from));
+            for d in days {
+                out.push_str(&csv_line(&[
+                    d.date.clone(),
+                    d.active_users.to_string(),
+                    d.avg_watch_seconds_per_user.to_string(),
+                ]));
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let mut out = String::from("Average viewing per active user\n");
+            out.push_str(&format!(
+                "{:<12} {:>12} {:>26} {:>10}\n",
+                "date", "active_users", "avg_watch_seconds_per_user", "minutes"
+            ));
+            for d in days {
+                out.push_str(&format!(
+                    "{:<12} {:>12} {:>26.1} {:>10.1}\n",
+                    d.date,
+                    d.active_users,
+                    d.avg_watch_seconds_per_user,
+                    d.avg_watch_seconds_per_user / 60.0
+                ));
+            }
+            if days.is_empty() {
+                out.push_str("  (no viewing in that range)\n");
+            }
+            out
+        }
+    }
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}

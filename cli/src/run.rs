@@ -1,0 +1,235 @@
+//! `tvetl run`: every raw file through the ingest step, the lake into the
+//! warehouse, and one summary whose counts add up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tvetl_core::Source;
+use tvetl_core::catalog::{FileCatalog, register_outputs};
+use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
+use tvetl_core::quarantine::QuarantineCounts;
+use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
+use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements};
+
+use crate::warehouse::{DuckDbWarehouse, EngineLimits};
+
+/// Where the local lake keeps what is not a lake object.
+pub fn catalog_path(lake: &Path) -> PathBuf {
+    lake.join("_catalog").join("catalog.json")
+}
+
+/// The local warehouse database file.
+pub fn warehouse_path(lake: &Path) -> PathBuf {
+    lake.join("_warehouse").join("warehouse.duckdb")
+}
+
+/// How one input file fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileOutcome {
+    pub key: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+}
+
+/// The contract's summary of a run (counts are of viewing-session records),
+/// plus the dimensions and the warehouse loads.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+    pub duplicates_removed: u64,
+    pub quarantined: QuarantineCounts,
+    pub files: Vec<FileOutcome>,
+    pub dimensions: BTreeMap<Source, RecordCounts>,
+    pub loads: BTreeMap<Source, LoadStats>,
+    pub unknown_columns: Vec<String>,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub ingest: IngestOptions,
+    pub engine: EngineLimits,
+    /// Files ingested at once.
+    pub jobs: usize,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+enum Ingested {
+    Loaded(IngestReport),
+    Failed { source: Option<Source>, error: String },
+}
+
+/// Runs the pipeline over `input` into `lake`.
+pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<RunSummary> {
+    anyhow::ensure!(input.is_dir(), "input folder {} does not exist", input.display());
+    std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
+    // Absolute paths: the warehouse reads the staging files by path.
+    let lake = &lake.canonicalize().with_context(|| format!("resolving {}", lake.display()))?;
+    let raw = LocalObjectStore::new(input);
+    let lake_store = LocalObjectStore::new(lake);
+    let catalog = FileCatalog::new(catalog_path(lake));
+
+    let mut objects: Vec<ObjectMeta> = Vec::new();
+    for source in Source::ALL {
+        objects
+            .extend(raw.list(&format!("{}/", source.name())).with_context(|| format!("listing {}", input.display()))?);
+    }
+    objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+
+    let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let bar = if options.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
+    if options.progress {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+    }
+
+    // Files are independent: a few workers take them in turn.
+    let results: Vec<Mutex<Option<Ingested>>> = objects.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1).min(objects.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(object) = objects.get(i) else { break };
+                    bar.set_message(object.key.clone());
+                    let outcome = ingest_one(&raw, object, &lake_store, &catalog, &options.ingest);
+                    bar.inc(object.size);
+                    *results[i].lock().expect("no worker panics holding it") = Some(outcome);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+
+    let mut sessions = RecordCounts::default();
+    let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
+    let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
+    let mut files = Vec::with_capacity(objects.len());
+    let mut unknown_columns: Vec<String> = Vec::new();
+    for (object, result) in objects.iter().zip(results) {
+        match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
+            Ingested::Loaded(report) => {
+                match report.source {
+                    Source::Viewership => sessions.merge(&report.counts),
+                    other => dimensions.entry(other).or_default().merge(&report.counts),
+                }
+                staged.entry(report.source).or_default().extend(report.staged.iter().map(|f| lake.join(&f.key)));
+                for column in &report.unknown_columns {
+                    if !unknown_columns.contains(column) {
+                        unknown_columns.push(column.clone());
+                    }
+                }
+                files.push(FileOutcome {
+                    key: object.key.clone(),
+                    status: "loaded",
+                    error: None,
+                    source: Some(report.source),
+                    rows_read: report.counts.rows_read,
+                    rows_accepted: report.counts.rows_accepted,
+                });
+            }
+            Ingested::Failed { source, error } => files.push(FileOutcome {
+                key: object.key.clone(),
+                status: "failed",
+                error: Some(error),
+                source,
+                rows_read: 0,
+                rows_accepted: 0,
+            }),
+        }
+    }
+
+    let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
+    let mut loads = BTreeMap::new();
+    for source in Source::ALL {
+        let Some(paths) = staged.get(&source).filter(|p| !p.is_empty()) else { continue };
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let load_id = warehouse.next_load_id()?;
+        let statements = load_statements(source, vec![DuckDbWarehouse::copy_statement(source, &refs)], load_id);
+        let result = warehouse
+            .execute_transaction(&statements)
+            .with_context(|| format!("loading {source} into the warehouse"))?;
+        loads.insert(source, LoadStats::from_result(&result)?);
+    }
+
+    Ok(RunSummary {
+        rows_read: sessions.rows_read,
+        rows_accepted: sessions.rows_accepted,
+        duplicates_removed: loads.get(&Source::Viewership).map_or(0, |l| l.duplicates_removed),
+        quarantined: sessions.quarantined,
+        files,
+        dimensions,
+        loads,
+        unknown_columns,
+    })
+}
+
+fn ingest_one(
+    raw: &LocalObjectStore,
+    object: &ObjectMeta,
+    lake: &LocalObjectStore,
+    catalog: &FileCatalog,
+    options: &IngestOptions,
+) -> Ingested {
+    let source = Source::from_key(&object.key);
+    match ingest_object(raw, object, lake, options) {
+        Ok(report) => match register_outputs(catalog, &report) {
+            Ok(()) => Ingested::Loaded(report),
+            Err(e) => Ingested::Failed { source, error: e.to_string() },
+        },
+        Err(e) => {
+            let mut error = e.to_string();
+            if e.is_bad_object() {
+                match record_unreadable(lake, object, &e) {
+                    Ok(key) => error.push_str(&format!(" (recorded in {key})")),
+                    Err(q) => error.push_str(&format!(" (and recording it failed: {q})")),
+                }
+            }
+            Ingested::Failed { source, error }
+        }
+    }
+}
+
+/// Prints the summary as a table.
+pub fn print_table(summary: &RunSummary) {
+    println!("viewing sessions");
+    println!("  {:<22}{:>12}", "rows read", summary.rows_read);
+    println!("  {:<22}{:>12}", "rows accepted", summary.rows_accepted);
+    println!("  {:<22}{:>12}", "duplicates removed", summary.duplicates_removed);
+    for reason in tvetl_core::QuarantineReason::ALL {
+        println!("  {:<22}{:>12}", format!("quarantined {}", reason.code()), summary.quarantined.get(reason));
+    }
+    for (source, counts) in &summary.dimensions {
+        println!(
+            "{source}: {} read, {} accepted, {} quarantined",
+            counts.rows_read,
+            counts.rows_accepted,
+            counts.quarantined.total()
+        );
+    }
+    if !summary.unknown_columns.is_empty() {
+        println!("ignored unknown columns: {}", summary.unknown_columns.join(", "));
+    }
+    let failed: Vec<_> = summary.files.iter().filter(|f| f.status == "failed").collect();
+    println!("files: {} loaded, {} failed", summary.files.len() - failed.len(), failed.len());
+    for f in failed {
+        println!("  FAILED {}: {}", f.key, f.error.as_deref().unwrap_or(""));
+    }
+}

@@ -1,0 +1,150 @@
+//! The local warehouse: DuckDB running the same SQL as Redshift.
+//!
+//! Only the copy step differs: Redshift's `COPY … FORMAT AS PARQUET` becomes
+//! an `INSERT … SELECT * FROM read_parquet([...])` over the lake's files.
+
+use std::path::Path;
+
+use duckdb::Connection;
+use duckdb::types::ValueRef;
+use serde_json::Value;
+use tvetl_core::Source;
+use tvetl_core::warehouse::{ResultSet, Warehouse, WarehouseError, schema_statements, staging_table};
+
+/// Limits of the embedded engine.
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    /// DuckDB's `memory_limit` (it spills to disk beyond it).
+    pub memory_limit: String,
+    /// DuckDB worker threads.
+    pub threads: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { memory_limit: "256MB".into(), threads: 2 }
+    }
+}
+
+/// A DuckDB database file holding the staging, core and analytics schemas.
+pub struct DuckDbWarehouse {
+    conn: Connection,
+}
+
+fn engine_error(index: usize, statement: &str, e: duckdb::Error) -> WarehouseError {
+    WarehouseError::Statement { index, statement: statement.to_owned(), message: e.to_string() }
+}
+
+impl DuckDbWarehouse {
+    /// Opens (or creates) the database at `path` and applies the schema.
+    pub fn open(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| WarehouseError::Unavailable {
+                message: format!("{}: {e}", dir.display()),
+                retryable: false,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| WarehouseError::Unavailable {
+            message: format!("{}: {e}", path.display()),
+            retryable: false,
+        })?;
+        let spill = path.with_extension("spill");
+        let settings = format!(
+            "SET memory_limit = '{}'; SET threads = {}; SET preserve_insertion_order = false; SET temp_directory = '{}';",
+            limits.memory_limit,
+            limits.threads.max(1),
+            spill.display()
+        );
+        conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
+        let mut warehouse = DuckDbWarehouse { conn };
+        warehouse.execute_transaction(&schema_statements())?;
+        Ok(warehouse)
+    }
+
+    /// The statement that fills a staging table from staging Parquet files.
+    pub fn copy_statement(source: Source, files: &[&Path]) -> String {
+        let list: Vec<String> =
+            files.iter().map(|f| format!("'{}'", f.display().to_string().replace('\'', "''"))).collect();
+        // The partition value is derived from start_time in SQL, as on Redshift,
+        // whose COPY does not see the path either.
+        format!(
+            "INSERT INTO {} SELECT * FROM read_parquet([{}], hive_partitioning = false)",
+            staging_table(source),
+            list.join(", ")
+        )
+    }
+
+    /// The next load id (loads are numbered in order).
+    pub fn next_load_id(&mut self) -> Result<i64, WarehouseError> {
+        let r = self.query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")?;
+        r.int(0, "next_id")
+    }
+}
+
+fn json_value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Boolean(b) => Value::Bool(b),
+        ValueRef::TinyInt(i) => i.into(),
+        ValueRef::SmallInt(i) => i.into(),
+        ValueRef::Int(i) => i.into(),
+        ValueRef::BigInt(i) => i.into(),
+        ValueRef::HugeInt(i) => i64::try_from(i).map(Value::from).unwrap_or_else(|_| Value::String(i.to_string())),
+        ValueRef::UTinyInt(i) => i.into(),
+        ValueRef::USmallInt(i) => i.into(),
+        ValueRef::UInt(i) => i.into(),
+        ValueRef::UBigInt(i) => i.into(),
+        ValueRef::Float(f) => f64::from(f).into(),
+        ValueRef::Double(f) => f.into(),
+        ValueRef::Decimal(d) => d.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null),
+        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Date32(days) => Value::String(tvetl_core::timestamp::format_day(days)),
+        other => Value::String(format!("{other:?}")),
+    }
+}
+
+fn run_query(conn: &Connection, index: usize, sql: &str) -> Result<ResultSet, WarehouseError> {
+    let mut statement = conn.prepare(sql).map_err(|e| engine_error(index, sql, e))?;
+    let mut rows = statement.query([]).map_err(|e| engine_error(index, sql, e))?;
+    let mut out = ResultSet::default();
+    while let Some(row) = rows.next().map_err(|e| engine_error(index, sql, e))? {
+        if out.columns.is_empty() {
+            out.columns = row.as_ref().column_names();
+        }
+        let width = out.columns.len();
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(json_value(row.get_ref(i).map_err(|e| engine_error(index, sql, e))?));
+        }
+        out.rows.push(values);
+    }
+    if out.columns.is_empty() {
+        out.columns = rows.as_ref().map(|s| s.column_names()).unwrap_or_default();
+    }
+    Ok(out)
+}
+
+fn is_query(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or("");
+    head.eq_ignore_ascii_case("select") || sql.trim_start().to_ascii_lowercase().starts_with("with ")
+}
+
+impl Warehouse for DuckDbWarehouse {
+    fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
+        let tx = self.conn.transaction().map_err(|e| engine_error(0, "BEGIN", e))?;
+        let mut last = ResultSet::default();
+        for (index, sql) in statements.iter().enumerate() {
+            if index + 1 == statements.len() && is_query(sql) {
+                last = run_query(&tx, index, sql)?;
+            } else {
+                tx.execute_batch(sql).map_err(|e| engine_error(index, sql, e))?;
+            }
+        }
+        tx.commit().map_err(|e| engine_error(statements.len(), "COMMIT", e))?;
+        Ok(last)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<ResultSet, WarehouseError> {
+        run_query(&self.conn, 0, sql)
+    }
+}
