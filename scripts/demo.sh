@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The demo: generate dirty raw data, run the pipeline, print both reports and
+# draw both charts. Output goes to ./demo (or $DEMO_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+rows="${ROWS:-200000}"
+out="${DEMO_DIR:-demo}"
+cargo build -p tvetl
+tvetl="$CARGO_TARGET_DIR/debug/tvetl"
+
+"$tvetl" generate --out "$out/raw" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02
+"$tvetl" run --input "$out/raw" --lake "$out/lake"
+echo
+"$tvetl" report --lake "$out/lake" top-channels --date 2024-01-01 --limit 10 --chart "$out/top-channels-2024-01-01.png"
+echo
+"$tvetl" report --lake "$out/lake" user-average --from 2024-01-01 --to 2024-01-07 --chart "$out/user-average.png"
+echo
+echo "charts: $out/top-channels-2024-01-01.png $out/user-average.png"
+echo "lake:   $out/lake/staging (Parquet), $out/lake/quarantine (rejected rows), $out/lake/_catalog/catalog.json"

@@ -1,0 +1,400 @@
+//! End-to-end tests of the local pipeline: the `tvetl` binary over generated
+//! and hand-written data, checked against the generator's manifest, an
+//! independent reference computation, hand-computed answers, and an outside
+//! Parquet reader.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const DAY_US: i64 = 86_400_000_000;
+
+fn tvetl(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl")).args(args).output().expect("tvetl runs");
+    assert!(
+        out.status.success(),
+        "tvetl {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&tvetl(args)).unwrap_or_else(|e| panic!("tvetl {args:?}: not JSON: {e}"))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn run(input: &Path, lake: &Path) -> Value {
+    json(&["run", "--input", path(input), "--lake", path(lake), "--format", "json", "--quiet"])
+}
+
+fn top_channels(lake: &Path, date: &str) -> Value {
+    json(&["report", "--lake", path(lake), "top-channels", "--date", date, "--limit", "1000", "--format", "json"])
+}
+
+fn user_average(lake: &Path) -> Value {
+    json(&["report", "--lake", path(lake), "user-average", "--format", "json"])
+}
+
+fn day_name(day: i64) -> String {
+    tvetl_core::timestamp::format_day(day as i32)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The contract's metrics computed straight from the generator's truth, by
+/// plain loops: nothing of the pipeline's code or SQL is used.
+struct Reference {
+    /// day -> channel -> (watch micros, users)
+    channels: BTreeMap<i64, BTreeMap<String, (i64, BTreeSet<String>)>>,
+    /// day -> user -> watch micros
+    users: BTreeMap<i64, BTreeMap<String, i64>>,
+    names: HashMap<String, String>,
+}
+
+impl Reference {
+    fn from_truth(truth: &Value) -> Reference {
+        let mut r = Reference { channels: BTreeMap::new(), users: BTreeMap::new(), names: HashMap::new() };
+        for (id, name) in truth["channel_names"].as_object().expect("names") {
+            r.names.insert(id.clone(), name.as_str().expect("name").to_owned());
+        }
+        for s in truth["sessions"].as_array().expect("sessions") {
+            let user = s[1].as_str().unwrap().to_owned();
+            let channel = s[2].as_str().unwrap().to_owned();
+            let (start, end) = (s[3].as_i64().unwrap(), s[4].as_i64().unwrap());
+            let mut t = start;
+            while t < end {
+                let day = t.div_euclid(DAY_US);
+                let part_end = end.min((day + 1) * DAY_US);
+                let entry = r.channels.entry(day).or_default().entry(channel.clone()).or_default();
+                entry.0 += part_end - t;
+                entry.1.insert(user.clone());
+                *r.users.entry(day).or_default().entry(user.clone()).or_default() += part_end - t;
+                t = part_end;
+            }
+        }
+        r
+    }
+
+    fn ranking(&self, day: i64) -> Vec<(String, f64, usize)> {
+        let mut rows: Vec<_> = self
+            .channels
+            .get(&day)
+            .map(|m| m.iter().map(|(c, (us, users))| (c.clone(), *us, users.len())).collect())
+            .unwrap_or_default();
+        rows.sort_by(|a: &(String, i64, usize), b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows.into_iter().map(|(c, us, reach)| (c, us as f64 / 1e6, reach)).collect()
+    }
+}
+
+fn assert_reports_match(lake: &Path, reference: &Reference) {
+    for &day in reference.channels.keys() {
+        let date = day_name(day);
+        let report = top_channels(lake, &date);
+        assert_eq!(report["date"], date.as_str());
+        let got = report["channels"].as_array().expect("channels");
+        let want = reference.ranking(day);
+        assert_eq!(got.len(), want.len(), "{date}: number of channels");
+        for (i, (g, (channel, seconds, reach))) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g["rank"], i as u64 + 1);
+            assert_eq!(g["channel_id"].as_str(), Some(channel.as_str()), "{date}: rank {}", i + 1);
+            let watched = g["watch_seconds"].as_f64().unwrap();
+            assert!(close(watched, *seconds), "{date} {channel}: {watched} vs {seconds}");
+            assert_eq!(g["reach"].as_u64(), Some(*reach as u64), "{date} {channel}: reach");
+            let name = reference.names.get(channel).map_or("Unknown", String::as_str);
+            assert_eq!(g["channel_name"].as_str(), Some(name), "{date} {channel}: name");
+        }
+    }
+    let averages = user_average(lake);
+    let days = averages["days"].as_array().expect("days");
+    assert_eq!(days.len(), reference.users.len(), "one row per day with viewing");
+    for (got, (day, users)) in days.iter().zip(&reference.users) {
+        assert_eq!(got["date"].as_str(), Some(day_name(*day).as_str()));
+        assert_eq!(got["active_users"].as_u64(), Some(users.len() as u64));
+        let want = users.values().sum::<i64>() as f64 / 1e6 / users.len() as f64;
+        let avg = got["avg_watch_seconds_per_user"].as_f64().unwrap();
+        assert!(close(avg, want), "{}: {avg} vs {want}", day_name(*day));
+    }
+}
+
+/// Every lake object (staging, quarantine, catalog) with its bytes.
+fn snapshot(lake: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for top in ["staging", "quarantine", "_catalog"] {
+        if lake.join(top).exists() {
+            walk(&lake.join(top), lake, &mut out);
+        }
+    }
+    out
+}
+
+fn warehouse_rows(lake: &Path) -> Vec<String> {
+    let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
+    let mut out = Vec::new();
+    for table in [
+        "core.viewing_sessions",
+        "core.channels",
+        "core.users",
+        "core.load_ledger",
+        "core.load_audit",
+        "analytics.daily_channel_viewing",
+        "analytics.daily_user_viewing",
+    ] {
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS VARCHAR) || ':' || CAST(COALESCE(SUM(hash(t)), 0) AS VARCHAR) FROM {table} t"
+        );
+        let v: String = conn.query_row(&sql, [], |r| r.get(0)).unwrap();
+        out.push(format!("{table}={v}"));
+    }
+    out
+}
+
+#[test]
+fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake, truth) = (dir.path().join("raw"), dir.path().join("lake"), dir.path().join("truth.json"));
+    tvetl(&[
+        "generate",
+        "--out",
+        path(&input),
+        "--rows",
+        "6000",
+        "--days",
+        "4",
+        "--seed",
+        "7",
+        "--dirty",
+        "0.05",
+        "--truth",
+        path(&truth),
+    ]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(input.join("generator-manifest.json")).unwrap()).unwrap();
+    let expected = &manifest["expected"];
+    let summary = run(&input, &lake);
+
+    for field in ["rows_read", "rows_accepted", "duplicates_removed"] {
+        assert_eq!(summary[field], expected[field], "{field}");
+    }
+    for code in ["MALFORMED", "MISSING_FIELD", "BAD_TIMESTAMP", "BAD_DURATION", "TOO_LONG"] {
+        assert!(expected["quarantined"][code].as_u64().unwrap() > 0, "the generator injects {code}");
+        assert_eq!(summary["quarantined"][code], expected["quarantined"][code], "{code}");
+    }
+    let quarantined: u64 = summary["quarantined"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(summary["rows_read"].as_u64().unwrap(), summary["rows_accepted"].as_u64().unwrap() + quarantined);
+
+    // The truncated file fails alone; everything else loads.
+    let files = summary["files"].as_array().unwrap();
+    let failed: Vec<_> = files.iter().filter(|f| f["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["key"], manifest["unreadable_files"][0]);
+    assert!(failed[0]["error"].as_str().unwrap().contains("sessions-9999-truncated.csv.gz"));
+    assert!(files.iter().filter(|f| f["status"] == "loaded").count() >= 8);
+
+    // Dimensions: one bad record each, quarantined.
+    assert_eq!(summary["dimensions"]["channels"]["quarantined"]["MISSING_FIELD"], expected["channels_quarantined"]);
+    assert_eq!(
+        summary["dimensions"]["demographics"]["quarantined"]["MISSING_FIELD"],
+        expected["demographics_quarantined"]
+    );
+
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    let reference = Reference::from_truth(&truth);
+    assert!(reference.names["ch003"].ends_with(" HD"), "the generator renames ch003 in a later file");
+    assert_reports_match(&lake, &reference);
+
+    // An outside reader sees the Hive partitions and exactly the accepted rows.
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let glob = lake.join("staging/viewership/*/*.parquet");
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT event_date), \
+         COUNT(*) FILTER (WHERE CAST(event_date AS VARCHAR) <> CAST(CAST(CAST(start_time AS TIMESTAMP) AS DATE) AS VARCHAR)) \
+         FROM read_parquet('{}', hive_partitioning = true)",
+        glob.display()
+    );
+    let (rows, partitions, misplaced): (i64, i64, i64) =
+        conn.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!(rows as u64, summary["rows_accepted"].as_u64().unwrap());
+    assert_eq!(partitions, 4, "4 days of starts");
+    assert_eq!(misplaced, 0, "every row sits in the partition of its start day");
+}
+
+#[test]
+fn running_twice_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    tvetl(&["generate", "--out", path(&input), "--rows", "3000", "--days", "3", "--seed", "11", "--dirty", "0.04"]);
+    let first = run(&input, &lake);
+    let objects = snapshot(&lake);
+    assert!(objects.keys().any(|k| k.starts_with("staging/viewership")));
+    assert!(objects.keys().any(|k| k.starts_with("quarantine/viewership")));
+    let rows = warehouse_rows(&lake);
+    let reports = (top_channels(&lake, "2024-01-02"), user_average(&lake));
+
+    let second = run(&input, &lake);
+    assert_eq!(snapshot(&lake), objects, "same lake objects, same bytes");
+    assert_eq!(warehouse_rows(&lake), rows, "same warehouse rows");
+    assert_eq!((top_channels(&lake, "2024-01-02"), user_average(&lake)), reports);
+    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
+        assert_eq!(first[field], second[field], "{field}");
+    }
+    assert_eq!(second["loads"]["viewership"]["rows_merged"], 0, "nothing new to merge");
+    assert!(second["loads"]["viewership"]["rows_already_loaded"].as_u64().unwrap() > 0);
+}
+
+fn write(root: &Path, key: &str, body: &[u8]) {
+    let p = root.join(key);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+fn ranking(report: &Value) -> Vec<(String, String, f64, u64)> {
+    report["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["channel_id"].as_str().unwrap().to_owned(),
+                c["channel_name"].as_str().unwrap().to_owned(),
+                c["watch_seconds"].as_f64().unwrap(),
+                c["reach"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn averages(lake: &Path) -> Vec<(String, u64, f64)> {
+    user_average(lake)["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_owned(),
+                d["active_users"].as_u64().unwrap(),
+                d["avg_watch_seconds_per_user"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn s(x: &str) -> String {
+    x.to_owned()
+}
+
+#[test]
+fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    write(
+        &input,
+        "viewership/a.csv",
+        b"\xEF\xBB\xBFEvent_ID,user_id,CHANNEL_ID,start_time,end_time,duration_seconds,platform,extra\r\n\
+          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z,,stb,x\r\n\
+          e2,u2,c1,2024-01-01 10:00:00,,1800,web,\r\n\
+          e3,u1,c2,1704103200000,,600,mobile,\"a, \"\"quoted\"\"\nvalue\"\r\n\
+          e4,u3,c9,2024-01-01T12:00:00+02:00,2024-01-01T10:30:00Z,,,\r\n\
+          e5,,c1,2024-01-01T10:00:00Z,,60,,\r\n",
+    );
+    write(
+        &input,
+        "viewership/b.jsonl",
+        b"{\"event_id\":\"e2\",\"user_id\":\"u2\",\"channel_id\":\"c2\",\"start_time\":\"2024-01-01T10:00:00Z\",\"duration_seconds\":3600}\n\
+          {\"event_id\":\"e6\",\"user_id\":\"u4\",\"channel_id\":\"c1\",\"start_time\":\"2024-01-01T10:00:00Z\",\"end_time\":\"2024-01-01T09:00:00Z\"}\n\
+          not json\n",
+    );
+    write(&input, "viewership/broken.csv.gz", b"this is not gzip");
+    write(&input, "channels/channels.csv", b"channel_id,channel_name\nc1,One\nc2,Two\n");
+    write(&input, "channels/more.json", b"[{\"channel_id\": \"c3\", \"channel_name\": \"Three\"}, {\"channel_id\": ");
+
+    let summary = run(&input, &lake);
+    assert_eq!(summary["rows_read"], 8);
+    assert_eq!(summary["rows_accepted"], 5);
+    assert_eq!(summary["duplicates_removed"], 1);
+    assert_eq!(
+        summary["quarantined"],
+        serde_json::json!({"MALFORMED": 1, "MISSING_FIELD": 1, "BAD_TIMESTAMP": 0, "BAD_DURATION": 1, "TOO_LONG": 0})
+    );
+    let failed: BTreeSet<&str> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "failed")
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, BTreeSet::from(["channels/more.json", "viewership/broken.csv.gz"]));
+
+    // e2's later delivery (b.jsonl > a.csv) moved it to c2 for an hour; e1
+    // crosses midnight; c9 has no metadata.
+    assert_eq!(
+        ranking(&top_channels(&lake, "2024-01-01")),
+        [(s("c2"), s("Two"), 4200.0, 2), (s("c1"), s("One"), 3600.0, 1), (s("c9"), s("Unknown"), 1800.0, 1)]
+    );
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-02")), [(s("c1"), s("One"), 3600.0, 1)]);
+    assert_eq!(averages(&lake), [(s("2024-01-01"), 3, 3200.0), (s("2024-01-02"), 1, 3600.0)]);
+
+    // A later file re-delivers e1 on another day: both old days are rebuilt.
+    write(
+        &input,
+        "viewership/c.csv",
+        b"event_id,user_id,channel_id,start_time,end_time\ne1,u1,c1,2024-01-03T10:00:00Z,2024-01-03T10:10:00Z\n",
+    );
+    let again = run(&input, &lake);
+    assert_eq!(again["loads"]["viewership"]["rows_merged"], 1, "only the new file is merged");
+    assert_eq!(
+        ranking(&top_channels(&lake, "2024-01-01")),
+        [(s("c2"), s("Two"), 4200.0, 2), (s("c9"), s("Unknown"), 1800.0, 1)]
+    );
+    assert!(ranking(&top_channels(&lake, "2024-01-02")).is_empty());
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-03")), [(s("c1"), s("One"), 600.0, 1)]);
+    assert_eq!(averages(&lake), [(s("2024-01-01"), 3, 2000.0), (s("2024-01-03"), 1, 600.0)]);
+
+    // Reports in every format, and charts in both image formats.
+    let csv = tvetl(&["report", "--lake", path(&lake), "top-channels", "--date", "2024-01-01", "--format", "csv"]);
+    assert_eq!(csv.lines().next(), Some("rank,channel_id,channel_name,watch_seconds,reach"));
+    assert_eq!(csv.lines().nth(1), Some("1,c2,Two,4200,2"));
+    let table = tvetl(&["report", "--lake", path(&lake), "user-average", "--from", "2024-01-03", "--to", "2024-01-03"]);
+    assert!(table.contains("2024-01-03") && !table.contains("2024-01-01"), "{table}");
+    let png = dir.path().join("top.png");
+    let svg = dir.path().join("avg.svg");
+    tvetl(&["report", "--lake", path(&lake), "top-channels", "--date", "2024-01-01", "--chart", path(&png)]);
+    tvetl(&["report", "--lake", path(&lake), "user-average", "--chart", path(&svg)]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("2024-01-03"));
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no warehouse"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
