@@ -5,7 +5,9 @@
 # usage: bench/run.sh [ROWS ...]            (default: 1000000 5000000)
 #
 # environment:
-#   TVETL           tvetl binary to use (default: cargo build --release -p tvetl)
+#   TVETL           tvetl binary to use (default: cargo build -p tvetl, the dev
+#                   profile, which optimises every crate at opt-level 2; see
+#                   Cargo.toml for why the demo and bench do not use --release)
 #   CARGO_TARGET_DIR  where that build goes (default: target, in the repo)
 #   BENCH_DIR       work folder for inputs, outputs and results (default: mktemp -d);
 #                   a generated input is kept there and reused by the next run
@@ -56,11 +58,10 @@ fi
 if [ -n "${TVETL:-}" ]; then
   tvetl=$TVETL
 else
-  echo "== cargo build --release -p tvetl" >&2
-  (cd "$repo" && cargo build --release -p tvetl)
-  target=${CARGO_TARGET_DIR:-target}
-  case "$target" in /*) ;; *) target="$repo/$target" ;; esac
-  tvetl="$target/release/tvetl"
+  source "$repo/scripts/env.sh"
+  echo "== cargo build -p tvetl" >&2
+  (cd "$repo" && cargo build -p tvetl)
+  tvetl="$CARGO_TARGET_DIR/debug/tvetl"
 fi
 [ -x "$tvetl" ] || { echo "error: tvetl binary not found or not executable: $tvetl" >&2; exit 1; }
 case "$tvetl" in /*) ;; */*) tvetl="$PWD/$tvetl" ;; esac

@@ -53,6 +53,15 @@ pub struct RunSummary {
     pub dimensions: BTreeMap<Source, RecordCounts>,
     pub loads: BTreeMap<Source, LoadStats>,
     pub unknown_columns: Vec<String>,
+    /// Wall-clock seconds per phase.
+    pub seconds: PhaseSeconds,
+}
+
+/// Wall-clock seconds of a run's phases.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseSeconds {
+    pub ingest: f64,
+    pub warehouse: f64,
 }
 
 /// Options of a run.
@@ -88,6 +97,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
     objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
 
+    let started = std::time::Instant::now();
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     let bar = if options.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
     if options.progress {
@@ -156,6 +166,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
 
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
@@ -178,6 +190,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         dimensions,
         loads,
         unknown_columns,
+        seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: started.elapsed().as_secs_f64() },
     })
 }
 

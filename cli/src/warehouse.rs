@@ -133,11 +133,17 @@ impl Warehouse for DuckDbWarehouse {
     fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
         let tx = self.conn.transaction().map_err(|e| engine_error(0, "BEGIN", e))?;
         let mut last = ResultSet::default();
+        let timings = std::env::var_os("TVETL_SQL_TIMINGS").is_some();
         for (index, sql) in statements.iter().enumerate() {
+            let started = std::time::Instant::now();
             if index + 1 == statements.len() && is_query(sql) {
                 last = run_query(&tx, index, sql)?;
             } else {
                 tx.execute_batch(sql).map_err(|e| engine_error(index, sql, e))?;
+            }
+            if timings {
+                let head: String = sql.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+                eprintln!("{:>8.3}s  {head}", started.elapsed().as_secs_f64());
             }
         }
         tx.commit().map_err(|e| engine_error(statements.len(), "COMMIT", e))?;
