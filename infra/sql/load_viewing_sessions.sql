@@ -3,11 +3,20 @@
 -- as one transaction and substitutes {load_id} (an integer). The last
 -- statement returns the load's counts.
 
--- Counted over everything staged, before already-loaded files are skipped,
--- so a rerun over the same files reports the same duplicates.
+-- Event ids delivered more than once in this load. Duplicates are counted
+-- over everything staged, before already-loaded files are skipped, so a rerun
+-- over the same files reports the same number.
+DROP TABLE IF EXISTS repeated_ids;
+CREATE TEMP TABLE repeated_ids AS
+SELECT event_id, COUNT(*) AS deliveries
+FROM staging.viewing_sessions
+GROUP BY event_id
+HAVING COUNT(*) > 1;
+
 DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
-SELECT COUNT(*) AS rows_staged, COUNT(DISTINCT event_id) AS keys_staged FROM staging.viewing_sessions;
+SELECT (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_staged,
+       (SELECT COALESCE(SUM(deliveries - 1), 0) FROM repeated_ids) AS duplicates;
 
 -- A staging file already loaded changes nothing: forget its rows.
 DELETE FROM staging.viewing_sessions
@@ -18,14 +27,21 @@ WHERE core.load_ledger.table_name = 'viewing_sessions'
   AND core.load_ledger.event_date = CAST(staging.viewing_sessions.start_time AS DATE);
 
 -- Last delivery wins: the later object key (byte-wise), then the later record.
+-- Only repeated ids need ranking; the rest (most rows) pass straight through.
 DROP TABLE IF EXISTS new_sessions;
 CREATE TEMP TABLE new_sessions AS
 SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
        duration_seconds, platform, source_key, source_version, source_record_no
+FROM staging.viewing_sessions
+WHERE event_id NOT IN (SELECT event_id FROM repeated_ids)
+UNION ALL
+SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
+       duration_seconds, platform, source_key, source_version, source_record_no
 FROM (
     SELECT s.*,
-           ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+           ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key DESC, s.source_record_no DESC) AS delivery_rank
     FROM staging.viewing_sessions s
+    JOIN repeated_ids r ON s.event_id = r.event_id
 ) ranked
 WHERE delivery_rank = 1;
 
@@ -47,7 +63,7 @@ DROP TABLE IF EXISTS load_counts;
 CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
        load_stats.rows_staged - (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_already_loaded,
-       load_stats.rows_staged - load_stats.keys_staged AS duplicates_removed,
+       load_stats.duplicates AS duplicates_removed,
        (SELECT COUNT(*) FROM new_sessions) AS rows_merged,
        (SELECT COUNT(*) FROM touched_days) AS days_touched
 FROM load_stats;
@@ -121,6 +137,7 @@ WHERE rows_merged > 0;
 
 DELETE FROM staging.viewing_sessions;
 DROP TABLE new_sessions;
+DROP TABLE repeated_ids;
 DROP TABLE touched_days;
 DROP TABLE day_parts;
 DROP TABLE load_stats;

@@ -16,7 +16,8 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -235,11 +236,18 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
             KeyValue::new("tvetl.source_key".to_owned(), object.key.clone()),
             KeyValue::new("tvetl.source_version".to_owned(), object.version.clone()),
         ];
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            // Row-group statistics are what readers prune with; page-level
+            // string statistics cost more than they save here.
+            .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(options.row_group_rows))
-            .set_key_value_metadata(Some(lineage))
-            .build();
+            .set_key_value_metadata(Some(lineage));
+        // Unique per row: a dictionary would only be built and abandoned.
+        for unique in ["event_id", "device_id"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+        }
+        let props = props.build();
         PartitionWriter {
             store,
             source,
