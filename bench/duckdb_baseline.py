@@ -86,7 +86,8 @@ CREATE OR REPLACE TEMP MACRO parse_ts(s) AS CASE
   WHEN regexp_full_match(s, '-?\d{1,15}')
     THEN epoch_ms(CAST(s AS BIGINT))
 END;
-CREATE OR REPLACE TEMP MACRO is_empty(s) AS coalesce(s, '') = '';
+-- As in tvetl, a value of only spaces counts as empty.
+CREATE OR REPLACE TEMP MACRO is_empty(s) AS coalesce(trim(s), '') = '';
 """
 
 CHECKED_DDL = """

@@ -9,6 +9,7 @@
 //! with [`IngestError::Unreadable`].
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
 
@@ -118,7 +119,8 @@ fn decode_csv<R: Read, F>(key: &str, reader: R, fields: &[&str], mut on_record: 
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let breaks = BreakTracker { inner: reader, offset: 0, breaks: VecDeque::new(), newlines_before: 0 };
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(breaks);
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
         unreadable(key, line, e)
@@ -138,35 +140,90 @@ where
             Err(e) => return Err(csv_error(e)),
         }
         record_no += 1;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| csv.get_mut().line_at(p.byte()));
         let original = Original::Csv(&record);
         if record.len() != header.len() {
             let message = format!("expected {} columns as in the header, found {}", header.len(), record.len());
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
             continue;
         }
+        // Bad UTF-8 anywhere, an ignored column included, makes the record
+        // malformed.
+        let bad_utf8 = record.iter().position(|bytes| std::str::from_utf8(bytes).is_err());
         let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
-        let mut bad_utf8 = None;
-        for ((slot, field), column) in values.iter_mut().zip(fields).zip(&column_of) {
-            let value = match column.map(|c| &record[c]) {
-                None => None,
-                Some(bytes) => match std::str::from_utf8(bytes) {
-                    Ok(s) => Some(s),
-                    Err(_) => {
-                        bad_utf8 = Some(*field);
-                        None
-                    }
-                },
-            };
-            *slot = value;
-        }
         let body = match bad_utf8 {
-            Some(field) => RecordBody::Malformed { message: format!("field {field} is not valid UTF-8"), original },
-            None => RecordBody::Fields { values: &values[..fields.len()], original },
+            Some(column) => {
+                let name = names.get(column).map_or("?", String::as_str);
+                RecordBody::Malformed {
+                    message: format!("column {} ({name}) is not valid UTF-8", column + 1),
+                    original,
+                }
+            }
+            None => {
+                for (slot, column) in values.iter_mut().zip(&column_of) {
+                    *slot = column.map(|c| std::str::from_utf8(&record[c]).expect("checked above"));
+                }
+                RecordBody::Fields { values: &values[..fields.len()], original }
+            }
         };
         on_record(Record { record_no, line, body })?;
     }
     Ok(DecodeSummary { unknown_columns })
+}
+
+/// Remembers where the line breaks are in the bytes the CSV reader takes, so
+/// that a record's line can be found from its byte offset. The csv crate's own
+/// `Position::line` is taken before the line breaks that precede a record are
+/// skipped (the `\n` of the previous record's CRLF, blank lines), so it lags
+/// behind by as many lines.
+struct BreakTracker<R> {
+    inner: R,
+    /// Bytes read so far.
+    offset: u64,
+    /// Offsets and values of the `\r` and `\n` bytes not yet passed by [`line_at`].
+    ///
+    /// [`line_at`]: BreakTracker::line_at
+    breaks: VecDeque<(u64, u8)>,
+    /// `\n` bytes before the first entry of `breaks`.
+    newlines_before: u64,
+}
+
+impl<R: Read> Read for BreakTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' || b == b'\r' {
+                self.breaks.push_back((self.offset + i as u64, b));
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> BreakTracker<R> {
+    /// The 1-based line of the first byte at or after `offset` that is not a
+    /// line break: where a record read from `offset` starts. Offsets must not
+    /// decrease from one call to the next.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while let Some(&(at, b)) = self.breaks.front() {
+            if at >= offset {
+                break;
+            }
+            self.newlines_before += u64::from(b == b'\n');
+            self.breaks.pop_front();
+        }
+        let mut line = 1 + self.newlines_before;
+        let mut next = offset;
+        for &(at, b) in &self.breaks {
+            if at != next {
+                break;
+            }
+            line += u64::from(b == b'\n');
+            next += 1;
+        }
+        line
+    }
 }
 
 /// Lower-cased JSON keys mapped to canonical fields; values rendered as text
