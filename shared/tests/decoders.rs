@@ -1,0 +1,634 @@
+//! The streaming decoders against the data contract (§1, §2): RFC 4180 CSV,
+//! JSON Lines, JSON arrays, plain or gzip, fed real bytes.
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::rc::Rc;
+
+use tvetl_core::decode::{DecodeSummary, RecordBody, decode};
+use tvetl_core::error::IngestError;
+use tvetl_core::validate::SESSION_FIELDS;
+use tvetl_core::{Compression, InputFormat};
+
+/// A decoded record, owned.
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    record_no: u64,
+    line: u64,
+    /// `Ok(values in SESSION_FIELDS order)` or `Err(malformed message)`.
+    body: Result<Vec<Option<String>>, String>,
+    /// `Original::render()`.
+    original: String,
+}
+
+impl Rec {
+    fn values(&self) -> &[Option<String>] {
+        match &self.body {
+            Ok(v) => v,
+            Err(m) => panic!("record {} is malformed ({m}), expected fields", self.record_no),
+        }
+    }
+
+    /// The value of a canonical field.
+    fn get(&self, field: &str) -> Option<&str> {
+        let i = SESSION_FIELDS.iter().position(|f| *f == field).unwrap_or_else(|| panic!("no field {field}"));
+        self.values()[i].as_deref()
+    }
+
+    fn malformed(&self) -> &str {
+        match &self.body {
+            Err(m) => m,
+            Ok(v) => panic!("record {} has fields {v:?}, expected malformed", self.record_no),
+        }
+    }
+
+    fn is_malformed(&self) -> bool {
+        self.body.is_err()
+    }
+}
+
+fn run(bytes: &[u8], format: InputFormat, compression: Compression) -> (Vec<Rec>, Result<DecodeSummary, IngestError>) {
+    let mut out = Vec::new();
+    let result = decode("viewership/test", bytes, format, compression, &SESSION_FIELDS, |record| {
+        let (body, original) = match record.body {
+            RecordBody::Fields { values, original } => {
+                assert_eq!(values.len(), SESSION_FIELDS.len(), "one value per canonical field");
+                (Ok(values.iter().map(|v| v.map(str::to_owned)).collect()), original.render())
+            }
+            RecordBody::Malformed { message, original } => (Err(message), original.render()),
+        };
+        out.push(Rec { record_no: record.record_no, line: record.line, body, original });
+        Ok(())
+    });
+    (out, result)
+}
+
+/// Decodes and expects success.
+fn ok(bytes: &[u8], format: InputFormat, compression: Compression) -> (Vec<Rec>, DecodeSummary) {
+    let (records, result) = run(bytes, format, compression);
+    match result {
+        Ok(summary) => (records, summary),
+        Err(e) => panic!("decoding failed: {e}"),
+    }
+}
+
+fn csv(bytes: &[u8]) -> (Vec<Rec>, DecodeSummary) {
+    ok(bytes, InputFormat::Csv, Compression::None)
+}
+
+fn jsonl(bytes: &[u8]) -> (Vec<Rec>, DecodeSummary) {
+    ok(bytes, InputFormat::JsonLines, Compression::None)
+}
+
+fn json_array(bytes: &[u8]) -> (Vec<Rec>, DecodeSummary) {
+    ok(bytes, InputFormat::JsonArray, Compression::None)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn assert_unreadable(result: Result<DecodeSummary, IngestError>) -> IngestError {
+    match result {
+        Err(e @ IngestError::Unreadable { .. }) => {
+            assert!(e.is_bad_object(), "an unreadable object is a bad object");
+            assert!(!e.is_retryable());
+            let IngestError::Unreadable { key, .. } = &e else { unreachable!() };
+            assert_eq!(key, "viewership/test");
+            e
+        }
+        Err(e) => panic!("expected Unreadable, got {e:?}"),
+        Ok(summary) => panic!("expected Unreadable, decoding succeeded ({summary:?})"),
+    }
+}
+
+const HEADER: &str = "event_id,user_id,device_id,channel_id,program_id,start_time,end_time,duration_seconds,platform";
+
+fn record_nos(records: &[Rec]) -> Vec<u64> {
+    records.iter().map(|r| r.record_no).collect()
+}
+
+fn lines(records: &[Rec]) -> Vec<u64> {
+    records.iter().map(|r| r.line).collect()
+}
+
+// ---------------------------------------------------------------- CSV
+
+#[test]
+fn csv_quoted_commas_doubled_quotes_and_a_quoted_newline() {
+    let text = format!(
+        "{HEADER}\n\
+         e1,u1,d1,c1,\"News, Weather\",2024-01-01T10:00:00Z,,60,stb\n\
+         e2,u2,,c2,\"He said \"\"hi\"\"\",2024-01-01T10:00:00Z,,60,web\n\
+         e3,u3,,c3,\"line one\nline two\",2024-01-01T10:00:00Z,,60,web\n\
+         e4,u4,,c4,p4,2024-01-01T10:00:00Z,,60,web\n"
+    );
+    let (records, summary) = csv(text.as_bytes());
+    assert_eq!(summary.unknown_columns, Vec::<String>::new());
+    assert_eq!(record_nos(&records), [1, 2, 3, 4], "a quoted newline does not start a record");
+    // Header on line 1; e3 spans lines 4-5, so e4 starts on line 6.
+    assert_eq!(lines(&records), [2, 3, 4, 6]);
+
+    assert_eq!(records[0].get("program_id"), Some("News, Weather"));
+    assert_eq!(records[0].get("start_time"), Some("2024-01-01T10:00:00Z"));
+    assert_eq!(records[0].get("platform"), Some("stb"));
+    assert_eq!(records[1].get("program_id"), Some("He said \"hi\""));
+    assert_eq!(records[2].get("program_id"), Some("line one\nline two"));
+    assert_eq!(records[2].get("start_time"), Some("2024-01-01T10:00:00Z"));
+    assert_eq!(records[3].get("event_id"), Some("e4"));
+    assert_eq!(records[3].get("program_id"), Some("p4"));
+    // Empty fields are delivered as empty strings (validation treats them as absent).
+    assert_eq!(records[1].get("device_id"), Some(""));
+
+    // The original text is the record re-quoted as CSV.
+    assert_eq!(records[0].original, "e1,u1,d1,c1,\"News, Weather\",2024-01-01T10:00:00Z,,60,stb");
+    assert_eq!(records[1].original, "e2,u2,,c2,\"He said \"\"hi\"\"\",2024-01-01T10:00:00Z,,60,web");
+    assert_eq!(records[2].original, "e3,u3,,c3,\"line one\nline two\",2024-01-01T10:00:00Z,,60,web");
+}
+
+#[test]
+fn csv_bom_and_crlf() {
+    let text = format!(
+        "\u{feff}{}\r\n\
+         e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\r\n\
+         e2,u2,,c2,\"two\r\nlines\",2024-01-01T10:00:00Z,2024-01-01T11:00:00Z,,web\r\n\
+         e3,u3,,c3,,2024-01-01T10:00:00Z,,60,mobile\r\n",
+        HEADER
+    );
+    let (records, summary) = csv(text.as_bytes());
+    assert_eq!(summary.unknown_columns, Vec::<String>::new(), "the BOM is not part of the first column's name");
+    assert_eq!(record_nos(&records), [1, 2, 3]);
+    assert_eq!(lines(&records), [2, 3, 5]);
+    assert_eq!(records[0].get("event_id"), Some("e1"), "the first column maps despite the BOM");
+    // No carriage return leaks into the last field.
+    assert_eq!(records[0].get("platform"), Some("stb"));
+    assert_eq!(records[1].get("platform"), Some("web"));
+    assert_eq!(records[2].get("platform"), Some("mobile"));
+    assert_eq!(records[1].get("program_id"), Some("two\r\nlines"), "quoted line breaks are kept verbatim");
+    assert_eq!(records[1].get("end_time"), Some("2024-01-01T11:00:00Z"));
+}
+
+#[test]
+fn csv_headers_in_any_order_and_case_with_unknown_and_missing_columns() {
+    let text = " Platform ,START_TIME,  Event_ID,Extra_Col,user_id ,Channel_Id,Duration_Seconds\n\
+                WEB,2024-01-01T10:00:00Z,e1,whatever,u1,c1,60\n\
+                stb,2024-01-02 08:00:00,e2,,u2,c2,1800\n";
+    let (records, summary) = csv(text.as_bytes());
+    assert_eq!(summary.unknown_columns, ["extra_col"]);
+    assert_eq!(records.len(), 2);
+    let r = &records[0];
+    assert_eq!(r.get("event_id"), Some("e1"));
+    assert_eq!(r.get("user_id"), Some("u1"));
+    assert_eq!(r.get("channel_id"), Some("c1"));
+    assert_eq!(r.get("start_time"), Some("2024-01-01T10:00:00Z"));
+    assert_eq!(r.get("duration_seconds"), Some("60"));
+    assert_eq!(r.get("platform"), Some("WEB"));
+    // Columns the file lacks are absent, not empty.
+    assert_eq!(r.get("device_id"), None);
+    assert_eq!(r.get("program_id"), None);
+    assert_eq!(r.get("end_time"), None);
+    let r = &records[1];
+    assert_eq!(
+        r.values(),
+        [Some("e2"), Some("u2"), None, Some("c2"), None, Some("2024-01-02 08:00:00"), None, Some("1800"), Some("stb")]
+            .map(|v| v.map(str::to_owned))
+    );
+}
+
+#[test]
+fn csv_wrong_column_count_is_malformed_and_decoding_goes_on() {
+    let text = format!(
+        "{HEADER}\n\
+         e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\n\
+         e2,u2,,c2,,2024-01-01T10:00:00Z,,60\n\
+         e3,u3,,c3,,2024-01-01T10:00:00Z,,60,web,surplus\n\
+         e4,u4,,c4,,2024-01-01T10:00:00Z,,60,mobile\n"
+    );
+    let (records, _) = csv(text.as_bytes());
+    assert_eq!(record_nos(&records), [1, 2, 3, 4]);
+    assert_eq!(lines(&records), [2, 3, 4, 5]);
+    assert!(!records[0].is_malformed());
+    let m = records[1].malformed();
+    assert!(m.contains('9') && m.contains('8'), "message names both counts: {m}");
+    assert_eq!(records[1].original, "e2,u2,,c2,,2024-01-01T10:00:00Z,,60");
+    let m = records[2].malformed();
+    assert!(m.contains("10"), "{m}");
+    assert_eq!(records[2].original, "e3,u3,,c3,,2024-01-01T10:00:00Z,,60,web,surplus");
+    assert_eq!(records[3].get("event_id"), Some("e4"));
+    assert_eq!(records[3].get("platform"), Some("mobile"));
+}
+
+#[test]
+fn csv_invalid_utf8_in_a_field_is_malformed() {
+    let mut bytes = format!("{HEADER}\n").into_bytes();
+    bytes.extend_from_slice(b"e1,u\xff\xfe1,,c1,,2024-01-01T10:00:00Z,,60,stb\n");
+    bytes.extend_from_slice("e2,u2,,c2,Café,2024-01-01T10:00:00Z,,60,stb\n".as_bytes());
+    let (records, _) = csv(&bytes);
+    assert_eq!(records.len(), 2);
+    let m = records[0].malformed();
+    assert!(m.contains("user_id") && m.contains("UTF-8"), "{m}");
+    assert!(records[0].original.starts_with("e1,u\u{fffd}"), "original is kept, lossily: {}", records[0].original);
+    assert_eq!(records[0].line, 2);
+    // Valid multi-byte UTF-8 is fine.
+    assert_eq!(records[1].get("program_id"), Some("Café"));
+}
+
+#[test]
+fn csv_blank_trailing_lines_are_not_records() {
+    for ending in ["\n\n", "\n\n\n", "\r\n\r\n"] {
+        let text = format!("{HEADER}\ne1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb{ending}");
+        let (records, _) = csv(text.as_bytes());
+        assert_eq!(records.len(), 1, "ending {ending:?}");
+        assert!(!records[0].is_malformed());
+    }
+    // No final line break at all.
+    let text = format!("{HEADER}\ne1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb");
+    let (records, _) = csv(text.as_bytes());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].get("platform"), Some("stb"));
+}
+
+#[test]
+fn csv_header_only_and_empty_objects_have_no_records() {
+    let (records, _) = csv(format!("{HEADER}\n").as_bytes());
+    assert!(records.is_empty());
+    let (records, _) = csv(b"");
+    assert!(records.is_empty());
+}
+
+// ---------------------------------------------------------------- JSON Lines
+
+#[test]
+fn json_lines_keys_numbers_nulls_blank_lines_and_bad_lines() {
+    let text = concat!(
+        "{\"Event_ID\":\"e1\",\"USER_ID\":\"u1\",\" channel_id \":\"c1\",\"Start_Time\":\"2024-01-01T10:00:00Z\",\"duration_seconds\":1800,\"Device_Id\":null,\"Extra\":true}\r\n",
+        "\r\n",
+        "   \t \r\n",
+        "{\"event_id\":\"e2\",\"user_id\":\"u2\",\"channel_id\":\"c2\",\"start_time\":1704103200000,\"end_time\":\"2024-01-01T11:00:00Z\",\"platform\":\"web\"}\r\n",
+        "{\"event_id\": \"e3\", \"user_id\": \r\n",
+        "[\"e4\", \"u4\"]\r\n",
+        "\"just a string\"\r\n",
+        "{\"event_id\":\"e6\",\"user_id\":\"u6\",\"channel_id\":\"c6\",\"start_time\":\"2024-01-01T10:00:00Z\",\"duration_seconds\":\"60\",\"program_id\":{\"n\":1}}\r\n",
+    );
+    let (records, summary) = jsonl(text.as_bytes());
+    assert_eq!(summary.unknown_columns, ["extra"]);
+    // Blank and whitespace-only lines are skipped and not counted as records,
+    // but they still count as lines.
+    assert_eq!(record_nos(&records), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(lines(&records), [1, 4, 5, 6, 7, 8]);
+
+    let r = &records[0];
+    assert_eq!(r.get("event_id"), Some("e1"));
+    assert_eq!(r.get("user_id"), Some("u1"));
+    assert_eq!(r.get("channel_id"), Some("c1"), "keys are trimmed");
+    assert_eq!(r.get("start_time"), Some("2024-01-01T10:00:00Z"));
+    assert_eq!(r.get("duration_seconds"), Some("1800"), "numbers are rendered as their JSON text");
+    assert_eq!(r.get("device_id"), None, "null is absent");
+    assert_eq!(r.get("program_id"), None);
+    assert!(!r.original.ends_with('\r') && !r.original.ends_with('\n'), "{:?}", r.original);
+    assert!(r.original.starts_with("{\"Event_ID\":\"e1\""));
+
+    let r = &records[1];
+    assert_eq!(r.get("start_time"), Some("1704103200000"));
+    assert_eq!(r.get("end_time"), Some("2024-01-01T11:00:00Z"));
+    assert_eq!(r.get("platform"), Some("web"));
+
+    let m = records[2].malformed();
+    assert!(m.contains("JSON"), "{m}");
+    assert_eq!(records[2].original, "{\"event_id\": \"e3\", \"user_id\": ");
+    let m = records[3].malformed();
+    assert!(m.contains("array"), "{m}");
+    assert_eq!(records[3].original, "[\"e4\", \"u4\"]");
+    assert!(records[4].malformed().contains("string"));
+
+    let r = &records[5];
+    assert_eq!(r.get("event_id"), Some("e6"));
+    assert_eq!(r.get("duration_seconds"), Some("60"), "\"60\" and 60 decode alike");
+    assert_eq!(r.get("program_id"), Some("{\"n\":1}"), "a nested value is kept as JSON text");
+}
+
+#[test]
+fn json_lines_numbers_as_text_and_as_numbers_are_the_same() {
+    let text = "{\"duration_seconds\":1800}\n{\"duration_seconds\":\"1800\"}\n{\"duration_seconds\":1800.5}\n";
+    let (records, _) = jsonl(text.as_bytes());
+    assert_eq!(records[0].get("duration_seconds"), Some("1800"));
+    assert_eq!(records[1].get("duration_seconds"), Some("1800"));
+    assert_eq!(records[2].get("duration_seconds"), Some("1800.5"));
+    assert_eq!(records[0].get("event_id"), None);
+}
+
+#[test]
+fn json_lines_values_do_not_leak_between_records() {
+    let text = "{\"event_id\":\"e1\",\"device_id\":\"d1\"}\n{\"event_id\":\"e2\"}\n";
+    let (records, _) = jsonl(text.as_bytes());
+    assert_eq!(records[0].get("device_id"), Some("d1"));
+    assert_eq!(records[1].get("device_id"), None, "a key of the previous record must not carry over");
+}
+
+#[test]
+fn json_lines_bom_invalid_utf8_and_no_final_newline() {
+    let mut bytes = "\u{feff}{\"event_id\":\"e1\"}\n".as_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"event_id\":\"e\xff2\"}\n");
+    bytes.extend_from_slice(b"{\"event_id\":\"e3\"}");
+    let (records, summary) = jsonl(&bytes);
+    assert!(summary.unknown_columns.is_empty());
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].get("event_id"), Some("e1"), "the BOM is skipped");
+    let m = records[1].malformed();
+    assert!(m.contains("UTF-8"), "{m}");
+    assert_eq!(records[1].original, "{\"event_id\":\"e\u{fffd}2\"}");
+    assert_eq!(records[1].line, 2);
+    assert_eq!(records[2].get("event_id"), Some("e3"));
+    assert_eq!(records[2].line, 3);
+}
+
+// ---------------------------------------------------------------- JSON arrays
+
+#[test]
+fn json_array_streams_objects_with_bom_and_a_non_object_element() {
+    let text = "\u{feff}[\n\
+                {\"event_id\": \"e1\", \"User_Id\": \"u1\", \"duration_seconds\": 60},\n\
+                {\"EVENT_ID\": \"e2\", \"device_id\": null, \"genre\": \"news\"},\n\
+                42,\n\
+                {\"event_id\": \"e4\",\n\
+                 \"start_time\": \"2024-01-01T10:00:00+04:00\"}\n\
+                ]\n";
+    let (records, summary) = json_array(text.as_bytes());
+    assert_eq!(summary.unknown_columns, ["genre"]);
+    assert_eq!(record_nos(&records), [1, 2, 3, 4]);
+    // For array elements, the line on which the element ends.
+    assert_eq!(lines(&records), [2, 3, 4, 6]);
+    assert_eq!(records[0].get("event_id"), Some("e1"));
+    assert_eq!(records[0].get("user_id"), Some("u1"));
+    assert_eq!(records[0].get("duration_seconds"), Some("60"));
+    assert_eq!(records[1].get("event_id"), Some("e2"));
+    assert_eq!(records[1].get("device_id"), None);
+    assert_eq!(records[1].get("user_id"), None);
+    assert!(records[2].malformed().contains("number"), "{}", records[2].malformed());
+    assert_eq!(records[2].original, "42");
+    assert_eq!(records[3].get("start_time"), Some("2024-01-01T10:00:00+04:00"));
+}
+
+#[test]
+fn json_array_empty_and_whitespace() {
+    let (records, _) = json_array(b"  [ ]  \n");
+    assert!(records.is_empty());
+}
+
+#[test]
+fn json_array_syntax_error_mid_array_is_unreadable() {
+    let text = "[\n{\"event_id\": \"e1\"},\n{\"event_id\": },\n{\"event_id\": \"e3\"}\n]\n";
+    let (records, result) = run(text.as_bytes(), InputFormat::JsonArray, Compression::None);
+    let e = assert_unreadable(result);
+    let IngestError::Unreadable { line, .. } = &e else { unreachable!() };
+    assert_eq!(*line, Some(3), "the error names the line: {e}");
+    assert!(records.iter().all(|r| r.get("event_id") != Some("e3")), "nothing after the fault is decoded");
+}
+
+#[test]
+fn json_array_other_faults_are_unreadable() {
+    for bad in [
+        "{\"event_id\": \"e1\"}",                         // an object, not an array
+        "[{\"event_id\": \"e1\"}",                        // unterminated
+        "[{\"event_id\": \"e1\"}] trailing",              // garbage after the array
+        "[{\"event_id\": \"e1\"}, {\"event_id\": \"e2\"", // cut mid-element
+        "",                                               // nothing at all
+    ] {
+        let (_, result) = run(bad.as_bytes(), InputFormat::JsonArray, Compression::None);
+        assert_unreadable(result);
+    }
+}
+
+// ---------------------------------------------------------------- gzip
+
+fn sample_csv(rows: usize) -> String {
+    let mut text = format!("{HEADER}\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "e{i},u{},d{i},c{},\"prog, {i}\",2024-01-01T10:00:00Z,,{},stb\n",
+            i % 97,
+            i % 13,
+            60 + i
+        ));
+    }
+    text
+}
+
+#[test]
+fn gzip_decodes_like_plain() {
+    let text = sample_csv(500);
+    let (plain, plain_summary) = csv(text.as_bytes());
+    let (gz, gz_summary) = ok(&gzip(text.as_bytes()), InputFormat::Csv, Compression::Gzip);
+    assert_eq!(plain.len(), 500);
+    assert_eq!(gz, plain);
+    assert_eq!(gz_summary, plain_summary);
+    assert_eq!(gz[499].get("event_id"), Some("e499"));
+    assert_eq!(gz[499].get("program_id"), Some("prog, 499"));
+
+    let lines_text = "{\"event_id\":\"e1\"}\n{\"event_id\":\"e2\"}\n";
+    let (gz, _) = ok(&gzip(lines_text.as_bytes()), InputFormat::JsonLines, Compression::Gzip);
+    assert_eq!(gz, jsonl(lines_text.as_bytes()).0);
+    let array_text = "[{\"event_id\":\"e1\"},{\"event_id\":\"e2\"}]";
+    let (gz, _) = ok(&gzip(array_text.as_bytes()), InputFormat::JsonArray, Compression::Gzip);
+    assert_eq!(gz, json_array(array_text.as_bytes()).0);
+}
+
+#[test]
+fn multi_member_gzip_yields_the_records_of_every_member() {
+    let text = sample_csv(300);
+    // Split mid-record: members are concatenated byte streams.
+    let split = text.len() / 2 + 7;
+    let mut bytes = gzip(&text.as_bytes()[..split]);
+    bytes.extend(gzip(&text.as_bytes()[split..]));
+    let (records, _) = ok(&bytes, InputFormat::Csv, Compression::Gzip);
+    assert_eq!(records, csv(text.as_bytes()).0);
+    assert_eq!(records.len(), 300);
+
+    // Three members of JSON Lines, one record each.
+    let mut bytes = Vec::new();
+    for i in 1..=3 {
+        bytes.extend(gzip(format!("{{\"event_id\":\"e{i}\"}}\n").as_bytes()));
+    }
+    let (records, _) = ok(&bytes, InputFormat::JsonLines, Compression::Gzip);
+    assert_eq!(records.iter().map(|r| r.get("event_id").unwrap()).collect::<Vec<_>>(), ["e1", "e2", "e3"]);
+    assert_eq!(lines(&records), [1, 2, 3]);
+}
+
+#[test]
+fn truncated_gzip_is_unreadable() {
+    let text = sample_csv(2000);
+    let full = gzip(text.as_bytes());
+    for cut in [full.len() - 1, full.len() - 4, full.len() - 8, full.len() / 2, 20, 5] {
+        for format in [InputFormat::Csv, InputFormat::JsonLines] {
+            let (records, result) = run(&full[..cut], format, Compression::Gzip);
+            let e = assert_unreadable(result);
+            assert!(e.to_string().contains("viewership/test"), "{e}");
+            if cut == full.len() / 2 && format == InputFormat::Csv {
+                assert!(records.len() > 100, "records before the fault were streamed: {}", records.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn bytes_that_are_not_gzip_are_unreadable() {
+    let text = sample_csv(10);
+    for format in [InputFormat::Csv, InputFormat::JsonLines, InputFormat::JsonArray] {
+        let (records, result) = run(text.as_bytes(), format, Compression::Gzip);
+        assert_unreadable(result);
+        assert!(records.is_empty());
+        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let (_, result) = run(&noise, format, Compression::Gzip);
+        assert_unreadable(result);
+    }
+    // A valid member followed by garbage is not a clean multi-member stream.
+    let mut bytes = gzip(text.as_bytes());
+    bytes.extend_from_slice(b"this is not gzip");
+    let (_, result) = run(&bytes, InputFormat::Csv, Compression::Gzip);
+    assert_unreadable(result);
+}
+
+// ---------------------------------------------------------------- a large stream
+
+/// Generates a CSV object of `rows` fixed-width records on the fly.
+struct CsvGenerator {
+    rows: u64,
+    next_row: u64,
+    pending: Vec<u8>,
+    pos: usize,
+    produced: Rc<Cell<u64>>,
+}
+
+const ROW_LEN: usize = 100;
+
+impl CsvGenerator {
+    fn row(i: u64) -> String {
+        let row = format!(
+            "e{i:09},u{:07},d{:05},c{:03},p{:06},2024-01-{:02}T{:02}:{:02}:00Z,,{:05},stb",
+            i % 1_000_003,
+            i % 7919,
+            i % 150,
+            i % 100_000,
+            1 + i % 28,
+            i % 24,
+            i % 60,
+            1 + i % 7200,
+        );
+        let row = format!("{row:<width$}\n", width = ROW_LEN - 1);
+        assert_eq!(row.len(), ROW_LEN);
+        row
+    }
+}
+
+impl Read for CsvGenerator {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.pending.len() {
+            self.pending.clear();
+            self.pos = 0;
+            if self.next_row == 0 {
+                self.pending.extend_from_slice(format!("{HEADER}\n").as_bytes());
+            }
+            // About 64 KiB per refill.
+            while self.next_row < self.rows && self.pending.len() < 64 * 1024 {
+                self.pending.extend_from_slice(Self::row(self.next_row).as_bytes());
+                self.next_row += 1;
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        self.produced.set(self.produced.get() + n as u64);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_large_stream_is_decoded_record_by_record() {
+    const ROWS: u64 = 300_000;
+    let produced = Rc::new(Cell::new(0u64));
+    let generator = CsvGenerator { rows: ROWS, next_row: 0, pending: Vec::new(), pos: 0, produced: produced.clone() };
+    let header_len = HEADER.len() as u64 + 1;
+    let started = std::time::Instant::now();
+    let mut count = 0u64;
+    let mut max_ahead = 0u64;
+    let mut last_line = 0;
+    let mut checked = 0;
+    let summary = decode("viewership/big.csv", generator, InputFormat::Csv, Compression::None, &SESSION_FIELDS, |r| {
+        count += 1;
+        assert_eq!(r.record_no, count);
+        last_line = r.line;
+        // The decoder must not read far ahead of the record it hands over.
+        let consumed = header_len + r.record_no * ROW_LEN as u64;
+        max_ahead = max_ahead.max(produced.get().saturating_sub(consumed));
+        let RecordBody::Fields { values, .. } = r.body else { panic!("record {count} is malformed") };
+        if count % 99_991 == 0 || count == ROWS {
+            let i = count - 1;
+            let expected = CsvGenerator::row(i);
+            let fields: Vec<&str> = expected.trim_end().split(',').collect();
+            assert_eq!(values[0], Some(fields[0]), "event_id of record {count}");
+            assert_eq!(values[5], Some(fields[5]), "start_time of record {count}");
+            assert_eq!(values[6], Some(""));
+            assert_eq!(values[7], Some(fields[7]));
+            // The padding is part of the last field.
+            assert_eq!(values[8].map(str::trim_end), Some("stb"));
+            checked += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert!(summary.unknown_columns.is_empty());
+    assert_eq!(count, ROWS);
+    assert_eq!(last_line, ROWS + 1);
+    assert_eq!(checked, 4);
+    assert_eq!(produced.get(), header_len + ROWS * ROW_LEN as u64, "the whole stream was read");
+    assert!(max_ahead < 2 * 1024 * 1024, "the decoder read {max_ahead} bytes ahead of the record it handed over");
+    eprintln!("decoded {ROWS} CSV records ({} MB) in {elapsed:?}", produced.get() / 1_000_000);
+}
+
+#[test]
+fn a_callback_error_stops_decoding_and_is_returned() {
+    let text = sample_csv(50);
+    for (format, bytes) in [
+        (InputFormat::Csv, text.into_bytes()),
+        (InputFormat::JsonLines, b"{\"event_id\":\"a\"}\n{\"event_id\":\"b\"}\n{\"event_id\":\"c\"}\n".to_vec()),
+        (InputFormat::JsonArray, b"[{\"event_id\":\"a\"},{\"event_id\":\"b\"},{\"event_id\":\"c\"}]".to_vec()),
+    ] {
+        let mut seen = 0;
+        let result = decode("k", bytes.as_slice(), format, Compression::None, &SESSION_FIELDS, |_| {
+            seen += 1;
+            if seen == 2 { Err(IngestError::Unsupported { key: "stop".into() }) } else { Ok(()) }
+        });
+        assert!(matches!(result, Err(IngestError::Unsupported { ref key }) if key == "stop"), "{format:?}: {result:?}");
+        assert_eq!(seen, 2, "{format:?}");
+    }
+}
+
+#[test]
+fn csv_lines_after_blank_lines_and_crlf() {
+    let lf = format!(
+        "{HEADER}\n\
+         e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\n\
+         \n\
+         \n\
+         e2,u2,,c2,,2024-01-01T10:00:00Z,,60,stb\n\
+         e3,u3,,c3,,2024-01-01T10:00:00Z,,60\n"
+    );
+    let (records, _) = csv(lf.as_bytes());
+    assert_eq!(record_nos(&records), [1, 2, 3]);
+    assert_eq!(lines(&records), [2, 5, 6], "blank lines count as lines");
+    assert!(records[2].is_malformed());
+
+    let crlf = lf.replace('\n', "\r\n");
+    let (records, _) = csv(crlf.as_bytes());
+    assert_eq!(lines(&records), [2, 5, 6], "CRLF endings count one line each");
+    assert_eq!(records[1].get("platform"), Some("stb"));
+
+    // A bare CR inside a quoted field is not a line break.
+    let text = format!("{HEADER}\r\ne1,u1,,c1,\"a\rb\",2024-01-01T10:00:00Z,,60,stb\r\ne2,u2,,c2,,x,,60,stb\r\n");
+    let (records, _) = csv(text.as_bytes());
+    assert_eq!(records[0].get("program_id"), Some("a\rb"));
+    assert_eq!(lines(&records), [2, 3]);
+}
