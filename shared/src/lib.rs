@@ -28,6 +28,8 @@
 //! assert_eq!(report.counts.quarantined.missing_field, 1);
 //! ```
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod catalog;
 pub mod daysplit;
 pub mod decode;

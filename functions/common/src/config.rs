@@ -1,0 +1,68 @@
+//! Configuration by environment variables, and the AWS clients.
+
+use aws_config::BehaviorVersion;
+
+/// A missing or invalid environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(ConfigError { name, problem: "is required".into() }),
+    }
+}
+
+/// What `ingest-batch` needs.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// `LAKE_BUCKET`: where staging Parquet and the quarantine go.
+    pub lake_bucket: String,
+    /// `GLUE_DATABASE`: the catalog database of the staging tables.
+    pub glue_database: String,
+    /// `MULTIPART_PART_SIZE` (bytes, default 8 MiB): the part size of
+    /// uploads of large staging files.
+    pub part_size: usize,
+}
+
+impl IngestConfig {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let part_size = match std::env::var("MULTIPART_PART_SIZE") {
+            Ok(v) => {
+                v.parse().map_err(|e| ConfigError { name: "MULTIPART_PART_SIZE", problem: format!("{v:?}: {e}") })?
+            }
+            Err(_) => tvetl_core::aws::s3::DEFAULT_PART_SIZE,
+        };
+        Ok(IngestConfig { lake_bucket: required("LAKE_BUCKET")?, glue_database: required("GLUE_DATABASE")?, part_size })
+    }
+}
+
+/// Every AWS client, from one configuration load: `AWS_ENDPOINT_URL` (or
+/// `AWS_ENDPOINT_URL_S3`, …) points them all at an emulator.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub glue: aws_sdk_glue::Client,
+    pub redshift_data: aws_sdk_redshiftdata::Client,
+}
+
+impl AwsClients {
+    /// Loads the shared configuration (credentials chain, region, endpoint).
+    pub async fn load() -> Self {
+        let shared = aws_config::load_defaults(BehaviorVersion::latest()).await;
+        // Emulators serve buckets by path, not by virtual host.
+        let path_style =
+            std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style).build();
+        AwsClients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            glue: aws_sdk_glue::Client::new(&shared),
+            redshift_data: aws_sdk_redshiftdata::Client::new(&shared),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! What every tvetl Lambda shares: configuration from the environment, AWS
+//! clients from one `aws-config` load, event parsing, retryable/not
+//! classification and CloudWatch embedded-metric lines.
+//!
+//! The handlers' `main.rs` files only wire these to `lambda_runtime`.
+
+pub mod config;
+pub mod events;
+pub mod ingest;
+pub mod metrics;
+
+pub use config::{AwsClients, ConfigError, IngestConfig};
+
+/// A handler failure, classified: a retryable one is returned to Lambda so
+/// that it retries the event (outputs are deterministic, so a retry rewrites
+/// the same objects); a permanent one is logged and reported, never retried.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A dependency failed in a way a retry may fix (throttling, 5xx, timeout).
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// The event or the configuration is wrong; a retry cannot help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    /// True for [`HandlerError::Retryable`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HandlerError::Retryable(_))
+    }
+}

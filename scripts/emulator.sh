@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The local AWS emulator (ministack, from PyPI) for the tests.
+#   scripts/emulator.sh install | start | reset | stop | endpoint
+# It runs bound to 127.0.0.1 in its own process group, so `stop` also ends
+# the Lambda processes it spawns (they outlive a plain kill).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${TVETL_VENV:-$HOME/.cache/tvetl-venv}"
+run_dir="${TVETL_RUN_DIR:-$HOME/.cache/tvetl-run}"
+port="${EMULATOR_PORT:-4566}"
+pid_file="$run_dir/ministack-$port.pid"
+endpoint="http://127.0.0.1:$port"
+
+install() {
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt; then
+    echo "error: could not install tests/emulator/requirements.txt into $venv" >&2
+    exit 1
+  fi
+}
+
+running() {
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+start() {
+  install
+  mkdir -p "$run_dir"
+  if running; then
+    echo "$endpoint"
+    return
+  fi
+  BIND_HOST=127.0.0.1 GATEWAY_PORT="$port" MINISTACK_HOST=127.0.0.1 LOG_LEVEL=WARNING \
+    setsid "$venv/bin/ministack" >"$run_dir/ministack-$port.log" 2>&1 < /dev/null &
+  echo $! >"$pid_file"
+  for _ in $(seq 1 120); do
+    if curl -fsS "$endpoint/_ministack/health" >/dev/null 2>&1; then
+      echo "$endpoint"
+      return
+    fi
+    sleep 0.5
+  done
+  echo "error: ministack did not answer on $endpoint; log: $run_dir/ministack-$port.log" >&2
+  tail -20 "$run_dir/ministack-$port.log" >&2 || true
+  stop
+  exit 1
+}
+
+reset() {
+  curl -fsS -X POST "$endpoint/_ministack/reset" >/dev/null
+}
+
+stop() {
+  if [ -f "$pid_file" ]; then
+    pid=$(cat "$pid_file")
+    # The whole process group: ministack and every Lambda runtime it started.
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.25
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$pid_file"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  reset) reset ;;
+  stop) stop ;;
+  endpoint) echo "$endpoint" ;;
+  *) echo "usage: $0 install|start|reset|stop|endpoint" >&2; exit 2 ;;
+esac

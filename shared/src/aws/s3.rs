@@ -1,0 +1,237 @@
+//! S3 as an [`ObjectStore`]: streamed reads, multipart writes that become
+//! visible only on commit, and ETags as versions.
+
+use std::io::{Read, Write};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::runtime::Handle;
+
+use super::{describe, is_retryable};
+use crate::store::{ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+
+/// Parts of a multipart upload (S3's minimum is 5 MiB).
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// One bucket.
+#[derive(Clone)]
+pub struct S3ObjectStore {
+    client: Client,
+    bucket: String,
+    handle: Handle,
+    part_size: usize,
+}
+
+impl S3ObjectStore {
+    /// A store over `bucket`, driving the SDK on `handle`.
+    pub fn new(client: Client, bucket: impl Into<String>, handle: Handle) -> Self {
+        S3ObjectStore { client, bucket: bucket.into(), handle, part_size: DEFAULT_PART_SIZE }
+    }
+
+    /// Uses parts of `bytes` (at least 5 MiB, except in tests against an
+    /// emulator).
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes.max(1);
+        self
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+fn service_error<E>(key: &str, error: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(e) = &error {
+        if matches!(e.err().code(), Some("NoSuchKey" | "NotFound")) || e.raw().status().as_u16() == 404 {
+            return StoreError::NotFound { key: key.to_owned() };
+        }
+    }
+    StoreError::Service { key: key.to_owned(), message: describe(&error), retryable: is_retryable(&error) }
+}
+
+fn micros(t: Option<&aws_sdk_s3::primitives::DateTime>) -> i64 {
+    t.map_or(0, |t| t.secs() * 1_000_000 + i64::from(t.subsec_nanos() / 1000))
+}
+
+fn etag(e: Option<&str>) -> String {
+    e.unwrap_or_default().trim_matches('"').to_owned()
+}
+
+impl ObjectStore for S3ObjectStore {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.handle.block_on(async {
+            let mut out = Vec::new();
+            let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| service_error(prefix, e))?;
+                for o in page.contents() {
+                    out.push(ObjectMeta {
+                        key: o.key().unwrap_or_default().to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        version: etag(o.e_tag()),
+                        last_modified_us: micros(o.last_modified()),
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+            Ok(out)
+        })
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.handle.block_on(async {
+            let h = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| service_error(key, e))?;
+            Ok(ObjectMeta {
+                key: key.to_owned(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                version: etag(h.e_tag()),
+                last_modified_us: micros(h.last_modified()),
+            })
+        })
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let object = self
+            .handle
+            .block_on(self.client.get_object().bucket(&self.bucket).key(key).send())
+            .map_err(|e| service_error(key, e))?;
+        // The body streams: the decoder pulls bytes as it needs them.
+        let reader = Box::pin(object.body.into_async_read());
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(reader, self.handle.clone())))
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        Ok(Box::new(S3Upload {
+            store: self,
+            key: key.to_owned(),
+            buffer: Vec::with_capacity(self.part_size.min(DEFAULT_PART_SIZE)),
+            upload_id: None,
+            parts: Vec::new(),
+            committed: false,
+        }))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.handle
+            .block_on(self.client.delete_object().bucket(&self.bucket).key(key).send())
+            .map(|_| ())
+            .map_err(|e| service_error(key, e))
+    }
+}
+
+/// A write that stays invisible until [`ObjectUpload::commit`]: small objects
+/// are one PutObject at commit; large ones a multipart upload whose parts go
+/// out as the buffer fills, completed at commit and aborted on drop.
+struct S3Upload<'s> {
+    store: &'s S3ObjectStore,
+    key: String,
+    buffer: Vec<u8>,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+    committed: bool,
+}
+
+impl S3Upload<'_> {
+    fn flush_part(&mut self) -> Result<(), StoreError> {
+        let s = self.store;
+        let body = std::mem::take(&mut self.buffer);
+        s.handle.block_on(async {
+            if self.upload_id.is_none() {
+                let created = s
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&s.bucket)
+                    .key(&self.key)
+                    .send()
+                    .await
+                    .map_err(|e| service_error(&self.key, e))?;
+                self.upload_id = created.upload_id().map(str::to_owned);
+            }
+            let number = self.parts.len() as i32 + 1;
+            let part = s
+                .client
+                .upload_part()
+                .bucket(&s.bucket)
+                .key(&self.key)
+                .upload_id(self.upload_id.as_deref().unwrap_or_default())
+                .part_number(number)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| service_error(&self.key, e))?;
+            self.parts
+                .push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_owned)).build());
+            Ok(())
+        })
+    }
+}
+
+impl Write for S3Upload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= self.store.part_size {
+            self.flush_part().map_err(std::io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectUpload for S3Upload<'_> {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let s = self.store;
+        if self.upload_id.is_none() {
+            let body = std::mem::take(&mut self.buffer);
+            s.handle
+                .block_on(s.client.put_object().bucket(&s.bucket).key(&self.key).body(ByteStream::from(body)).send())
+                .map_err(|e| service_error(&self.key, e))?;
+        } else {
+            if !self.buffer.is_empty() {
+                self.flush_part()?;
+            }
+            let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
+            s.handle
+                .block_on(
+                    s.client
+                        .complete_multipart_upload()
+                        .bucket(&s.bucket)
+                        .key(&self.key)
+                        .upload_id(self.upload_id.as_deref().unwrap_or_default())
+                        .multipart_upload(parts)
+                        .send(),
+                )
+                .map_err(|e| service_error(&self.key, e))?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for S3Upload<'_> {
+    fn drop(&mut self) {
+        if let (false, Some(id)) = (self.committed, self.upload_id.take()) {
+            let s = self.store;
+            // Best effort: a lifecycle rule aborts what this cannot.
+            let _ = s
+                .handle
+                .block_on(s.client.abort_multipart_upload().bucket(&s.bucket).key(&self.key).upload_id(id).send());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `ingest-batch` against a local AWS emulator (ministack), in process: raw
+//! files in a bucket, an S3 event, and then the lake objects and Glue
+//! partitions that must exist.
+//!
+//! Run by `scripts/test.sh`, which starts the emulator and exports
+//! `AWS_ENDPOINT_URL`; ignored by a plain `cargo test`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use aws_lambda_events::event::s3::S3Event;
+use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::{AwsClients, IngestConfig};
+
+fn emulator_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at the emulator (scripts/test.sh sets it)")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// An S3 notification with keys encoded as S3 encodes them.
+fn s3_event(bucket: &str, keys: &[&str]) -> S3Event {
+    let records: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            let encoded: String = k
+                .bytes()
+                .map(|b| match b {
+                    b' ' => "+".to_owned(),
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    other => format!("%{other:02X}"),
+                })
+                .collect();
+            serde_json::json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2024-01-02T03:04:05.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
+                "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": encoded, "size": 1, "eTag": "0", "sequencer": "0"}, "configurationId": "raw"}
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+async fn lake_objects(clients: &AwsClients, bucket: &str) -> BTreeMap<String, (String, i64)> {
+    let mut out = BTreeMap::new();
+    let listed = clients.s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    for o in listed.contents() {
+        out.insert(o.key().unwrap().to_owned(), (o.e_tag().unwrap_or_default().to_owned(), o.size().unwrap_or(0)));
+    }
+    out
+}
+
+fn dirty_csv() -> Vec<u8> {
+    let mut csv =
+        String::from("\u{feff}EVENT_ID,user_id,Channel_ID,start_time,end_time,duration_seconds,platform,ad_slot\r\n");
+    for i in 0..3000 {
+        let day = 1 + i % 3;
+        csv.push_str(&format!("e{i},u{},c{},2024-01-0{day}T23:30:00Z,,{},stb,x\r\n", i % 50, i % 7, 600 + i % 3600));
+    }
+    csv.push_str("bad1,,c1,2024-01-01T10:00:00Z,,60,stb,\r\n"); // MISSING_FIELD
+    csv.push_str("bad2,u1,c1,yesterday,,60,stb,\r\n"); // BAD_TIMESTAMP
+    csv.push_str("bad3,u1,c1,2024-01-01T10:00:00Z,2024-01-01T09:00:00Z,,stb,\r\n"); // BAD_DURATION
+    csv.push_str("bad4,u1,c1,2024-01-01T10:00:00Z,,90000,stb,\r\n"); // TOO_LONG
+    csv.push_str("bad5,u1\r\n"); // MALFORMED
+    csv.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_changes_nothing() {
+    emulator_endpoint();
+    let clients = AwsClients::load().await;
+    let (raw, lake, database) = (unique("raw"), unique("lake"), unique("tvetl_db").replace('-', "_"));
+    for bucket in [&raw, &lake] {
+        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let csv_key = "viewership/day 1/sessions+late.csv";
+    let gz_key = "viewership/broken.csv.gz";
+    let channels_key = "channels/channels.json";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&dirty_csv()).unwrap();
+    let gz = gz.finish().unwrap();
+    for (key, body) in [
+        (csv_key, dirty_csv()),
+        (gz_key, gz[..gz.len() / 2].to_vec()),
+        (channels_key, br#"[{"channel_id":"c1","channel_name":"One"},{"channel_id":"c2"}]"#.to_vec()),
+    ] {
+        clients.s3.put_object().bucket(&raw).key(key).body(body.into()).send().await.unwrap();
+    }
+
+    // Small parts, so the staging files go up as multipart uploads.
+    let config = IngestConfig { lake_bucket: lake.clone(), glue_database: database.clone(), part_size: 16 * 1024 };
+    let function = IngestBatch { clients: clients.clone(), config };
+    let event = s3_event(&raw, &[csv_key, gz_key, channels_key]);
+    let response = function.handle(&event).await.expect("the event is handled");
+
+    let by_key: BTreeMap<_, _> = response.objects.iter().map(|o| (o.key.as_str(), o)).collect();
+    let csv = by_key[csv_key];
+    assert_eq!(csv.status, "loaded");
+    assert_eq!(csv.counts.rows_read, 3005);
+    assert_eq!(csv.counts.rows_accepted, 3000);
+    assert_eq!(csv.counts.quarantined.total(), 5);
+    for reason in tvetl_core::QuarantineReason::ALL {
+        assert_eq!(csv.counts.quarantined.get(reason), 1, "{reason}");
+    }
+    assert_eq!(by_key[gz_key].status, "failed", "a truncated gzip fails alone");
+    assert!(by_key[gz_key].error.as_deref().unwrap().contains(gz_key));
+    assert_eq!(by_key[channels_key].status, "loaded");
+    assert_eq!(by_key[channels_key].counts.quarantined.missing_field, 1);
+
+    let objects = lake_objects(&clients, &lake).await;
+    let staged: Vec<_> = objects.keys().filter(|k| k.starts_with("staging/viewership/event_date=")).collect();
+    assert_eq!(staged.len(), 3, "one file per start day: {staged:?}");
+    for day in ["2024-01-01", "2024-01-02", "2024-01-03"] {
+        assert!(staged.iter().any(|k| k.starts_with(&format!("staging/viewership/event_date={day}/part-"))));
+    }
+    assert!(objects.keys().any(|k| k.starts_with("staging/channels/part-")));
+    assert!(objects.keys().any(|k| k.starts_with("quarantine/viewership/ingest_date=") && k.ends_with(".jsonl")));
+    assert!(objects.keys().any(|k| k.contains("/unreadable-") && k.ends_with(".json")), "{objects:?}");
+
+    // The staging files are real Parquet with every accepted row.
+    let mut rows = 0;
+    for key in &staged {
+        let body = clients.s3.get_object().bucket(&lake).key(*key).send().await.unwrap().body.collect().await.unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+    }
+    assert_eq!(rows, 3000);
+
+    // Glue: the table and one partition per day.
+    let table = clients.glue.get_table().database_name(&database).name("viewership").send().await.unwrap();
+    let table = table.table().unwrap();
+    assert_eq!(table.partition_keys()[0].name(), "event_date");
+    let location = table.storage_descriptor().unwrap().location().unwrap();
+    assert_eq!(location, format!("s3://{lake}/staging/viewership/"));
+    let partitions =
+        clients.glue.get_partitions().database_name(&database).table_name("viewership").send().await.unwrap();
+    let mut values: Vec<String> = partitions.partitions().iter().map(|p| p.values()[0].clone()).collect();
+    values.sort();
+    assert_eq!(values, ["2024-01-01", "2024-01-02", "2024-01-03"]);
+
+    // The same event again: the same objects with the same bytes.
+    let again = function.handle(&event).await.expect("a replay is handled");
+    assert_eq!(again.totals, response.totals);
+    assert_eq!(lake_objects(&clients, &lake).await, objects);
+    let partitions =
+        clients.glue.get_partitions().database_name(&database).table_name("viewership").send().await.unwrap();
+    assert_eq!(partitions.partitions().len(), 3);
+}
