@@ -10,6 +10,7 @@
 //! [`Catalog`]: crate::catalog::Catalog
 
 pub mod glue;
+pub mod redshift;
 pub mod s3;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
