@@ -16,4 +16,4 @@ trap 'scripts/emulator.sh stop' EXIT
 export AWS_ENDPOINT_URL="$(scripts/emulator.sh endpoint)"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
-cargo test -p tvetl-lambda -p ingest-batch "$@" -- --include-ignored
+cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse "$@" -- --include-ignored

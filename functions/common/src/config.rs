@@ -66,3 +66,46 @@ impl AwsClients {
         }
     }
 }
+
+/// What `load-warehouse` needs.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// `LAKE_BUCKET`: where the staging files are.
+    pub lake_bucket: String,
+    /// `REDSHIFT_WORKGROUP_NAME` (Serverless) …
+    pub workgroup: Option<String>,
+    /// … or `REDSHIFT_CLUSTER_IDENTIFIER` (provisioned).
+    pub cluster: Option<String>,
+    /// `REDSHIFT_DATABASE`.
+    pub database: String,
+    /// `REDSHIFT_SECRET_ARN` (optional: temporary credentials otherwise).
+    pub secret_arn: Option<String>,
+    /// `REDSHIFT_COPY_ROLE_ARN`: the role COPY reads the lake with.
+    pub copy_role_arn: String,
+}
+
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl LoadConfig {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let workgroup = optional("REDSHIFT_WORKGROUP_NAME");
+        let cluster = optional("REDSHIFT_CLUSTER_IDENTIFIER");
+        if workgroup.is_none() && cluster.is_none() {
+            return Err(ConfigError {
+                name: "REDSHIFT_WORKGROUP_NAME",
+                problem: "one of it and REDSHIFT_CLUSTER_IDENTIFIER is required".into(),
+            });
+        }
+        Ok(LoadConfig {
+            lake_bucket: required("LAKE_BUCKET")?,
+            workgroup,
+            cluster,
+            database: required("REDSHIFT_DATABASE")?,
+            secret_arn: optional("REDSHIFT_SECRET_ARN"),
+            copy_role_arn: required("REDSHIFT_COPY_ROLE_ARN")?,
+        })
+    }
+}

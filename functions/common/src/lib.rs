@@ -7,9 +7,10 @@
 pub mod config;
 pub mod events;
 pub mod ingest;
+pub mod load;
 pub mod metrics;
 
-pub use config::{AwsClients, ConfigError, IngestConfig};
+pub use config::{AwsClients, ConfigError, IngestConfig, LoadConfig};
 
 /// A handler failure, classified: a retryable one is returned to Lambda so
 /// that it retries the event (outputs are deterministic, so a retry rewrites
