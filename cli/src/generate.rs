@@ -87,17 +87,8 @@ const KNOWN_CHANNELS: usize = 40;
 const GENRES: [&str; 6] = ["news", "sports", "movies", "kids", "music", "documentary"];
 const NETWORKS: [&str; 4] = ["Northwind", "Contoso", "Fabrikam", "Tailspin"];
 const PLATFORMS: [&str; 4] = ["stb", "smart_tv", "mobile", "web"];
-const HEADER: [&str; 9] = [
-    "event_id",
-    "user_id",
-    "device_id",
-    "channel_id",
-    "program_id",
-    "start_time",
-    "end_time",
-    "duration_seconds",
-    "platform",
-];
+/// The contract's viewing-session header; dirty files shuffle and re-case it.
+const HEADER: [&str; 9] = tvetl_core::validate::SESSION_FIELDS;
 
 fn channel_name(i: usize) -> String {
     const WORDS: [&str; 10] = ["Prime", "Metro", "Global", "Star", "Coast", "Nova", "Summit", "River", "Pulse", "Arc"];
