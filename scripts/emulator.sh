@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The local AWS emulator (ministack, from PyPI) for the tests.
 #   scripts/emulator.sh install | start | reset | stop | endpoint
+#   scripts/emulator.sh standin-start | standin-stop | standin-endpoint
+# The stand-in is tests/redshift_standin/standin.py: the Redshift Data API
+# over DuckDB (no emulator executes Data API SQL), reading COPY sources from
+# the emulator's S3.
 # It runs bound to 127.0.0.1 in its own process group, so `stop` also ends
 # the Lambda processes it spawns (they outlive a plain kill).
 set -euo pipefail
@@ -67,7 +71,42 @@ stop() {
   fi
 }
 
+standin_port="${STANDIN_PORT:-4577}"
+standin_pid="$run_dir/standin-$standin_port.pid"
+standin_endpoint="http://127.0.0.1:$standin_port"
+
+standin_start() {
+  install
+  mkdir -p "$run_dir"
+  standin_stop
+  rm -f "$run_dir/standin-$standin_port.duckdb" "$run_dir/standin-$standin_port.duckdb.wal"
+  setsid "$venv/bin/python" tests/redshift_standin/standin.py --port "$standin_port" \
+    --db "$run_dir/standin-$standin_port.duckdb" --s3-endpoint "$endpoint" --page-size "${STANDIN_PAGE_SIZE:-1000}" \
+    >"$run_dir/standin-$standin_port.log" 2>&1 < /dev/null &
+  echo $! >"$standin_pid"
+  for _ in $(seq 1 60); do
+    if curl -fsS "$standin_endpoint/" >/dev/null 2>&1; then
+      echo "$standin_endpoint"
+      return
+    fi
+    sleep 0.5
+  done
+  echo "error: the Data API stand-in did not answer; log: $run_dir/standin-$standin_port.log" >&2
+  tail -20 "$run_dir/standin-$standin_port.log" >&2 || true
+  exit 1
+}
+
+standin_stop() {
+  if [ -f "$standin_pid" ]; then
+    kill -TERM -- "-$(cat "$standin_pid")" 2>/dev/null || true
+    rm -f "$standin_pid"
+  fi
+}
+
 case "${1:-}" in
+  standin-start) standin_start ;;
+  standin-stop) standin_stop ;;
+  standin-endpoint) echo "$standin_endpoint" ;;
   install) install ;;
   start) start ;;
   reset) reset ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: unit, property, SQL dialect, end to end, and the AWS path
-# against a local emulator (ministack, installed into a venv and started
-# here, stopped on exit).
+# against a local emulator (ministack) and a Redshift Data API stand-in over
+# DuckDB, both installed into a venv, started here and stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -12,8 +12,13 @@ source scripts/env.sh
 cargo test -p tvetl-core -p tvetl "$@"
 
 scripts/emulator.sh start >/dev/null
-trap 'scripts/emulator.sh stop' EXIT
+trap 'scripts/emulator.sh standin-stop; scripts/emulator.sh stop' EXIT
+scripts/emulator.sh standin-start >/dev/null
 export AWS_ENDPOINT_URL="$(scripts/emulator.sh endpoint)"
+# Redshift Data API calls go to the stand-in; every other client to ministack.
+export AWS_ENDPOINT_URL_REDSHIFT_DATA="$(scripts/emulator.sh standin-endpoint)"
+# The AWS path's end-to-end test compares with the local runner's reports.
+export TVETL_BIN="$CARGO_TARGET_DIR/debug/tvetl"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse "$@" -- --include-ignored

@@ -1,0 +1,227 @@
+//! The AWS batch path end to end, in process: raw files in the emulator's S3
+//! → `ingest-batch` → `load-warehouse` through the Redshift Data API
+//! stand-in (DuckDB behind the real SDK client) → analytics equal to
+//! `tvetl report` on the same input.
+//!
+//! Run by `scripts/test.sh`, which starts the emulator and the stand-in and
+//! exports `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_REDSHIFT_DATA` and
+//! `TVETL_BIN`; ignored by a plain `cargo test`.
+
+use std::path::Path;
+use std::process::Command;
+
+use aws_lambda_events::event::s3::S3Event;
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
+use tvetl_core::warehouse::{Warehouse, top_channels, user_average};
+use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::load::{LoadRequest, LoadWarehouse};
+use tvetl_lambda::{AwsClients, IngestConfig, LoadConfig};
+
+fn tvetl(args: &[&str]) -> String {
+    let bin = std::env::var("TVETL_BIN").expect("TVETL_BIN must name the tvetl binary (scripts/test.sh sets it)");
+    let out = Command::new(bin).args(args).output().expect("tvetl runs");
+    assert!(out.status.success(), "tvetl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn files_under(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_str().unwrap().to_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for top in ["viewership", "channels", "demographics"] {
+        walk(&root.join(top), root, &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn s3_event(bucket: &str, keys: &[String]) -> S3Event {
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2024-01-02T03:04:05.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
+                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": k, "size": 1, "eTag": "0", "sequencer": "0"}}
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// Both reports for every day, through the Data API.
+async fn reports_via_data_api(clients: &AwsClients, days: Vec<String>) -> (Vec<Value>, Value) {
+    let client = clients.redshift_data.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let tops = days
+            .iter()
+            .map(|d| serde_json::json!({"date": d, "channels": top_channels(&mut wh, d, 1000).unwrap()}))
+            .collect();
+        let averages = serde_json::json!({"days": user_average(&mut wh, None, None).unwrap()});
+        (tops, averages)
+    })
+    .await
+    .unwrap()
+}
+
+async fn count_sessions(clients: &AwsClients) -> i64 {
+    let client = clients.redshift_data.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        wh.query("SELECT COUNT(*) AS n FROM core.viewing_sessions").unwrap().int(0, "n").unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn assert_same_reports(got: &(Vec<Value>, Value), want: &(Vec<Value>, Value)) {
+    assert_eq!(got.0.len(), want.0.len());
+    for (g, w) in got.0.iter().zip(&want.0) {
+        let (g, w) = (g["channels"].as_array().unwrap(), w["channels"].as_array().unwrap());
+        assert_eq!(g.len(), w.len());
+        for (a, b) in g.iter().zip(w) {
+            assert_eq!(a["channel_id"], b["channel_id"]);
+            assert_eq!(a["channel_name"], b["channel_name"]);
+            assert_eq!(a["reach"], b["reach"]);
+            let (x, y) = (a["watch_seconds"].as_f64().unwrap(), b["watch_seconds"].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+    let (g, w) = (got.1["days"].as_array().unwrap(), want.1["days"].as_array().unwrap());
+    assert_eq!(g.len(), w.len());
+    for (a, b) in g.iter().zip(w) {
+        assert_eq!(a["date"], b["date"]);
+        assert_eq!(a["active_users"], b["active_users"]);
+        let (x, y) =
+            (a["avg_watch_seconds_per_user"].as_f64().unwrap(), b["avg_watch_seconds_per_user"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator and the Data API stand-in: run scripts/test.sh"]
+async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
+    std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA")
+        .expect("the Data API stand-in's endpoint (scripts/test.sh sets it)");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, local_lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let input_s = input.to_str().unwrap();
+    tvetl(&["generate", "--out", input_s, "--rows", "4000", "--days", "3", "--seed", "5", "--dirty", "0.05"]);
+    let keys = files_under(&input);
+
+    let clients = AwsClients::load().await;
+    let (raw, lake, database) = (unique("raw"), unique("lake"), unique("tvetl_db").replace('-', "_"));
+    for bucket in [&raw, &lake] {
+        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    for key in &keys {
+        let body = std::fs::read(input.join(key)).unwrap();
+        clients.s3.put_object().bucket(&raw).key(key).body(body.into()).send().await.unwrap();
+    }
+
+    let ingest = IngestBatch {
+        clients: clients.clone(),
+        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database, part_size: 8 * 1024 * 1024 },
+    };
+    let ingested = ingest.handle(&s3_event(&raw, &keys)).await.unwrap();
+    let failed: Vec<_> = ingested.objects.iter().filter(|o| o.status != "loaded").map(|o| o.key.as_str()).collect();
+    assert_eq!(failed, ["viewership/sessions-9999-truncated.csv.gz"]);
+    let staged: Vec<String> = ingested.objects.iter().flat_map(|o| o.staged.clone()).collect();
+
+    let load = LoadWarehouse {
+        clients: clients.clone(),
+        config: LoadConfig {
+            lake_bucket: lake.clone(),
+            workgroup: Some("tvetl-test".into()),
+            cluster: None,
+            database: "dev".into(),
+            secret_arn: None,
+            copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
+        },
+    };
+    let request = LoadRequest::Keys { objects: staged.clone() };
+    let loaded = load.handle(&request).await.expect("the load succeeds");
+    let sessions = &loaded.loads[&tvetl_core::Source::Viewership];
+
+    // The same input through the local runner.
+    let summary: Value = serde_json::from_str(&tvetl(&[
+        "run",
+        "--input",
+        input_s,
+        "--lake",
+        local_lake.to_str().unwrap(),
+        "--format",
+        "json",
+        "--quiet",
+    ]))
+    .unwrap();
+    assert_eq!(sessions.rows_staged, summary["rows_accepted"].as_u64().unwrap());
+    assert_eq!(sessions.duplicates_removed, summary["duplicates_removed"].as_u64().unwrap());
+    let days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"].map(String::from).to_vec();
+    let lake_s = local_lake.to_str().unwrap();
+    let local: (Vec<Value>, Value) = (
+        days.iter()
+            .map(|d| {
+                serde_json::from_str(&tvetl(&[
+                    "report",
+                    "--lake",
+                    lake_s,
+                    "top-channels",
+                    "--date",
+                    d,
+                    "--limit",
+                    "1000",
+                    "--format",
+                    "json",
+                ]))
+                .unwrap()
+            })
+            .collect(),
+        serde_json::from_str(&tvetl(&["report", "--lake", lake_s, "user-average", "--format", "json"])).unwrap(),
+    );
+    let remote = reports_via_data_api(&clients, days.clone()).await;
+    assert!(!remote.0[0]["channels"].as_array().unwrap().is_empty());
+    assert_same_reports(&remote, &local);
+
+    // The same files again: the ledger makes it a no-op.
+    let before = count_sessions(&clients).await;
+    let again = load.handle(&request).await.expect("a replayed load succeeds");
+    assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+    assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_already_loaded, sessions.rows_staged);
+    assert_eq!(count_sessions(&clients).await, before);
+    assert_same_reports(&reports_via_data_api(&clients, days.clone()).await, &local);
+
+    // A batch that fails mid-way (a COPY of a missing file after a good one)
+    // leaves nothing half-loaded.
+    let mut broken = vec![staged[0].clone()];
+    broken.push("staging/viewership/event_date=2024-01-01/part-0000000000000000.parquet".into());
+    let err = load.handle(&LoadRequest::Keys { objects: broken }).await.expect_err("the COPY fails");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("part-0000000000000000"), "{err}");
+    assert_eq!(count_sessions(&clients).await, before);
+    assert_same_reports(&reports_via_data_api(&clients, days).await, &local);
+}
