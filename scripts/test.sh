@@ -22,3 +22,7 @@ export TVETL_BIN="$CARGO_TARGET_DIR/debug/tvetl"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse "$@" -- --include-ignored
+
+# The Lambda binaries themselves: cargo lambda watch/invoke, and the
+# bootstrap zip fired by the emulator's S3 notification.
+tests/emulator/lambda_e2e.sh
