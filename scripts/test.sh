@@ -13,7 +13,8 @@ cargo test -p tvetl-core -p tvetl "$@"
 
 scripts/emulator.sh start >/dev/null
 trap 'scripts/emulator.sh standin-stop; scripts/emulator.sh stop' EXIT
-scripts/emulator.sh standin-start >/dev/null
+# A small page size, so the SDK's result paging is exercised.
+STANDIN_PAGE_SIZE=5 scripts/emulator.sh standin-start >/dev/null
 export AWS_ENDPOINT_URL="$(scripts/emulator.sh endpoint)"
 # Redshift Data API calls go to the stand-in; every other client to ministack.
 export AWS_ENDPOINT_URL_REDSHIFT_DATA="$(scripts/emulator.sh standin-endpoint)"
@@ -21,6 +22,7 @@ export AWS_ENDPOINT_URL_REDSHIFT_DATA="$(scripts/emulator.sh standin-endpoint)"
 export TVETL_BIN="$CARGO_TARGET_DIR/debug/tvetl"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
+scripts/emulator.sh reset
 cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse "$@" -- --include-ignored
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the

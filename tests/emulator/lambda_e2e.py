@@ -4,6 +4,9 @@
                                  $INVOKE_ADDR:$INVOKE_PORT, sends the hand-written
                                  event infra/events/s3-object-created.json twice
                                  through `cargo lambda invoke`
+  lambda_e2e.py invoke-load   -- the same for load-warehouse on $LOAD_INVOKE_PORT,
+                                 with infra/events/load-keys.json, through the
+                                 Data API stand-in
   lambda_e2e.py notification  -- deploys the cargo-lambda `bootstrap` zip
                                  ($INGEST_BATCH_ZIP) as a provided.al2023 function,
                                  wires the raw bucket's S3 notification to it and
@@ -92,6 +95,33 @@ def invoke():
     assert len(event["Records"]) == 2
 
 
+def invoke_load():
+    """load-warehouse under `cargo lambda watch`, with infra/events/load-keys.json.
+
+    The example event names two staging keys; real staging files written by
+    the `invoke` step are copied to those keys first.
+    """
+    lake = os.environ["LAKE_BUCKET"]
+    request = json.load(open(os.path.join(ROOT, "infra/events/load-keys.json")))
+    objects = lake_objects(lake)
+    sources = {
+        "staging/channels/": next(k for k in objects if k.startswith("staging/channels/")),
+        "staging/viewership/event_date=2024-01-01/": next(k for k in objects if k.startswith("staging/viewership/event_date=2024-01-01/")),
+    }
+    for target in request["objects"]:
+        source = next(v for prefix, v in sources.items() if target.startswith(prefix))
+        s3.copy_object(Bucket=lake, Key=target, CopySource={"Bucket": lake, "Key": source})
+    address, port = os.environ["INVOKE_ADDR"], os.environ["LOAD_INVOKE_PORT"]
+    cmd = ["cargo", "lambda", "invoke", "load-warehouse", "-A", address, "-P", port,
+           "--data-file", os.path.join(ROOT, "infra/events/load-keys.json"), "--output-format", "json"]
+    first = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    loads = first["loads"]
+    check(loads["channels"]["rows_staged"] == 2, f"channels load {loads.get('channels')}")
+    check(loads["viewership"]["rows_staged"] == 1, f"viewership load {loads.get('viewership')}")
+    second = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    check(all(l["rows_merged"] == 0 for l in second["loads"].values()), f"a replayed load merges nothing: {second}")
+
+
 def notification():
     raw, lake, database = "tvetl-raw-notify", "tvetl-lake-notify", "tvetl_notify"
     for bucket in (raw, lake):
@@ -131,6 +161,6 @@ def notification():
 
 
 if __name__ == "__main__":
-    {"invoke": invoke, "notification": notification}[sys.argv[1]]()
+    {"invoke": invoke, "invoke-load": invoke_load, "notification": notification}[sys.argv[1]]()
     print(f"{sys.argv[1]}: {0 if failures else 1} passed, {1 if failures else 0} failed")
     sys.exit(1 if failures else 0)

@@ -48,7 +48,8 @@ pub struct RedshiftDataWarehouse {
     secret_arn: Option<String>,
     polling: Polling,
     handle: Handle,
-    /// Makes a retried batch idempotent on the Data API side.
+    /// A fixed idempotency token for batches; by default each batch gets a
+    /// fresh one (see [`fresh_client_token`]).
     client_token: Option<String>,
 }
 
@@ -98,8 +99,7 @@ impl RedshiftDataWarehouse {
         self
     }
 
-    /// Sets the idempotency token of the next batch (e.g. derived from the
-    /// load's inputs, so a retried invocation does not run it twice).
+    /// Uses `token` for every batch instead of a fresh one per batch.
     pub fn with_client_token(mut self, token: impl Into<String>) -> Self {
         self.client_token = Some(token.into());
         self
@@ -123,7 +123,11 @@ impl RedshiftDataWarehouse {
                     let message = described.error().unwrap_or("statement failed without a message").to_owned();
                     let statement = statements.get(failed).cloned().unwrap_or_default();
                     if statement.trim_start().to_ascii_uppercase().starts_with("COPY") {
-                        self.log_load_errors().await;
+                        let query_id = described
+                            .sub_statements()
+                            .get(failed)
+                            .map_or(described.redshift_query_id(), |s| s.redshift_query_id());
+                        self.log_load_errors(query_id).await;
                     }
                     return Err(WarehouseError::Statement { index: failed, statement, message });
                 }
@@ -165,11 +169,16 @@ impl RedshiftDataWarehouse {
         }
     }
 
-    /// Logs the rows `sys_load_error_detail` holds about recent COPY failures,
+    /// Logs the rows `sys_load_error_detail` holds about a failed COPY
+    /// (`query_id` 0 when the Data API did not say: then the latest rows),
     /// which say which file, line and column Redshift rejected.
-    async fn log_load_errors(&self) {
-        let sql = "SELECT query_id, file_name, line_number, column_name, error_code, error_message \
-                   FROM sys_load_error_detail ORDER BY start_time DESC LIMIT 20";
+    async fn log_load_errors(&self, query_id: i64) {
+        let filter = if query_id > 0 { format!("WHERE query_id = {query_id} ") } else { String::new() };
+        let sql = format!(
+            "SELECT query_id, file_name, line_number, column_name, error_code, error_message \
+             FROM sys_load_error_detail {filter}ORDER BY start_time DESC LIMIT 20"
+        );
+        let sql = sql.as_str();
         // Boxed: this runs inside `wait`, which `run_one` calls.
         let rows: std::pin::Pin<Box<dyn std::future::Future<Output = Result<ResultSet, WarehouseError>> + '_>> =
             Box::pin(self.run_one(sql));
@@ -194,6 +203,19 @@ impl RedshiftDataWarehouse {
     }
 }
 
+/// A token unique to one batch. The SDK resends the same request on its own
+/// retries, so a batch that reached Redshift before a network failure is not
+/// run twice. A later, deliberate retry gets a new token and relies on the
+/// load ledger instead: reusing a token would only replay a failed batch's
+/// outcome.
+pub fn fresh_client_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let seed = format!("{nanos}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("tvetl-{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+}
+
 impl Warehouse for RedshiftDataWarehouse {
     fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
         self.handle.block_on(async {
@@ -203,7 +225,7 @@ impl Warehouse for RedshiftDataWarehouse {
                 .set_sqls(Some(statements.to_vec()))
                 .database(&self.database)
                 .set_secret_arn(self.secret_arn.clone())
-                .set_client_token(self.client_token.clone());
+                .client_token(self.client_token.clone().unwrap_or_else(fresh_client_token));
             let request = match &self.target {
                 RedshiftTarget::Workgroup(w) => request.workgroup_name(w),
                 RedshiftTarget::Cluster(c) => request.cluster_identifier(c),
