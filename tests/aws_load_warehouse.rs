@@ -215,13 +215,51 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(count_sessions(&clients).await, before);
     assert_same_reports(&reports_via_data_api(&clients, days.clone()).await, &local);
 
-    // A batch that fails mid-way (a COPY of a missing file after a good one)
-    // leaves nothing half-loaded.
-    let mut broken = vec![staged[0].clone()];
-    broken.push("staging/viewership/event_date=2024-01-01/part-0000000000000000.parquet".into());
-    let err = load.handle(&LoadRequest::Keys { objects: broken }).await.expect_err("the COPY fails");
+    // A load whose COPY fails (a staging file that is not Parquet, after a
+    // good one) leaves nothing half-loaded.
+    let corrupt = "staging/viewership/event_date=2024-01-01/part-0000000000000000.parquet";
+    clients.s3.put_object().bucket(&lake).key(corrupt).body(b"not parquet".to_vec().into()).send().await.unwrap();
+    let broken = LoadRequest::Keys { objects: vec![staged[0].clone(), corrupt.to_owned()] };
+    let err = load.handle(&broken).await.expect_err("the COPY fails");
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("part-0000000000000000"), "{err}");
     assert_eq!(count_sessions(&clients).await, before);
     assert_same_reports(&reports_via_data_api(&clients, days).await, &local);
+
+    // A file that is not there is refused before anything is sent.
+    let missing = LoadRequest::Keys {
+        objects: vec!["staging/viewership/event_date=2024-01-09/part-ffffffffffffffff.parquet".into()],
+    };
+    let err = load.handle(&missing).await.expect_err("a missing staging file");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    // Any statement failing mid-batch rolls back those before it.
+    let client = clients.redshift_data.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let batch: Vec<String> = [
+            "CREATE TABLE core.batch_probe AS SELECT 1 AS x",
+            "INSERT INTO core.batch_probe VALUES (2)",
+            "SELECT no_such_column FROM core.batch_probe",
+        ]
+        .map(String::from)
+        .to_vec();
+        match wh.execute_transaction(&batch) {
+            Err(tvetl_core::warehouse::WarehouseError::Statement { index, message, .. }) => {
+                assert_eq!(index, 2, "the third statement failed: {message}");
+                assert!(message.contains("no_such_column"), "{message}");
+            }
+            other => panic!("expected a failed statement, got {other:?}"),
+        }
+        let left = wh
+            .query("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = 'batch_probe'")
+            .unwrap()
+            .int(0, "n")
+            .unwrap();
+        assert_eq!(left, 0, "nothing of the failed batch remains");
+    })
+    .await
+    .unwrap();
 }

@@ -79,12 +79,38 @@ class Engine:
         if not keys:
             self.load_errors.append((self.query_ids, f"s3://{bucket}/{prefix}", 0, "", 1204, reason))
             raise StatementError(f"S3ServiceException: {reason}: s3://{bucket}/{prefix}")
+        sources = [(bucket, k) for k in keys]
+        if re.search(r"\bMANIFEST\b", options, re.IGNORECASE):
+            if keys != [prefix]:
+                self.load_errors.append((self.query_ids, f"s3://{bucket}/{prefix}", 0, "", 8001, "manifest not found"))
+                raise StatementError(f"Manifest file is not found: s3://{bucket}/{prefix}")
+            manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=prefix)["Body"].read())
+            sources = []
+            for entry in manifest.get("entries", []):
+                if "content_length" not in (entry.get("meta") or {}):
+                    raise StatementError(f"meta.content_length is required for Parquet manifest entries: {entry.get('url')}")
+                b, _, k = entry["url"][len("s3://"):].partition("/")
+                sources.append((b, k))
         with tempfile.TemporaryDirectory() as tmp:
             paths = []
-            for i, key in enumerate(keys):
+            for i, (b, key) in enumerate(sources):
                 path = os.path.join(tmp, f"{i}.parquet")
-                self.s3.download_file(bucket, key, path)
+                try:
+                    self.s3.download_file(b, key, path)
+                except Exception as e:  # a mandatory entry that is missing
+                    self.load_errors.append((self.query_ids, f"s3://{b}/{key}", 0, "", 8001, str(e)))
+                    raise StatementError(f"S3ServiceException: the file s3://{b}/{key} cannot be read: {e}")
                 paths.append(path)
+            # Name the file Redshift would name: check each before the insert.
+            for path, (b, key) in zip(paths, sources):
+                quoted = "'" + path.replace("'", "''") + "'"
+                try:
+                    self.con.execute(f"SELECT COUNT(*) FROM parquet_metadata({quoted})").fetchall()
+                except duckdb.Error as e:
+                    self.load_errors.append((self.query_ids, f"s3://{b}/{key}", 0, "", 15001, str(e)))
+                    raise StatementError(
+                        f"Load into table '{table}' failed. Check 'sys_load_error_detail' for details: s3://{b}/{key}: {e}"
+                    )
             files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             try:
                 self.con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet([{files}], hive_partitioning = false)")
@@ -202,6 +228,9 @@ class Store:
     def batch(self, req):
         if not req.get("Sqls"):
             raise ValueError("Sqls is required")
+        if len(req["Sqls"]) > 40:
+            # The service's limit (SqlList max in the API model).
+            raise ValueError(f"Sqls has {len(req['Sqls'])} statements; at most 40 are allowed")
         sid = self._new(list(req["Sqls"]), True, req.get("ClientToken"))
         return {"Id": sid, "Database": req.get("Database"), "CreatedAt": time.time()}
 

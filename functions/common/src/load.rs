@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tvetl_core::Source;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
+use tvetl_core::aws::s3::S3ObjectStore;
+use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, schema_statements, staging_table};
 
 use crate::config::LoadConfig;
@@ -59,16 +61,31 @@ pub fn group_by_table(keys: &[String]) -> BTreeMap<Source, Vec<String>> {
     out
 }
 
-/// Redshift's COPY of one staging file. The key is the whole object name,
-/// so the prefix COPY matches is that file alone.
-pub fn copy_statement(source: Source, bucket: &str, key: &str, role_arn: &str) -> String {
+/// Redshift's COPY of the files a manifest lists: one statement whatever
+/// the number of files (a Data API batch holds at most 40 statements).
+pub fn copy_statement(source: Source, bucket: &str, manifest_key: &str, role_arn: &str) -> String {
     format!(
-        "COPY {} FROM 's3://{}/{}' IAM_ROLE '{}' FORMAT AS PARQUET",
+        "COPY {} FROM 's3://{}/{}' IAM_ROLE '{}' FORMAT AS PARQUET MANIFEST",
         staging_table(source),
         bucket,
-        key.replace('\'', "''"),
+        manifest_key.replace('\'', "''"),
         role_arn.replace('\'', "''")
     )
+}
+
+/// A COPY manifest of staging files, with the sizes that Parquet COPY
+/// requires (`meta.content_length`), and its key: derived from the files, so
+/// a retried load rewrites the same manifest.
+pub fn manifest(source: Source, bucket: &str, files: &[(String, u64)]) -> (String, Vec<u8>) {
+    let entries: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(key, size)| {
+            serde_json::json!({"url": format!("s3://{bucket}/{key}"), "mandatory": true, "meta": {"content_length": size}})
+        })
+        .collect();
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": entries })).expect("serializes");
+    let id = xxhash_rust::xxh3::xxh3_64(&body);
+    (format!("manifests/load/{}/{id:016x}.manifest", source.name()), body)
 }
 
 /// What one invocation loaded.
@@ -100,6 +117,7 @@ impl LoadWarehouse {
                 (None, Some(c)) => RedshiftTarget::Cluster(c.clone()),
                 (None, None) => unreachable!("LoadConfig::from_env requires one"),
             };
+            let lake = S3ObjectStore::new(clients.s3.clone(), config.lake_bucket.clone(), handle.clone());
             let mut warehouse =
                 RedshiftDataWarehouse::new(clients.redshift_data.clone(), target, &config.database, config.secret_arn.clone(), handle);
             warehouse.execute_transaction(&schema_statements()).map_err(classify)?;
@@ -110,8 +128,22 @@ impl LoadWarehouse {
                     .query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")
                     .and_then(|r| r.int(0, "next_id"))
                     .map_err(classify)?;
-                let copies = keys.iter().map(|k| copy_statement(source, &config.lake_bucket, k, &config.copy_role_arn)).collect();
-                let statements = load_statements(source, copies, next);
+                // Sizes for the manifest; a missing file is a permanent error.
+                let mut files = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let meta = lake.head(key).map_err(|e| match e {
+                        StoreError::NotFound { .. } => HandlerError::Permanent(format!("staging file s3://{}/{key} does not exist", config.lake_bucket)),
+                        other if other.is_retryable() => HandlerError::Retryable(other.to_string()),
+                        other => HandlerError::Permanent(other.to_string()),
+                    })?;
+                    files.push((key.clone(), meta.size));
+                }
+                let (manifest_key, body) = manifest(source, &config.lake_bucket, &files);
+                lake.put(&manifest_key, &body).map_err(|e| {
+                    if e.is_retryable() { HandlerError::Retryable(e.to_string()) } else { HandlerError::Permanent(e.to_string()) }
+                })?;
+                let copy = copy_statement(source, &config.lake_bucket, &manifest_key, &config.copy_role_arn);
+                let statements = load_statements(source, vec![copy], next);
                 let stats = warehouse.execute_transaction(&statements).map_err(classify)?;
                 let stats = LoadStats::from_result(&stats).map_err(classify)?;
                 tracing::info!(table = %source, files = keys.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
@@ -159,17 +191,21 @@ mod tests {
     }
 
     #[test]
-    fn copy_names_one_file_and_parses_as_redshift() {
-        let sql = copy_statement(
-            Source::Viewership,
-            "lake",
-            "staging/viewership/event_date=2024-01-01/part-a.parquet",
-            "arn:aws:iam::1:role/copy",
-        );
+    fn one_copy_reads_a_manifest_and_parses_as_redshift() {
+        let files = [("staging/viewership/event_date=2024-01-01/part-a.parquet".to_owned(), 1234u64)];
+        let (key, body) = manifest(Source::Viewership, "lake", &files);
+        assert!(key.starts_with("manifests/load/viewership/") && key.ends_with(".manifest"), "{key}");
+        assert_eq!(manifest(Source::Viewership, "lake", &files).0, key, "the same files, the same manifest");
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["entries"][0]["url"], "s3://lake/staging/viewership/event_date=2024-01-01/part-a.parquet");
+        assert_eq!(doc["entries"][0]["meta"]["content_length"], 1234);
+        assert_eq!(doc["entries"][0]["mandatory"], true);
+        let sql = copy_statement(Source::Viewership, "lake", &key, "arn:aws:iam::1:role/copy");
         assert_eq!(
             sql,
-            "COPY staging.viewing_sessions FROM 's3://lake/staging/viewership/event_date=2024-01-01/part-a.parquet' \
-             IAM_ROLE 'arn:aws:iam::1:role/copy' FORMAT AS PARQUET"
+            format!(
+                "COPY staging.viewing_sessions FROM 's3://lake/{key}' IAM_ROLE 'arn:aws:iam::1:role/copy' FORMAT AS PARQUET MANIFEST"
+            )
         );
         let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::RedshiftSqlDialect {}, &sql);
         assert_eq!(parsed.map(|p| p.len()).map_err(|e| e.to_string()), Ok(1));
