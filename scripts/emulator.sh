@@ -98,7 +98,13 @@ standin_start() {
 
 standin_stop() {
   if [ -f "$standin_pid" ]; then
-    kill -TERM -- "-$(cat "$standin_pid")" 2>/dev/null || true
+    pid=$(cat "$standin_pid")
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.25
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
     rm -f "$standin_pid"
   fi
 }
@@ -112,5 +118,5 @@ case "${1:-}" in
   reset) reset ;;
   stop) stop ;;
   endpoint) echo "$endpoint" ;;
-  *) echo "usage: $0 install|start|reset|stop|endpoint" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|reset|stop|endpoint|standin-start|standin-stop|standin-endpoint" >&2; exit 2 ;;
 esac
