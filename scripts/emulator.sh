@@ -57,18 +57,23 @@ reset() {
   curl -fsS -X POST "$endpoint/_ministack/reset" >/dev/null
 }
 
+# Ends the process group whose leader's pid is in file $1 (TERM, then KILL).
+stop_group() {
+  local pid_file=$1 pid
+  [ -f "$pid_file" ] || return 0
+  pid=$(cat "$pid_file")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$pid_file"
+}
+
 stop() {
-  if [ -f "$pid_file" ]; then
-    pid=$(cat "$pid_file")
-    # The whole process group: ministack and every Lambda runtime it started.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.25
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$pid_file"
-  fi
+  # The whole process group: ministack and every Lambda runtime it started.
+  stop_group "$pid_file"
 }
 
 standin_port="${STANDIN_PORT:-4577}"
@@ -97,16 +102,7 @@ standin_start() {
 }
 
 standin_stop() {
-  if [ -f "$standin_pid" ]; then
-    pid=$(cat "$standin_pid")
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.25
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$standin_pid"
-  fi
+  stop_group "$standin_pid"
 }
 
 case "${1:-}" in
