@@ -26,6 +26,25 @@ install() {
   fi
 }
 
+# Waits until URL $1 answers while the process in pid file $2 lives; another
+# server answering on the same port does not count (ministack exits when its
+# port is taken). Logs to $3 on failure.
+wait_up() {
+  local url=$1 pid_file=$2 log=$3
+  for _ in $(seq 1 120); do
+    if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      break
+    fi
+    if curl -fsS "$url" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "error: nothing of ours answered on $url; log: $log" >&2
+  tail -20 "$log" >&2 || true
+  return 1
+}
+
 running() {
   [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
 }
@@ -40,17 +59,11 @@ start() {
   BIND_HOST=127.0.0.1 GATEWAY_PORT="$port" MINISTACK_HOST=127.0.0.1 LOG_LEVEL=WARNING \
     setsid "$venv/bin/ministack" >"$run_dir/ministack-$port.log" 2>&1 < /dev/null &
   echo $! >"$pid_file"
-  for _ in $(seq 1 120); do
-    if curl -fsS "$endpoint/_ministack/health" >/dev/null 2>&1; then
-      echo "$endpoint"
-      return
-    fi
-    sleep 0.5
-  done
-  echo "error: ministack did not answer on $endpoint; log: $run_dir/ministack-$port.log" >&2
-  tail -20 "$run_dir/ministack-$port.log" >&2 || true
-  stop
-  exit 1
+  if ! wait_up "$endpoint/_ministack/health" "$pid_file" "$run_dir/ministack-$port.log"; then
+    stop
+    exit 1
+  fi
+  echo "$endpoint"
 }
 
 reset() {
@@ -89,16 +102,11 @@ standin_start() {
     --db "$run_dir/standin-$standin_port.duckdb" --s3-endpoint "$endpoint" --page-size "${STANDIN_PAGE_SIZE:-1000}" \
     >"$run_dir/standin-$standin_port.log" 2>&1 < /dev/null &
   echo $! >"$standin_pid"
-  for _ in $(seq 1 60); do
-    if curl -fsS "$standin_endpoint/" >/dev/null 2>&1; then
-      echo "$standin_endpoint"
-      return
-    fi
-    sleep 0.5
-  done
-  echo "error: the Data API stand-in did not answer; log: $run_dir/standin-$standin_port.log" >&2
-  tail -20 "$run_dir/standin-$standin_port.log" >&2 || true
-  exit 1
+  if ! wait_up "$standin_endpoint/" "$standin_pid" "$run_dir/standin-$standin_port.log"; then
+    standin_stop
+    exit 1
+  fi
+  echo "$standin_endpoint"
 }
 
 standin_stop() {

@@ -152,9 +152,9 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(failed, ["viewership/sessions-9999-truncated.csv.gz"]);
     let staged: Vec<String> = ingested.objects.iter().flat_map(|o| o.staged.clone()).collect();
 
-    let load = LoadWarehouse {
-        clients: clients.clone(),
-        config: LoadConfig {
+    let load = LoadWarehouse::new(
+        clients.clone(),
+        LoadConfig {
             lake_bucket: lake.clone(),
             workgroup: Some("tvetl-test".into()),
             cluster: None,
@@ -162,7 +162,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             secret_arn: None,
             copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
         },
-    };
+    );
     let request = LoadRequest::Keys { objects: staged.clone() };
     let loaded = load.handle(&request).await.expect("the load succeeds");
     let sessions = &loaded.loads[&tvetl_core::Source::Viewership];

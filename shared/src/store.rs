@@ -106,11 +106,6 @@ impl LocalObjectStore {
         LocalObjectStore { root: root.into() }
     }
 
-    /// The folder behind the store.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }

@@ -43,14 +43,6 @@ pub struct IngestBatch {
     pub config: IngestConfig,
 }
 
-fn classify_store(error: StoreError) -> HandlerError {
-    if error.is_retryable() {
-        HandlerError::Retryable(error.to_string())
-    } else {
-        HandlerError::Permanent(error.to_string())
-    }
-}
-
 impl IngestBatch {
     /// Ingests every object of `event`. Returns an error only for what a
     /// retry of the whole event may fix; bad objects are reported and
@@ -121,17 +113,11 @@ fn ingest_one(
             outcome.error = Some(format!("s3://{}/{} no longer exists", object.bucket, object.key));
             return Ok(outcome);
         }
-        Err(e) => return Err(classify_store(e)),
+        Err(e) => return Err(e.into()),
     };
     match ingest_object(raw, &meta, lake, &IngestOptions::default()) {
         Ok(report) => {
-            register_outputs(catalog, &report).map_err(|e| {
-                if e.is_retryable() {
-                    HandlerError::Retryable(e.to_string())
-                } else {
-                    HandlerError::Permanent(e.to_string())
-                }
-            })?;
+            register_outputs(catalog, &report)?;
             outcome.counts = report.counts;
             outcome.staged = report.staged.into_iter().map(|f| f.key).collect();
             outcome.quarantine_key = report.quarantine_key;
@@ -140,13 +126,9 @@ fn ingest_one(
         Err(e) if e.is_bad_object() => {
             outcome.status = "failed";
             outcome.error = Some(e.to_string());
-            outcome.quarantine_key = Some(record_unreadable(lake, &meta, &e).map_err(|q| match q {
-                tvetl_core::error::IngestError::Store(s) => classify_store(s),
-                other => HandlerError::Permanent(other.to_string()),
-            })?);
+            outcome.quarantine_key = Some(record_unreadable(lake, &meta, &e)?);
             Ok(outcome)
         }
-        Err(e) if e.is_retryable() => Err(HandlerError::Retryable(e.to_string())),
-        Err(e) => Err(HandlerError::Permanent(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }

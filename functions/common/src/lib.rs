@@ -31,3 +31,36 @@ impl HandlerError {
         matches!(self, HandlerError::Retryable(_))
     }
 }
+
+/// A core error that knows whether a retry may help.
+pub trait Retryability: std::fmt::Display {
+    fn retryable(&self) -> bool;
+}
+
+macro_rules! retryability {
+    ($($error:ty),*) => {$(
+        impl Retryability for $error {
+            fn retryable(&self) -> bool {
+                self.is_retryable()
+            }
+        }
+    )*};
+}
+
+retryability!(
+    tvetl_core::store::StoreError,
+    tvetl_core::catalog::CatalogError,
+    tvetl_core::warehouse::WarehouseError,
+    tvetl_core::error::IngestError
+);
+
+/// Every core error becomes a handler error of its class, so `?` classifies.
+impl<E: Retryability> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        if error.retryable() {
+            HandlerError::Retryable(error.to_string())
+        } else {
+            HandlerError::Permanent(error.to_string())
+        }
+    }
+}

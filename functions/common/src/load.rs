@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 
 use aws_lambda_events::event::s3::S3Event;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::runtime::Handle;
 use tvetl_core::Source;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
-use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, schema_statements, staging_table};
+use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements, schema_statements, staging_table};
 
 use crate::config::LoadConfig;
 use crate::events::s3_objects;
@@ -96,21 +99,26 @@ pub struct LoadResponse {
 
 /// The load-warehouse function.
 pub struct LoadWarehouse {
-    pub clients: AwsClients,
-    pub config: LoadConfig,
-}
-
-fn classify(e: WarehouseError) -> HandlerError {
-    if e.is_retryable() { HandlerError::Retryable(e.to_string()) } else { HandlerError::Permanent(e.to_string()) }
+    clients: AwsClients,
+    config: LoadConfig,
+    /// The (idempotent) schema is applied once per execution environment,
+    /// not on every invocation.
+    schema_applied: Arc<AtomicBool>,
 }
 
 impl LoadWarehouse {
+    /// The function with its clients and configuration.
+    pub fn new(clients: AwsClients, config: LoadConfig) -> Self {
+        LoadWarehouse { clients, config, schema_applied: Arc::new(AtomicBool::new(false)) }
+    }
+
     /// Loads every staging file of `request`, one transaction per table.
     pub async fn handle(&self, request: &LoadRequest) -> Result<LoadResponse, HandlerError> {
         let groups = group_by_table(&request.keys());
         let clients = self.clients.clone();
         let config = self.config.clone();
         let handle = Handle::current();
+        let schema_applied = self.schema_applied.clone();
         let response = tokio::task::spawn_blocking(move || -> Result<LoadResponse, HandlerError> {
             let target = match (&config.workgroup, &config.cluster) {
                 (Some(w), _) => RedshiftTarget::Workgroup(w.clone()),
@@ -120,32 +128,35 @@ impl LoadWarehouse {
             let lake = S3ObjectStore::new(clients.s3.clone(), config.lake_bucket.clone(), handle.clone());
             let mut warehouse =
                 RedshiftDataWarehouse::new(clients.redshift_data.clone(), target, &config.database, config.secret_arn.clone(), handle);
-            warehouse.execute_transaction(&schema_statements()).map_err(classify)?;
+            if !schema_applied.load(Ordering::Acquire) {
+                warehouse.execute_transaction(&schema_statements())?;
+                schema_applied.store(true, Ordering::Release);
+            }
             let mut response = LoadResponse::default();
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
                 let next = warehouse
                     .query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")
                     .and_then(|r| r.int(0, "next_id"))
-                    .map_err(classify)?;
+                    ?;
                 // Sizes for the manifest; a missing file is a permanent error.
                 let mut files = Vec::with_capacity(keys.len());
                 for key in keys {
                     let meta = lake.head(key).map_err(|e| match e {
-                        StoreError::NotFound { .. } => HandlerError::Permanent(format!("staging file s3://{}/{key} does not exist", config.lake_bucket)),
-                        other if other.is_retryable() => HandlerError::Retryable(other.to_string()),
-                        other => HandlerError::Permanent(other.to_string()),
+                        StoreError::NotFound { .. } => HandlerError::Permanent(format!(
+                            "staging file s3://{}/{key} does not exist",
+                            config.lake_bucket
+                        )),
+                        other => other.into(),
                     })?;
                     files.push((key.clone(), meta.size));
                 }
                 let (manifest_key, body) = manifest(source, &config.lake_bucket, &files);
-                lake.put(&manifest_key, &body).map_err(|e| {
-                    if e.is_retryable() { HandlerError::Retryable(e.to_string()) } else { HandlerError::Permanent(e.to_string()) }
-                })?;
+                lake.put(&manifest_key, &body)?;
                 let copy = copy_statement(source, &config.lake_bucket, &manifest_key, &config.copy_role_arn);
                 let statements = load_statements(source, vec![copy], next);
-                let stats = warehouse.execute_transaction(&statements).map_err(classify)?;
-                let stats = LoadStats::from_result(&stats).map_err(classify)?;
+                let stats = warehouse.execute_transaction(&statements)?;
+                let stats = LoadStats::from_result(&stats)?;
                 tracing::info!(table = %source, files = keys.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
                 response.loads.insert(source, stats);
             }

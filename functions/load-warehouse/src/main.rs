@@ -10,7 +10,7 @@ use tvetl_lambda::{AwsClients, LoadConfig};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let function = LoadWarehouse { clients: AwsClients::load().await, config: LoadConfig::from_env()? };
+    let function = LoadWarehouse::new(AwsClients::load().await, LoadConfig::from_env()?);
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<LoadRequest>| async move {
         let response = function.handle(&event.payload).await?;

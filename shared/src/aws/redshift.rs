@@ -48,9 +48,6 @@ pub struct RedshiftDataWarehouse {
     secret_arn: Option<String>,
     polling: Polling,
     handle: Handle,
-    /// A fixed idempotency token for batches; by default each batch gets a
-    /// fresh one (see [`fresh_client_token`]).
-    client_token: Option<String>,
 }
 
 fn unavailable<E, R>(error: aws_sdk_redshiftdata::error::SdkError<E, R>) -> WarehouseError
@@ -89,19 +86,12 @@ impl RedshiftDataWarehouse {
             secret_arn,
             polling: Polling::default(),
             handle,
-            client_token: None,
         }
     }
 
     /// Sets the polling intervals and deadline.
     pub fn with_polling(mut self, polling: Polling) -> Self {
         self.polling = polling;
-        self
-    }
-
-    /// Uses `token` for every batch instead of a fresh one per batch.
-    pub fn with_client_token(mut self, token: impl Into<String>) -> Self {
-        self.client_token = Some(token.into());
         self
     }
 
@@ -225,7 +215,7 @@ impl Warehouse for RedshiftDataWarehouse {
                 .set_sqls(Some(statements.to_vec()))
                 .database(&self.database)
                 .set_secret_arn(self.secret_arn.clone())
-                .client_token(self.client_token.clone().unwrap_or_else(fresh_client_token));
+                .client_token(fresh_client_token());
             let request = match &self.target {
                 RedshiftTarget::Workgroup(w) => request.workgroup_name(w),
                 RedshiftTarget::Cluster(c) => request.cluster_identifier(c),

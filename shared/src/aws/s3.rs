@@ -37,11 +37,6 @@ impl S3ObjectStore {
         self.part_size = bytes.max(1);
         self
     }
-
-    /// The bucket's name.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
 }
 
 fn service_error<E>(key: &str, error: SdkError<E, HttpResponse>) -> StoreError
