@@ -88,6 +88,7 @@ pub fn ingest_object(
             field: rejection.field,
             message: &rejection.message,
             original: &original,
+            stream: None,
         })
     };
     let lineage = |record_no| Lineage { key: &object.key, version: &object.version, record_no };

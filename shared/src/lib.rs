@@ -40,6 +40,7 @@ pub mod schema;
 pub mod source;
 pub mod staging;
 pub mod store;
+pub mod stream;
 pub mod timestamp;
 pub mod validate;
 pub mod warehouse;

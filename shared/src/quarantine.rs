@@ -143,4 +143,21 @@ pub struct QuarantinedRecord<'a> {
     /// The record's original text (CSV re-quoted from its fields where the
     /// bytes were valid; otherwise the bytes decoded lossily).
     pub original: &'a str,
+    /// Where in a stream the record was, for records that came from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamPosition<'a>>,
+}
+
+/// A record's place in a stream: Kinesis shard and sequence number, or Kafka
+/// partition and offset.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StreamPosition<'a> {
+    /// `kinesis` or `kafka`.
+    pub kind: &'a str,
+    /// The stream name or topic.
+    pub stream: &'a str,
+    /// The shard id or partition number.
+    pub shard: &'a str,
+    /// The sequence number or offset, as the event source gave it.
+    pub position: &'a str,
 }

@@ -231,10 +231,26 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
         options: &StagingOptions,
         new_rows: impl Fn() -> B + Send + 's,
     ) -> Self {
+        let file_name = format!("part-{}.parquet", output_id(step, object));
+        Self::named(store, source, file_name, &object.key, &object.version, options, new_rows)
+    }
+
+    /// A writer whose files are named `file_name` in every partition, for
+    /// inputs that are not objects (a stream's sequence range).
+    /// `source_key` and `source_version` go into the files' metadata.
+    pub fn named(
+        store: &'s dyn ObjectStore,
+        source: Source,
+        file_name: String,
+        source_key: &str,
+        source_version: &str,
+        options: &StagingOptions,
+        new_rows: impl Fn() -> B + Send + 's,
+    ) -> Self {
         let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
         let lineage = vec![
-            KeyValue::new("tvetl.source_key".to_owned(), object.key.clone()),
-            KeyValue::new("tvetl.source_version".to_owned(), object.version.clone()),
+            KeyValue::new("tvetl.source_key".to_owned(), source_key.to_owned()),
+            KeyValue::new("tvetl.source_version".to_owned(), source_version.to_owned()),
         ];
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -251,7 +267,7 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
         PartitionWriter {
             store,
             source,
-            file_name: format!("part-{}.parquet", output_id(step, object)),
+            file_name,
             schema: staging_schema(source),
             props,
             batch_rows: options.batch_rows,
@@ -318,6 +334,11 @@ impl<'s> QuarantineWriter<'s> {
     /// A writer for `object`'s rejected records.
     pub fn new(store: &'s dyn ObjectStore, source: Source, object: &ObjectMeta, step: &str) -> Self {
         let key = format!("{}/part-{}.jsonl", quarantine_prefix(source, object), output_id(step, object));
+        Self::at(store, key)
+    }
+
+    /// A writer of the quarantine object `key`.
+    pub fn at(store: &'s dyn ObjectStore, key: String) -> Self {
         QuarantineWriter { store, key, upload: None, line: Vec::with_capacity(512) }
     }
 

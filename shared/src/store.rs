@@ -226,6 +226,87 @@ impl Drop for LocalUpload {
     }
 }
 
+/// A bucket in memory, for tests and benchmarks: versions are content
+/// hashes, uploads appear on commit, listing is byte-wise.
+#[derive(Debug, Default)]
+pub struct MemoryObjectStore {
+    objects: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryObjectStore {
+    /// An empty bucket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A whole object's bytes.
+    pub fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.objects.lock().expect("store lock").get(key).cloned()
+    }
+
+    fn meta(key: &str, bytes: &[u8]) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_owned(),
+            size: bytes.len() as u64,
+            version: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)),
+            last_modified_us: 0,
+        }
+    }
+}
+
+impl ObjectStore for MemoryObjectStore {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let objects = self.objects.lock().expect("store lock");
+        Ok(objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| Self::meta(k, v))
+            .collect())
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let objects = self.objects.lock().expect("store lock");
+        objects.get(key).map(|v| Self::meta(key, v)).ok_or_else(|| StoreError::NotFound { key: key.to_owned() })
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let bytes = self.bytes(key).ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
+        Ok(Box::new(std::io::Cursor::new(bytes)))
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        Ok(Box::new(MemoryUpload { store: self, key: key.to_owned(), bytes: Vec::new() }))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects.lock().expect("store lock").remove(key);
+        Ok(())
+    }
+}
+
+struct MemoryUpload<'s> {
+    store: &'s MemoryObjectStore,
+    key: String,
+    bytes: Vec<u8>,
+}
+
+impl Write for MemoryUpload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectUpload for MemoryUpload<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.store.objects.lock().expect("store lock").insert(self.key, self.bytes);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,435 @@
+//! The stream ingest step: a batch of Kinesis or Kafka records from one shard
+//! (or partition) in, one staging Parquet file per `event_date` and the
+//! quarantine out.
+//!
+//! Each record's data is a JSON viewing session (or several, one per line).
+//! Bad records are quarantined with their shard and sequence number; they
+//! never fail the batch.
+//!
+//! # Exactly once across retries
+//!
+//! A batch is a contiguous run of one shard's records. Its records are
+//! grouped by target (a staging day, or a quarantine day) and each group is
+//! written as one object named after the first and last sequence number *of
+//! that group*: `…/kinesis~<stream>~<shard>~<first>-<last>.parquet`. Because
+//! the batch is contiguous, such an object holds every record of its target
+//! whose sequence number lies in `[first, last]`. So, before writing, the
+//! step lists the objects already under each target and skips the records
+//! that an earlier attempt wrote: a replayed batch writes nothing new, and a
+//! retry that starts part-way (Lambda retries from the sequence number a
+//! partial failure names, and may bisect) writes only what is missing.
+//!
+//! Groups are written (and their Glue partitions registered) in the order of
+//! their first record. When a write fails, the step stops and reports the
+//! first record of the failed group: every record before it is in a committed
+//! object, and records after it that are also committed are skipped by the
+//! retry.
+//!
+//! Compaction must leave stream files alone while a retry can still come
+//! (see [`crate::compact`]'s minimum age), since it renames what the listing
+//! above relies on.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::decode::{RecordBody, decode};
+use crate::error::IngestError;
+use crate::ingest::RecordCounts;
+use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPosition};
+use crate::schema::table_def;
+use crate::source::{Compression, InputFormat, Source};
+use crate::staging::{Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile};
+use crate::store::ObjectStore;
+use crate::timestamp::{format_day, utc_day};
+use crate::validate::validate_session;
+
+/// The kind of stream a batch came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    /// An Amazon Kinesis data stream: positions are sequence numbers.
+    Kinesis,
+    /// A Kafka topic (MSK or self-managed): positions are offsets.
+    Kafka,
+}
+
+impl StreamKind {
+    /// `kinesis` or `kafka`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Kinesis => "kinesis",
+            StreamKind::Kafka => "kafka",
+        }
+    }
+}
+
+/// One shard of one stream (a Kinesis shard, or a Kafka topic partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardId {
+    pub kind: StreamKind,
+    /// The stream name or topic.
+    pub stream: String,
+    /// The shard id or partition number.
+    pub shard: String,
+}
+
+impl ShardId {
+    /// The start of every object name this shard's batches write. `~` occurs
+    /// in neither stream, topic nor shard names, so stems never run into each
+    /// other.
+    fn stem(&self) -> String {
+        format!("{}~{}~{}", self.kind.name(), self.stream, self.shard)
+    }
+
+    /// The position as it appears in object names: offsets are zero-padded
+    /// so that names sort like positions; sequence numbers are kept as they
+    /// are (Kinesis gives them a fixed width).
+    fn name_position(&self, position: &str) -> String {
+        match (self.kind, position.parse::<u64>()) {
+            (StreamKind::Kafka, Ok(offset)) => format!("{offset:020}"),
+            _ => position.to_owned(),
+        }
+    }
+}
+
+/// Orders decimal positions numerically (shorter is smaller, then byte-wise).
+fn position_order(a: &str, b: &str) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// One record of a batch.
+#[derive(Debug, Clone)]
+pub struct StreamRecord<'a> {
+    /// The sequence number (Kinesis) or offset (Kafka), as the source gave it.
+    pub position: String,
+    /// When the stream received it, UTC microseconds: its quarantine day.
+    pub arrival_us: i64,
+    /// The record's bytes: JSON, one viewing session per line.
+    pub data: &'a [u8],
+}
+
+/// What one call did with a batch.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    /// Records processed by this call: `read = accepted + quarantined`.
+    pub counts: RecordCounts,
+    /// Records skipped because an earlier attempt already wrote them.
+    pub already_written: u64,
+    /// Staging files written.
+    pub staged: Vec<WrittenFile>,
+    /// Quarantine files written.
+    pub quarantined: Vec<String>,
+    /// `event_date` partitions registered in the catalog.
+    pub partitions: Vec<String>,
+}
+
+/// Why a batch stopped part-way.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Listing or writing the lake failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// Registering a partition failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl StreamError {
+    /// True when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StreamError::Ingest(e) => e.is_retryable(),
+            StreamError::Catalog(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// A batch that stopped part-way: every record before `position` is written;
+/// a retry from `position` completes the batch.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at position {position}: {error}")]
+pub struct StreamFailure {
+    /// The first record not known to be written, as the source spelled it.
+    pub position: String,
+    pub error: StreamError,
+}
+
+/// Where a record's line goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    /// The staging partition of this UTC day.
+    Staging(i32),
+    /// The quarantine of this arrival day.
+    Quarantine(i32),
+}
+
+/// One target's records that this call writes.
+struct Group {
+    target: Target,
+    /// Indexes (into the sorted records) whose lines go to this target, in
+    /// order; `written` marks those an earlier attempt already wrote.
+    members: Vec<(usize, bool)>,
+}
+
+impl Group {
+    fn pending(&self) -> impl Iterator<Item = usize> + '_ {
+        self.members.iter().filter(|(_, written)| !written).map(|(i, _)| *i)
+    }
+}
+
+/// Ingests one batch of one shard's records into the `lake`, registering the
+/// staging partitions in `catalog`.
+///
+/// Returns what was done, and the failure if the batch stopped part-way.
+pub fn ingest_stream_batch(
+    lake: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    shard: &ShardId,
+    records: &[StreamRecord<'_>],
+    staging: &StagingOptions,
+) -> (StreamReport, Option<StreamFailure>) {
+    let mut report = StreamReport::default();
+    let mut sorted: Vec<&StreamRecord<'_>> = records.iter().collect();
+    sorted.sort_by(|a, b| position_order(&a.position, &b.position));
+    let stem = shard.stem();
+    let source = Source::Viewership;
+
+    // Which targets each record's lines go to.
+    let mut targets_of: Vec<BTreeSet<Target>> = Vec::with_capacity(sorted.len());
+    for record in &sorted {
+        let mut targets = BTreeSet::new();
+        each_line(shard, record, |line| {
+            targets.insert(line.target(record));
+        });
+        targets_of.push(targets);
+    }
+    let mut groups: BTreeMap<Target, Group> = BTreeMap::new();
+    for (i, targets) in targets_of.iter().enumerate() {
+        for &target in targets {
+            groups.entry(target).or_insert_with(|| Group { target, members: Vec::new() }).members.push((i, false));
+        }
+    }
+
+    // Skip what an earlier attempt wrote; write groups in order of their
+    // first record, so a failure splits the batch at one position.
+    let mut ordered: Vec<Group> = Vec::with_capacity(groups.len());
+    for (target, mut group) in groups {
+        let dir = target_dir(source, target);
+        let written = match written_ranges(lake, &dir, &stem) {
+            Ok(ranges) => ranges,
+            Err(error) => {
+                let position = sorted[group.members[0].0].position.clone();
+                return (report, Some(StreamFailure { position, error: error.into() }));
+            }
+        };
+        for (i, done) in &mut group.members {
+            let name = shard.name_position(&sorted[*i].position);
+            *done = written.iter().any(|(first, last)| {
+                position_order(first, &name) != Ordering::Greater && position_order(&name, last) != Ordering::Greater
+            });
+        }
+        ordered.push(group);
+    }
+    ordered.sort_by_key(|g| g.members[0].0);
+
+    let table = table_def(source);
+    let mut table_ready = false;
+    for group in &ordered {
+        let result = write_group(lake, shard, &stem, &sorted, group, staging, &mut report).and_then(|()| {
+            if let Target::Staging(day) = group.target {
+                if !table_ready {
+                    catalog.ensure_table(&table)?;
+                    table_ready = true;
+                }
+                let value = format_day(day);
+                catalog.add_partitions(&table, std::slice::from_ref(&value))?;
+                report.partitions.push(value);
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            let position = sorted[group.members[0].0].position.clone();
+            return (report, Some(StreamFailure { position, error }));
+        }
+    }
+    (report, None)
+}
+
+/// Writes one group's pending records as one object.
+fn write_group(
+    lake: &dyn ObjectStore,
+    shard: &ShardId,
+    stem: &str,
+    sorted: &[&StreamRecord<'_>],
+    group: &Group,
+    staging: &StagingOptions,
+    report: &mut StreamReport,
+) -> Result<(), StreamError> {
+    let source = Source::Viewership;
+    let pending: Vec<usize> = group.pending().collect();
+    // Lines of already-written records are counted once, here.
+    for (i, _) in group.members.iter().filter(|(_, written)| *written) {
+        each_line(shard, sorted[*i], |line| {
+            if line.target(sorted[*i]) == group.target {
+                report.already_written += 1;
+            }
+        });
+    }
+    let (Some(&first), Some(&last)) = (pending.first(), pending.last()) else {
+        return Ok(());
+    };
+    let range =
+        format!("{}-{}", shard.name_position(&sorted[first].position), shard.name_position(&sorted[last].position));
+    let dir = target_dir(source, group.target);
+    let mut counts = RecordCounts::default();
+    match group.target {
+        Target::Staging(day) => {
+            let lineage_key = format!("{}/{}/{}/{range}", shard.kind.name(), shard.stream, shard.shard);
+            let file_name = format!("{stem}~{range}.parquet");
+            let mut writer =
+                PartitionWriter::named(lake, source, file_name, &lineage_key, &range, staging, SessionBatch::default);
+            let mut record_no = 0u64;
+            for &i in &pending {
+                let mut pushed: Result<(), IngestError> = Ok(());
+                each_line(shard, sorted[i], |line| {
+                    if let (Line::Accepted(session), Ok(())) = (&line, &pushed)
+                        && utc_day(session.start_us) == day
+                    {
+                        record_no += 1;
+                        counts.rows_read += 1;
+                        counts.rows_accepted += 1;
+                        let lineage = Lineage { key: &lineage_key, version: &range, record_no };
+                        pushed = writer.push(Some(day), |rows| rows.append(session, lineage));
+                    }
+                });
+                pushed?;
+            }
+            report.staged.extend(writer.finish()?);
+        }
+        Target::Quarantine(_) => {
+            let key = format!("{dir}/{stem}~{range}.jsonl");
+            let mut writer = QuarantineWriter::at(lake, key.clone());
+            let source_key = format!("{}/{}/{}", shard.kind.name(), shard.stream, shard.shard);
+            for &i in &pending {
+                let record = sorted[i];
+                let mut written: Result<(), IngestError> = Ok(());
+                each_line(shard, record, |line| {
+                    if let (Line::Rejected { record_no, line, rejection, original }, Ok(())) = (&line, &written) {
+                        counts.rows_read += 1;
+                        counts.quarantined.add(rejection.reason);
+                        written = writer.write(&QuarantinedRecord {
+                            source_key: &source_key,
+                            record_no: *record_no,
+                            line: *line,
+                            reason: rejection.reason,
+                            field: rejection.field,
+                            message: &rejection.message,
+                            original,
+                            stream: Some(StreamPosition {
+                                kind: shard.kind.name(),
+                                stream: &shard.stream,
+                                shard: &shard.shard,
+                                position: &record.position,
+                            }),
+                        });
+                    }
+                });
+                written?;
+            }
+            if let Some(key) = writer.finish()? {
+                report.quarantined.push(key);
+            }
+        }
+    }
+    report.counts.merge(&counts);
+    Ok(())
+}
+
+/// One line of a record, decoded and validated.
+enum Line<'v> {
+    Accepted(crate::validate::ViewingSession<'v>),
+    Rejected { record_no: u64, line: u64, rejection: Rejection, original: String },
+}
+
+impl Line<'_> {
+    fn target(&self, record: &StreamRecord<'_>) -> Target {
+        match self {
+            Line::Accepted(session) => Target::Staging(utc_day(session.start_us)),
+            Line::Rejected { .. } => Target::Quarantine(utc_day(record.arrival_us)),
+        }
+    }
+}
+
+/// Decodes and validates every line of a record. A record with no line at
+/// all is one malformed line, so that nothing disappears silently.
+fn each_line(shard: &ShardId, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line<'_>)) {
+    let key = format!("{}~{}", shard.stem(), record.position);
+    let fields = Source::Viewership.fields();
+    let mut lines = 0u64;
+    let decoded = decode(&key, record.data, InputFormat::JsonLines, Compression::None, fields, |r| {
+        lines += 1;
+        let line = match r.body {
+            RecordBody::Malformed { message, original } => Line::Rejected {
+                record_no: r.record_no,
+                line: r.line,
+                rejection: Rejection::record(QuarantineReason::Malformed, message),
+                original: original.render(),
+            },
+            RecordBody::Fields { values, original } => match validate_session(values) {
+                Ok(session) => Line::Accepted(session),
+                Err(rejection) => {
+                    Line::Rejected { record_no: r.record_no, line: r.line, rejection, original: original.render() }
+                }
+            },
+        };
+        on_line(line);
+        Ok(())
+    });
+    // Decoding a byte slice as JSON Lines fails only on I/O, which a slice
+    // has none of; the record is then kept as malformed all the same.
+    if let Err(e) = decoded {
+        lines += 1;
+        on_line(Line::Rejected {
+            record_no: 1,
+            line: 1,
+            rejection: Rejection::record(QuarantineReason::Malformed, e.to_string()),
+            original: String::from_utf8_lossy(record.data).into_owned(),
+        });
+    }
+    if lines == 0 {
+        on_line(Line::Rejected {
+            record_no: 1,
+            line: 1,
+            rejection: Rejection::record(QuarantineReason::Malformed, "empty record"),
+            original: String::from_utf8_lossy(record.data).into_owned(),
+        });
+    }
+}
+
+/// The folder of a target's objects.
+fn target_dir(source: Source, target: Target) -> String {
+    match target {
+        Target::Staging(day) => format!("staging/{}/event_date={}", source.name(), format_day(day)),
+        Target::Quarantine(day) => format!("quarantine/{}/ingest_date={}", source.name(), format_day(day)),
+    }
+}
+
+/// The `[first, last]` ranges of this shard's objects already in `dir`.
+fn written_ranges(lake: &dyn ObjectStore, dir: &str, stem: &str) -> Result<Vec<(String, String)>, IngestError> {
+    let prefix = format!("{dir}/{stem}~");
+    let mut ranges = Vec::new();
+    for object in lake.list(&prefix)? {
+        let rest = &object.key[prefix.len()..];
+        let range = rest.split_once('.').map_or(rest, |(r, _)| r);
+        if let Some((first, last)) = range.split_once('-')
+            && !first.is_empty()
+            && first.bytes().chain(last.bytes()).all(|b| b.is_ascii_digit())
+        {
+            ranges.push((first.to_owned(), last.to_owned()));
+        }
+    }
+    Ok(ranges)
+}

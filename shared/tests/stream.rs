@@ -1,0 +1,413 @@
+//! The stream ingest step over an in-memory lake: partitions by day,
+//! quarantine with positions, replays, and failures part-way whose retries
+//! complete the batch exactly once.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+use tvetl_core::catalog::{Catalog, CatalogError};
+use tvetl_core::schema::TableDef;
+use tvetl_core::staging::StagingOptions;
+use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
+
+/// 2024-01-01T00:00:00Z in seconds.
+const JAN_1: i64 = 1_704_067_200;
+
+fn session(id: &str, day: i64, hour: i64) -> String {
+    let start = chrono::DateTime::from_timestamp(JAN_1 + day * 86_400 + hour * 3600, 0).unwrap();
+    format!(
+        r#"{{"event_id":"{id}","user_id":"u-{id}","channel_id":"c1","start_time":"{}","duration_seconds":600,"platform":"stb"}}"#,
+        start.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// Sequence numbers of a fixed width, as Kinesis gives them.
+fn seq(n: u64) -> String {
+    format!("4959{n:052}")
+}
+
+struct Batch {
+    shard: ShardId,
+    data: Vec<(String, Vec<u8>)>,
+}
+
+impl Batch {
+    fn kinesis(lines: &[String]) -> Batch {
+        let shard = ShardId { kind: StreamKind::Kinesis, stream: "views".into(), shard: "shardId-000000000000".into() };
+        Batch {
+            shard,
+            data: lines.iter().enumerate().map(|(i, l)| (seq(i as u64 + 1), l.clone().into_bytes())).collect(),
+        }
+    }
+
+    /// Records from position index `from` (0-based) up to `to`, exclusive.
+    fn records(&self, from: usize, to: usize) -> Vec<StreamRecord<'_>> {
+        // Arrived on 2024-01-03, whatever the sessions' days.
+        let arrival_us = (JAN_1 + 2 * 86_400 + 600) * 1_000_000;
+        self.data[from..to]
+            .iter()
+            .map(|(position, data)| StreamRecord { position: position.clone(), arrival_us, data })
+            .collect()
+    }
+
+    fn index_of(&self, position: &str) -> usize {
+        self.data.iter().position(|(p, _)| p == position).expect("a position of the batch")
+    }
+}
+
+/// Days of sessions interleaved, as late records are: two days, a bad
+/// timestamp, a line that is not JSON, and one record with two sessions.
+fn mixed_lines() -> Vec<String> {
+    vec![
+        session("e1", 0, 10),
+        session("e2", 1, 9),
+        session("e3", 0, 11),
+        r#"{"event_id":"e4","user_id":"u4","channel_id":"c1","start_time":"yesterday","duration_seconds":60}"#.into(),
+        "{not json".into(),
+        session("e6", 1, 10),
+        format!("{}\n{}", session("e7", 0, 12), session("e8", 1, 11)),
+        session("e9", 0, 13),
+    ]
+}
+
+#[derive(Default)]
+struct MemoryCatalog {
+    partitions: Mutex<BTreeMap<String, Vec<String>>>,
+    fail_next: AtomicUsize,
+}
+
+impl Catalog for MemoryCatalog {
+    fn ensure_table(&self, _table: &TableDef) -> Result<(), CatalogError> {
+        Ok(())
+    }
+
+    fn add_partitions(&self, table: &TableDef, values: &[String]) -> Result<(), CatalogError> {
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            let message = "Glue unavailable".into();
+            return Err(CatalogError::Unavailable { what: table.name.clone(), message, retryable: true });
+        }
+        let mut partitions = self.partitions.lock().unwrap();
+        let known = partitions.entry(table.name.clone()).or_default();
+        for v in values {
+            if !known.contains(v) {
+                known.push(v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lake whose commits fail (retryably) after a number of successes.
+struct FlakyLake {
+    inner: MemoryObjectStore,
+    commits_left: AtomicUsize,
+}
+
+impl FlakyLake {
+    fn new() -> Self {
+        FlakyLake { inner: MemoryObjectStore::new(), commits_left: AtomicUsize::new(usize::MAX) }
+    }
+}
+
+struct FlakyUpload<'s> {
+    inner: Box<dyn ObjectUpload + 's>,
+    lake: &'s FlakyLake,
+    key: String,
+}
+
+impl Write for FlakyUpload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ObjectUpload for FlakyUpload<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let left = self.lake.commits_left.load(Ordering::SeqCst);
+        if left == 0 {
+            let message = "503 Slow Down (after the SDK's retries)".into();
+            return Err(StoreError::Service { key: self.key, message, retryable: true });
+        }
+        self.lake.commits_left.store(left.saturating_sub(1), Ordering::SeqCst);
+        self.inner.commit()
+    }
+}
+
+impl ObjectStore for FlakyLake {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(key)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+        self.inner.open(key)
+    }
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        Ok(Box::new(FlakyUpload { inner: self.inner.create(key)?, lake: self, key: key.to_owned() }))
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+/// Every staged event id with its day, and the lineage of each row.
+fn staged_rows(lake: &dyn ObjectStore) -> Vec<(String, String, i64)> {
+    let mut rows = Vec::new();
+    for object in lake.list("staging/viewership/").unwrap() {
+        let mut bytes = Vec::new();
+        lake.open(&object.key).unwrap().read_to_end(&mut bytes).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>().clone();
+            let keys = batch.column_by_name("source_key").unwrap().as_string::<i32>().clone();
+            let nos = batch.column_by_name("source_record_no").unwrap().as_primitive::<Int64Type>().clone();
+            for i in 0..batch.num_rows() {
+                rows.push((ids.value(i).to_owned(), keys.value(i).to_owned(), nos.value(i)));
+            }
+        }
+    }
+    rows
+}
+
+use std::io::Read;
+
+fn quarantined(lake: &dyn ObjectStore) -> Vec<Value> {
+    let mut out = Vec::new();
+    for object in lake.list("quarantine/").unwrap() {
+        let mut text = String::new();
+        lake.open(&object.key).unwrap().read_to_string(&mut text).unwrap();
+        out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    out
+}
+
+fn ids(rows: &[(String, String, i64)]) -> Vec<String> {
+    let mut ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn snapshot(lake: &dyn ObjectStore) -> Vec<(String, String)> {
+    lake.list("").unwrap().into_iter().map(|m| (m.key, m.version)).collect()
+}
+
+#[test]
+fn one_file_per_day_and_bad_records_quarantined_with_positions() {
+    let batch = Batch::kinesis(&mixed_lines());
+    let lake = MemoryObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    let records = batch.records(0, batch.data.len());
+    let (report, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &records, &StagingOptions::default());
+    assert!(failure.is_none(), "{failure:?}");
+
+    assert_eq!(report.counts.rows_read, 9, "8 records, one of them with two sessions");
+    assert_eq!(report.counts.rows_accepted, 7);
+    assert_eq!(report.counts.quarantined.bad_timestamp, 1);
+    assert_eq!(report.counts.quarantined.malformed, 1);
+    assert_eq!(report.already_written, 0);
+
+    let stem = "kinesis~views~shardId-000000000000";
+    let keys: Vec<String> = lake.list("").unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("quarantine/viewership/ingest_date=2024-01-03/{stem}~{}-{}.jsonl", seq(4), seq(5)),
+            format!("staging/viewership/event_date=2024-01-01/{stem}~{}-{}.parquet", seq(1), seq(8)),
+            format!("staging/viewership/event_date=2024-01-02/{stem}~{}-{}.parquet", seq(2), seq(7)),
+        ]
+    );
+    assert_eq!(catalog.partitions.lock().unwrap()["viewership"], ["2024-01-01", "2024-01-02"]);
+
+    let rows = staged_rows(&lake);
+    assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);
+    // Lineage: the file's range, rows numbered in sequence order.
+    let day1: Vec<_> = rows.iter().filter(|r| r.1.ends_with(&format!("{}-{}", seq(1), seq(8)))).collect();
+    assert_eq!(
+        day1.iter().map(|r| (r.0.as_str(), r.2)).collect::<Vec<_>>(),
+        [("e1", 1), ("e3", 2), ("e7", 3), ("e9", 4)]
+    );
+    assert!(day1[0].1.starts_with("kinesis/views/shardId-000000000000/"));
+
+    let bad = quarantined(&lake);
+    assert_eq!(bad.len(), 2);
+    assert_eq!(bad[0]["reason"], "BAD_TIMESTAMP");
+    assert_eq!(bad[0]["field"], "start_time");
+    assert_eq!(bad[0]["stream"]["shard"], "shardId-000000000000");
+    assert_eq!(bad[0]["stream"]["position"], seq(4).as_str());
+    assert_eq!(bad[1]["reason"], "MALFORMED");
+    assert_eq!(bad[1]["stream"]["position"], seq(5).as_str());
+    assert_eq!(bad[1]["original"], "{not json");
+}
+
+#[test]
+fn a_replayed_batch_writes_nothing_new() {
+    let batch = Batch::kinesis(&mixed_lines());
+    let lake = MemoryObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    let records = batch.records(0, batch.data.len());
+    let options = StagingOptions::default();
+    ingest_stream_batch(&lake, &catalog, &batch.shard, &records, &options);
+    let before = snapshot(&lake);
+
+    let (report, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &records, &options);
+    assert!(failure.is_none());
+    assert_eq!(snapshot(&lake), before, "same objects, same bytes");
+    assert_eq!(report.counts.rows_read, 0);
+    assert_eq!(report.already_written, 9);
+    assert!(report.staged.is_empty() && report.quarantined.is_empty());
+    // Partitions are registered again (idempotent), in case Glue missed them.
+    assert_eq!(report.partitions, ["2024-01-01", "2024-01-02"]);
+}
+
+/// Fails the lake after `successes` commits, then retries as Lambda does:
+/// from the position the failure names to the end of the batch (or only up to
+/// `bisect_to` first, as with BisectBatchOnFunctionError).
+fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
+    let batch = Batch::kinesis(&mixed_lines());
+    let lake = FlakyLake::new();
+    let catalog = MemoryCatalog::default();
+    let options = StagingOptions::default();
+    let all = batch.data.len();
+
+    lake.commits_left.store(successes, Ordering::SeqCst);
+    let (first, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
+    let failure = failure.expect("the lake fails part-way");
+    assert!(failure.error.is_retryable());
+    // Groups are written in order of their first record: quarantine (e4) goes
+    // after day 1 (e1) and day 2 (e2), so the failed group starts at the
+    // first record it holds.
+    let group_starts = [seq(1), seq(2), seq(4)];
+    assert_eq!(failure.position, group_starts[successes], "the first record of the failed group");
+    assert_eq!(first.staged.len() + first.quarantined.len(), successes);
+
+    lake.commits_left.store(usize::MAX, Ordering::SeqCst);
+    let from = batch.index_of(&failure.position);
+    let mut already = 0;
+    if let Some(to) = bisect_to {
+        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, to), &options);
+        assert!(f.is_none());
+        already += r.already_written;
+        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(to, all), &options);
+        assert!(f.is_none());
+        already += r.already_written;
+    } else {
+        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, all), &options);
+        assert!(f.is_none());
+        already += r.already_written;
+    }
+    assert!(already > 0 || successes == 0, "records after the failure that were written are skipped");
+
+    let rows = staged_rows(&lake);
+    assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"], "every session exactly once");
+    assert_eq!(quarantined(&lake).len(), 2, "every bad record exactly once");
+    let days = catalog.partitions.lock().unwrap()["viewership"].clone();
+    assert_eq!(days, ["2024-01-01", "2024-01-02"]);
+}
+
+#[test]
+fn a_failure_before_anything_is_written_names_the_first_record() {
+    fail_then_retry(0, None);
+}
+
+#[test]
+fn a_retry_after_a_partial_write_completes_the_batch_exactly_once() {
+    fail_then_retry(1, None);
+    fail_then_retry(2, None);
+}
+
+#[test]
+fn a_bisected_retry_completes_the_batch_exactly_once() {
+    fail_then_retry(1, Some(5));
+    fail_then_retry(2, Some(6));
+}
+
+#[test]
+fn a_catalog_failure_is_retried_from_its_group() {
+    let batch = Batch::kinesis(&mixed_lines());
+    let lake = MemoryObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    catalog.fail_next.store(1, Ordering::SeqCst);
+    let options = StagingOptions::default();
+    let all = batch.data.len();
+    let (_, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
+    let failure = failure.expect("Glue fails");
+    assert_eq!(failure.position, seq(1));
+    assert!(failure.to_string().contains("Glue unavailable"));
+
+    let (report, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
+    assert!(failure.is_none());
+    assert_eq!(report.already_written, 4, "day 1's file was written before Glue failed");
+    assert_eq!(ids(&staged_rows(&lake)).len(), 7);
+    assert_eq!(catalog.partitions.lock().unwrap()["viewership"], ["2024-01-01", "2024-01-02"]);
+}
+
+#[test]
+fn kafka_offsets_are_padded_so_names_sort_like_offsets() {
+    let shard = ShardId { kind: StreamKind::Kafka, stream: "views.v1".into(), shard: "3".into() };
+    let lines = [session("k1", 0, 1), session("k2", 0, 2)];
+    let records: Vec<StreamRecord<'_>> = lines
+        .iter()
+        .zip(["9", "10"])
+        .map(|(l, offset)| StreamRecord { position: offset.into(), arrival_us: 0, data: l.as_bytes() })
+        .collect();
+    let lake = MemoryObjectStore::new();
+    let (report, failure) =
+        ingest_stream_batch(&lake, &MemoryCatalog::default(), &shard, &records, &StagingOptions::default());
+    assert!(failure.is_none());
+    assert_eq!(
+        report.staged[0].key,
+        "staging/viewership/event_date=2024-01-01/kafka~views.v1~3~00000000000000000009-00000000000000000010.parquet"
+    );
+    let rows = staged_rows(&lake);
+    assert_eq!(rows.iter().map(|r| (r.0.as_str(), r.2)).collect::<Vec<_>>(), [("k1", 1), ("k2", 2)]);
+}
+
+#[test]
+fn an_empty_record_is_quarantined_not_dropped() {
+    let batch = Batch::kinesis(&["   ".to_owned(), session("e1", 0, 1)]);
+    let lake = MemoryObjectStore::new();
+    let (report, _) = ingest_stream_batch(
+        &lake,
+        &MemoryCatalog::default(),
+        &batch.shard,
+        &batch.records(0, 2),
+        &StagingOptions::default(),
+    );
+    assert_eq!(report.counts.rows_read, 2);
+    assert_eq!(report.counts.quarantined.malformed, 1);
+    assert_eq!(quarantined(&lake)[0]["message"], "empty record");
+}
+
+#[test]
+fn staged_files_have_the_staging_schema() {
+    let batch = Batch::kinesis(&[session("e1", 0, 1)]);
+    let lake = MemoryObjectStore::new();
+    ingest_stream_batch(
+        &lake,
+        &MemoryCatalog::default(),
+        &batch.shard,
+        &batch.records(0, 1),
+        &StagingOptions::default(),
+    );
+    let key = lake.list("staging/").unwrap()[0].key.clone();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(lake.bytes(&key).unwrap())).unwrap();
+    let schema = reader.schema().clone();
+    assert_eq!(schema.fields(), tvetl_core::schema::staging_schema(tvetl_core::Source::Viewership).fields());
+    let batch = reader.build().unwrap().next().unwrap().unwrap();
+    assert_eq!(batch.column_by_name("duration_seconds").unwrap().as_primitive::<Int64Type>().value(0), 600);
+    assert!(!batch.column_by_name("end_time").unwrap().is_null(0));
+}
