@@ -31,6 +31,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalog;
+pub mod compact;
 pub mod daysplit;
 pub mod decode;
 pub mod error;

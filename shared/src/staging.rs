@@ -196,6 +196,24 @@ impl BatchBuilder for TextBatch {
     }
 }
 
+/// The Parquet settings of every staging file, with `metadata` as its
+/// key-value metadata.
+pub fn writer_properties(options: &StagingOptions, metadata: Vec<KeyValue>) -> WriterProperties {
+    let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        // Row-group statistics are what readers prune with; page-level
+        // string statistics cost more than they save here.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_key_value_metadata(Some(metadata));
+    // Unique per row: a dictionary would only be built and abandoned.
+    for unique in ["event_id", "device_id"] {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    props.build()
+}
+
 struct OpenPartition<'s, B> {
     key: String,
     rows: B,
@@ -247,23 +265,11 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
         options: &StagingOptions,
         new_rows: impl Fn() -> B + Send + 's,
     ) -> Self {
-        let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
         let lineage = vec![
             KeyValue::new("tvetl.source_key".to_owned(), source_key.to_owned()),
             KeyValue::new("tvetl.source_version".to_owned(), source_version.to_owned()),
         ];
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            // Row-group statistics are what readers prune with; page-level
-            // string statistics cost more than they save here.
-            .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .set_key_value_metadata(Some(lineage));
-        // Unique per row: a dictionary would only be built and abandoned.
-        for unique in ["event_id", "device_id"] {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
-        }
-        let props = props.build();
+        let props = writer_properties(options, lineage);
         PartitionWriter {
             store,
             source,

@@ -2,37 +2,20 @@
 //! quarantine with positions, replays, and failures part-way whose retries
 //! complete the batch exactly once.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::io::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use common::{JAN_1, MemoryCatalog, ids, seq, session, snapshot, staged_rows};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
-use tvetl_core::catalog::{Catalog, CatalogError};
-use tvetl_core::schema::TableDef;
 use tvetl_core::staging::StagingOptions;
 use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
-
-/// 2024-01-01T00:00:00Z in seconds.
-const JAN_1: i64 = 1_704_067_200;
-
-fn session(id: &str, day: i64, hour: i64) -> String {
-    let start = chrono::DateTime::from_timestamp(JAN_1 + day * 86_400 + hour * 3600, 0).unwrap();
-    format!(
-        r#"{{"event_id":"{id}","user_id":"u-{id}","channel_id":"c1","start_time":"{}","duration_seconds":600,"platform":"stb"}}"#,
-        start.format("%Y-%m-%dT%H:%M:%SZ")
-    )
-}
-
-/// Sequence numbers of a fixed width, as Kinesis gives them.
-fn seq(n: u64) -> String {
-    format!("4959{n:052}")
-}
 
 struct Batch {
     shard: ShardId,
@@ -76,34 +59,6 @@ fn mixed_lines() -> Vec<String> {
         format!("{}\n{}", session("e7", 0, 12), session("e8", 1, 11)),
         session("e9", 0, 13),
     ]
-}
-
-#[derive(Default)]
-struct MemoryCatalog {
-    partitions: Mutex<BTreeMap<String, Vec<String>>>,
-    fail_next: AtomicUsize,
-}
-
-impl Catalog for MemoryCatalog {
-    fn ensure_table(&self, _table: &TableDef) -> Result<(), CatalogError> {
-        Ok(())
-    }
-
-    fn add_partitions(&self, table: &TableDef, values: &[String]) -> Result<(), CatalogError> {
-        if self.fail_next.load(Ordering::SeqCst) > 0 {
-            self.fail_next.fetch_sub(1, Ordering::SeqCst);
-            let message = "Glue unavailable".into();
-            return Err(CatalogError::Unavailable { what: table.name.clone(), message, retryable: true });
-        }
-        let mut partitions = self.partitions.lock().unwrap();
-        let known = partitions.entry(table.name.clone()).or_default();
-        for v in values {
-            if !known.contains(v) {
-                known.push(v.clone());
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A lake whose commits fail (retryably) after a number of successes.
@@ -163,26 +118,6 @@ impl ObjectStore for FlakyLake {
     }
 }
 
-/// Every staged event id with its day, and the lineage of each row.
-fn staged_rows(lake: &dyn ObjectStore) -> Vec<(String, String, i64)> {
-    let mut rows = Vec::new();
-    for object in lake.list("staging/viewership/").unwrap() {
-        let mut bytes = Vec::new();
-        lake.open(&object.key).unwrap().read_to_end(&mut bytes).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap().build().unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>().clone();
-            let keys = batch.column_by_name("source_key").unwrap().as_string::<i32>().clone();
-            let nos = batch.column_by_name("source_record_no").unwrap().as_primitive::<Int64Type>().clone();
-            for i in 0..batch.num_rows() {
-                rows.push((ids.value(i).to_owned(), keys.value(i).to_owned(), nos.value(i)));
-            }
-        }
-    }
-    rows
-}
-
 use std::io::Read;
 
 fn quarantined(lake: &dyn ObjectStore) -> Vec<Value> {
@@ -193,16 +128,6 @@ fn quarantined(lake: &dyn ObjectStore) -> Vec<Value> {
         out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
     }
     out
-}
-
-fn ids(rows: &[(String, String, i64)]) -> Vec<String> {
-    let mut ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    ids.sort();
-    ids
-}
-
-fn snapshot(lake: &dyn ObjectStore) -> Vec<(String, String)> {
-    lake.list("").unwrap().into_iter().map(|m| (m.key, m.version)).collect()
 }
 
 #[test]
@@ -235,12 +160,12 @@ fn one_file_per_day_and_bad_records_quarantined_with_positions() {
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);
     // Lineage: the file's range, rows numbered in sequence order.
-    let day1: Vec<_> = rows.iter().filter(|r| r.1.ends_with(&format!("{}-{}", seq(1), seq(8)))).collect();
+    let day1: Vec<_> = rows.iter().filter(|r| r.source_key.ends_with(&format!("{}-{}", seq(1), seq(8)))).collect();
     assert_eq!(
-        day1.iter().map(|r| (r.0.as_str(), r.2)).collect::<Vec<_>>(),
+        day1.iter().map(|r| (r.event_id.as_str(), r.record_no)).collect::<Vec<_>>(),
         [("e1", 1), ("e3", 2), ("e7", 3), ("e9", 4)]
     );
-    assert!(day1[0].1.starts_with("kinesis/views/shardId-000000000000/"));
+    assert!(day1[0].source_key.starts_with("kinesis/views/shardId-000000000000/"));
 
     let bad = quarantined(&lake);
     assert_eq!(bad.len(), 2);
@@ -373,7 +298,7 @@ fn kafka_offsets_are_padded_so_names_sort_like_offsets() {
         "staging/viewership/event_date=2024-01-01/kafka~views.v1~3~00000000000000000009-00000000000000000010.parquet"
     );
     let rows = staged_rows(&lake);
-    assert_eq!(rows.iter().map(|r| (r.0.as_str(), r.2)).collect::<Vec<_>>(), [("k1", 1), ("k2", 2)]);
+    assert_eq!(rows.iter().map(|r| (r.event_id.as_str(), r.record_no)).collect::<Vec<_>>(), [("k1", 1), ("k2", 2)]);
 }
 
 #[test]

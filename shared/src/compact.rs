@@ -1,0 +1,281 @@
+//! Compaction: the small staging files of a partition merged into files of a
+//! target size.
+//!
+//! Stream batches leave one small file per shard, batch and day; readers and
+//! COPY pay per file. Compaction merges them, keeping every row's lineage
+//! columns, so the warehouse's ledger recognises rows it already loaded.
+//!
+//! # Order of effects
+//!
+//! For each group of small files (a *bin*):
+//!
+//! 1. a journal `compaction/<table>/<id>.json` names the output and the
+//!    members (key and version);
+//! 2. the merged file `compacted-<id>.parquet` is written and committed, and
+//!    its row count checked against the members' footers;
+//! 3. the members are removed, then the journal.
+//!
+//! A row is therefore never missing. A run that stops between 2 and 3 leaves
+//! rows in both the output and its members; the next run finishes it first
+//! (members whose version still matches are removed), so the overlap lasts
+//! until then, and the warehouse never counts such rows twice because its
+//! ledger skips lineage it has loaded.
+//!
+//! `<id>` hashes the members' keys and versions, so the same members give the
+//! same output, byte for byte. Outputs are never members: a second run over
+//! the same lake changes nothing.
+//!
+//! Files younger than `min_age` are left alone. Stream retries find what an
+//! earlier attempt wrote by file name ([`crate::stream`]), so stream files
+//! must outlive the stream's maximum retry age before they are merged.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::KeyValue;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::IngestError;
+use crate::source::Source;
+use crate::staging::{StagingOptions, WrittenFile, writer_properties};
+use crate::store::{ObjectMeta, ObjectStore, StoreError};
+
+/// Name prefix of compaction outputs.
+const OUTPUT_PREFIX: &str = "compacted-";
+
+/// What to compact.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Files at least this large are left as they are; bins are filled up to
+    /// this size.
+    pub target_bytes: u64,
+    /// Files modified less than this long ago are left alone (microseconds).
+    pub min_age_us: i64,
+    /// The current time, UTC microseconds.
+    pub now_us: i64,
+    /// Settings of the merged files.
+    pub staging: StagingOptions,
+}
+
+/// What a compaction run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactionReport {
+    /// Merged files written.
+    pub written: Vec<WrittenFile>,
+    /// Small files removed.
+    pub removed: Vec<String>,
+    /// Interrupted compactions finished first.
+    pub recovered: u64,
+}
+
+/// A compaction in progress, written before its output.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    output: String,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    key: String,
+    version: String,
+}
+
+/// A failure of compaction.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    /// Reading, writing or encoding failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The merged file does not hold what its members held; it was removed
+    /// and the members kept.
+    #[error("{output}: wrote {written} rows, the members hold {expected}; members kept")]
+    RowCountMismatch { output: String, written: u64, expected: u64 },
+    /// A journal that cannot be read.
+    #[error("{key}: unreadable compaction journal: {message}")]
+    Journal { key: String, message: String },
+}
+
+impl CompactionError {
+    /// True when a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CompactionError::Ingest(e) if e.is_retryable())
+    }
+}
+
+impl From<StoreError> for CompactionError {
+    fn from(e: StoreError) -> Self {
+        CompactionError::Ingest(e.into())
+    }
+}
+
+impl From<parquet::errors::ParquetError> for CompactionError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        CompactionError::Ingest(e.into())
+    }
+}
+
+/// Compacts every partition of `source`'s staging table.
+pub fn compact_table(
+    lake: &dyn ObjectStore,
+    source: Source,
+    options: &CompactionOptions,
+) -> Result<CompactionReport, CompactionError> {
+    let mut report = CompactionReport::default();
+    report.recovered = recover(lake, source, &mut report.removed)?;
+
+    let mut partitions: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for object in lake.list(&format!("staging/{}/", source.name()))? {
+        let Some((dir, name)) = object.key.rsplit_once('/') else { continue };
+        let small = object.size < options.target_bytes;
+        let settled = object.last_modified_us <= options.now_us - options.min_age_us;
+        if name.ends_with(".parquet") && !name.starts_with(OUTPUT_PREFIX) && small && settled {
+            partitions.entry(dir.to_owned()).or_default().push(object);
+        }
+    }
+    for (dir, files) in partitions {
+        for bin in bins(files, options.target_bytes) {
+            compact_bin(lake, source, &dir, &bin, options, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Consecutive files (in key order) packed into bins of at most
+/// `target_bytes`; a bin of one file is no compaction.
+fn bins(files: Vec<ObjectMeta>, target_bytes: u64) -> Vec<Vec<ObjectMeta>> {
+    let mut bins: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut current: Vec<ObjectMeta> = Vec::new();
+    let mut size = 0u64;
+    for file in files {
+        if !current.is_empty() && size + file.size > target_bytes {
+            bins.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += file.size;
+        current.push(file);
+    }
+    bins.push(current);
+    bins.retain(|b| b.len() > 1);
+    bins
+}
+
+fn compact_bin(
+    lake: &dyn ObjectStore,
+    source: Source,
+    dir: &str,
+    bin: &[ObjectMeta],
+    options: &CompactionOptions,
+    report: &mut CompactionReport,
+) -> Result<(), CompactionError> {
+    let mut hasher = Xxh3::new();
+    for m in bin {
+        hasher.update(m.key.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(m.version.as_bytes());
+        hasher.update(b"\0");
+    }
+    let id = format!("{:016x}", hasher.digest());
+    let output = format!("{dir}/{OUTPUT_PREFIX}{id}.parquet");
+    let journal_key = format!("compaction/{}/{id}.json", source.name());
+    let members: Vec<Member> = bin.iter().map(|m| Member { key: m.key.clone(), version: m.version.clone() }).collect();
+    let journal = Journal { output: output.clone(), members };
+    lake.put(&journal_key, &serde_json::to_vec_pretty(&journal).expect("journal serializes"))?;
+
+    let metadata = vec![
+        KeyValue::new("tvetl.source_key".to_owned(), "compaction".to_owned()),
+        KeyValue::new("tvetl.source_version".to_owned(), id),
+    ];
+    let props = writer_properties(&options.staging, metadata);
+    let schema = crate::schema::staging_schema(source);
+    let mut writer = ArrowWriter::try_new(lake.create(&output)?, schema.clone(), Some(props))?;
+    let mut expected = 0u64;
+    let mut written = 0u64;
+    for member in bin {
+        let mut bytes = Vec::with_capacity(member.size as usize);
+        lake.open(&member.key)?
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::Io { key: member.key.clone(), source: e })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
+        expected += reader.metadata().file_metadata().num_rows() as u64;
+        for batch in reader.build()? {
+            let batch = batch.map_err(IngestError::Arrow)?;
+            // Files of older schema versions are cast by column name.
+            let batch = arrow_array::RecordBatch::try_new(
+                schema.clone(),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                            IngestError::Arrow(arrow_schema::ArrowError::SchemaError(format!(
+                                "{}: no column {}",
+                                member.key,
+                                f.name()
+                            )))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+            .map_err(IngestError::Arrow)?;
+            written += batch.num_rows() as u64;
+            writer.write(&batch)?;
+        }
+    }
+    if written != expected {
+        return Err(CompactionError::RowCountMismatch { output, written, expected });
+    }
+    writer.into_inner()?.commit()?;
+    report.written.push(WrittenFile { key: output, partition: partition_of(dir), rows: written });
+
+    for member in bin {
+        lake.delete(&member.key)?;
+        report.removed.push(member.key.clone());
+    }
+    lake.delete(&journal_key)?;
+    Ok(())
+}
+
+/// `2024-01-01` for `…/event_date=2024-01-01`.
+fn partition_of(dir: &str) -> Option<String> {
+    dir.rsplit_once("event_date=").map(|(_, d)| d.to_owned())
+}
+
+/// Finishes compactions a previous run left between writing the output and
+/// removing its members. Returns how many it finished.
+fn recover(lake: &dyn ObjectStore, source: Source, removed: &mut Vec<String>) -> Result<u64, CompactionError> {
+    let mut finished = 0;
+    for entry in lake.list(&format!("compaction/{}/", source.name()))? {
+        let mut text = Vec::new();
+        lake.open(&entry.key)?
+            .read_to_end(&mut text)
+            .map_err(|e| StoreError::Io { key: entry.key.clone(), source: e })?;
+        let journal: Journal = serde_json::from_slice(&text)
+            .map_err(|e| CompactionError::Journal { key: entry.key.clone(), message: e.to_string() })?;
+        match lake.head(&journal.output) {
+            Ok(_) => {
+                for member in &journal.members {
+                    match lake.head(&member.key) {
+                        // Rewritten since (same key, new bytes): not in the output.
+                        Ok(now) if now.version != member.version => {}
+                        Ok(_) => {
+                            lake.delete(&member.key)?;
+                            removed.push(member.key.clone());
+                        }
+                        Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                finished += 1;
+            }
+            // The output never committed: the members are all there is.
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        lake.delete(&entry.key)?;
+    }
+    Ok(finished)
+}

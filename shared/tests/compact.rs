@@ -1,0 +1,184 @@
+//! Compaction over a lake of many small stream files: few files after, the
+//! same rows, a second run that changes nothing, and an interrupted run that
+//! the next one finishes.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
+use tvetl_core::Source;
+use tvetl_core::compact::{CompactionOptions, compact_table};
+use tvetl_core::staging::StagingOptions;
+use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
+
+/// 30 batches of 20 records over two shards and two days: 60 small files per
+/// day at most, 600 sessions.
+fn small_files(lake: &dyn ObjectStore) {
+    let catalog = MemoryCatalog::default();
+    for batch in 0..30u64 {
+        let shard = ShardId {
+            kind: StreamKind::Kinesis,
+            stream: "views".into(),
+            shard: format!("shardId-00000000000{}", batch % 2),
+        };
+        let lines: Vec<(String, String)> = (0..20u64)
+            .map(|i| {
+                let n = batch * 20 + i;
+                (seq(n + 1), session(&format!("e{n:04}"), (n % 2) as i64, (n % 20) as i64))
+            })
+            .collect();
+        let records: Vec<StreamRecord<'_>> = lines
+            .iter()
+            .map(|(position, line)| StreamRecord { position: position.clone(), arrival_us: 0, data: line.as_bytes() })
+            .collect();
+        let (_, failure) = ingest_stream_batch(lake, &catalog, &shard, &records, &StagingOptions::default());
+        assert!(failure.is_none());
+    }
+}
+
+fn options(target_bytes: u64) -> CompactionOptions {
+    CompactionOptions { target_bytes, min_age_us: 0, now_us: 0, staging: StagingOptions::default() }
+}
+
+/// The rows without the file that holds them.
+fn content(lake: &dyn ObjectStore) -> Vec<StagedRow> {
+    let mut rows: Vec<StagedRow> =
+        staged_rows(lake).into_iter().map(|r| StagedRow { file: String::new(), ..r }).collect();
+    rows.sort();
+    rows
+}
+
+fn staged_files(lake: &dyn ObjectStore) -> Vec<ObjectMeta> {
+    lake.list("staging/").unwrap()
+}
+
+#[test]
+fn many_small_files_become_few_with_the_same_rows_and_a_rerun_changes_nothing() {
+    let lake = MemoryObjectStore::new();
+    small_files(&lake);
+    let before = content(&lake);
+    assert_eq!(before.len(), 600);
+    assert_eq!(staged_files(&lake).len(), 60);
+
+    let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
+    let after_files = staged_files(&lake);
+    assert_eq!(after_files.len(), 2, "one file per day: {after_files:?}");
+    assert!(after_files.iter().all(|f| f.key.contains("/compacted-")));
+    assert_eq!(report.removed.len(), 60);
+    assert_eq!(report.written.iter().map(|w| w.rows).sum::<u64>(), 600);
+    assert_eq!(content(&lake), before, "every row, with its lineage, exactly once");
+    assert!(lake.list("compaction/").unwrap().is_empty(), "no journal left");
+
+    let snap = snapshot(&lake);
+    let again = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
+    assert!(again.written.is_empty() && again.removed.is_empty());
+    assert_eq!(snapshot(&lake), snap, "a second run changes nothing");
+}
+
+#[test]
+fn the_same_small_files_compact_to_the_same_bytes() {
+    let (a, b) = (MemoryObjectStore::new(), MemoryObjectStore::new());
+    small_files(&a);
+    small_files(&b);
+    compact_table(&a, Source::Viewership, &options(64 << 20)).unwrap();
+    compact_table(&b, Source::Viewership, &options(64 << 20)).unwrap();
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+#[test]
+fn bins_stay_within_the_target_size() {
+    let lake = MemoryObjectStore::new();
+    small_files(&lake);
+    let before = content(&lake);
+    let largest = staged_files(&lake).iter().map(|f| f.size).max().unwrap();
+    let target = largest * 5;
+    let report = compact_table(&lake, Source::Viewership, &options(target)).unwrap();
+    let files = staged_files(&lake);
+    assert!(files.len() > 2 && files.len() < 60, "{} files", files.len());
+    for w in &report.written {
+        assert!(w.rows <= 5 * 20, "{w:?}: at most five 10-to-20-row files per bin");
+    }
+    assert_eq!(content(&lake), before);
+}
+
+#[test]
+fn young_files_are_left_alone() {
+    let lake = MemoryObjectStore::new();
+    small_files(&lake);
+    let snap = snapshot(&lake);
+    // The memory store's objects were modified at time 0; one microsecond
+    // later they are younger than a minute.
+    let young = CompactionOptions { min_age_us: 60_000_000, now_us: 1, ..options(64 << 20) };
+    let report = compact_table(&lake, Source::Viewership, &young).unwrap();
+    assert!(report.written.is_empty());
+    assert_eq!(snapshot(&lake), snap);
+}
+
+/// A lake whose deletes fail while `failing` is set.
+struct NoDeletes {
+    inner: MemoryObjectStore,
+    failing: AtomicBool,
+}
+
+struct Passthrough<'s>(Box<dyn ObjectUpload + 's>);
+
+impl Write for Passthrough<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl ObjectUpload for Passthrough<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.commit()
+    }
+}
+
+impl ObjectStore for NoDeletes {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(key)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+        self.inner.open(key)
+    }
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        Ok(Box::new(Passthrough(self.inner.create(key)?)))
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Service { key: key.to_owned(), message: "503".into(), retryable: true });
+        }
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn an_interrupted_compaction_is_finished_by_the_next_run() {
+    let lake = NoDeletes { inner: MemoryObjectStore::new(), failing: AtomicBool::new(false) };
+    small_files(&lake);
+    let before = content(&lake);
+
+    lake.failing.store(true, Ordering::SeqCst);
+    let error = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    // Stopped after writing the first output: its rows are also still in
+    // the members, never missing.
+    assert_eq!(staged_files(&lake).len(), 61);
+    assert_eq!(lake.list("compaction/").unwrap().len(), 1, "the journal says what to finish");
+
+    lake.failing.store(false, Ordering::SeqCst);
+    let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
+    assert_eq!(report.recovered, 1);
+    assert_eq!(staged_files(&lake).len(), 2);
+    assert_eq!(content(&lake), before, "after recovery every row is there once");
+    assert!(lake.list("compaction/").unwrap().is_empty());
+}
