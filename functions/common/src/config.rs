@@ -32,12 +32,7 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let part_size = match std::env::var("MULTIPART_PART_SIZE") {
-            Ok(v) => {
-                v.parse().map_err(|e| ConfigError { name: "MULTIPART_PART_SIZE", problem: format!("{v:?}: {e}") })?
-            }
-            Err(_) => tvetl_core::aws::s3::DEFAULT_PART_SIZE,
-        };
+        let part_size = number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?;
         Ok(IngestConfig { lake_bucket: required("LAKE_BUCKET")?, glue_database: required("GLUE_DATABASE")?, part_size })
     }
 }
@@ -106,6 +101,44 @@ impl LoadConfig {
             database: required("REDSHIFT_DATABASE")?,
             secret_arn: optional("REDSHIFT_SECRET_ARN"),
             copy_role_arn: required("REDSHIFT_COPY_ROLE_ARN")?,
+        })
+    }
+}
+
+/// What `compact-partitions` needs.
+#[derive(Debug, Clone)]
+pub struct CompactConfig {
+    /// `LAKE_BUCKET`: whose `staging/` is compacted.
+    pub lake_bucket: String,
+    /// `COMPACT_TARGET_BYTES` (default 128 MiB): the size merged files are
+    /// filled up to; files at least this large are left alone.
+    pub target_bytes: u64,
+    /// `COMPACT_MIN_AGE_SECONDS` (default one day): files younger than this
+    /// are left alone. It must exceed the stream mapping's maximum record
+    /// age, since stream retries find earlier writes by file name.
+    pub min_age_seconds: u64,
+    /// `MULTIPART_PART_SIZE` (bytes, default 8 MiB).
+    pub part_size: usize,
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match optional(name) {
+        Some(v) => v.parse().map_err(|e| ConfigError { name, problem: format!("{v:?}: {e}") }),
+        None => Ok(default),
+    }
+}
+
+impl CompactConfig {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(CompactConfig {
+            lake_bucket: required("LAKE_BUCKET")?,
+            target_bytes: number("COMPACT_TARGET_BYTES", 128 << 20)?,
+            min_age_seconds: number("COMPACT_MIN_AGE_SECONDS", 86_400)?,
+            part_size: number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?,
         })
     }
 }

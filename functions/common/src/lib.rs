@@ -4,13 +4,15 @@
 //!
 //! The handlers' `main.rs` files only wire these to `lambda_runtime`.
 
+pub mod compact;
 pub mod config;
 pub mod events;
 pub mod ingest;
 pub mod load;
 pub mod metrics;
+pub mod stream;
 
-pub use config::{AwsClients, ConfigError, IngestConfig, LoadConfig};
+pub use config::{AwsClients, CompactConfig, ConfigError, IngestConfig, LoadConfig};
 
 /// A handler failure, classified: a retryable one is returned to Lambda so
 /// that it retries the event (outputs are deterministic, so a retry rewrites
@@ -51,7 +53,9 @@ retryability!(
     tvetl_core::store::StoreError,
     tvetl_core::catalog::CatalogError,
     tvetl_core::warehouse::WarehouseError,
-    tvetl_core::error::IngestError
+    tvetl_core::error::IngestError,
+    tvetl_core::stream::StreamError,
+    tvetl_core::compact::CompactionError
 );
 
 /// Every core error becomes a handler error of its class, so `?` classifies.
