@@ -23,8 +23,12 @@ export TVETL_BIN="$CARGO_TARGET_DIR/debug/tvetl"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 scripts/emulator.sh reset
-cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse "$@" -- --include-ignored
+cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions "$@" -- --include-ignored
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the
 # bootstrap zip fired by the emulator's S3 notification.
 tests/emulator/lambda_e2e.sh
+
+# The stream path: Kinesis mapping -> ingest-stream bootstrap, replays, an S3
+# failure part-way, and compaction.
+tests/emulator/stream_e2e.sh
