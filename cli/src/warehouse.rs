@@ -2,7 +2,16 @@
 //!
 //! Only the copy step differs: Redshift's `COPY … FORMAT AS PARQUET` becomes
 //! an `INSERT … SELECT * FROM read_parquet([...])` over the lake's files.
+//!
+//! Staging tables are transit tables: every load empties its own before it
+//! commits. Here they are session-local temporary tables
+//! (`temp.main.staging_<table>`, which the adapter substitutes for
+//! `staging.<table>` in every statement), so staged rows stay in memory
+//! (spilling past the memory limit) instead of being compressed into the
+//! database file only to be deleted again. The persistent `staging` schema
+//! still exists, empty, as `schema.sql` creates it.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use duckdb::Connection;
@@ -57,7 +66,13 @@ impl DuckDbWarehouse {
         );
         conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
         let mut warehouse = DuckDbWarehouse { conn };
-        warehouse.execute_transaction(&schema_statements())?;
+        let mut statements = schema_statements();
+        // The session's staging tables, typed like the persistent ones.
+        statements.extend(Source::ALL.iter().map(|&source| {
+            let table = staging_table(source);
+            format!("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT * FROM {table} WITH NO DATA", local_staging(table))
+        }));
+        warehouse.transaction(&statements, false)?;
         Ok(warehouse)
     }
 
@@ -79,6 +94,42 @@ impl DuckDbWarehouse {
         let r = self.query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")?;
         r.int(0, "next_id")
     }
+}
+
+/// The temporary table standing in for the staging table `table`
+/// (`staging.viewing_sessions` → `staging_viewing_sessions`).
+fn local_staging(table: &str) -> String {
+    table.replacen('.', "_", 1)
+}
+
+/// `sql` with every staging table replaced by its temporary stand-in.
+fn with_local_staging(sql: &str) -> Cow<'_, str> {
+    let mut sql = Cow::Borrowed(sql);
+    for source in Source::ALL {
+        let table = staging_table(source);
+        if sql.contains(table) {
+            sql = Cow::Owned(replace_table(&sql, table, &local_staging(table)));
+        }
+    }
+    sql
+}
+
+/// Replaces `table` where it is a whole name: not part of a longer
+/// identifier, nor qualified by a catalog.
+fn replace_table(sql: &str, table: &str, with: &str) -> String {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(table) {
+        out.push_str(&rest[..at]);
+        let before = out.chars().next_back();
+        let after = rest[at + table.len()..].chars().next();
+        let whole = !before.is_some_and(|c| is_ident(c) || c == '.') && !after.is_some_and(is_ident);
+        out.push_str(if whole { with } else { table });
+        rest = &rest[at + table.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn json_value(v: ValueRef<'_>) -> Value {
@@ -129,13 +180,16 @@ fn is_query(sql: &str) -> bool {
     head.eq_ignore_ascii_case("select") || sql.trim_start().to_ascii_lowercase().starts_with("with ")
 }
 
-impl Warehouse for DuckDbWarehouse {
-    fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
+impl DuckDbWarehouse {
+    /// Runs `statements` as one transaction, with the temporary staging
+    /// tables in place of the persistent ones if `local_staging`.
+    fn transaction(&mut self, statements: &[String], local_staging: bool) -> Result<ResultSet, WarehouseError> {
         let tx = self.conn.transaction().map_err(|e| engine_error(0, "BEGIN", e))?;
         let mut last = ResultSet::default();
         let timings = std::env::var_os("TVETL_SQL_TIMINGS").is_some();
         for (index, sql) in statements.iter().enumerate() {
             let started = std::time::Instant::now();
+            let sql = &*if local_staging { with_local_staging(sql) } else { Cow::Borrowed(sql.as_str()) };
             if index + 1 == statements.len() && is_query(sql) {
                 last = run_query(&tx, index, sql)?;
             } else {
@@ -149,8 +203,49 @@ impl Warehouse for DuckDbWarehouse {
         tx.commit().map_err(|e| engine_error(statements.len(), "COMMIT", e))?;
         Ok(last)
     }
+}
+
+impl Warehouse for DuckDbWarehouse {
+    fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
+        self.transaction(statements, true)
+    }
 
     fn query(&mut self, sql: &str) -> Result<ResultSet, WarehouseError> {
-        run_query(&self.conn, 0, sql)
+        run_query(&self.conn, 0, &with_local_staging(sql))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_are_replaced_only_where_whole() {
+        let sql = "DELETE FROM staging.channels USING core.load_ledger \
+                   WHERE core.load_ledger.source_key = staging.channels.source_key \
+                   AND x.staging.channels_old = 1 AND mystaging.channels = 2";
+        assert_eq!(
+            with_local_staging(sql),
+            "DELETE FROM staging_channels USING core.load_ledger \
+             WHERE core.load_ledger.source_key = staging_channels.source_key \
+             AND x.staging.channels_old = 1 AND mystaging.channels = 2"
+        );
+        assert!(matches!(with_local_staging("SELECT 1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn staging_tables_are_temporary_and_empty_after_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &EngineLimits::default()).unwrap();
+        let r = wh
+            .query("SELECT COUNT(*) AS n FROM duckdb_tables() WHERE temporary AND table_name LIKE 'staging_%'")
+            .unwrap();
+        assert_eq!(r.int(0, "n").unwrap(), 3);
+        wh.execute_transaction(&[
+            "INSERT INTO staging.channels VALUES ('c', 'C', NULL, NULL, NULL, 'k', 'v', 1)".into()
+        ])
+        .unwrap();
+        assert_eq!(wh.query("SELECT COUNT(*) AS n FROM staging.channels").unwrap().int(0, "n").unwrap(), 1);
+        assert_eq!(wh.query("SELECT COUNT(*) AS n FROM w.staging.channels").unwrap().int(0, "n").unwrap(), 0);
     }
 }

@@ -101,10 +101,13 @@ FROM staging.viewing_sessions
 GROUP BY source_key, source_version, CAST(start_time AS DATE);
 
 -- Each session's watch time per UTC day: sessions last at most 24 hours, so
--- a session falls on its start day and at most the next one.
-DROP TABLE IF EXISTS day_parts;
-CREATE TEMP TABLE day_parts AS
-SELECT view_date, channel_id, user_id, watch_us FROM (
+-- a session falls on its start day and at most the next one. Summed per day,
+-- channel and user once; both analytics tables aggregate that (a user counts
+-- once per channel and day, so reach and channels are plain counts).
+DROP TABLE IF EXISTS day_viewing;
+CREATE TEMP TABLE day_viewing AS
+SELECT view_date, channel_id, user_id, SUM(watch_us) AS watch_us, COUNT(*) AS sessions
+FROM (
     SELECT CAST(start_time AS DATE) AS view_date, channel_id, user_id,
            DATEDIFF('microsecond', start_time,
                     LEAST(end_time, CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP))) AS watch_us
@@ -116,18 +119,19 @@ SELECT view_date, channel_id, user_id, watch_us FROM (
     FROM core.viewing_sessions
     WHERE end_time > CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP)
       AND CAST(CAST(start_time AS DATE) + 1 AS DATE) IN (SELECT view_date FROM touched_days)
-) parts;
+) parts
+GROUP BY view_date, channel_id, user_id;
 
 DELETE FROM analytics.daily_channel_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
 INSERT INTO analytics.daily_channel_viewing (view_date, channel_id, watch_seconds, reach, sessions)
-SELECT view_date, channel_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(DISTINCT user_id), COUNT(*)
-FROM day_parts
+SELECT view_date, channel_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(*), SUM(sessions)
+FROM day_viewing
 GROUP BY view_date, channel_id;
 
 DELETE FROM analytics.daily_user_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
 INSERT INTO analytics.daily_user_viewing (view_date, user_id, watch_seconds, channels, sessions)
-SELECT view_date, user_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(DISTINCT channel_id), COUNT(*)
-FROM day_parts
+SELECT view_date, user_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(*), SUM(sessions)
+FROM day_viewing
 GROUP BY view_date, user_id;
 
 INSERT INTO core.load_audit (load_id, table_name, rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched)
@@ -139,7 +143,7 @@ DELETE FROM staging.viewing_sessions;
 DROP TABLE new_sessions;
 DROP TABLE repeated_ids;
 DROP TABLE touched_days;
-DROP TABLE day_parts;
+DROP TABLE day_viewing;
 DROP TABLE load_stats;
 
 SELECT rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched FROM load_counts;
