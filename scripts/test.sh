@@ -32,3 +32,8 @@ tests/emulator/lambda_e2e.sh
 # The stream path: Kinesis mapping -> ingest-stream bootstrap, replays, an S3
 # failure part-way, and compaction.
 tests/emulator/stream_e2e.sh
+
+# The SAM template: sam validate --lint, cfn-lint, checkov; then built with
+# cargo-lambda, deployed to the emulator's CloudFormation and driven end to end.
+scripts/infra-check.sh
+tests/emulator/sam_deploy_e2e.sh
