@@ -8,6 +8,7 @@
 //! rest of the object unreadable (bad gzip, a broken JSON array) end decoding
 //! with [`IngestError::Unreadable`].
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -131,42 +132,51 @@ where
     let column_of: Vec<Option<usize>> = fields.iter().map(|f| names.iter().position(|n| n == f)).collect();
     let unknown_columns = names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()).cloned().collect();
 
-    let mut record = csv::ByteRecord::new();
+    // The record is moved into a `StringRecord` to check its UTF-8 (all of it
+    // at once when it is ASCII) and moved back for the next read.
+    let mut slot = Some(csv::ByteRecord::new());
     let mut record_no = 0u64;
     loop {
-        match csv.read_byte_record(&mut record) {
+        let record = slot.as_mut().expect("put back after every record");
+        match csv.read_byte_record(record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => return Err(csv_error(e)),
         }
         record_no += 1;
         let line = record.position().map_or(0, |p| csv.get_mut().line_at(p.byte()));
-        let original = Original::Csv(&record);
         if record.len() != header.len() {
             let message = format!("expected {} columns as in the header, found {}", header.len(), record.len());
+            let original = Original::Csv(record);
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
             continue;
         }
         // Bad UTF-8 anywhere, an ignored column included, makes the record
         // malformed.
-        let bad_utf8 = record.iter().position(|bytes| std::str::from_utf8(bytes).is_err());
-        let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
-        let body = match bad_utf8 {
-            Some(column) => {
+        match csv::StringRecord::from_byte_record(slot.take().expect("read above")) {
+            Ok(text) => {
+                let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
+                for (value, column) in values.iter_mut().zip(&column_of) {
+                    *value = column.map(|c| &text[c]);
+                }
+                let original = Original::Csv(text.as_byte_record());
+                let result = on_record(Record {
+                    record_no,
+                    line,
+                    body: RecordBody::Fields { values: &values[..fields.len()], original },
+                });
+                slot = Some(text.into_byte_record());
+                result?;
+            }
+            Err(e) => {
+                let column = e.utf8_error().field();
+                let record = slot.insert(e.into_byte_record());
                 let name = names.get(column).map_or("?", String::as_str);
-                RecordBody::Malformed {
-                    message: format!("column {} ({name}) is not valid UTF-8", column + 1),
-                    original,
-                }
+                let message = format!("column {} ({name}) is not valid UTF-8", column + 1);
+                let original = Original::Csv(record);
+                on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
             }
-            None => {
-                for (slot, column) in values.iter_mut().zip(&column_of) {
-                    *slot = column.map(|c| std::str::from_utf8(&record[c]).expect("checked above"));
-                }
-                RecordBody::Fields { values: &values[..fields.len()], original }
-            }
-        };
-        on_record(Record { record_no, line, body })?;
+        }
     }
     Ok(DecodeSummary { unknown_columns })
 }
@@ -191,14 +201,35 @@ struct BreakTracker<R> {
 impl<R: Read> Read for BreakTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        for (i, &b) in buf[..n].iter().enumerate() {
-            if b == b'\n' || b == b'\r' {
-                self.breaks.push_back((self.offset + i as u64, b));
-            }
+        let bytes = &buf[..n];
+        let mut from = 0;
+        while let Some(at) = find_line_break(&bytes[from..]) {
+            let at = from + at;
+            self.breaks.push_back((self.offset + at as u64, bytes[at]));
+            from = at + 1;
         }
         self.offset += n as u64;
         Ok(n)
     }
+}
+
+/// The index of the first `\n` or `\r` in `bytes`, eight bytes at a time.
+fn find_line_break(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    // High bit set in each byte of `x` that is zero (exact for the lowest one).
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero_bytes(word ^ (ONES * u64::from(b'\n'))) | zero_bytes(word ^ (ONES * u64::from(b'\r')));
+        if found != 0 {
+            return Some(base + found.trailing_zeros() as usize / 8);
+        }
+        base += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == b'\n' || b == b'\r').map(|at| base + at)
 }
 
 impl<R> BreakTracker<R> {
@@ -283,6 +314,176 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// One JSON Lines record, parsed without building a `Value` tree: the
+/// object's members with their text borrowed from the line where it has no
+/// escapes, or the kind of value that is not an object.
+enum JsonLine<'a> {
+    Object(Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>),
+    Other(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for JsonLine<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonLineVisitor)
+    }
+}
+
+struct JsonLineVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonLineVisitor {
+    type Value = JsonLine<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(MAX_FIELDS);
+        while let Some(JsonText(key)) = map.next_key()? {
+            let JsonScalar(value) = map.next_value()?;
+            entries.push((key, value));
+        }
+        Ok(JsonLine::Object(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(JsonLine::Other("an array"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(JsonLine::Other("a string"))
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct JsonText<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// A member's value as field text, exactly as [`JsonFields::fill`] renders a
+/// `Value` (`None` for null; numbers in `serde_json`'s spelling; arrays and
+/// objects as compact JSON).
+struct JsonScalar<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for JsonScalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonScalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(JsonScalar(None))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Owned(serde_json::Number::from(v).to_string()))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Owned(serde_json::Number::from(v).to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                // As `Value`: a float that is not finite becomes null.
+                Ok(JsonScalar(serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string()))))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonScalar(Some(Cow::Owned(v))))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let value =
+                    <Value as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(JsonScalar(Some(Cow::Owned(value.to_string()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let value =
+                    <Value as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(JsonScalar(Some(Cow::Owned(value.to_string()))))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Fills `values` from an object's members with the rules of
+/// [`JsonFields::fill`] over a `serde_json::Map`: a repeated key keeps its
+/// last value, keys are taken in byte order, names match case-insensitively
+/// after trimming, and the first non-null member of a field wins.
+fn fill_from_entries<'a>(
+    fields: &[&str],
+    entries: &'a mut [(Cow<'_, str>, Option<Cow<'_, str>>)],
+    values: &mut [Option<&'a str>; MAX_FIELDS],
+    unknown: &mut Vec<String>,
+) {
+    // Stable: members with the same key stay in document order.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let entries = &*entries;
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if entries.get(i + 1).is_some_and(|(next, _)| next == key) {
+            continue; // a later member with the same key replaces this one
+        }
+        let name = key.trim();
+        match fields.iter().position(|f| name.eq_ignore_ascii_case(f)) {
+            Some(f) if values[f].is_none() => values[f] = value.as_deref(),
+            Some(_) => {}
+            None => {
+                if !unknown.iter().any(|u| name.eq_ignore_ascii_case(u)) {
+                    unknown.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+}
+
 fn decode_json_lines<R: BufRead, F>(
     key: &str,
     mut reader: R,
@@ -295,7 +496,7 @@ where
     let mut buf = Vec::with_capacity(1024);
     let mut line = 0u64;
     let mut record_no = 0u64;
-    let mut json = JsonFields::new(fields.len());
+    let mut unknown: Vec<String> = Vec::new();
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(|e| unreadable(key, line + 1, e))?;
@@ -326,18 +527,25 @@ where
             }
         };
         let original = Original::Text(text);
-        let parsed = serde_json::from_str::<Value>(text)
-            .map_err(|e| format!("not valid JSON: {e}"))
-            .and_then(|v| json.fill(fields, v));
+        let parsed = serde_json::from_str::<JsonLine<'_>>(text).map_err(|e| format!("not valid JSON: {e}"));
         match parsed {
-            Ok(()) => {
-                let values = json.borrowed();
-                on_record(Record { record_no, line, body: RecordBody::Fields { values: &values, original } })?;
+            Ok(JsonLine::Object(mut entries)) => {
+                let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
+                fill_from_entries(fields, &mut entries, &mut values, &mut unknown);
+                on_record(Record {
+                    record_no,
+                    line,
+                    body: RecordBody::Fields { values: &values[..fields.len()], original },
+                })?;
+            }
+            Ok(JsonLine::Other(kind)) => {
+                let message = format!("expected a JSON object, found {kind}");
+                on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?
             }
             Err(message) => on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?,
         }
     }
-    Ok(DecodeSummary { unknown_columns: json.unknown })
+    Ok(DecodeSummary { unknown_columns: unknown })
 }
 
 /// Counts the lines a JSON array's deserializer has consumed so far; the
@@ -424,4 +632,126 @@ where
     }
     result.and_then(|()| de.end()).map_err(|e| unreadable(key, e.line() as u64, e))?;
     Ok(DecodeSummary { unknown_columns: visitor.json.unknown })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: [&str; 4] = ["event_id", "user_id", "start_time", "duration_seconds"];
+
+    proptest! {
+        #[test]
+        fn line_breaks_are_found_like_a_byte_scan(bytes in prop::collection::vec(
+            prop::sample::select(vec![b'a', b'\n', b'\r', 0x0b, 0x0c, 0x8a, 0x8d, 0xff, 0x00, 0x09]), 0..40)
+        ) {
+            let expected = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+            prop_assert_eq!(find_line_break(&bytes), expected);
+        }
+    }
+
+    /// What a line decodes to: the field values, or the malformed message.
+    fn by_value(line: &str, unknown: &mut JsonFields) -> Result<Vec<Option<String>>, String> {
+        let value = serde_json::from_str::<Value>(line).map_err(|e| format!("not valid JSON: {e}"))?;
+        unknown.fill(&FIELDS, value)?;
+        Ok(unknown.values.clone())
+    }
+
+    fn by_members(line: &str, unknown: &mut Vec<String>) -> Result<Vec<Option<String>>, String> {
+        match serde_json::from_str::<JsonLine<'_>>(line).map_err(|e| format!("not valid JSON: {e}"))? {
+            JsonLine::Object(mut entries) => {
+                let mut values = [None; MAX_FIELDS];
+                fill_from_entries(&FIELDS, &mut entries, &mut values, unknown);
+                Ok(values[..FIELDS.len()].iter().map(|v| v.map(str::to_owned)).collect())
+            }
+            JsonLine::Other(kind) => Err(format!("expected a JSON object, found {kind}")),
+        }
+    }
+
+    fn assert_same(lines: &[String]) {
+        let mut old = JsonFields::new(FIELDS.len());
+        let mut unknown = Vec::new();
+        for line in lines {
+            assert_eq!(by_members(line, &mut unknown), by_value(line, &mut old), "{line}");
+        }
+        assert_eq!(unknown, old.unknown);
+    }
+
+    #[test]
+    fn member_parsing_matches_value_parsing() {
+        let lines = [
+            r#"{"event_id":"e1","user_id":"u1","start_time":1704103200000,"duration_seconds":"60"}"#,
+            r#"{"EVENT_ID":"a","event_id":"b"," Event_Id ":"c"}"#,
+            r#"{"event_id":null,"Event_ID":"x"}"#,
+            r#"{"event_id":"first","event_id":"last"}"#,
+            r#"{"event_id":"e\u0031\n","user_id":"\"q\"","x":1,"X":2,"Ünknown":3}"#,
+            r#"{"duration_seconds":1.5e3,"start_time":-0.0,"user_id":true,"event_id":[1,{"b":2,"a":null}]}"#,
+            r#"{"duration_seconds":18446744073709551615,"start_time":-9223372036854775808,"event_id":{"z":1,"a":[]}}"#,
+            r#"{"duration_seconds":1E2,"start_time":0.1,"user_id":1e-7,"event_id":123456789012345678901234567890}"#,
+            r#"{}"#,
+            r#"  {"event_id" : "spaced"}  "#,
+            r#"[1,2,{"a":3}]"#,
+            r#"null"#,
+            r#"true"#,
+            r#""text""#,
+            r#"12.5"#,
+            r#"{"event_id":"e1"} trailing"#,
+            r#"{"event_id":"e1","#,
+            r#"{"event_id":1e999}"#,
+            r#"[1,2"#,
+            r#"{"a":"\ud800"}"#,
+            r#"not json"#,
+            r#"{"event_id":"dup","event_id":null}"#,
+        ];
+        assert_same(&lines.map(String::from));
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "event_id",
+            "EVENT_ID",
+            "Event_Id",
+            " event_id",
+            "user_id",
+            "User_ID",
+            "start_time",
+            "duration_seconds",
+            "other",
+            "OTHER",
+            "x",
+            "ü",
+        ])
+        .prop_map(|k| serde_json::to_string(k).unwrap())
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+            "[a-z0-9 \"\\\\é]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just(r#"[1,"two",{"b":null,"a":1.50}]"#.to_owned()),
+            Just(r#"{"k":"v","a":[true]}"#.to_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn member_parsing_matches_value_parsing_on_any_object(
+            objects in prop::collection::vec(prop::collection::vec((key(), value()), 0..8), 1..6)
+        ) {
+            let lines: Vec<String> = objects
+                .iter()
+                .map(|members| {
+                    let body: Vec<String> = members.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", body.join(","))
+                })
+                .collect();
+            assert_same(&lines);
+        }
+    }
 }

@@ -207,9 +207,15 @@ pub fn writer_properties(options: &StagingOptions, metadata: Vec<KeyValue>) -> W
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_max_row_group_row_count(Some(options.row_group_rows))
         .set_key_value_metadata(Some(metadata));
-    // Unique per row: a dictionary would only be built and abandoned.
-    for unique in ["event_id", "device_id"] {
+    // (Nearly) unique per row: a dictionary would only be built and abandoned
+    // (and interning every value costs more than the plain encoding).
+    for unique in ["event_id", "device_id", "user_id", "start_time", "end_time", "source_record_no"] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    // Random ids: min/max prune nothing, and comparing every value costs.
+    // Times, channels, platforms and the lineage keep their statistics.
+    for id in ["event_id", "device_id", "user_id", "program_id"] {
+        props = props.set_column_statistics_enabled(ColumnPath::from(id), EnabledStatistics::None);
     }
     props.build()
 }
