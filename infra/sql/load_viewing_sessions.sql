@@ -26,15 +26,17 @@ WHERE core.load_ledger.table_name = 'viewing_sessions'
   AND core.load_ledger.source_version = staging.viewing_sessions.source_version
   AND core.load_ledger.event_date = CAST(staging.viewing_sessions.start_time AS DATE);
 
--- Last delivery wins: the later object key (byte-wise), then the later record.
--- Only repeated ids need ranking; the rest (most rows) pass straight through.
-DROP TABLE IF EXISTS new_sessions;
-CREATE TEMP TABLE new_sessions AS
-SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
-       duration_seconds, platform, source_key, source_version, source_record_no
+-- The files and days this load takes in (what is left staged).
+INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
+SELECT 'viewing_sessions', source_key, source_version, CAST(start_time AS DATE), COUNT(*), {load_id}
 FROM staging.viewing_sessions
-WHERE event_id NOT IN (SELECT event_id FROM repeated_ids)
-UNION ALL
+GROUP BY source_key, source_version, CAST(start_time AS DATE);
+
+-- Last delivery wins: the later object key (byte-wise), then the later record.
+-- Only repeated ids need ranking: their latest deliveries replace all their
+-- staged rows, and the rest (most rows) stay as they are.
+DROP TABLE IF EXISTS latest_deliveries;
+CREATE TEMP TABLE latest_deliveries AS
 SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
        duration_seconds, platform, source_key, source_version, source_record_no
 FROM (
@@ -45,31 +47,42 @@ FROM (
 ) ranked
 WHERE delivery_rank = 1;
 
--- Days whose analytics change: those of the new sessions and of the versions
--- they replace.
+DELETE FROM staging.viewing_sessions WHERE event_id IN (SELECT event_id FROM repeated_ids);
+
+INSERT INTO staging.viewing_sessions (
+    event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
+    duration_seconds, platform, source_key, source_version, source_record_no
+)
+SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
+       duration_seconds, platform, source_key, source_version, source_record_no
+FROM latest_deliveries;
+
+-- Days whose analytics change: those of the new sessions (now all that is
+-- staged) and of the versions they replace.
 DROP TABLE IF EXISTS touched_days;
 CREATE TEMP TABLE touched_days AS
 SELECT DISTINCT view_date FROM (
-    SELECT CAST(start_time AS DATE) AS view_date FROM new_sessions
+    SELECT CAST(start_time AS DATE) AS view_date FROM staging.viewing_sessions
     UNION ALL
-    SELECT CAST(end_time AS DATE) FROM new_sessions
+    SELECT CAST(end_time AS DATE) FROM staging.viewing_sessions
     UNION ALL
-    SELECT CAST(c.start_time AS DATE) FROM core.viewing_sessions c JOIN new_sessions n ON c.event_id = n.event_id
+    SELECT CAST(c.start_time AS DATE) FROM core.viewing_sessions c JOIN staging.viewing_sessions n ON c.event_id = n.event_id
     UNION ALL
-    SELECT CAST(c.end_time AS DATE) FROM core.viewing_sessions c JOIN new_sessions n ON c.event_id = n.event_id
+    SELECT CAST(c.end_time AS DATE) FROM core.viewing_sessions c JOIN staging.viewing_sessions n ON c.event_id = n.event_id
 ) days;
 
 DROP TABLE IF EXISTS load_counts;
 CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
-       load_stats.rows_staged - (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_already_loaded,
+       load_stats.rows_staged - (SELECT COALESCE(SUM(row_count), 0) FROM core.load_ledger
+                                 WHERE load_id = {load_id} AND table_name = 'viewing_sessions') AS rows_already_loaded,
        load_stats.duplicates AS duplicates_removed,
-       (SELECT COUNT(*) FROM new_sessions) AS rows_merged,
+       (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_merged,
        (SELECT COUNT(*) FROM touched_days) AS days_touched
 FROM load_stats;
 
 MERGE INTO core.viewing_sessions
-USING new_sessions n ON core.viewing_sessions.event_id = n.event_id
+USING staging.viewing_sessions n ON core.viewing_sessions.event_id = n.event_id
 WHEN MATCHED THEN UPDATE SET
     user_id = n.user_id,
     device_id = n.device_id,
@@ -94,11 +107,6 @@ WHEN NOT MATCHED THEN INSERT (
     CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
     n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, {load_id}
 );
-
-INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
-SELECT 'viewing_sessions', source_key, source_version, CAST(start_time AS DATE), COUNT(*), {load_id}
-FROM staging.viewing_sessions
-GROUP BY source_key, source_version, CAST(start_time AS DATE);
 
 -- Each session's watch time per UTC day: sessions last at most 24 hours, so
 -- a session falls on its start day and at most the next one. Summed per day,
@@ -140,7 +148,7 @@ FROM load_counts
 WHERE rows_merged > 0;
 
 DELETE FROM staging.viewing_sessions;
-DROP TABLE new_sessions;
+DROP TABLE latest_deliveries;
 DROP TABLE repeated_ids;
 DROP TABLE touched_days;
 DROP TABLE day_viewing;
