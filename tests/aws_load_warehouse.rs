@@ -16,7 +16,8 @@ use tokio::runtime::Handle;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::warehouse::{Warehouse, top_channels, user_average};
 use tvetl_lambda::ingest::IngestBatch;
-use tvetl_lambda::load::{LoadRequest, LoadWarehouse};
+use tvetl_lambda::load::{LoadRequest, LoadWarehouse, RebuildDays};
+use tvetl_lambda::stream::{IngestStream, StreamEvent};
 use tvetl_lambda::{AwsClients, IngestConfig, LoadConfig};
 
 fn tvetl(args: &[&str]) -> String {
@@ -145,7 +146,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
 
     let ingest = IngestBatch {
         clients: clients.clone(),
-        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database, part_size: 8 * 1024 * 1024 },
+        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database.clone(), part_size: 8 * 1024 * 1024 },
     };
     let ingested = ingest.handle(&s3_event(&raw, &keys)).await.unwrap();
     let failed: Vec<_> = ingested.objects.iter().filter(|o| o.status != "loaded").map(|o| o.key.as_str()).collect();
@@ -215,6 +216,32 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(count_sessions(&clients).await, before);
     assert_same_reports(&reports_via_data_api(&clients, days.clone()).await, &local);
 
+    // Every staging file under a prefix (the state machine's request): all
+    // are in the ledger already, so nothing merges.
+    let by_prefix = load
+        .handle(&LoadRequest::Prefix { prefix: "staging/viewership/".into() })
+        .await
+        .expect("a prefix load succeeds");
+    assert_eq!(by_prefix.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+    assert_eq!(by_prefix.loads[&tvetl_core::Source::Viewership].rows_already_loaded, sessions.rows_staged);
+
+    // Analytics that went missing are rebuilt from core for the days asked.
+    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let wipe = ["DELETE FROM analytics.daily_channel_viewing", "DELETE FROM analytics.daily_user_viewing"];
+        wh.execute_transaction(&wipe.map(String::from)).unwrap();
+    })
+    .await
+    .unwrap();
+    assert!(reports_via_data_api(&clients, days.clone()).await.0[0]["channels"].as_array().unwrap().is_empty());
+    let rebuild = RebuildDays { from: Some(days[0].clone()), to: Some(days[3].clone()), days_back: None };
+    let rebuilt =
+        load.handle(&LoadRequest::RebuildAnalytics { rebuild_analytics: rebuild }).await.expect("the rebuild succeeds");
+    assert_eq!(rebuilt.analytics_days_rebuilt, Some(4));
+    assert_same_reports(&reports_via_data_api(&clients, days.clone()).await, &local);
+
     // A load whose COPY fails (a staging file that is not Parquet, after a
     // good one) leaves nothing half-loaded.
     let corrupt = "staging/viewership/event_date=2024-01-01/part-0000000000000000.parquet";
@@ -262,4 +289,58 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     })
     .await
     .unwrap();
+
+    // The stream path's files load through the same function. Days far from
+    // the generated ones, so the comparisons above are not disturbed.
+    let stream = IngestStream {
+        clients: clients.clone(),
+        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database, part_size: 8 * 1024 * 1024 },
+    };
+    let on_time = [("st-1", "u1", "2030-01-01T10:00:00Z", 600), ("st-2", "u2", "2030-01-01T11:00:00Z", 1200)];
+    let answer = stream.handle(kinesis_event(&on_time, 1)).await.expect("the stream batch is ingested");
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
+    let day = |d: &str| LoadRequest::Prefix { prefix: format!("staging/viewership/event_date={d}/") };
+    let loaded = load.handle(&day("2030-01-01")).await.expect("the stream's files load");
+    assert_eq!(loaded.loads[&tvetl_core::Source::Viewership].rows_merged, 2);
+    let top = reports_via_data_api(&clients, vec!["2030-01-01".into()]).await.0;
+    assert_eq!(top[0]["channels"][0]["watch_seconds"], 1800.0, "{top:?}");
+
+    // A late record (a box back online) lands in its own day; loading it
+    // rebuilds that day's analytics, and the next batch's replay is a no-op.
+    let late = [("st-0", "u3", "2029-12-31T23:50:00Z", 1200)];
+    stream.handle(kinesis_event(&late, 3)).await.expect("the late record is ingested");
+    let loaded = load.handle(&day("2029-12-31")).await.expect("the late record loads");
+    assert_eq!(loaded.loads[&tvetl_core::Source::Viewership].rows_merged, 1);
+    let days = vec!["2029-12-31".to_owned(), "2030-01-01".to_owned()];
+    let top = reports_via_data_api(&clients, days).await.0;
+    assert_eq!(top[0]["channels"][0]["watch_seconds"], 600.0, "ten minutes before midnight: {top:?}");
+    assert_eq!(top[1]["channels"][0]["watch_seconds"], 2400.0, "ten minutes after it, added to 2030-01-01: {top:?}");
+    let replay = stream.handle(kinesis_event(&late, 3)).await.unwrap();
+    assert_eq!(replay, serde_json::json!({"batchItemFailures": []}));
+    let again = load.handle(&day("2029-12-31")).await.unwrap();
+    assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+}
+
+/// A Kinesis event of sessions on channel `ch-s`, with sequence numbers from
+/// `first_seq`.
+fn kinesis_event(sessions: &[(&str, &str, &str, u32)], first_seq: u64) -> StreamEvent {
+    use base64::Engine;
+    let records: Vec<Value> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, (id, user, start, seconds))| {
+            let data = serde_json::json!({"event_id": id, "user_id": user, "channel_id": "ch-s",
+                                          "start_time": start, "duration_seconds": seconds});
+            let seq = format!("{:056}", first_seq + i as u64);
+            serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "box", "sequenceNumber": seq,
+                            "data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+                            "approximateArrivalTimestamp": 1_893_456_000.0},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": format!("shardId-000000000000:{seq}"),
+                "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::000000000000:role/ingest-stream",
+                "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/tvetl-views"
+            })
+        })
+        .collect();
+    StreamEvent::from_value(serde_json::json!({ "Records": records })).unwrap()
 }

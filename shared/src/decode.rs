@@ -103,6 +103,26 @@ where
     }
 }
 
+/// Decodes bytes already in memory (a stream record's data) as plain
+/// `format`: [`decode`] without the read buffer that input of unknown size
+/// needs, which would cost more than the record itself.
+pub fn decode_slice<F>(
+    key: &str,
+    bytes: &[u8],
+    format: InputFormat,
+    fields: &[&str],
+    on_record: F,
+) -> Result<DecodeSummary, IngestError>
+where
+    F: FnMut(Record<'_>) -> Result<(), IngestError>,
+{
+    match format {
+        InputFormat::Csv => decode_csv(key, bytes, fields, on_record),
+        InputFormat::JsonLines => decode_json_lines(key, bytes, fields, on_record),
+        InputFormat::JsonArray => decode_json_array(key, bytes, fields, on_record),
+    }
+}
+
 /// An object-level fault; `line` 0 means the position is not known (a gzip
 /// stream does not say where in the text it broke).
 fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {

@@ -35,12 +35,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::decode::{RecordBody, decode};
+use crate::decode::{RecordBody, decode_slice};
 use crate::error::IngestError;
 use crate::ingest::RecordCounts;
 use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPosition};
 use crate::schema::table_def;
-use crate::source::{Compression, InputFormat, Source};
+use crate::source::{InputFormat, Source};
 use crate::staging::{Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile};
 use crate::store::ObjectStore;
 use crate::timestamp::{format_day, utc_day};
@@ -369,7 +369,7 @@ fn each_line(shard: &ShardId, record: &StreamRecord<'_>, mut on_line: impl FnMut
     let key = format!("{}~{}", shard.stem(), record.position);
     let fields = Source::Viewership.fields();
     let mut lines = 0u64;
-    let decoded = decode(&key, record.data, InputFormat::JsonLines, Compression::None, fields, |r| {
+    let decoded = decode_slice(&key, record.data, InputFormat::JsonLines, fields, |r| {
         lines += 1;
         let line = match r.body {
             RecordBody::Malformed { message, original } => Line::Rejected {

@@ -18,6 +18,11 @@ pub const LOAD_VIEWING_SESSIONS_SQL: &str = include_str!("../../infra/sql/load_v
 pub const LOAD_CHANNELS_SQL: &str = include_str!("../../infra/sql/load_channels.sql");
 /// Staging → core for demographics.
 pub const LOAD_DEMOGRAPHICS_SQL: &str = include_str!("../../infra/sql/load_demographics.sql");
+/// Analytics of the days in the temp table `touched_days`, rebuilt from core;
+/// `-- @include analytics_days.sql` lines stand for it.
+pub const ANALYTICS_DAYS_SQL: &str = include_str!("../../infra/sql/analytics_days.sql");
+/// Analytics rebuilt for a list of days, whatever loaded them.
+pub const REBUILD_ANALYTICS_SQL: &str = include_str!("../../infra/sql/rebuild_analytics.sql");
 /// Top channels on a day.
 pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_channels.sql");
 /// Average viewing per user per day.
@@ -139,12 +144,26 @@ pub fn staging_table(source: Source) -> &'static str {
     }
 }
 
-fn load_sql(source: Source) -> &'static str {
-    match source {
+/// A SQL file with its `-- @include analytics_days.sql` line replaced by
+/// that file, so the loads and the rebuild share one text.
+fn with_includes(sql: &str) -> String {
+    sql.replace("-- @include analytics_days.sql\n", ANALYTICS_DAYS_SQL)
+}
+
+fn load_sql(source: Source) -> String {
+    with_includes(match source {
         Source::Viewership => LOAD_VIEWING_SESSIONS_SQL,
         Source::Channels => LOAD_CHANNELS_SQL,
         Source::Demographics => LOAD_DEMOGRAPHICS_SQL,
-    }
+    })
+}
+
+/// The statements that rebuild analytics for the UTC days `first..=last`
+/// (day numbers since 1970-01-01); the last returns `days_rebuilt`.
+pub fn rebuild_analytics_statements(first: i32, last: i32) -> Vec<String> {
+    let days: Vec<String> =
+        (first..=last.max(first)).map(|d| format!("('{}')", crate::timestamp::format_day(d))).collect();
+    split_statements(&with_includes(REBUILD_ANALYTICS_SQL).replace("{days}", &days.join(", ")))
 }
 
 /// The statements of one load of `source`: the engine's `copy` statements
@@ -278,7 +297,8 @@ mod tests {
         let mut all = Vec::new();
         for (name, sql) in [
             ("schema.sql", SCHEMA_SQL.to_owned()),
-            ("load_viewing_sessions.sql", LOAD_VIEWING_SESSIONS_SQL.replace("{load_id}", "7")),
+            ("load_viewing_sessions.sql", load_sql(Source::Viewership).replace("{load_id}", "7")),
+            ("rebuild_analytics.sql", rebuild_analytics_statements(19_723, 19_725).join(";\n") + ";"),
             ("load_channels.sql", LOAD_CHANNELS_SQL.replace("{load_id}", "7")),
             ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
             ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
@@ -315,6 +335,20 @@ mod tests {
         assert!(top_channels_sql("2024-01-01'; DROP TABLE x; --", 10).is_err());
         assert!(user_average_sql(Some("yesterday"), None).is_err());
         assert!(top_channels_sql("2024-02-29", 3).unwrap().contains("'2024-02-29'"));
+    }
+
+    #[test]
+    fn loads_and_the_rebuild_share_the_analytics_statements() {
+        let analytics = split_statements(ANALYTICS_DAYS_SQL);
+        assert!(analytics.iter().any(|s| s.starts_with("INSERT INTO analytics.daily_channel_viewing")));
+        let load = load_statements(Source::Viewership, vec![], 1);
+        let rebuild = rebuild_analytics_statements(19_723, 19_724);
+        for statement in &analytics {
+            assert!(load.contains(statement), "the load lacks {statement}");
+            assert!(rebuild.contains(statement), "the rebuild lacks {statement}");
+        }
+        assert_eq!(rebuild[2], "INSERT INTO touched_days (view_date) VALUES ('2024-01-01'), ('2024-01-02')");
+        assert_eq!(rebuild.last().unwrap(), "SELECT COUNT(*) AS days_rebuilt FROM touched_days");
     }
 
     #[test]

@@ -14,28 +14,81 @@ use tvetl_core::Source;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
-use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements, schema_statements, staging_table};
+use tvetl_core::warehouse::{
+    LoadStats, Warehouse, load_statements, rebuild_analytics_statements, schema_statements, staging_table,
+};
 
 use crate::config::LoadConfig;
 use crate::events::s3_objects;
 use crate::{AwsClients, HandlerError};
 
-/// What to load: an S3 event on the lake's `staging/` prefix, or a list of
-/// staging keys (from a schedule or the state machine).
+/// What to do: load the staging files an S3 event on the lake's `staging/`
+/// prefix names, a list of staging keys, or every staging file under a
+/// prefix (from a schedule or the state machine; the ledger makes files
+/// already loaded no-ops); or rebuild the analytics of recent days.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum LoadRequest {
     Keys { objects: Vec<String> },
+    Prefix { prefix: String },
+    RebuildAnalytics { rebuild_analytics: RebuildDays },
     S3(S3Event),
 }
 
-impl LoadRequest {
-    /// The staging keys named by the request.
-    pub fn keys(&self) -> Vec<String> {
-        match self {
-            LoadRequest::Keys { objects } => objects.clone(),
-            LoadRequest::S3(event) => s3_objects(event).into_iter().map(|o| o.key).collect(),
+/// The days whose analytics to rebuild: `days_back` days before today (UTC)
+/// up to today, or `from`..=`to` (`YYYY-MM-DD`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RebuildDays {
+    #[serde(default)]
+    pub days_back: Option<u32>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl RebuildDays {
+    /// The first and last day (days since 1970-01-01), as of `today`.
+    pub fn range(&self, today: i32) -> Result<(i32, i32), HandlerError> {
+        let day = |text: &Option<String>, name: &str| match text {
+            None => Ok(None),
+            Some(t) => tvetl_core::timestamp::parse_day(t)
+                .map(Some)
+                .ok_or_else(|| HandlerError::Permanent(format!("rebuild_analytics.{name}: {t:?} is not YYYY-MM-DD"))),
+        };
+        let (from, to) = (day(&self.from, "from")?, day(&self.to, "to")?);
+        let (first, last) = match (from, to, self.days_back) {
+            (Some(f), Some(t), None) => (f, t),
+            (None, None, Some(back)) => (today - back.min(366) as i32, today),
+            _ => {
+                return Err(HandlerError::Permanent(
+                    "rebuild_analytics takes either days_back or both from and to".into(),
+                ));
+            }
+        };
+        if last < first || last - first > 366 {
+            return Err(HandlerError::Permanent(format!(
+                "rebuild_analytics: {first}..{last} is not a range of at most a year"
+            )));
         }
+        Ok((first, last))
+    }
+}
+
+impl LoadRequest {
+    /// The staging keys named by the request; a prefix is listed in `lake`.
+    pub fn keys(&self, lake: &dyn ObjectStore) -> Result<Vec<String>, HandlerError> {
+        Ok(match self {
+            LoadRequest::Keys { objects } => objects.clone(),
+            LoadRequest::Prefix { prefix } => {
+                if !prefix.starts_with("staging/") {
+                    return Err(HandlerError::Permanent(format!("prefix {prefix:?} is not under staging/")));
+                }
+                lake.list(prefix)?.into_iter().map(|o| o.key).collect()
+            }
+            LoadRequest::RebuildAnalytics { .. } => Vec::new(),
+            LoadRequest::S3(event) => s3_objects(event).into_iter().map(|o| o.key).collect(),
+        })
     }
 }
 
@@ -95,6 +148,9 @@ pub fn manifest(source: Source, bucket: &str, files: &[(String, u64)]) -> (Strin
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadResponse {
     pub loads: BTreeMap<Source, LoadStats>,
+    /// Days whose analytics a `rebuild_analytics` request rebuilt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_days_rebuilt: Option<i64>,
 }
 
 /// The load-warehouse function.
@@ -114,7 +170,10 @@ impl LoadWarehouse {
 
     /// Loads every staging file of `request`, one transaction per table.
     pub async fn handle(&self, request: &LoadRequest) -> Result<LoadResponse, HandlerError> {
-        let groups = group_by_table(&request.keys());
+        let request = request.clone();
+        let today = tvetl_core::timestamp::utc_day(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64),
+        );
         let clients = self.clients.clone();
         let config = self.config.clone();
         let handle = Handle::current();
@@ -133,6 +192,15 @@ impl LoadWarehouse {
                 schema_applied.store(true, Ordering::Release);
             }
             let mut response = LoadResponse::default();
+            if let LoadRequest::RebuildAnalytics { rebuild_analytics } = &request {
+                let (first, last) = rebuild_analytics.range(today)?;
+                let result = warehouse.execute_transaction(&rebuild_analytics_statements(first, last))?;
+                let days = result.int(0, "days_rebuilt")?;
+                tracing::info!(first, last, days, "analytics rebuilt");
+                response.analytics_days_rebuilt = Some(days);
+                return Ok(response);
+            }
+            let groups = group_by_table(&request.keys(&lake)?);
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
                 let next = warehouse
@@ -223,11 +291,34 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_key_lists_or_s3_events() {
+    fn requests_are_key_lists_prefixes_rebuilds_or_s3_events() {
+        let lake = tvetl_core::store::MemoryObjectStore::new();
+        lake.put("staging/viewership/event_date=2024-01-01/a.parquet", b"x").unwrap();
+        lake.put("staging/viewership/event_date=2024-01-02/b.parquet", b"x").unwrap();
         let keys: LoadRequest = serde_json::from_str(r#"{"objects": ["staging/channels/part-c.parquet"]}"#).unwrap();
-        assert_eq!(keys.keys(), ["staging/channels/part-c.parquet"]);
+        assert_eq!(keys.keys(&lake).unwrap(), ["staging/channels/part-c.parquet"]);
         let event: LoadRequest =
             serde_json::from_str(include_str!("../../../infra/events/s3-staging-created.json")).unwrap();
-        assert_eq!(event.keys(), ["staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet"]);
+        assert_eq!(
+            event.keys(&lake).unwrap(),
+            ["staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet"]
+        );
+        let prefix: LoadRequest =
+            serde_json::from_str(r#"{"prefix": "staging/viewership/event_date=2024-01-02/"}"#).unwrap();
+        assert_eq!(prefix.keys(&lake).unwrap(), ["staging/viewership/event_date=2024-01-02/b.parquet"]);
+        let outside: LoadRequest = serde_json::from_str(r#"{"prefix": "quarantine/"}"#).unwrap();
+        assert!(matches!(outside.keys(&lake), Err(HandlerError::Permanent(_))));
+
+        let rebuild: LoadRequest = serde_json::from_str(r#"{"rebuild_analytics": {"days_back": 2}}"#).unwrap();
+        let LoadRequest::RebuildAnalytics { rebuild_analytics } = rebuild else { panic!("{rebuild:?}") };
+        assert_eq!(rebuild_analytics.range(19_725).unwrap(), (19_723, 19_725));
+        let dated: LoadRequest =
+            serde_json::from_str(r#"{"rebuild_analytics": {"from": "2024-01-01", "to": "2024-01-03"}}"#).unwrap();
+        let LoadRequest::RebuildAnalytics { rebuild_analytics } = dated else { panic!() };
+        assert_eq!(rebuild_analytics.range(0).unwrap(), (19_723, 19_725));
+        let both = RebuildDays { days_back: Some(1), from: Some("2024-01-01".into()), to: None };
+        assert!(both.range(19_725).is_err());
+        let backwards = RebuildDays { days_back: None, from: Some("2024-01-03".into()), to: Some("2024-01-01".into()) };
+        assert!(backwards.range(0).is_err());
     }
 }

@@ -1,0 +1,39 @@
+-- Rebuilds the analytics of the days in the temp table touched_days from
+-- core. Included by the loads and by rebuild_analytics.sql; the day_viewing
+-- temp table it makes is dropped at its end.
+
+-- Each session's watch time per UTC day: sessions last at most 24 hours, so
+-- a session falls on its start day and at most the next one. Summed per day,
+-- channel and user once; both analytics tables aggregate that (a user counts
+-- once per channel and day, so reach and channels are plain counts).
+DROP TABLE IF EXISTS day_viewing;
+CREATE TEMP TABLE day_viewing AS
+SELECT view_date, channel_id, user_id, SUM(watch_us) AS watch_us, COUNT(*) AS sessions
+FROM (
+    SELECT CAST(start_time AS DATE) AS view_date, channel_id, user_id,
+           DATEDIFF('microsecond', start_time,
+                    LEAST(end_time, CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP))) AS watch_us
+    FROM core.viewing_sessions
+    WHERE CAST(start_time AS DATE) IN (SELECT view_date FROM touched_days)
+    UNION ALL
+    SELECT CAST(CAST(start_time AS DATE) + 1 AS DATE) AS view_date, channel_id, user_id,
+           DATEDIFF('microsecond', CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP), end_time) AS watch_us
+    FROM core.viewing_sessions
+    WHERE end_time > CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP)
+      AND CAST(CAST(start_time AS DATE) + 1 AS DATE) IN (SELECT view_date FROM touched_days)
+) parts
+GROUP BY view_date, channel_id, user_id;
+
+DELETE FROM analytics.daily_channel_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
+INSERT INTO analytics.daily_channel_viewing (view_date, channel_id, watch_seconds, reach, sessions)
+SELECT view_date, channel_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(*), SUM(sessions)
+FROM day_viewing
+GROUP BY view_date, channel_id;
+
+DELETE FROM analytics.daily_user_viewing WHERE view_date IN (SELECT view_date FROM touched_days);
+INSERT INTO analytics.daily_user_viewing (view_date, user_id, watch_seconds, channels, sessions)
+SELECT view_date, user_id, CAST(SUM(watch_us) AS DOUBLE PRECISION) / 1000000, COUNT(*), SUM(sessions)
+FROM day_viewing
+GROUP BY view_date, user_id;
+
+DROP TABLE day_viewing;
