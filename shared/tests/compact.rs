@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use common::{MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
+use common::{FaultyLake, MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
 use tvetl_core::Source;
 use tvetl_core::compact::{CompactionOptions, compact_table};
 use tvetl_core::staging::StagingOptions;
-use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
 /// 30 batches of 20 records over two shards and two days: 60 small files per
@@ -117,57 +116,13 @@ fn young_files_are_left_alone() {
     assert_eq!(snapshot(&lake), snap);
 }
 
-/// A lake whose deletes fail while `failing` is set.
-struct NoDeletes {
-    inner: MemoryObjectStore,
-    failing: AtomicBool,
-}
-
-struct Passthrough<'s>(Box<dyn ObjectUpload + 's>);
-
-impl Write for Passthrough<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl ObjectUpload for Passthrough<'_> {
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.commit()
-    }
-}
-
-impl ObjectStore for NoDeletes {
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix)
-    }
-    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(key)
-    }
-    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
-        self.inner.open(key)
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
-        Ok(Box::new(Passthrough(self.inner.create(key)?)))
-    }
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Service { key: key.to_owned(), message: "503".into(), retryable: true });
-        }
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn an_interrupted_compaction_is_finished_by_the_next_run() {
-    let lake = NoDeletes { inner: MemoryObjectStore::new(), failing: AtomicBool::new(false) };
+    let lake = FaultyLake::new();
     small_files(&lake);
     let before = content(&lake);
 
-    lake.failing.store(true, Ordering::SeqCst);
+    lake.deletes_fail.store(true, Ordering::SeqCst);
     let error = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
     assert!(error.is_retryable(), "{error}");
     // Stopped after writing the first output: its rows are also still in
@@ -175,7 +130,7 @@ fn an_interrupted_compaction_is_finished_by_the_next_run() {
     assert_eq!(staged_files(&lake).len(), 61);
     assert_eq!(lake.list("compaction/").unwrap().len(), 1, "the journal says what to finish");
 
-    lake.failing.store(false, Ordering::SeqCst);
+    lake.deletes_fail.store(false, Ordering::SeqCst);
     let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
     assert_eq!(report.recovered, 1);
     assert_eq!(staged_files(&lake).len(), 2);

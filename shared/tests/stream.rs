@@ -4,17 +4,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use common::{JAN_1, MemoryCatalog, ids, seq, session, snapshot, staged_rows};
+use common::{FaultyLake, JAN_1, MemoryCatalog, ids, seq, session, snapshot, staged_rows};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use tvetl_core::staging::StagingOptions;
-use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+use tvetl_core::store::{MemoryObjectStore, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
 struct Batch {
@@ -59,63 +58,6 @@ fn mixed_lines() -> Vec<String> {
         format!("{}\n{}", session("e7", 0, 12), session("e8", 1, 11)),
         session("e9", 0, 13),
     ]
-}
-
-/// A lake whose commits fail (retryably) after a number of successes.
-struct FlakyLake {
-    inner: MemoryObjectStore,
-    commits_left: AtomicUsize,
-}
-
-impl FlakyLake {
-    fn new() -> Self {
-        FlakyLake { inner: MemoryObjectStore::new(), commits_left: AtomicUsize::new(usize::MAX) }
-    }
-}
-
-struct FlakyUpload<'s> {
-    inner: Box<dyn ObjectUpload + 's>,
-    lake: &'s FlakyLake,
-    key: String,
-}
-
-impl Write for FlakyUpload<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl ObjectUpload for FlakyUpload<'_> {
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let left = self.lake.commits_left.load(Ordering::SeqCst);
-        if left == 0 {
-            let message = "503 Slow Down (after the SDK's retries)".into();
-            return Err(StoreError::Service { key: self.key, message, retryable: true });
-        }
-        self.lake.commits_left.store(left.saturating_sub(1), Ordering::SeqCst);
-        self.inner.commit()
-    }
-}
-
-impl ObjectStore for FlakyLake {
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix)
-    }
-    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(key)
-    }
-    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
-        self.inner.open(key)
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
-        Ok(Box::new(FlakyUpload { inner: self.inner.create(key)?, lake: self, key: key.to_owned() }))
-    }
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key)
-    }
 }
 
 use std::io::Read;
@@ -203,7 +145,7 @@ fn a_replayed_batch_writes_nothing_new() {
 /// `bisect_to` first, as with BisectBatchOnFunctionError).
 fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
     let batch = Batch::kinesis(&mixed_lines());
-    let lake = FlakyLake::new();
+    let lake = FaultyLake::new();
     let catalog = MemoryCatalog::default();
     let options = StagingOptions::default();
     let all = batch.data.len();

@@ -37,6 +37,28 @@ impl IngestConfig {
     }
 }
 
+impl IngestConfig {
+    /// The lake bucket as the core's object store, on the current runtime.
+    pub fn lake(&self, clients: &AwsClients) -> tvetl_core::aws::s3::S3ObjectStore {
+        tvetl_core::aws::s3::S3ObjectStore::new(
+            clients.s3.clone(),
+            self.lake_bucket.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .with_part_size(self.part_size)
+    }
+
+    /// The Glue database as the core's catalog, on the current runtime.
+    pub fn catalog(&self, clients: &AwsClients) -> tvetl_core::aws::glue::GlueCatalog {
+        tvetl_core::aws::glue::GlueCatalog::new(
+            clients.glue.clone(),
+            self.glue_database.clone(),
+            self.lake_bucket.clone(),
+            tokio::runtime::Handle::current(),
+        )
+    }
+}
+
 /// Every AWS client, from one configuration load: `AWS_ENDPOINT_URL` (or
 /// `AWS_ENDPOINT_URL_S3`, …) points them all at an emulator.
 #[derive(Clone)]

@@ -51,14 +51,7 @@ impl IngestBatch {
         let mut response = IngestResponse::default();
         for object in s3_objects(event) {
             let raw = S3ObjectStore::new(self.clients.s3.clone(), object.bucket.clone(), Handle::current());
-            let lake = S3ObjectStore::new(self.clients.s3.clone(), self.config.lake_bucket.clone(), Handle::current())
-                .with_part_size(self.config.part_size);
-            let catalog = GlueCatalog::new(
-                self.clients.glue.clone(),
-                self.config.glue_database.clone(),
-                self.config.lake_bucket.clone(),
-                Handle::current(),
-            );
+            let (lake, catalog) = (self.config.lake(&self.clients), self.config.catalog(&self.clients));
             // The core is synchronous and CPU-bound: run it off the async
             // workers, where the adapters may block on the runtime.
             let outcome = tokio::task::spawn_blocking(move || ingest_one(&raw, &object, &lake, &catalog))

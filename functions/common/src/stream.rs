@@ -13,9 +13,6 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine;
 use serde::Serialize;
-use tokio::runtime::Handle;
-use tvetl_core::aws::glue::GlueCatalog;
-use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::catalog::Catalog;
 use tvetl_core::staging::StagingOptions;
 use tvetl_core::store::ObjectStore;
@@ -190,14 +187,7 @@ impl IngestStream {
     /// Ingests an event; answers Kinesis with its partial batch response and
     /// Kafka with `{}` or an error.
     pub async fn handle(&self, event: StreamEvent) -> Result<serde_json::Value, HandlerError> {
-        let lake = S3ObjectStore::new(self.clients.s3.clone(), self.config.lake_bucket.clone(), Handle::current())
-            .with_part_size(self.config.part_size);
-        let catalog = GlueCatalog::new(
-            self.clients.glue.clone(),
-            self.config.glue_database.clone(),
-            self.config.lake_bucket.clone(),
-            Handle::current(),
-        );
+        let (lake, catalog) = (self.config.lake(&self.clients), self.config.catalog(&self.clients));
         let batches = match &event {
             StreamEvent::Kinesis(e) => kinesis_batches(e)?,
             StreamEvent::Kafka(e) => kafka_batches(e),
