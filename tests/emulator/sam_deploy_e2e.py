@@ -19,7 +19,8 @@ checks what the stack created and drives it end to end:
   deployed mapping and ingest-stream;
 - with $AWS_ENDPOINT_URL_REDSHIFT_DATA (the Data API stand-in), the lake's
   notification runs the deployed load-warehouse, and the report query of
-  infra/sql/reports/top_channels.sql gives the hand-computed answer.
+  infra/sql/reports/top_channels.sql gives the hand-computed answer; then the
+  deployed state machine loads a day's prefix and rebuilds the analytics.
 
 Prints 'sam-deploy: N passed, N failed' and exits non-zero on a failure.
 """
@@ -231,6 +232,22 @@ def check_warehouse(outputs):
           f"the lake notification loaded the warehouse: top channels on 2031-03-02 = {rows}")
 
 
+def check_state_machine(outputs):
+    """load -> merge -> analytics through the deployed state machine (the
+    emulator runs its Lambda tasks), with the prefix request form."""
+    arn = sfn.start_execution(stateMachineArn=outputs["LoadStateMachineArn"],
+                              input=json.dumps({"prefix": "staging/viewership/event_date=2031-03-02/"}))["executionArn"]
+
+    def finished():
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+    # A failing task is retried twice (30 s, then 60 s) before the catch.
+    described = wait_for(finished, 200) or sfn.describe_execution(executionArn=arn)
+    result = json.loads(described.get("output") or "{}")
+    check(described["status"] == "SUCCEEDED" and "loads" in result.get("load", {}) and "analytics" in result,
+          f"state machine load -> analytics: {described['status']} {described.get('error')} {json.dumps(result)[:400]}")
+
+
 def main():
     stack = sys.argv[1]
     description = cfn.describe_stacks(StackName=stack)["Stacks"][0]
@@ -242,6 +259,7 @@ def main():
     check_stream(outputs)
     if os.environ.get("AWS_ENDPOINT_URL_REDSHIFT_DATA"):
         check_warehouse(outputs)
+        check_state_machine(outputs)
     else:
         print("(no AWS_ENDPOINT_URL_REDSHIFT_DATA: the warehouse step is not checked)")
     print(f"sam-deploy: {passed} passed, {failed} failed")
