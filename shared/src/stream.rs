@@ -30,7 +30,12 @@
 //! above relies on.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
 
 use serde::Serialize;
 
@@ -39,9 +44,12 @@ use crate::decode::{RecordBody, decode_slice};
 use crate::error::IngestError;
 use crate::ingest::RecordCounts;
 use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPosition};
-use crate::schema::table_def;
+use crate::schema::{staging_schema, table_def};
 use crate::source::{InputFormat, Source};
-use crate::staging::{Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile};
+use crate::staging::{
+    BatchBuilder, Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile,
+    writer_properties,
+};
 use crate::store::ObjectStore;
 use crate::timestamp::{format_day, utc_day};
 use crate::validate::validate_session;
@@ -197,18 +205,26 @@ pub fn ingest_stream_batch(
     let stem = shard.stem();
     let source = Source::Viewership;
 
-    // Which targets each record's lines go to.
-    let mut targets_of: Vec<BTreeSet<Target>> = Vec::with_capacity(sorted.len());
-    for record in &sorted {
-        let mut targets = BTreeSet::new();
-        each_line(shard, record, |line| {
-            targets.insert(line.target(record));
-        });
-        targets_of.push(targets);
-    }
+    // Which targets each record's lines go to. Accepted sessions are kept
+    // as Arrow rows of their day as they are decoded: when nothing of a day
+    // was written before (the usual case) they are written as they are, and
+    // no record is decoded twice.
     let mut groups: BTreeMap<Target, Group> = BTreeMap::new();
-    for (i, targets) in targets_of.iter().enumerate() {
-        for &target in targets {
+    let mut decoded: BTreeMap<i32, SessionBatch> = BTreeMap::new();
+    let mut targets: Vec<Target> = Vec::with_capacity(2);
+    for (i, record) in sorted.iter().enumerate() {
+        targets.clear();
+        each_line(shard, record, |line| {
+            if let Line::Accepted(session) = &line {
+                let rows = decoded.entry(utc_day(session.start_us)).or_default();
+                rows.append(session, Lineage { key: "", version: "", record_no: 0 });
+            }
+            let target = line.target(record);
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        });
+        for &target in &targets {
             groups.entry(target).or_insert_with(|| Group { target, members: Vec::new() }).members.push((i, false));
         }
     }
@@ -238,7 +254,12 @@ pub fn ingest_stream_batch(
     let table = table_def(source);
     let mut table_ready = false;
     for group in &ordered {
-        let result = write_group(lake, shard, &stem, &sorted, group, staging, &mut report).and_then(|()| {
+        let untouched = group.members.iter().all(|(_, written)| !written);
+        let prebuilt = match group.target {
+            Target::Staging(day) if untouched => decoded.remove(&day),
+            _ => None,
+        };
+        let result = write_group(lake, shard, &stem, &sorted, group, prebuilt, staging, &mut report).and_then(|()| {
             if let Target::Staging(day) = group.target {
                 if !table_ready {
                     catalog.ensure_table(&table)?;
@@ -258,13 +279,16 @@ pub fn ingest_stream_batch(
     (report, None)
 }
 
-/// Writes one group's pending records as one object.
+/// Writes one group's pending records as one object; `prebuilt` holds the
+/// group's rows already decoded, when all of them are pending.
+#[allow(clippy::too_many_arguments)]
 fn write_group(
     lake: &dyn ObjectStore,
     shard: &ShardId,
     stem: &str,
     sorted: &[&StreamRecord<'_>],
     group: &Group,
+    prebuilt: Option<SessionBatch>,
     staging: &StagingOptions,
     report: &mut StreamReport,
 ) -> Result<(), StreamError> {
@@ -286,6 +310,15 @@ fn write_group(
     let dir = target_dir(source, group.target);
     let mut counts = RecordCounts::default();
     match group.target {
+        Target::Staging(day) if prebuilt.is_some() => {
+            let lineage_key = format!("{}/{}/{}/{range}", shard.kind.name(), shard.stream, shard.shard);
+            let key = format!("{dir}/{stem}~{range}.parquet");
+            let mut rows = prebuilt.expect("checked by the guard");
+            let rows = write_rows(lake, &key, &mut rows, &lineage_key, &range, staging)?;
+            counts.rows_read += rows;
+            counts.rows_accepted += rows;
+            report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });
+        }
         Target::Staging(day) => {
             let lineage_key = format!("{}/{}/{}/{range}", shard.kind.name(), shard.stream, shard.shard);
             let file_name = format!("{stem}~{range}.parquet");
@@ -346,6 +379,36 @@ fn write_group(
     }
     report.counts.merge(&counts);
     Ok(())
+}
+
+/// Writes rows decoded ahead as one Parquet file, with the lineage of the
+/// file (`lineage_key`, `range`, rows numbered from 1) filled in. Returns the
+/// number of rows.
+fn write_rows(
+    lake: &dyn ObjectStore,
+    key: &str,
+    rows: &mut SessionBatch,
+    lineage_key: &str,
+    range: &str,
+    staging: &StagingOptions,
+) -> Result<u64, IngestError> {
+    let schema = staging_schema(Source::Viewership);
+    let batch = rows.finish(&schema)?;
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let width = columns.len();
+    columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(lineage_key, n)));
+    columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(range, n)));
+    columns[width - 1] = Arc::new(Int64Array::from_iter_values(1..=n as i64));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let metadata = vec![
+        KeyValue::new("tvetl.source_key".to_owned(), lineage_key.to_owned()),
+        KeyValue::new("tvetl.source_version".to_owned(), range.to_owned()),
+    ];
+    let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(writer_properties(staging, metadata)))?;
+    writer.write(&batch)?;
+    writer.into_inner()?.commit()?;
+    Ok(n as u64)
 }
 
 /// One line of a record, decoded and validated.
