@@ -44,7 +44,8 @@ cfn = boto3.client("cloudformation", **KW)
 kinesis = boto3.client("kinesis", **KW)
 sfn = boto3.client("stepfunctions", **KW)
 
-# Dates far from the other tests' data, since the Data API stand-in is shared.
+# Dates far from the other tests' data, and every id prefixed with the run's
+# project name (see ids()), since the Data API stand-in is shared.
 RAW_CSV = (
     "event_id,user_id,channel_id,start_time,end_time,duration_seconds,platform\r\n"
     # crosses midnight: 3600 s on each day
@@ -60,6 +61,12 @@ STREAM_RECORD = {"event_id": "sam-k1", "user_id": "sam-u4", "channel_id": "sam-c
 
 passed = 0
 failed = 0
+RUN = "sam"
+
+
+def ids(text):
+    """The run's own ids: 'sam-' becomes '<project>-'."""
+    return text.replace("sam-", RUN + "-")
 
 
 def check(condition, message):
@@ -155,8 +162,8 @@ def check_resources(outputs, project):
 
 def check_batch(outputs):
     raw, lake, database = outputs["RawBucketName"], outputs["LakeBucketName"], outputs["GlueDatabaseName"]
-    s3.put_object(Bucket=raw, Key="channels/sam-channels.json", Body=CHANNELS.encode())
-    s3.put_object(Bucket=raw, Key="viewership/2031/sam day 1.csv", Body=RAW_CSV.encode())
+    s3.put_object(Bucket=raw, Key="channels/sam-channels.json", Body=ids(CHANNELS).encode())
+    s3.put_object(Bucket=raw, Key="viewership/2031/sam day 1.csv", Body=ids(RAW_CSV).encode())
 
     def staged():
         keys = lake_keys(lake)
@@ -168,8 +175,8 @@ def check_batch(outputs):
     day2 = [k for k in keys if k.startswith("staging/viewership/event_date=2031-03-02/") and k.endswith(".parquet")]
     check(len(day1) == 1 and len(day2) == 1, f"a raw file in the raw bucket became Parquet per day in the lake: {keys}")
     if day1 and day2:
-        check(parquet_rows(lake, day1[0]) == [("sam-e1",)], "2031-03-01 Parquet holds the session that starts that day")
-        check(parquet_rows(lake, day2[0]) == [("sam-e2",), ("sam-e3",)], "2031-03-02 Parquet holds the sessions that start that day")
+        check(parquet_rows(lake, day1[0]) == [(ids("sam-e1"),)], "2031-03-01 Parquet holds the session that starts that day")
+        check(parquet_rows(lake, day2[0]) == [(ids("sam-e2"),), (ids("sam-e3"),)], "2031-03-02 Parquet holds the sessions that start that day")
     check(any(k.startswith("staging/channels/") for k in keys), "the channels file became Parquet")
     quarantine = [k for k in keys if k.startswith("quarantine/viewership/") and not k.split("/")[-1].startswith("kinesis")]
     if quarantine:
@@ -192,7 +199,7 @@ def check_batch(outputs):
 
 def check_stream(outputs):
     lake = outputs["LakeBucketName"]
-    kinesis.put_record(StreamName=outputs["StreamName"], Data=json.dumps(STREAM_RECORD).encode(), PartitionKey="sam-u4")
+    kinesis.put_record(StreamName=outputs["StreamName"], Data=ids(json.dumps(STREAM_RECORD)).encode(), PartitionKey="u4")
 
     def streamed():
         return [k for k in lake_keys(lake)
@@ -200,7 +207,7 @@ def check_stream(outputs):
     keys = wait_for(streamed, 120)
     check(len(keys) == 1, f"a Kinesis record became Parquet through the deployed mapping: {keys}")
     if keys:
-        check(parquet_rows(lake, keys[0]) == [("sam-k1",)], "the streamed Parquet holds the record")
+        check(parquet_rows(lake, keys[0]) == [(ids("sam-k1"),)], "the streamed Parquet holds the record")
 
 
 def check_warehouse(outputs):
@@ -224,11 +231,11 @@ def check_warehouse(outputs):
         except data.exceptions.ClientError:
             return None
         rows = [tuple(list(field.values())[0] for field in record) for record in records]
-        rows = [(r[0], r[1], float(r[2]), int(r[3])) for r in rows if str(r[0]).startswith("sam-")]
+        rows = [(r[0], r[1], float(r[2]), int(r[3])) for r in rows if str(r[0]).startswith(ids("sam-"))]
         # Both channels, with the channel names once the channels file is loaded too.
         return rows if len(rows) == 2 and rows[0][1] != "Unknown" and rows[0][2] == 5400 else None
     rows = wait_for(query, 180)
-    check(rows == [("sam-c1", "Sam One", 5400.0, 2), ("sam-c2", "Sam Two", 600.0, 1)],
+    check(rows == [(ids("sam-c1"), "Sam One", 5400.0, 2), (ids("sam-c2"), "Sam Two", 600.0, 1)],
           f"the lake notification loaded the warehouse: top channels on 2031-03-02 = {rows}")
 
 
@@ -254,6 +261,8 @@ def main():
     check(description["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE"), f"stack {stack}: {description['StackStatus']}")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
     project = outputs["RawBucketName"].split("-dev-raw-")[0]
+    global RUN
+    RUN = project
     check_resources(outputs, project)
     check_batch(outputs)
     check_stream(outputs)
