@@ -53,6 +53,10 @@ enum Command {
         /// DuckDB memory limit (it spills to disk beyond it).
         #[arg(long, default_value = "256MB")]
         memory_limit: String,
+        /// DuckDB worker threads for the warehouse load (default: the number
+        /// of cores; 1 spends less CPU time in all and more wall time).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -138,10 +142,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { input, lake, format, jobs, memory_limit, quiet } => {
+        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet } => {
             let options = run::RunOptions {
                 ingest: IngestOptions::default(),
-                engine: EngineLimits { memory_limit, threads: available_cores() },
+                engine: EngineLimits { memory_limit, threads: threads.unwrap_or_else(available_cores) },
                 jobs: jobs.unwrap_or_else(available_cores),
                 progress: !quiet && std::io::stderr().is_terminal(),
             };

@@ -488,15 +488,22 @@ fn fill_from_entries<'a>(
     values: &mut [Option<&'a str>; MAX_FIELDS],
     unknown: &mut Vec<String>,
 ) {
-    // Stable: members with the same key stay in document order.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    // Stable: members with the same key stay in document order. (Producers
+    // often write keys sorted already; checking is cheaper than sorting.)
+    if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let entries = &*entries;
     for (i, (key, value)) in entries.iter().enumerate() {
         if entries.get(i + 1).is_some_and(|(next, _)| next == key) {
             continue; // a later member with the same key replaces this one
         }
         let name = key.trim();
-        match fields.iter().position(|f| name.eq_ignore_ascii_case(f)) {
+        // An exact match is the only possible one when there is one (the
+        // fields are distinct and lower-case).
+        let field =
+            fields.iter().position(|f| *f == name).or_else(|| fields.iter().position(|f| name.eq_ignore_ascii_case(f)));
+        match field {
             Some(f) if values[f].is_none() => values[f] = value.as_deref(),
             Some(_) => {}
             None => {
