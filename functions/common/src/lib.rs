@@ -58,6 +58,29 @@ retryability!(
     tvetl_core::compact::CompactionError
 );
 
+/// The `errorType` Lambda reports for a retryable failure, which retry
+/// policies (the state machine's `Retry`) match on.
+pub const RETRYABLE_ERROR_TYPE: &str = "tvetl.Retryable";
+/// The `errorType` of a failure that a retry cannot fix.
+pub const PERMANENT_ERROR_TYPE: &str = "tvetl.Permanent";
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = if error.is_retryable() { RETRYABLE_ERROR_TYPE } else { PERMANENT_ERROR_TYPE };
+        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: error.to_string() }
+    }
+}
+
+/// A handler's outcome as Lambda's answer: the response as JSON, or the
+/// error under its class's `errorType`.
+pub fn respond<T: serde::Serialize>(
+    outcome: Result<T, HandlerError>,
+) -> Result<serde_json::Value, lambda_runtime::Diagnostic> {
+    let response = outcome?;
+    serde_json::to_value(response)
+        .map_err(|e| HandlerError::Permanent(format!("the response does not serialize: {e}")).into())
+}
+
 /// Every core error becomes a handler error of its class, so `?` classifies.
 impl<E: Retryability> From<E> for HandlerError {
     fn from(error: E) -> Self {
@@ -66,5 +89,20 @@ impl<E: Retryability> From<E> for HandlerError {
         } else {
             HandlerError::Permanent(error.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_reach_lambda_under_their_class() {
+        let retryable: lambda_runtime::Diagnostic = HandlerError::Retryable("S3 503".into()).into();
+        assert_eq!(retryable.error_type, RETRYABLE_ERROR_TYPE);
+        assert_eq!(retryable.error_message, "retryable: S3 503");
+        let permanent = respond::<()>(Err(HandlerError::Permanent("no such key".into()))).unwrap_err();
+        assert_eq!(permanent.error_type, PERMANENT_ERROR_TYPE);
+        assert_eq!(respond(Ok(serde_json::json!({"a": 1}))).unwrap(), serde_json::json!({"a": 1}));
     }
 }

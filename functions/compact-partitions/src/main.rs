@@ -13,8 +13,7 @@ async fn main() -> Result<(), Error> {
     let function = CompactPartitions { clients: AwsClients::load().await, config: CompactConfig::from_env()? };
     let function = &function;
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| async move {
-        let response = function.handle().await?;
-        Ok::<_, Error>(serde_json::to_value(response)?)
+        tvetl_lambda::respond(function.handle().await)
     }))
     .await
 }

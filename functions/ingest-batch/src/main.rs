@@ -14,8 +14,7 @@ async fn main() -> Result<(), Error> {
     let function = IngestBatch { clients: AwsClients::load().await, config: IngestConfig::from_env()? };
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<S3Event>| async move {
-        let response = function.handle(&event.payload).await?;
-        Ok::<_, Error>(serde_json::to_value(response)?)
+        tvetl_lambda::respond(function.handle(&event.payload).await)
     }))
     .await
 }

@@ -13,8 +13,11 @@ async fn main() -> Result<(), Error> {
     let function = IngestStream { clients: AwsClients::load().await, config: IngestConfig::from_env()? };
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let event = StreamEvent::from_value(event.payload)?;
-        Ok::<_, Error>(function.handle(event).await?)
+        let outcome = match StreamEvent::from_value(event.payload) {
+            Ok(event) => function.handle(event).await,
+            Err(e) => Err(e),
+        };
+        tvetl_lambda::respond(outcome)
     }))
     .await
 }

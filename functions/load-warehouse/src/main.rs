@@ -13,8 +13,7 @@ async fn main() -> Result<(), Error> {
     let function = LoadWarehouse::new(AwsClients::load().await, LoadConfig::from_env()?);
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<LoadRequest>| async move {
-        let response = function.handle(&event.payload).await?;
-        Ok::<_, Error>(serde_json::to_value(response)?)
+        tvetl_lambda::respond(function.handle(&event.payload).await)
     }))
     .await
 }
