@@ -307,6 +307,104 @@ impl ObjectUpload for MemoryUpload<'_> {
     }
 }
 
+/// A [`MemoryObjectStore`] that fails on demand, retryably, the way S3 does
+/// once the SDK's retries are spent: commits after a budget of successes,
+/// deletes while told to. For tests and failure drills.
+#[derive(Debug)]
+pub struct FaultyObjectStore {
+    /// The objects, as the store holds them.
+    pub inner: MemoryObjectStore,
+    commits_left: std::sync::atomic::AtomicUsize,
+    deletes_fail: std::sync::atomic::AtomicBool,
+}
+
+impl Default for FaultyObjectStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FaultyObjectStore {
+    /// A store that does not fail until told to.
+    pub fn new() -> Self {
+        FaultyObjectStore {
+            inner: MemoryObjectStore::new(),
+            commits_left: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            deletes_fail: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Lets `successes` more uploads commit, then fails every commit.
+    pub fn fail_commits_after(&self, successes: usize) {
+        self.commits_left.store(successes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails every delete while `on`.
+    pub fn fail_deletes(&self, on: bool) {
+        self.deletes_fail.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.fail_commits_after(usize::MAX);
+        self.fail_deletes(false);
+    }
+
+    fn unavailable(key: &str) -> StoreError {
+        let message = "503 Slow Down (after the SDK's retries)".into();
+        StoreError::Service { key: key.to_owned(), message, retryable: true }
+    }
+}
+
+struct FaultyUpload<'s> {
+    inner: Box<dyn ObjectUpload + 's>,
+    store: &'s FaultyObjectStore,
+    key: String,
+}
+
+impl Write for FaultyUpload<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ObjectUpload for FaultyUpload<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let granted = self.store.commits_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            if left == usize::MAX { Some(left) } else { left.checked_sub(1) }
+        });
+        match granted {
+            Ok(_) => self.inner.commit(),
+            Err(_) => Err(FaultyObjectStore::unavailable(&self.key)),
+        }
+    }
+}
+
+impl ObjectStore for FaultyObjectStore {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(key)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        self.inner.open(key)
+    }
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        Ok(Box::new(FaultyUpload { inner: self.inner.create(key)?, store: self, key: key.to_owned() }))
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if self.deletes_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(FaultyObjectStore::unavailable(key));
+        }
+        self.inner.delete(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
-
-use common::{FaultyLake, MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
+use common::{MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
 use tvetl_core::Source;
 use tvetl_core::compact::{CompactionOptions, compact_table};
 use tvetl_core::staging::StagingOptions;
-use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore};
+use tvetl_core::store::{FaultyObjectStore, MemoryObjectStore, ObjectMeta, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
 /// 30 batches of 20 records over two shards and two days: 60 small files per
@@ -118,11 +116,11 @@ fn young_files_are_left_alone() {
 
 #[test]
 fn an_interrupted_compaction_is_finished_by_the_next_run() {
-    let lake = FaultyLake::new();
+    let lake = FaultyObjectStore::new();
     small_files(&lake);
     let before = content(&lake);
 
-    lake.deletes_fail.store(true, Ordering::SeqCst);
+    lake.fail_deletes(true);
     let error = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
     assert!(error.is_retryable(), "{error}");
     // Stopped after writing the first output: its rows are also still in
@@ -130,7 +128,7 @@ fn an_interrupted_compaction_is_finished_by_the_next_run() {
     assert_eq!(staged_files(&lake).len(), 61);
     assert_eq!(lake.list("compaction/").unwrap().len(), 1, "the journal says what to finish");
 
-    lake.deletes_fail.store(false, Ordering::SeqCst);
+    lake.fail_deletes(false);
     let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
     assert_eq!(report.recovered, 1);
     assert_eq!(staged_files(&lake).len(), 2);

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use common::{FaultyLake, JAN_1, MemoryCatalog, ids, seq, session, snapshot, staged_rows};
+use common::{JAN_1, MemoryCatalog, ids, seq, session, snapshot, staged_rows};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 use tvetl_core::staging::StagingOptions;
-use tvetl_core::store::{MemoryObjectStore, ObjectStore};
+use tvetl_core::store::{FaultyObjectStore, MemoryObjectStore, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
 struct Batch {
@@ -145,12 +145,12 @@ fn a_replayed_batch_writes_nothing_new() {
 /// `bisect_to` first, as with BisectBatchOnFunctionError).
 fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
     let batch = Batch::kinesis(&mixed_lines());
-    let lake = FaultyLake::new();
+    let lake = FaultyObjectStore::new();
     let catalog = MemoryCatalog::default();
     let options = StagingOptions::default();
     let all = batch.data.len();
 
-    lake.commits_left.store(successes, Ordering::SeqCst);
+    lake.fail_commits_after(successes);
     let (first, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
     let failure = failure.expect("the lake fails part-way");
     assert!(failure.error.is_retryable());
@@ -161,7 +161,7 @@ fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
     assert_eq!(failure.position, group_starts[successes], "the first record of the failed group");
     assert_eq!(first.staged.len() + first.quarantined.len(), successes);
 
-    lake.commits_left.store(usize::MAX, Ordering::SeqCst);
+    lake.heal();
     let from = batch.index_of(&failure.position);
     let mut already = 0;
     if let Some(to) = bisect_to {

@@ -263,42 +263,8 @@ mod tests {
         assert!(StreamEvent::from_value(serde_json::json!({"detail": {}})).is_err());
     }
 
-    use std::io::Read;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use tvetl_core::catalog::FileCatalog;
-    use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectUpload, StoreError};
-
-    /// A lake that refuses new objects while `down` is set.
-    #[derive(Default)]
-    struct Outage {
-        inner: MemoryObjectStore,
-        down: AtomicBool,
-    }
-
-    impl ObjectStore for Outage {
-        fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-            self.inner.list(prefix)
-        }
-        fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-            self.inner.head(key)
-        }
-        fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-            self.inner.open(key)
-        }
-        fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(StoreError::Service {
-                    key: key.into(),
-                    message: "503 Service Unavailable".into(),
-                    retryable: true,
-                });
-            }
-            self.inner.create(key)
-        }
-        fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key)
-        }
-    }
+    use tvetl_core::store::{FaultyObjectStore, MemoryObjectStore};
 
     fn kafka_fixture(name: &str) -> KafkaEvent {
         let text = match name {
@@ -353,14 +319,14 @@ mod tests {
     fn a_kafka_batch_that_stops_is_an_error_and_its_retry_writes_each_record_once() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = FileCatalog::new(dir.path().join("catalog.json"));
-        let lake = Outage::default();
+        let lake = FaultyObjectStore::new();
         let batches = kafka_batches(&kafka_fixture("viewing"));
-        lake.down.store(true, Ordering::SeqCst);
+        lake.fail_commits_after(0);
         let error = kafka_result(&ingest_batches(&lake, &catalog, &batches)).unwrap_err();
         assert!(error.is_retryable(), "{error}");
         assert!(error.to_string().contains("tvetl.views/0 stopped at offset 41"), "{error}");
 
-        lake.down.store(false, Ordering::SeqCst);
+        lake.heal();
         assert!(kafka_result(&ingest_batches(&lake, &catalog, &batches)).is_ok());
         let replay = ingest_batches(&lake, &catalog, &batches);
         assert_eq!(replay.iter().map(|o| o.report.already_written).sum::<u64>(), 3);
@@ -371,18 +337,18 @@ mod tests {
     fn a_stopped_kinesis_shard_is_reported_by_its_first_unwritten_record() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = FileCatalog::new(dir.path().join("catalog.json"));
-        let lake = Outage::default();
+        let lake = FaultyObjectStore::new();
         let event: KinesisEvent =
             serde_json::from_str(include_str!("../../../infra/events/kinesis-viewing.json")).unwrap();
         let batches = kinesis_batches(&event).unwrap();
-        lake.down.store(true, Ordering::SeqCst);
+        lake.fail_commits_after(0);
         let response = serde_json::to_value(kinesis_response(&ingest_batches(&lake, &catalog, &batches))).unwrap();
         // Nothing could be written, so the shard stops at its first record.
         assert_eq!(
             response,
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "49590338271490256608559692538361571095921575989136588898"}]})
         );
-        lake.down.store(false, Ordering::SeqCst);
+        lake.heal();
         let response = serde_json::to_value(kinesis_response(&ingest_batches(&lake, &catalog, &batches))).unwrap();
         assert_eq!(response, serde_json::json!({"batchItemFailures": []}));
     }

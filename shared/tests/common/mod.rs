@@ -4,16 +4,16 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tvetl_core::catalog::{Catalog, CatalogError};
 use tvetl_core::schema::TableDef;
-use tvetl_core::store::{MemoryObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
+use tvetl_core::store::ObjectStore;
 
 /// 2024-01-01T00:00:00Z in seconds.
 pub const JAN_1: i64 = 1_704_067_200;
@@ -115,75 +115,4 @@ pub fn ids(rows: &[StagedRow]) -> Vec<String> {
 /// Every object's key and version.
 pub fn snapshot(lake: &dyn ObjectStore) -> Vec<(String, String)> {
     lake.list("").unwrap().into_iter().map(|m| (m.key, m.version)).collect()
-}
-
-/// A lake in memory that fails on demand, retryably, as S3 does once the
-/// SDK's retries are spent: commits after `commits_left` successes, and
-/// deletes while `deletes_fail` is set.
-pub struct FaultyLake {
-    pub inner: MemoryObjectStore,
-    pub commits_left: AtomicUsize,
-    pub deletes_fail: AtomicBool,
-}
-
-impl FaultyLake {
-    pub fn new() -> Self {
-        FaultyLake {
-            inner: MemoryObjectStore::new(),
-            commits_left: AtomicUsize::new(usize::MAX),
-            deletes_fail: AtomicBool::new(false),
-        }
-    }
-
-    fn unavailable(key: &str) -> StoreError {
-        let message = "503 Slow Down (after the SDK's retries)".into();
-        StoreError::Service { key: key.to_owned(), message, retryable: true }
-    }
-}
-
-struct FaultyUpload<'s> {
-    inner: Box<dyn ObjectUpload + 's>,
-    lake: &'s FaultyLake,
-    key: String,
-}
-
-impl Write for FaultyUpload<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl ObjectUpload for FaultyUpload<'_> {
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let left = self.lake.commits_left.load(Ordering::SeqCst);
-        if left == 0 {
-            return Err(FaultyLake::unavailable(&self.key));
-        }
-        self.lake.commits_left.store(left.saturating_sub(1), Ordering::SeqCst);
-        self.inner.commit()
-    }
-}
-
-impl ObjectStore for FaultyLake {
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.inner.list(prefix)
-    }
-    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(key)
-    }
-    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        self.inner.open(key)
-    }
-    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
-        Ok(Box::new(FaultyUpload { inner: self.inner.create(key)?, lake: self, key: key.to_owned() }))
-    }
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        if self.deletes_fail.load(Ordering::SeqCst) {
-            return Err(FaultyLake::unavailable(key));
-        }
-        self.inner.delete(key)
-    }
 }
