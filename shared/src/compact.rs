@@ -34,13 +34,12 @@ use std::io::Read;
 
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::KeyValue;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::IngestError;
 use crate::source::Source;
-use crate::staging::{StagingOptions, WrittenFile, writer_properties};
+use crate::staging::{StagingOptions, WrittenFile, lineage_metadata, writer_properties};
 use crate::store::{ObjectMeta, ObjectStore, StoreError};
 
 /// Name prefix of compaction outputs.
@@ -185,11 +184,7 @@ fn compact_bin(
     let journal = Journal { output: output.clone(), members };
     lake.put(&journal_key, &serde_json::to_vec_pretty(&journal).expect("journal serializes"))?;
 
-    let metadata = vec![
-        KeyValue::new("tvetl.source_key".to_owned(), "compaction".to_owned()),
-        KeyValue::new("tvetl.source_version".to_owned(), id),
-    ];
-    let props = writer_properties(&options.staging, metadata);
+    let props = writer_properties(&options.staging, lineage_metadata("compaction", &id));
     let schema = crate::schema::staging_schema(source);
     let mut writer = ArrowWriter::try_new(lake.create(&output)?, schema.clone(), Some(props))?;
     let mut expected = 0u64;
@@ -203,7 +198,8 @@ fn compact_bin(
         expected += reader.metadata().file_metadata().num_rows() as u64;
         for batch in reader.build()? {
             let batch = batch.map_err(IngestError::Arrow)?;
-            // Files of older schema versions are cast by column name.
+            // Columns are taken by name, so a member whose columns come in
+            // another order still merges (and one lacking a column fails).
             let batch = arrow_array::RecordBatch::try_new(
                 schema.clone(),
                 schema

@@ -196,6 +196,15 @@ impl BatchBuilder for TextBatch {
     }
 }
 
+/// The key-value metadata naming a staging file's input, which readers see
+/// without reading the rows.
+pub fn lineage_metadata(source_key: &str, source_version: &str) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("tvetl.source_key".to_owned(), source_key.to_owned()),
+        KeyValue::new("tvetl.source_version".to_owned(), source_version.to_owned()),
+    ]
+}
+
 /// The Parquet settings of every staging file, with `metadata` as its
 /// key-value metadata.
 pub fn writer_properties(options: &StagingOptions, metadata: Vec<KeyValue>) -> WriterProperties {
@@ -255,31 +264,11 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
         options: &StagingOptions,
         new_rows: impl Fn() -> B + Send + 's,
     ) -> Self {
-        let file_name = format!("part-{}.parquet", output_id(step, object));
-        Self::named(store, source, file_name, &object.key, &object.version, options, new_rows)
-    }
-
-    /// A writer whose files are named `file_name` in every partition, for
-    /// inputs that are not objects (a stream's sequence range).
-    /// `source_key` and `source_version` go into the files' metadata.
-    pub fn named(
-        store: &'s dyn ObjectStore,
-        source: Source,
-        file_name: String,
-        source_key: &str,
-        source_version: &str,
-        options: &StagingOptions,
-        new_rows: impl Fn() -> B + Send + 's,
-    ) -> Self {
-        let lineage = vec![
-            KeyValue::new("tvetl.source_key".to_owned(), source_key.to_owned()),
-            KeyValue::new("tvetl.source_version".to_owned(), source_version.to_owned()),
-        ];
-        let props = writer_properties(options, lineage);
+        let props = writer_properties(options, lineage_metadata(&object.key, &object.version));
         PartitionWriter {
             store,
             source,
-            file_name,
+            file_name: format!("part-{}.parquet", output_id(step, object)),
             schema: staging_schema(source),
             props,
             batch_rows: options.batch_rows,
@@ -290,10 +279,7 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
 
     /// The lake key of a partition's file.
     pub fn key_of(&self, day: Option<i32>) -> String {
-        match day {
-            Some(d) => format!("staging/{}/event_date={}/{}", self.source.name(), format_day(d), self.file_name),
-            None => format!("staging/{}/{}", self.source.name(), self.file_name),
-        }
+        format!("{}/{}", staging_dir(self.source, day), self.file_name)
     }
 
     /// Adds a row to partition `day` (`None` for unpartitioned tables).
@@ -381,6 +367,19 @@ impl<'s> QuarantineWriter<'s> {
 
 /// `quarantine/<source>/ingest_date=YYYY-MM-DD` for an input object.
 pub fn quarantine_prefix(source: Source, object: &ObjectMeta) -> String {
-    let day = crate::timestamp::utc_day(object.last_modified_us);
+    quarantine_dir(source, crate::timestamp::utc_day(object.last_modified_us))
+}
+
+/// The lake folder of a staging partition: `staging/<source>/event_date=YYYY-MM-DD`,
+/// or `staging/<source>` for unpartitioned tables (`day` `None`).
+pub fn staging_dir(source: Source, day: Option<i32>) -> String {
+    match day {
+        Some(d) => format!("staging/{}/event_date={}", source.name(), format_day(d)),
+        None => format!("staging/{}", source.name()),
+    }
+}
+
+/// The lake folder of a quarantine day: `quarantine/<source>/ingest_date=YYYY-MM-DD`.
+pub fn quarantine_dir(source: Source, day: i32) -> String {
     format!("quarantine/{}/ingest_date={}", source.name(), format_day(day))
 }

@@ -35,7 +35,6 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::KeyValue;
 
 use serde::Serialize;
 
@@ -47,8 +46,8 @@ use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPo
 use crate::schema::{staging_schema, table_def};
 use crate::source::{InputFormat, Source};
 use crate::staging::{
-    BatchBuilder, Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile,
-    writer_properties,
+    BatchBuilder, Lineage, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile, lineage_metadata,
+    quarantine_dir, staging_dir, writer_properties,
 };
 use crate::store::ObjectStore;
 use crate::timestamp::{format_day, utc_day};
@@ -90,6 +89,12 @@ impl ShardId {
     /// other.
     fn stem(&self) -> String {
         format!("{}~{}~{}", self.kind.name(), self.stream, self.shard)
+    }
+
+    /// `kinesis/<stream>/<shard>`: the source key of its quarantined records,
+    /// and (with a file's range) of its staged rows.
+    fn source_key(&self) -> String {
+        format!("{}/{}/{}", self.kind.name(), self.stream, self.shard)
     }
 
     /// The position as it appears in object names: offsets are zero-padded
@@ -174,19 +179,36 @@ enum Target {
     Quarantine(i32),
 }
 
-/// One target's records that this call writes.
+/// One target's records.
 struct Group {
     target: Target,
-    /// Indexes (into the sorted records) whose lines go to this target, in
-    /// order; `written` marks those an earlier attempt already wrote.
-    members: Vec<(usize, bool)>,
+    /// The records with lines for this target, in position order.
+    members: Vec<Member>,
+}
+
+/// A record with lines for a group's target.
+struct Member {
+    /// Index into the sorted records.
+    index: usize,
+    /// How many of its lines go to the target.
+    lines: u64,
+    /// True when an earlier attempt already wrote it.
+    written: bool,
 }
 
 impl Group {
     fn pending(&self) -> impl Iterator<Item = usize> + '_ {
-        self.members.iter().filter(|(_, written)| !written).map(|(i, _)| *i)
+        self.members.iter().filter(|m| !m.written).map(|m| m.index)
+    }
+
+    fn first(&self) -> usize {
+        self.members[0].index
     }
 }
+
+/// Lineage of rows decoded before their file is named; [`write_rows`] fills
+/// it in.
+const UNNAMED: Lineage<'static> = Lineage { key: "", version: "", record_no: 0 };
 
 /// Ingests one batch of one shard's records into the `lake`, registering the
 /// staging partitions in `catalog`.
@@ -211,21 +233,22 @@ pub fn ingest_stream_batch(
     // no record is decoded twice.
     let mut groups: BTreeMap<Target, Group> = BTreeMap::new();
     let mut decoded: BTreeMap<i32, SessionBatch> = BTreeMap::new();
-    let mut targets: Vec<Target> = Vec::with_capacity(2);
-    for (i, record) in sorted.iter().enumerate() {
+    let mut targets: Vec<(Target, u64)> = Vec::with_capacity(2);
+    for (index, record) in sorted.iter().enumerate() {
         targets.clear();
-        each_line(shard, record, |line| {
+        each_line(&stem, record, |line| {
             if let Line::Accepted(session) = &line {
-                let rows = decoded.entry(utc_day(session.start_us)).or_default();
-                rows.append(session, Lineage { key: "", version: "", record_no: 0 });
+                decoded.entry(utc_day(session.start_us)).or_default().append(session, UNNAMED);
             }
             let target = line.target(record);
-            if !targets.contains(&target) {
-                targets.push(target);
+            match targets.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, lines)) => *lines += 1,
+                None => targets.push((target, 1)),
             }
         });
-        for &target in &targets {
-            groups.entry(target).or_insert_with(|| Group { target, members: Vec::new() }).members.push((i, false));
+        for &(target, lines) in &targets {
+            let group = groups.entry(target).or_insert_with(|| Group { target, members: Vec::new() });
+            group.members.push(Member { index, lines, written: false });
         }
     }
 
@@ -237,24 +260,24 @@ pub fn ingest_stream_batch(
         let written = match written_ranges(lake, &dir, &stem) {
             Ok(ranges) => ranges,
             Err(error) => {
-                let position = sorted[group.members[0].0].position.clone();
+                let position = sorted[group.first()].position.clone();
                 return (report, Some(StreamFailure { position, error: error.into() }));
             }
         };
-        for (i, done) in &mut group.members {
-            let name = shard.name_position(&sorted[*i].position);
-            *done = written.iter().any(|(first, last)| {
+        for member in &mut group.members {
+            let name = shard.name_position(&sorted[member.index].position);
+            member.written = written.iter().any(|(first, last)| {
                 position_order(first, &name) != Ordering::Greater && position_order(&name, last) != Ordering::Greater
             });
         }
         ordered.push(group);
     }
-    ordered.sort_by_key(|g| g.members[0].0);
+    ordered.sort_by_key(Group::first);
 
     let table = table_def(source);
     let mut table_ready = false;
     for group in &ordered {
-        let untouched = group.members.iter().all(|(_, written)| !written);
+        let untouched = group.members.iter().all(|m| !m.written);
         let prebuilt = match group.target {
             Target::Staging(day) if untouched => decoded.remove(&day),
             _ => None,
@@ -272,7 +295,7 @@ pub fn ingest_stream_batch(
             Ok(())
         });
         if let Err(error) = result {
-            let position = sorted[group.members[0].0].position.clone();
+            let position = sorted[group.first()].position.clone();
             return (report, Some(StreamFailure { position, error }));
         }
     }
@@ -292,64 +315,47 @@ fn write_group(
     staging: &StagingOptions,
     report: &mut StreamReport,
 ) -> Result<(), StreamError> {
-    let source = Source::Viewership;
+    report.already_written += group.members.iter().filter(|m| m.written).map(|m| m.lines).sum::<u64>();
     let pending: Vec<usize> = group.pending().collect();
-    // Lines of already-written records are counted once, here.
-    for (i, _) in group.members.iter().filter(|(_, written)| *written) {
-        each_line(shard, sorted[*i], |line| {
-            if line.target(sorted[*i]) == group.target {
-                report.already_written += 1;
-            }
-        });
-    }
     let (Some(&first), Some(&last)) = (pending.first(), pending.last()) else {
         return Ok(());
     };
     let range =
         format!("{}-{}", shard.name_position(&sorted[first].position), shard.name_position(&sorted[last].position));
-    let dir = target_dir(source, group.target);
+    let dir = target_dir(Source::Viewership, group.target);
     let mut counts = RecordCounts::default();
     match group.target {
-        Target::Staging(day) if prebuilt.is_some() => {
-            let lineage_key = format!("{}/{}/{}/{range}", shard.kind.name(), shard.stream, shard.shard);
+        Target::Staging(day) => {
+            // After a partial write, only the pending records are decoded
+            // again; otherwise the rows decoded while grouping are used.
+            let mut rows = prebuilt.unwrap_or_else(|| {
+                let mut rows = SessionBatch::default();
+                for &i in &pending {
+                    each_line(stem, sorted[i], |line| {
+                        if let Line::Accepted(session) = &line
+                            && utc_day(session.start_us) == day
+                        {
+                            rows.append(session, UNNAMED);
+                        }
+                    });
+                }
+                rows
+            });
+            let lineage_key = format!("{}/{range}", shard.source_key());
             let key = format!("{dir}/{stem}~{range}.parquet");
-            let mut rows = prebuilt.expect("checked by the guard");
             let rows = write_rows(lake, &key, &mut rows, &lineage_key, &range, staging)?;
             counts.rows_read += rows;
             counts.rows_accepted += rows;
             report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });
         }
-        Target::Staging(day) => {
-            let lineage_key = format!("{}/{}/{}/{range}", shard.kind.name(), shard.stream, shard.shard);
-            let file_name = format!("{stem}~{range}.parquet");
-            let mut writer =
-                PartitionWriter::named(lake, source, file_name, &lineage_key, &range, staging, SessionBatch::default);
-            let mut record_no = 0u64;
-            for &i in &pending {
-                let mut pushed: Result<(), IngestError> = Ok(());
-                each_line(shard, sorted[i], |line| {
-                    if let (Line::Accepted(session), Ok(())) = (&line, &pushed)
-                        && utc_day(session.start_us) == day
-                    {
-                        record_no += 1;
-                        counts.rows_read += 1;
-                        counts.rows_accepted += 1;
-                        let lineage = Lineage { key: &lineage_key, version: &range, record_no };
-                        pushed = writer.push(Some(day), |rows| rows.append(session, lineage));
-                    }
-                });
-                pushed?;
-            }
-            report.staged.extend(writer.finish()?);
-        }
         Target::Quarantine(_) => {
             let key = format!("{dir}/{stem}~{range}.jsonl");
-            let mut writer = QuarantineWriter::at(lake, key.clone());
-            let source_key = format!("{}/{}/{}", shard.kind.name(), shard.stream, shard.shard);
+            let mut writer = QuarantineWriter::at(lake, key);
+            let source_key = shard.source_key();
             for &i in &pending {
                 let record = sorted[i];
                 let mut written: Result<(), IngestError> = Ok(());
-                each_line(shard, record, |line| {
+                each_line(stem, record, |line| {
                     if let (Line::Rejected { record_no, line, rejection, original }, Ok(())) = (&line, &written) {
                         counts.rows_read += 1;
                         counts.quarantined.add(rejection.reason);
@@ -401,11 +407,8 @@ fn write_rows(
     columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(range, n)));
     columns[width - 1] = Arc::new(Int64Array::from_iter_values(1..=n as i64));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let metadata = vec![
-        KeyValue::new("tvetl.source_key".to_owned(), lineage_key.to_owned()),
-        KeyValue::new("tvetl.source_version".to_owned(), range.to_owned()),
-    ];
-    let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(writer_properties(staging, metadata)))?;
+    let props = writer_properties(staging, lineage_metadata(lineage_key, range));
+    let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(props))?;
     writer.write(&batch)?;
     writer.into_inner()?.commit()?;
     Ok(n as u64)
@@ -428,8 +431,8 @@ impl Line<'_> {
 
 /// Decodes and validates every line of a record. A record with no line at
 /// all is one malformed line, so that nothing disappears silently.
-fn each_line(shard: &ShardId, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line<'_>)) {
-    let key = format!("{}~{}", shard.stem(), record.position);
+fn each_line(stem: &str, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line<'_>)) {
+    let key = format!("{stem}~{}", record.position);
     let fields = Source::Viewership.fields();
     let mut lines = 0u64;
     let decoded = decode_slice(&key, record.data, InputFormat::JsonLines, fields, |r| {
@@ -475,8 +478,8 @@ fn each_line(shard: &ShardId, record: &StreamRecord<'_>, mut on_line: impl FnMut
 /// The folder of a target's objects.
 fn target_dir(source: Source, target: Target) -> String {
     match target {
-        Target::Staging(day) => format!("staging/{}/event_date={}", source.name(), format_day(day)),
-        Target::Quarantine(day) => format!("quarantine/{}/ingest_date={}", source.name(), format_day(day)),
+        Target::Staging(day) => staging_dir(source, Some(day)),
+        Target::Quarantine(day) => quarantine_dir(source, day),
     }
 }
 

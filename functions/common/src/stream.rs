@@ -266,6 +266,13 @@ mod tests {
     use tvetl_core::catalog::FileCatalog;
     use tvetl_core::store::{FaultyObjectStore, MemoryObjectStore};
 
+    /// A catalog file in a temporary folder (kept while the folder lives).
+    fn file_catalog() -> (tempfile::TempDir, FileCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        (dir, catalog)
+    }
+
     fn kafka_fixture(name: &str) -> KafkaEvent {
         let text = match name {
             "viewing" => include_str!("../../../infra/events/kafka-viewing.json"),
@@ -276,8 +283,7 @@ mod tests {
 
     #[test]
     fn kafka_partitions_land_as_files_named_by_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        let (_dir, catalog) = file_catalog();
         let lake = MemoryObjectStore::new();
         let outcomes = ingest_batches(&lake, &catalog, &kafka_batches(&kafka_fixture("viewing")));
         assert!(kafka_result(&outcomes).is_ok());
@@ -299,8 +305,7 @@ mod tests {
 
     #[test]
     fn the_msk_example_value_is_not_a_session_and_is_quarantined() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        let (_dir, catalog) = file_catalog();
         let lake = MemoryObjectStore::new();
         let outcomes = ingest_batches(&lake, &catalog, &kafka_batches(&kafka_fixture("msk")));
         assert!(kafka_result(&outcomes).is_ok());
@@ -317,8 +322,7 @@ mod tests {
 
     #[test]
     fn a_kafka_batch_that_stops_is_an_error_and_its_retry_writes_each_record_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        let (_dir, catalog) = file_catalog();
         let lake = FaultyObjectStore::new();
         let batches = kafka_batches(&kafka_fixture("viewing"));
         lake.fail_commits_after(0);
@@ -335,8 +339,7 @@ mod tests {
 
     #[test]
     fn a_stopped_kinesis_shard_is_reported_by_its_first_unwritten_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        let (_dir, catalog) = file_catalog();
         let lake = FaultyObjectStore::new();
         let event: KinesisEvent =
             serde_json::from_str(include_str!("../../../infra/events/kinesis-viewing.json")).unwrap();
