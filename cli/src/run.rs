@@ -181,6 +181,13 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         loads.insert(source, LoadStats::from_result(&result)?);
     }
 
+    let warehouse_seconds = started.elapsed().as_secs_f64();
+    let closing = std::time::Instant::now();
+    drop(warehouse);
+    if std::env::var_os("TVETL_SQL_TIMINGS").is_some() {
+        eprintln!("{:>8.3}s  (closing the warehouse)", closing.elapsed().as_secs_f64());
+    }
+
     Ok(RunSummary {
         rows_read: sessions.rows_read,
         rows_accepted: sessions.rows_accepted,
@@ -190,7 +197,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         dimensions,
         loads,
         unknown_columns,
-        seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: started.elapsed().as_secs_f64() },
+        seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds },
     })
 }
 

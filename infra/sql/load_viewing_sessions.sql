@@ -33,29 +33,27 @@ FROM staging.viewing_sessions
 GROUP BY source_key, source_version, CAST(start_time AS DATE);
 
 -- Last delivery wins: the later object key (byte-wise), then the later record.
--- Only repeated ids need ranking: their latest deliveries replace all their
--- staged rows, and the rest (most rows) stay as they are.
-DROP TABLE IF EXISTS latest_deliveries;
-CREATE TEMP TABLE latest_deliveries AS
-SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
-       duration_seconds, platform, source_key, source_version, source_record_no
+-- Only repeated ids need ranking, and only by where each delivery came from:
+-- the deliveries they supersede are deleted from staging, and the rest (most
+-- rows) stay where they are. (source_key, source_version, source_record_no)
+-- names one staged row: a record number is unique within an object version.
+DROP TABLE IF EXISTS superseded_deliveries;
+CREATE TEMP TABLE superseded_deliveries AS
+SELECT event_id, source_key, source_version, source_record_no
 FROM (
-    SELECT s.*,
+    SELECT s.event_id, s.source_key, s.source_version, s.source_record_no,
            ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key DESC, s.source_record_no DESC) AS delivery_rank
     FROM staging.viewing_sessions s
     JOIN repeated_ids r ON s.event_id = r.event_id
 ) ranked
-WHERE delivery_rank = 1;
+WHERE delivery_rank > 1;
 
-DELETE FROM staging.viewing_sessions WHERE event_id IN (SELECT event_id FROM repeated_ids);
-
-INSERT INTO staging.viewing_sessions (
-    event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
-    duration_seconds, platform, source_key, source_version, source_record_no
-)
-SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time,
-       duration_seconds, platform, source_key, source_version, source_record_no
-FROM latest_deliveries;
+DELETE FROM staging.viewing_sessions
+USING superseded_deliveries d
+WHERE staging.viewing_sessions.event_id = d.event_id
+  AND staging.viewing_sessions.source_key = d.source_key
+  AND staging.viewing_sessions.source_version = d.source_version
+  AND staging.viewing_sessions.source_record_no = d.source_record_no;
 
 -- Days whose analytics change: those of the new sessions (now all that is
 -- staged) and of the versions they replace.
@@ -117,7 +115,7 @@ FROM load_counts
 WHERE rows_merged > 0;
 
 DELETE FROM staging.viewing_sessions;
-DROP TABLE latest_deliveries;
+DROP TABLE superseded_deliveries;
 DROP TABLE repeated_ids;
 DROP TABLE touched_days;
 DROP TABLE load_stats;
