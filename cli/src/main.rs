@@ -5,6 +5,7 @@
 //! warehouse SQL are the ones the Lambdas run.
 
 mod chart;
+mod cpu;
 mod generate;
 mod report;
 mod run;

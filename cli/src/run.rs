@@ -16,6 +16,7 @@ use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
 use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements};
 
+use crate::cpu::Stopwatch;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
 
 /// Where the local lake keeps what is not a lake object.
@@ -57,11 +58,13 @@ pub struct RunSummary {
     pub seconds: PhaseSeconds,
 }
 
-/// Wall-clock seconds of a run's phases.
+/// Seconds of a run's phases: wall clock, and CPU over all threads.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PhaseSeconds {
     pub ingest: f64,
     pub warehouse: f64,
+    pub ingest_cpu: f64,
+    pub warehouse_cpu: f64,
 }
 
 /// Options of a run.
@@ -97,7 +100,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
     objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
 
-    let started = std::time::Instant::now();
+    let ingest_watch = Stopwatch::start();
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
     let bar = if options.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
     if options.progress {
@@ -166,8 +169,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
 
-    let ingest_seconds = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
+    let (ingest_seconds, ingest_cpu) = (ingest_watch.wall(), ingest_watch.cpu());
+    let warehouse_watch = Stopwatch::start();
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
@@ -181,12 +184,10 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         loads.insert(source, LoadStats::from_result(&result)?);
     }
 
-    let warehouse_seconds = started.elapsed().as_secs_f64();
-    let closing = std::time::Instant::now();
+    let closing = Stopwatch::start();
     drop(warehouse);
-    if std::env::var_os("TVETL_SQL_TIMINGS").is_some() {
-        eprintln!("{:>8.3}s  (closing the warehouse)", closing.elapsed().as_secs_f64());
-    }
+    crate::warehouse::report_timing(&closing, "(closing the warehouse)");
+    let (warehouse_seconds, warehouse_cpu) = (warehouse_watch.wall(), warehouse_watch.cpu());
 
     Ok(RunSummary {
         rows_read: sessions.rows_read,
@@ -197,7 +198,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         dimensions,
         loads,
         unknown_columns,
-        seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds },
+        seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
 }
 

@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use crate::cpu::Stopwatch;
 use duckdb::Connection;
 use duckdb::types::ValueRef;
 use serde_json::Value;
@@ -175,6 +176,17 @@ fn run_query(conn: &Connection, index: usize, sql: &str) -> Result<ResultSet, Wa
     Ok(out)
 }
 
+/// With `TVETL_SQL_TIMINGS` set, prints the wall and CPU seconds a statement
+/// took, and its first words, on stderr.
+pub fn report_timing(watch: &Stopwatch, sql: &str) {
+    static ENABLED: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var_os("TVETL_SQL_TIMINGS").is_some());
+    if *ENABLED {
+        let head: String = sql.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+        eprintln!("{:>8.3}s wall {:>8.3}s cpu  {head}", watch.wall(), watch.cpu());
+    }
+}
+
 fn is_query(sql: &str) -> bool {
     let head = sql.trim_start().get(..6).unwrap_or("");
     head.eq_ignore_ascii_case("select") || sql.trim_start().to_ascii_lowercase().starts_with("with ")
@@ -186,21 +198,19 @@ impl DuckDbWarehouse {
     fn transaction(&mut self, statements: &[String], local_staging: bool) -> Result<ResultSet, WarehouseError> {
         let tx = self.conn.transaction().map_err(|e| engine_error(0, "BEGIN", e))?;
         let mut last = ResultSet::default();
-        let timings = std::env::var_os("TVETL_SQL_TIMINGS").is_some();
         for (index, sql) in statements.iter().enumerate() {
-            let started = std::time::Instant::now();
+            let watch = Stopwatch::start();
             let sql = &*if local_staging { with_local_staging(sql) } else { Cow::Borrowed(sql.as_str()) };
             if index + 1 == statements.len() && is_query(sql) {
                 last = run_query(&tx, index, sql)?;
             } else {
                 tx.execute_batch(sql).map_err(|e| engine_error(index, sql, e))?;
             }
-            if timings {
-                let head: String = sql.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
-                eprintln!("{:>8.3}s  {head}", started.elapsed().as_secs_f64());
-            }
+            report_timing(&watch, sql);
         }
+        let watch = Stopwatch::start();
         tx.commit().map_err(|e| engine_error(statements.len(), "COMMIT", e))?;
+        report_timing(&watch, "COMMIT");
         Ok(last)
     }
 }
