@@ -140,7 +140,10 @@ impl LocalObjectStore {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(rel, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name.starts_with('_') {
+            // Every object is listed, hidden-looking names included (S3 has
+            // none, and a raw file named `_late.csv` must still load), except
+            // this store's own uploads in flight.
+            if is_upload_in_flight(&name) {
                 continue;
             }
             let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
@@ -179,7 +182,7 @@ impl ObjectStore for LocalObjectStore {
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(key, e))?;
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let temp = dir.join(upload_temp_name(&name));
         let file = File::create(&temp).map_err(|e| StoreError::io(key, e))?;
         Ok(Box::new(LocalUpload { key: key.to_owned(), temp, target, file: Some(std::io::BufWriter::new(file)) }))
     }
@@ -190,6 +193,21 @@ impl ObjectStore for LocalObjectStore {
             _ => Ok(()),
         }
     }
+}
+
+/// The temporary name an upload of `name` is written under until commit.
+fn upload_temp_name(name: &str) -> String {
+    format!(".{name}{UPLOAD_TEMP_MARK}{}", std::process::id())
+}
+
+const UPLOAD_TEMP_MARK: &str = ".tmp-";
+
+/// Whether a file name is an upload's temporary name (`.<name>.tmp-<pid>`),
+/// left by a writer still at work or one that died before commit.
+fn is_upload_in_flight(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(UPLOAD_TEMP_MARK))
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 struct LocalUpload {
@@ -427,6 +445,23 @@ mod tests {
         drop(dropped);
         assert_eq!(store.list("").unwrap().len(), 1, "an uncommitted upload leaves nothing");
         assert!(matches!(store.head("a/c.txt"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn hidden_looking_names_are_objects_and_uploads_in_flight_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        for key in ["v/_late.csv", "v/.early.csv", "v/_incoming/z.csv", "v/a.csv"] {
+            store.put(key, b"x").unwrap();
+        }
+        let _writing = store.create("v/b.csv").unwrap();
+        std::fs::write(dir.path().join("v/.c.csv.tmp-77"), b"left by a crash").unwrap();
+        let keys: Vec<_> = store.list("v/").unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["v/.early.csv", "v/_incoming/z.csv", "v/_late.csv", "v/a.csv"]);
+        assert!(is_upload_in_flight(".b.csv.tmp-123"));
+        assert!(!is_upload_in_flight(".b.csv.tmp-"));
+        assert!(!is_upload_in_flight("b.csv.tmp-1"));
+        assert!(!is_upload_in_flight(".tmp-notes"));
     }
 
     #[test]

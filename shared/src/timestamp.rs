@@ -71,9 +71,16 @@ pub fn format_day(day: i32) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
-/// Day number (days since the Unix epoch) of a `YYYY-MM-DD` date.
+/// Day number (days since the Unix epoch) of a `YYYY-MM-DD` date, written
+/// exactly so (`2024-1-2` is refused, as it would be echoed back unpadded).
 pub fn parse_day(text: &str) -> Option<i32> {
     use chrono::Datelike;
+    let b = text.as_bytes();
+    let layout_ok = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if !layout_ok {
+        return None;
+    }
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     Some(date.num_days_from_ce() - EPOCH_DAYS_FROM_CE)
 }
@@ -136,6 +143,9 @@ mod tests {
         assert_eq!(utc_day(T0), 19_723);
         assert_eq!(format_day(19_723), "2024-01-01");
         assert_eq!(parse_day("2024-01-01"), Some(19_723));
+        for loose in ["2024-1-1", "2024-01-1", " 2024-01-01", "2024/01/01", "2024-02-30", "+2024-01-01"] {
+            assert_eq!(parse_day(loose), None, "{loose:?}");
+        }
         assert_eq!(utc_day(-1), -1);
         assert_eq!(format_day(-1), "1969-12-31");
     }
