@@ -11,6 +11,11 @@ source scripts/env.sh
 # engine a second time.
 cargo test -p tvetl-core -p tvetl "$@"
 
+# An independent oracle written from the data contract alone (stdlib Python):
+# its own dirty datasets and single-defect probes, its own answers, compared
+# with `tvetl run` and both reports.
+TVETL="$CARGO_TARGET_DIR/debug/tvetl" tests/oracle/check.sh
+
 scripts/emulator.sh start >/dev/null
 trap 'scripts/emulator.sh standin-stop; scripts/emulator.sh stop' EXIT
 # A small page size, so the SDK's result paging is exercised.

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Comparisons used by check.sh (stdlib only).
+
+  compare.py selfcheck --truth T --oracle O
+      generator intent vs oracle re-parse (catches oracle/generator bugs)
+  compare.py tvetl --oracle O --dir OUT [--runs N] [--lenient-dups-after-first]
+      oracle vs tvetl's outputs saved by check.sh in OUT:
+        run-<i>.json, avg.json, top-<date>.json (default limit), topall-<date>.json (--limit 100000)
+      and tvetl's per-record quarantine files under OUT/lake/quarantine/viewership/.
+Prints one line per mismatch; exit status 1 if any.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+CODES = ["MALFORMED", "MISSING_FIELD", "BAD_TIMESTAMP", "BAD_DURATION", "TOO_LONG"]
+problems = []
+
+
+def bad(label, msg):
+    problems.append("%s: %s" % (label, msg))
+
+
+def close(a, b, rel=1e-6):
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return False
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-9)
+
+
+def selfcheck(a):
+    t = json.load(open(a.truth))
+    o = json.load(open(a.oracle))
+    lab = "selfcheck " + os.path.basename(os.path.dirname(a.oracle))
+    orec = {(r["key"], r["record_no"]): r for r in o["records"]}
+    trec = {(r["key"], r["record_no"]): r for r in t["records"]}
+    for k in sorted(set(orec) | set(trec)):
+        x, y = trec.get(k), orec.get(k)
+        if x is None or y is None:
+            bad(lab, "record %s only in %s" % (k, "oracle" if x is None else "generator"))
+            continue
+        if x["code"] != y["code"]:
+            bad(lab, "record %s: generator meant %s (%s), oracle says %s (%s)"
+                % (k, x["code"], x["variant"], y["code"], y["why"]))
+        elif x["session"] != y["session"]:
+            bad(lab, "record %s: session generator %s oracle %s" % (k, x["session"], y["session"]))
+    failed = sorted(k for k, s in o["runs"][0]["files"].items() if s == "failed")
+    if failed != t["failed_files"]:
+        bad(lab, "failed files generator %s oracle %s" % (t["failed_files"], failed))
+    for cid, nm in t["channel_names"].items():
+        if o["channel_names"].get(cid) != nm:
+            bad(lab, "channel %r name generator %r oracle %r" % (cid, nm, o["channel_names"].get(cid)))
+
+
+def cmp_top(lab, want, got):
+    if not isinstance(got, dict) or "channels" not in got:
+        bad(lab, "unexpected output %r" % (got,))
+        return
+    gl = got["channels"]
+    if len(gl) != len(want):
+        bad(lab, "%d channels, oracle %d" % (len(gl), len(want)))
+    for i in range(max(len(gl), len(want))):
+        w = want[i] if i < len(want) else None
+        g = gl[i] if i < len(gl) else None
+        if w is None or g is None:
+            bad(lab, "rank %d: tvetl %s oracle %s" % (i + 1, g, w))
+            continue
+        diffs = []
+        for f in ["rank", "channel_id", "channel_name", "reach"]:
+            if g.get(f) != w[f]:
+                diffs.append("%s tvetl=%r oracle=%r" % (f, g.get(f), w[f]))
+        if not close(g.get("watch_seconds"), w["watch_seconds"]):
+            diffs.append("watch_seconds tvetl=%r oracle=%r" % (g.get("watch_seconds"), w["watch_seconds"]))
+        if diffs:
+            bad(lab, "rank %d (%r): %s" % (i + 1, w["channel_id"], "; ".join(diffs)))
+
+
+def tvetl(a):
+    o = json.load(open(a.oracle))
+    lab0 = os.path.basename(a.dir.rstrip("/"))
+    for i in range(a.runs):
+        lab = "%s run-%d" % (lab0, i + 1)
+        try:
+            got = json.load(open(os.path.join(a.dir, "run-%d.json" % (i + 1))))
+        except Exception as e:
+            bad(lab, "tvetl run output unreadable: %s" % e)
+            continue
+        want = o["runs"][i]
+        for f in ["rows_read", "rows_accepted", "duplicates_removed"]:
+            if f == "duplicates_removed" and i > 0 and a.lenient_dups_after_first:
+                if got.get(f) != want[f]:
+                    print("INFO %s: duplicates_removed tvetl=%r oracle(within-run)=%r" % (lab, got.get(f), want[f]))
+                continue
+            if got.get(f) != want[f]:
+                bad(lab, "%s tvetl=%r oracle=%r" % (f, got.get(f), want[f]))
+        q = got.get("quarantined", {})
+        for c in CODES:
+            if q.get(c) != want["quarantined"][c]:
+                bad(lab, "quarantined.%s tvetl=%r oracle=%r" % (c, q.get(c), want["quarantined"][c]))
+        if set(q) != set(CODES):
+            bad(lab, "quarantined keys %s" % sorted(q))
+        try:
+            if got["rows_read"] != got["rows_accepted"] + sum(q.values()):
+                bad(lab, "tvetl inconsistent: rows_read != rows_accepted + quarantined")
+        except Exception:
+            pass
+        gfiles = {f["key"]: f for f in got.get("files", [])}
+        for k in sorted(set(gfiles) | set(want["files"])):
+            g, w = gfiles.get(k), want["files"].get(k)
+            if g is None or w is None:
+                bad(lab, "file %s: tvetl %s oracle %s" % (k, g and g.get("status"), w))
+            elif g.get("status") != w:
+                bad(lab, "file %s: tvetl status %r (%s) oracle %r (%s)"
+                    % (k, g.get("status"), g.get("error"), w, want["file_errors"].get(k)))
+            elif w == "failed" and not g.get("error"):
+                bad(lab, "file %s failed without an error message" % k)
+    # per-record fates (diagnostics for the counts above): final run only
+    if a.runs == 1:
+        q = {}
+        for p in glob.glob(os.path.join(a.dir, "lake/quarantine/viewership/*/*.jsonl")):
+            for line in open(p, encoding="utf-8", errors="replace"):
+                r = json.loads(line)
+                if "record_no" in r and r.get("reason") in CODES:
+                    q[(r["source_key"], r["record_no"])] = r
+        orec = {(r["key"], r["record_no"]): r for r in o["records"]}
+        n = 0
+        for k in sorted(set(q) | {k for k, r in orec.items() if r["code"]}):
+            w = orec.get(k)
+            g = q.get(k)
+            wc = w["code"] if w else "<no such record>"
+            gc = g["reason"] if g else "accepted"
+            if (wc or "accepted") != gc:
+                n += 1
+                if n <= 25:
+                    bad(lab0 + " record", "%s #%d: tvetl %s%s, oracle %s (%s)%s"
+                        % (k[0], k[1], gc, " [%s: %s]" % (g.get("field"), g.get("message")) if g else "",
+                           wc or "accepted", w and w["why"],
+                           " original=%r" % g["original"][:160] if g else ""))
+        if n > 25:
+            bad(lab0 + " record", "... %d record-level differences in all" % n)
+    # reports
+    try:
+        avg = json.load(open(os.path.join(a.dir, "avg.json")))
+    except Exception as e:
+        bad(lab0 + " user-average", "unreadable: %s" % e)
+        avg = {"days": []}
+    gd = {d["date"]: d for d in avg.get("days", [])}
+    wd = {d["date"]: d for d in o["user_average"]["days"]}
+    for ds in sorted(set(gd) | set(wd)):
+        g, w = gd.get(ds), wd.get(ds)
+        if g is None or w is None:
+            bad(lab0 + " user-average", "day %s: tvetl %s oracle %s" % (ds, g, w))
+            continue
+        if g.get("active_users") != w["active_users"]:
+            bad(lab0 + " user-average", "%s active_users tvetl=%r oracle=%r" % (ds, g.get("active_users"), w["active_users"]))
+        if not close(g.get("avg_watch_seconds_per_user"), w["avg_watch_seconds_per_user"]):
+            bad(lab0 + " user-average", "%s avg tvetl=%r oracle=%r" % (ds, g.get("avg_watch_seconds_per_user"),
+                                                                       w["avg_watch_seconds_per_user"]))
+    if [d["date"] for d in avg.get("days", [])] != sorted(gd):
+        bad(lab0 + " user-average", "days not in date order")
+    for ds in sorted(set(gd) | set(wd)):
+        want = o["top_channels"].get(ds, [])
+        for kind, wl in [("top", want[:10]), ("topall", want)]:
+            p = os.path.join(a.dir, "%s-%s.json" % (kind, ds))
+            try:
+                got = json.load(open(p))
+            except Exception as e:
+                bad(lab0, "%s %s unreadable: %s" % (kind, ds, e))
+                continue
+            if got.get("date") != ds:
+                bad(lab0, "%s %s: date field %r" % (kind, ds, got.get("date")))
+            cmp_top("%s %s %s" % (lab0, "top-channels" if kind == "top" else "top-channels --limit 100000", ds), wl, got)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("selfcheck")
+    s.add_argument("--truth", required=True)
+    s.add_argument("--oracle", required=True)
+    t = sub.add_parser("tvetl")
+    t.add_argument("--oracle", required=True)
+    t.add_argument("--dir", required=True)
+    t.add_argument("--runs", type=int, default=1)
+    t.add_argument("--lenient-dups-after-first", action="store_true")
+    a = ap.parse_args()
+    selfcheck(a) if a.cmd == "selfcheck" else tvetl(a)
+    for p in problems:
+        print("MISMATCH " + p)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
