@@ -41,7 +41,7 @@ pub enum Platform {
 impl Platform {
     /// Normalizes a delivered platform name (case and surrounding space ignored).
     pub fn parse(text: &str) -> Platform {
-        let t = text.trim();
+        let t = trim(text);
         if t.eq_ignore_ascii_case("stb") {
             Platform::Stb
         } else if t.eq_ignore_ascii_case("smart_tv") {
@@ -84,9 +84,20 @@ pub struct ViewingSession<'a> {
     pub platform: Option<Platform>,
 }
 
+/// `str::trim`, but a value that starts and ends with a visible ASCII
+/// character (nearly every field) is returned without walking its
+/// characters: no whitespace, ASCII or Unicode, is a visible ASCII byte.
+pub(crate) fn trim(s: &str) -> &str {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// A field value with surrounding space removed; empty counts as absent.
 fn present<'a>(values: &[Option<&'a str>], i: usize) -> Option<&'a str> {
-    values.get(i).copied().flatten().map(str::trim).filter(|s| !s.is_empty())
+    values.get(i).copied().flatten().map(trim).filter(|s| !s.is_empty())
 }
 
 fn required<'a>(values: &[Option<&'a str>], fields: &[&'static str], i: usize) -> Result<&'a str, Rejection> {
@@ -192,6 +203,13 @@ pub fn validate_demographic<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn trim_is_str_trim(s in "[ \t\r\n\u{a0}\u{2003}\u{85}a-z0-9\\-:.é]{0,12}") {
+            proptest::prop_assert_eq!(trim(&s), s.trim());
+        }
+    }
 
     fn session(pairs: &[(&str, &'static str)]) -> Vec<Option<&'static str>> {
         SESSION_FIELDS.iter().map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| *v)).collect()
