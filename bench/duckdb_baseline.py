@@ -314,6 +314,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=10, help="number of top channels")
     ap.add_argument("--no-demographics", action="store_true", help="skip the demographics join")
+    ap.add_argument("--warehouse", metavar="FILE",
+                    help="also keep a warehouse, as tvetl does: persist the deduplicated sessions and "
+                         "the daily channel and user viewing tables into this DuckDB database file")
     args = ap.parse_args(argv)
     if args.date:
         dt.date.fromisoformat(args.date)
@@ -416,6 +419,45 @@ def main(argv=None) -> int:
         (FORMAT parquet, PARTITION_BY (event_date), COMPRESSION zstd, FILENAME_PATTERN 'part-{{i}}')
     """)
     lap("write_parquet")
+
+    # -- warehouse (only with --warehouse) -----------------------------------
+    # What tvetl does beyond the job above: core sessions and both analytics
+    # tables persisted in a database file, so reports can be asked later.
+    if args.warehouse:
+        for f in (args.warehouse, args.warehouse + ".wal"):
+            if os.path.exists(f):
+                os.remove(f)
+        con.execute(f"ATTACH {sql_str(args.warehouse)} AS wh")
+        con.execute("""
+            CREATE TABLE wh.viewing_sessions AS
+            SELECT event_id, user_id, device_id, channel_id, program_id, start_ts AS start_time,
+                   end_ts AS end_time, event_date, (us_day0 + us_day1) / 1e6 AS session_seconds,
+                   duration_s AS duration_seconds, platform, source_key
+            FROM sessions
+        """)
+        con.execute("""
+            CREATE TEMP TABLE day_viewing AS
+            SELECT day, channel_id, user_id, sum(us) AS us, count(*) AS sessions FROM (
+              SELECT event_date AS day, channel_id, user_id, us_day0 AS us FROM sessions
+              UNION ALL
+              SELECT event_date + 1, channel_id, user_id, us_day1 FROM sessions WHERE us_day1 > 0
+            ) GROUP BY ALL
+        """)
+        con.execute("""
+            CREATE TABLE wh.daily_channel_viewing AS
+            SELECT day AS view_date, channel_id, sum(us) / 1e6 AS watch_seconds, count(*) AS reach,
+                   sum(sessions) AS sessions
+            FROM day_viewing GROUP BY ALL
+        """)
+        con.execute("""
+            CREATE TABLE wh.daily_user_viewing AS
+            SELECT day AS view_date, user_id, sum(us) / 1e6 AS watch_seconds, count(*) AS channels,
+                   sum(sessions) AS sessions
+            FROM day_viewing GROUP BY ALL
+        """)
+        con.execute("DROP TABLE day_viewing")
+        con.execute("DETACH wh")
+        lap("warehouse")
 
     # -- reports -----------------------------------------------------------
     date = args.date

@@ -15,7 +15,13 @@
 #
 # For each ROWS it prints CPU seconds (user + sys), wall seconds, rows per
 # CPU-second and peak RSS of each tool, the tvetl/duckdb ratio of rows per
-# CPU-second, and writes $BENCH_DIR/results-ROWS.json. A difference in the
+# CPU-second, where tvetl's CPU went (ingest, the warehouse's copy-in, MERGE
+# into core, analytics, the rest, the reports), and writes
+# $BENCH_DIR/results-ROWS.json. For context it also runs the baseline with
+# --warehouse (DuckDB persisting core and analytics tables as tvetl does), and
+# tvetl run --threads 1 (the warehouse load on one DuckDB thread), and prints
+# those ratios too; the target's ratio is tvetl's default against the plain
+# baseline. A difference in the
 # tools' counts or top channels is reported as a warning, not a failure.
 set -euo pipefail
 
@@ -100,15 +106,28 @@ for rows in "${rows_list[@]}"; do
   echo "== tvetl, $rows rows" >&2
   lake="$work/lake-$rows"
   rm -rf "$lake"
-  timed "tvetl-run-$rows" "$tvetl" run --input "$in" --lake "$lake" --format json
+  # TVETL_SQL_TIMINGS: each warehouse statement's wall and CPU seconds on
+  # stderr, for the breakdown below (printing them costs nothing measurable).
+  TVETL_SQL_TIMINGS=1 timed "tvetl-run-$rows" "$tvetl" run --input "$in" --lake "$lake" --format json
   timed "tvetl-top-$rows" "$tvetl" report --lake "$lake" top-channels --date "$BENCH_DATE" --limit 10 --format json
   timed "tvetl-avg-$rows" "$tvetl" report --lake "$lake" user-average --format json
+  # For context: the same run with the warehouse load on one DuckDB thread
+  # (fewer CPU seconds, more wall time); its reports are the ones above.
+  echo "== tvetl --threads 1, $rows rows" >&2
+  rm -rf "$lake-t1"
+  timed "tvetl-t1-run-$rows" "$tvetl" run --input "$in" --lake "$lake-t1" --format json --threads 1
 
   echo "== duckdb baseline, $rows rows" >&2
   out2="$work/duckdb-$rows"
   rm -rf "$out2"
   timed "duckdb-$rows" "$py" "$here/duckdb_baseline.py" --input "$in" --out "$out2" \
     --date "$BENCH_DATE" --threads "$threads"
+  # For context, not the target's ratio: DuckDB also keeping a warehouse
+  # (core sessions and both daily tables in a database file), as tvetl does.
+  echo "== duckdb baseline + warehouse, $rows rows" >&2
+  rm -rf "$out2-wh"
+  timed "duckdb-wh-$rows" "$py" "$here/duckdb_baseline.py" --input "$in" --out "$out2-wh" \
+    --date "$BENCH_DATE" --threads "$threads" --warehouse "$out2-wh/warehouse.duckdb"
 
   "$py" - "$work" "$rows" "$DUCKDB_VERSION" "$threads" <<'PY'
 import json, os, sys
@@ -168,6 +187,40 @@ dstep = time_v(f"duckdb-{rows}")
 dstep["step"] = "all"
 tv = summary(tsteps, int(run["rows_read"]))
 dd = summary([dstep], int(ddb["rows_read"]))
+t1step = time_v(f"tvetl-t1-run-{rows}")
+t1step["step"] = "run --threads 1"
+tv1 = summary([t1step] + [s for s in tsteps if s["step"] != "run"], int(stdout_json(f"tvetl-t1-run-{rows}")["rows_read"]))
+wstep = time_v(f"duckdb-wh-{rows}")
+wstep["step"] = "all"
+dwh = summary([wstep], int(stdout_json(f"duckdb-wh-{rows}")["rows_read"]))
+
+# Where tvetl's CPU went: the run's own phase accounting, its warehouse
+# statements (TVETL_SQL_TIMINGS lines: "<wall>s wall <cpu>s cpu  <statement>"),
+# and the two report processes.
+def statement_cpu():
+    out = []
+    for line in open(os.path.join(work, f"tvetl-run-{rows}.err")):
+        parts = line.split()
+        if len(parts) >= 5 and parts[1] == "wall" and parts[3] == "cpu":
+            out.append((float(parts[2].rstrip("s")), " ".join(parts[4:])))
+    return out
+stmts = statement_cpu()
+def cpu_of(pred):
+    return round(sum(c for c, text in stmts if pred(text)), 3)
+phases = run.get("seconds", {})
+breakdown = {
+    "ingest": round(phases.get("ingest_cpu", 0.0), 3),
+    "warehouse_copy_in": cpu_of(lambda t: t.startswith("INSERT INTO staging_viewing_sessions")),
+    "warehouse_merge_core": cpu_of(lambda t: t.startswith("MERGE INTO core.viewing_sessions")),
+    "warehouse_analytics": cpu_of(lambda t: "day_viewing" in t or t.startswith("INSERT INTO analytics.")),
+    "warehouse_all": round(phases.get("warehouse_cpu", 0.0), 3),
+    "reports": round(sum(s["user_s"] + s["sys_s"] for s in tsteps if s["step"] != "run"), 3),
+}
+breakdown["warehouse_other"] = round(breakdown["warehouse_all"] - breakdown["warehouse_copy_in"]
+                                     - breakdown["warehouse_merge_core"] - breakdown["warehouse_analytics"], 3)
+run_cpu = next(s["user_s"] + s["sys_s"] for s in tsteps if s["step"] == "run")
+breakdown["process_other"] = round(run_cpu - breakdown["ingest"] - breakdown["warehouse_all"], 3)
+tv["cpu_breakdown_s"] = breakdown
 tv["report"] = {"run": run, "top_channels": top, "user_average": avg}
 dd["report"] = ddb
 
@@ -197,6 +250,12 @@ check("user-average days", ta, da, notes)
 ratio = None
 if tv["rows_per_cpu_s"] and dd["rows_per_cpu_s"]:
     ratio = round(tv["rows_per_cpu_s"] / dd["rows_per_cpu_s"], 3)
+ratio_t1 = None
+if tv1["rows_per_cpu_s"] and dd["rows_per_cpu_s"]:
+    ratio_t1 = round(tv1["rows_per_cpu_s"] / dd["rows_per_cpu_s"], 3)
+ratio_wh = None
+if tv["rows_per_cpu_s"] and dwh["rows_per_cpu_s"]:
+    ratio_wh = round(tv["rows_per_cpu_s"] / dwh["rows_per_cpu_s"], 3)
 result = {
     "rows": rows,
     "date": ddb.get("date"),
@@ -206,6 +265,10 @@ result = {
     "tvetl": tv,
     "duckdb": dd,
     "ratio_rows_per_cpu_s_tvetl_over_duckdb": ratio,
+    "tvetl_threads_1": tv1,
+    "ratio_rows_per_cpu_s_tvetl_threads_1_over_duckdb": ratio_t1,
+    "duckdb_with_warehouse": dwh,
+    "ratio_rows_per_cpu_s_tvetl_over_duckdb_with_warehouse": ratio_wh,
     "warnings": warnings,
     "notes": notes,
 }
@@ -230,9 +293,10 @@ res = [json.load(open(p)) for p in paths]
 head = ("ROWS", "tool", "rows_read", "CPU s", "wall s", "rows per CPU-second", "peak RSS MB")
 lines = []
 for r in res:
-    for tool in ("tvetl", "duckdb"):
+    for tool, label in (("tvetl", "tvetl"), ("tvetl_threads_1", "tvetl --threads 1"), ("duckdb", "duckdb"),
+                       ("duckdb_with_warehouse", "duckdb+warehouse")):
         t = r[tool]
-        lines.append((str(r["rows"]), tool, str(t["rows_read"]), f"{t['cpu_s']:.2f}", f"{t['wall_s']:.2f}",
+        lines.append((str(r["rows"]), label, str(t["rows_read"]), f"{t['cpu_s']:.2f}", f"{t['wall_s']:.2f}",
                       f"{t['rows_per_cpu_s']:,.0f}" if t["rows_per_cpu_s"] else "-", f"{t['peak_rss_mb']:.0f}"))
 w = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
 fmt = lambda row: " | ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(row))
@@ -244,7 +308,11 @@ for l in lines:
 print()
 for r in res:
     ratio = r["ratio_rows_per_cpu_s_tvetl_over_duckdb"]
-    print(f"ROWS {r['rows']}: tvetl/duckdb rows per CPU-second = {ratio if ratio is not None else '-'}")
+    print(f"ROWS {r['rows']}: tvetl/duckdb rows per CPU-second = {ratio if ratio is not None else '-'}"
+          f"  (tvetl --threads 1: {r['ratio_rows_per_cpu_s_tvetl_threads_1_over_duckdb']};"
+          f" against duckdb+warehouse: {r['ratio_rows_per_cpu_s_tvetl_over_duckdb_with_warehouse']})")
+    b = r["tvetl"]["cpu_breakdown_s"]
+    print("   tvetl CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
     for warn in r["warnings"]:
         print(f"WARNING: {warn}")
 combined = os.path.join(work, "results.json")
