@@ -498,7 +498,7 @@ fn fill_from_entries<'a>(
         if entries.get(i + 1).is_some_and(|(next, _)| next == key) {
             continue; // a later member with the same key replaces this one
         }
-        let name = key.trim();
+        let name = crate::text::trim(key);
         // An exact match is the only possible one when there is one (the
         // fields are distinct and lower-case).
         let field =

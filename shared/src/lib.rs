@@ -42,6 +42,7 @@ pub mod source;
 pub mod staging;
 pub mod store;
 pub mod stream;
+mod text;
 pub mod timestamp;
 pub mod validate;
 pub mod warehouse;

@@ -28,7 +28,7 @@ pub struct TimestampError(pub String);
 /// Parses RFC 3339 (`Z` or an offset, optional fraction), `YYYY-MM-DD
 /// HH:MM:SS[.fff]` as UTC, or an integer of epoch milliseconds.
 pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
-    let s = crate::validate::trim(text);
+    let s = crate::text::trim(text);
     let bad = || TimestampError(text.to_owned());
     if is_integer(s) {
         let millis: i64 = s.parse().map_err(|_| bad())?;

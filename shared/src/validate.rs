@@ -6,6 +6,7 @@
 //! `TOO_LONG` (`MALFORMED` is decided by the decoder).
 
 use crate::quarantine::{QuarantineReason, Rejection};
+use crate::text::trim;
 use crate::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
 
 /// Canonical viewing-session fields, in decoder order.
@@ -82,17 +83,6 @@ pub struct ViewingSession<'a> {
     /// The delivered duration, when the end was derived from it.
     pub duration_seconds: Option<i64>,
     pub platform: Option<Platform>,
-}
-
-/// `str::trim`, but a value that starts and ends with a visible ASCII
-/// character (nearly every field) is returned without walking its
-/// characters: no whitespace, ASCII or Unicode, is a visible ASCII byte.
-pub(crate) fn trim(s: &str) -> &str {
-    let bytes = s.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
-        _ => s.trim(),
-    }
 }
 
 /// A field value with surrounding space removed; empty counts as absent.
@@ -203,13 +193,6 @@ pub fn validate_demographic<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        #[test]
-        fn trim_is_str_trim(s in "[ \t\r\n\u{a0}\u{2003}\u{85}a-z0-9\\-:.é]{0,12}") {
-            proptest::prop_assert_eq!(trim(&s), s.trim());
-        }
-    }
 
     fn session(pairs: &[(&str, &'static str)]) -> Vec<Option<&'static str>> {
         SESSION_FIELDS.iter().map(|f| pairs.iter().find(|(k, _)| k == f).map(|(_, v)| *v)).collect()
