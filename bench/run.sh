@@ -247,15 +247,12 @@ ta = [(d.get("date"), d.get("active_users"), round(float(d.get("avg_watch_second
 da = [(d.get("date"), d.get("active_users"), round(float(d.get("avg_watch_seconds_per_user", 0)), 3)) for d in ddb.get("days", [])]
 check("user-average days", ta, da, notes)
 
-ratio = None
-if tv["rows_per_cpu_s"] and dd["rows_per_cpu_s"]:
-    ratio = round(tv["rows_per_cpu_s"] / dd["rows_per_cpu_s"], 3)
-ratio_t1 = None
-if tv1["rows_per_cpu_s"] and dd["rows_per_cpu_s"]:
-    ratio_t1 = round(tv1["rows_per_cpu_s"] / dd["rows_per_cpu_s"], 3)
-ratio_wh = None
-if tv["rows_per_cpu_s"] and dwh["rows_per_cpu_s"]:
-    ratio_wh = round(tv["rows_per_cpu_s"] / dwh["rows_per_cpu_s"], 3)
+def ratio_of(a, b):
+    """a's rows per CPU-second over b's (None if either is unknown)."""
+    if a["rows_per_cpu_s"] and b["rows_per_cpu_s"]:
+        return round(a["rows_per_cpu_s"] / b["rows_per_cpu_s"], 3)
+    return None
+ratio, ratio_t1, ratio_wh = ratio_of(tv, dd), ratio_of(tv1, dd), ratio_of(tv, dwh)
 result = {
     "rows": rows,
     "date": ddb.get("date"),
