@@ -263,16 +263,17 @@ ratio, ratio_t1, ratio_wh = ratio_of(tv, dd), ratio_of(tv1, dd), ratio_of(tv, dw
 # measurement of a build. It also gives the ingest speed the 2x target would
 # need on top of such a warehouse.
 warehouse_floor = max(dwh["cpu_s"] - dd["cpu_s"], 0.0)
-own = breakdown["ingest"] + breakdown["reports"] + max(breakdown["process_other"], 0.0)
+besides_ingest = breakdown["reports"] + max(breakdown["process_other"], 0.0)
+with_floor = breakdown["ingest"] + besides_ingest + warehouse_floor
+ingest_budget = dd["cpu_s"] / 2 - warehouse_floor - besides_ingest
 ceiling = {
     "duckdb_warehouse_write_cpu_s": round(warehouse_floor, 3),
-    "tvetl_cpu_s_with_that_warehouse": round(own + warehouse_floor, 3),
-    "ratio": round(dd["cpu_s"] / (own + warehouse_floor), 3) if own + warehouse_floor > 0 else None,
+    "tvetl_cpu_s_with_that_warehouse": round(with_floor, 3),
+    "ratio": ratio_of({"rows_per_cpu_s": tv["rows_read"] / with_floor}, dd) if with_floor > 0 else None,
+    "ingest_cpu_s_needed_for_2x": round(ingest_budget, 3),
+    "ingest_rows_per_cpu_s_needed_for_2x": round(tv["rows_read"] / ingest_budget) if ingest_budget > 0 else None,
+    "ingest_rows_per_cpu_s_now": round(tv["rows_read"] / breakdown["ingest"]) if breakdown["ingest"] > 0 else None,
 }
-ingest_budget = dd["cpu_s"] / 2 - warehouse_floor - breakdown["reports"] - max(breakdown["process_other"], 0.0)
-ceiling["ingest_cpu_s_needed_for_2x"] = round(ingest_budget, 3)
-ceiling["ingest_rows_per_cpu_s_needed_for_2x"] = round(tv["rows_read"] / ingest_budget) if ingest_budget > 0 else None
-ceiling["ingest_rows_per_cpu_s_now"] = round(tv["rows_read"] / breakdown["ingest"]) if breakdown["ingest"] > 0 else None
 result = {
     "rows": rows,
     "date": ddb.get("date"),
@@ -333,7 +334,8 @@ for r in res:
     need = c["ingest_rows_per_cpu_s_needed_for_2x"]
     print(f"   ceiling: with a warehouse costing only DuckDB's bulk write ({c['duckdb_warehouse_write_cpu_s']:.2f} CPU s),"
           f" tvetl would be at {c['ratio']}; 2x would also need ingest at "
-          + (f"{need:,} rows per CPU-second (now {c['ingest_rows_per_cpu_s_now']:,})" if need else "less than 0 CPU s"))
+          + (f"{need:,} rows per CPU-second (now {c['ingest_rows_per_cpu_s_now']:,})" if need
+             else "to take no CPU at all, and still would not reach it"))
     b = r["tvetl"]["cpu_breakdown_s"]
     print("   tvetl CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
     for warn in r["warnings"]:
