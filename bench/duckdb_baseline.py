@@ -203,6 +203,19 @@ FROM (
 )
 """
 
+def day_parts(columns: str, on: str | None = None) -> str:
+    """The sessions' watch microseconds per UTC day, as `columns, us` rows
+    (with a leading `day` unless `on` names one day): the part in the start
+    day, and the part past midnight in the next day (a session lasts at most
+    24 hours, so there is no third)."""
+    if on:
+        return (f"SELECT {columns}, us_day0 AS us FROM sessions WHERE event_date = DATE '{on}'\n"
+                f"UNION ALL\n"
+                f"SELECT {columns}, us_day1 FROM sessions WHERE event_date = DATE '{on}' - 1 AND us_day1 > 0")
+    return (f"SELECT event_date AS day, {columns}, us_day0 AS us FROM sessions\n"
+            f"UNION ALL\n"
+            f"SELECT event_date + 1, {columns}, us_day1 FROM sessions WHERE us_day1 > 0")
+
 
 def load_sessions(con, input_dir: str, files_report: list) -> tuple[list, int]:
     """Load every viewing-session file. Returns (file table rows, malformed CSV rows)."""
@@ -435,12 +448,10 @@ def main(argv=None) -> int:
                    duration_s AS duration_seconds, platform, source_key
             FROM sessions
         """)
-        con.execute("""
+        con.execute(f"""
             CREATE TEMP TABLE day_viewing AS
             SELECT day, channel_id, user_id, sum(us) AS us, count(*) AS sessions FROM (
-              SELECT event_date AS day, channel_id, user_id, us_day0 AS us FROM sessions
-              UNION ALL
-              SELECT event_date + 1, channel_id, user_id, us_day1 FROM sessions WHERE us_day1 > 0
+              {day_parts("channel_id, user_id")}
             ) GROUP BY ALL
         """)
         con.execute("""
@@ -470,10 +481,7 @@ def main(argv=None) -> int:
     if date:
         top_rows = con.execute(f"""
             WITH parts AS (
-              SELECT channel_id, user_id, us_day0 AS us FROM sessions WHERE event_date = DATE '{date}'
-              UNION ALL
-              SELECT channel_id, user_id, us_day1 FROM sessions
-              WHERE event_date = DATE '{date}' - 1 AND us_day1 > 0
+              {day_parts("channel_id, user_id", on=date)}
             ), agg AS (
               SELECT channel_id, sum(us) AS us, count(DISTINCT user_id) AS reach
               FROM parts GROUP BY channel_id
@@ -488,11 +496,9 @@ def main(argv=None) -> int:
              "watch_seconds": int(us) / 1e6, "reach": int(reach)}
             for i, (cid, name, us, reach) in enumerate(top_rows)
         ]
-    day_rows = con.execute("""
+    day_rows = con.execute(f"""
         WITH parts AS (
-          SELECT event_date AS day, user_id, us_day0 AS us FROM sessions
-          UNION ALL
-          SELECT event_date + 1, user_id, us_day1 FROM sessions WHERE us_day1 > 0
+          {day_parts("user_id")}
         )
         SELECT day, count(DISTINCT user_id) AS users, sum(us) AS us
         FROM parts GROUP BY day ORDER BY day

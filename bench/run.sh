@@ -136,9 +136,10 @@ import json, os, sys
 
 work, rows, duckdb_version, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 
-def time_v(name):
-    """user, sys, wall seconds and max RSS (MB) from a `/usr/bin/time -v` report."""
-    out = {}
+def time_v(name, step):
+    """user, sys, wall seconds and max RSS (MB) from a `/usr/bin/time -v` report,
+    labelled with the step it timed."""
+    out = {"step": step}
     for line in open(os.path.join(work, name + ".time")):
         key, _, val = line.strip().rpartition(": ")
         if key == "User time (seconds)":
@@ -162,8 +163,11 @@ def stdout_json(name):
         # tolerate a progress line before the JSON object
         return json.loads(text[text.index("{"):])
 
+def cpu_s(step):
+    return step["user_s"] + step["sys_s"]
+
 def summary(steps, rows_read):
-    cpu = sum(s["user_s"] + s["sys_s"] for s in steps)
+    cpu = sum(cpu_s(s) for s in steps)
     return {
         "rows_read": rows_read,
         "cpu_s": round(cpu, 3),
@@ -180,21 +184,14 @@ top = stdout_json(f"tvetl-top-{rows}")
 avg = stdout_json(f"tvetl-avg-{rows}")
 ddb = stdout_json(f"duckdb-{rows}")
 
-tsteps = []
-for step in ("run", "top", "avg"):
-    t = time_v(f"tvetl-{step}-{rows}")
-    t["step"] = step
-    tsteps.append(t)
-dstep = time_v(f"duckdb-{rows}")
-dstep["step"] = "all"
+run_step = time_v(f"tvetl-run-{rows}", "run")
+report_steps = [time_v(f"tvetl-{step}-{rows}", step) for step in ("top", "avg")]
+tsteps = [run_step] + report_steps
 tv = summary(tsteps, int(run["rows_read"]))
-dd = summary([dstep], int(ddb["rows_read"]))
-t1step = time_v(f"tvetl-t1-run-{rows}")
-t1step["step"] = "run --threads 1"
-tv1 = summary([t1step] + [s for s in tsteps if s["step"] != "run"], int(stdout_json(f"tvetl-t1-run-{rows}")["rows_read"]))
-wstep = time_v(f"duckdb-wh-{rows}")
-wstep["step"] = "all"
-dwh = summary([wstep], int(stdout_json(f"duckdb-wh-{rows}")["rows_read"]))
+dd = summary([time_v(f"duckdb-{rows}", "all")], int(ddb["rows_read"]))
+tv1 = summary([time_v(f"tvetl-t1-run-{rows}", "run --threads 1")] + report_steps,
+              int(stdout_json(f"tvetl-t1-run-{rows}")["rows_read"]))
+dwh = summary([time_v(f"duckdb-wh-{rows}", "all")], int(stdout_json(f"duckdb-wh-{rows}")["rows_read"]))
 
 # Where tvetl's CPU went: the run's own phase accounting, its warehouse
 # statements (TVETL_SQL_TIMINGS lines: "<wall>s wall <cpu>s cpu  <statement>"),
@@ -216,12 +213,11 @@ breakdown = {
     "warehouse_merge_core": cpu_of(lambda t: t.startswith("MERGE INTO core.viewing_sessions")),
     "warehouse_analytics": cpu_of(lambda t: "day_viewing" in t or t.startswith("INSERT INTO analytics.")),
     "warehouse_all": round(phases.get("warehouse_cpu", 0.0), 3),
-    "reports": round(sum(s["user_s"] + s["sys_s"] for s in tsteps if s["step"] != "run"), 3),
+    "reports": round(sum(cpu_s(s) for s in report_steps), 3),
 }
 breakdown["warehouse_other"] = round(breakdown["warehouse_all"] - breakdown["warehouse_copy_in"]
                                      - breakdown["warehouse_merge_core"] - breakdown["warehouse_analytics"], 3)
-run_cpu = next(s["user_s"] + s["sys_s"] for s in tsteps if s["step"] == "run")
-breakdown["process_other"] = round(run_cpu - breakdown["ingest"] - breakdown["warehouse_all"], 3)
+breakdown["process_other"] = round(cpu_s(run_step) - breakdown["ingest"] - breakdown["warehouse_all"], 3)
 tv["cpu_breakdown_s"] = breakdown
 tv["report"] = {"run": run, "top_channels": top, "user_average": avg}
 dd["report"] = ddb
