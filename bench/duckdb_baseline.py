@@ -441,8 +441,21 @@ def main(argv=None) -> int:
             if os.path.exists(f):
                 os.remove(f)
         con.execute(f"ATTACH {sql_str(args.warehouse)} AS wh")
+        # The ids are stored uncompressed, as tvetl's warehouse stores them
+        # (cli/src/warehouse.rs, UNCOMPRESSED_COLUMNS), so that both pay for
+        # the same physical design.
         con.execute("""
-            CREATE TABLE wh.viewing_sessions AS
+            CREATE TABLE wh.viewing_sessions (
+              event_id VARCHAR USING COMPRESSION uncompressed,
+              user_id VARCHAR USING COMPRESSION uncompressed,
+              device_id VARCHAR USING COMPRESSION uncompressed,
+              channel_id VARCHAR, program_id VARCHAR, start_time TIMESTAMP, end_time TIMESTAMP,
+              event_date DATE, session_seconds DOUBLE, duration_seconds BIGINT, platform VARCHAR,
+              source_key VARCHAR
+            )
+        """)
+        con.execute("""
+            INSERT INTO wh.viewing_sessions
             SELECT event_id, user_id, device_id, channel_id, program_id, start_ts AS start_time,
                    end_ts AS end_time, event_date, (us_day0 + us_day1) / 1e6 AS session_seconds,
                    duration_s AS duration_seconds, platform, source_key
