@@ -36,7 +36,7 @@ pub struct EngineLimits {
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        EngineLimits { memory_limit: "256MB".into(), threads: 2 }
+        EngineLimits { memory_limit: "320MB".into(), threads: 2 }
     }
 }
 
