@@ -73,7 +73,8 @@ impl DuckDbWarehouse {
         let mut warehouse = DuckDbWarehouse { conn };
         let mut statements = schema_statements()
             .iter()
-            .map(|s| with_local_storage(s).map(Cow::into_owned))
+            .enumerate()
+            .map(|(index, s)| with_local_storage(index, s).map(Cow::into_owned))
             .collect::<Result<Vec<_>, _>>()?;
         // The session's staging tables, typed like the persistent ones.
         statements.extend(Source::ALL.iter().map(|&source| {
@@ -113,11 +114,13 @@ impl DuckDbWarehouse {
 pub const UNCOMPRESSED_COLUMNS: &[(&str, &[&str])] =
     &[("core.viewing_sessions", &["event_id", "user_id", "device_id"])];
 
-/// `sql` with DuckDB's `USING COMPRESSION uncompressed` added to the columns
-/// of [`UNCOMPRESSED_COLUMNS`] if it creates one of their tables. The schema
-/// declares one column per line; a listed column not found that way is an
-/// error, so the list cannot silently go stale.
-fn with_local_storage(sql: &str) -> Result<Cow<'_, str>, WarehouseError> {
+/// `sql` (statement `index` of the schema) with DuckDB's `USING COMPRESSION
+/// uncompressed` added to the columns of [`UNCOMPRESSED_COLUMNS`] if it
+/// creates one of their tables. The schema declares one column per line; a
+/// listed column not found that way is an error, so the list cannot silently
+/// go stale.
+fn with_local_storage(index: usize, sql: &str) -> Result<Cow<'_, str>, WarehouseError> {
+    const UNCOMPRESSED: &str = " USING COMPRESSION uncompressed";
     let Some((table, columns)) = UNCOMPRESSED_COLUMNS
         .iter()
         .find(|(table, _)| sql.trim_start().starts_with(&format!("CREATE TABLE IF NOT EXISTS {table} (")))
@@ -125,7 +128,7 @@ fn with_local_storage(sql: &str) -> Result<Cow<'_, str>, WarehouseError> {
         return Ok(Cow::Borrowed(sql));
     };
     let mut found = Vec::new();
-    let mut out = String::with_capacity(sql.len() + 40 * columns.len());
+    let mut out = String::with_capacity(sql.len() + UNCOMPRESSED.len() * columns.len());
     for line in sql.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         if columns.contains(&name) && !found.contains(&name) {
@@ -134,16 +137,20 @@ fn with_local_storage(sql: &str) -> Result<Cow<'_, str>, WarehouseError> {
                 Some(definition) => (definition, ","),
                 None => (line.trim_end(), ""),
             };
-            out.push_str(&format!("{definition} USING COMPRESSION uncompressed{comma}"));
+            out.push_str(&format!("{definition}{UNCOMPRESSED}{comma}"));
         } else {
             out.push_str(line);
         }
         out.push('\n');
     }
     match columns.iter().find(|c| !found.contains(c)) {
-        Some(missing) => Err(WarehouseError::Result(format!(
-            "schema.sql: no line declaring column {missing} of {table}, which the local warehouse stores uncompressed"
-        ))),
+        Some(missing) => Err(WarehouseError::Statement {
+            index,
+            statement: sql.to_owned(),
+            message: format!(
+                "schema.sql: no line declaring column {missing} of {table}, which the local warehouse stores uncompressed"
+            ),
+        }),
         None => Ok(Cow::Owned(out.trim_end().to_owned())),
     }
 }
@@ -299,18 +306,18 @@ mod tests {
         let sql = "CREATE TABLE IF NOT EXISTS core.viewing_sessions (\n    event_id VARCHAR(256) NOT NULL,\n    \
                    user_idx VARCHAR(256),\n    user_id VARCHAR(256) NOT NULL,\n    device_id VARCHAR(256)\n)";
         assert_eq!(
-            with_local_storage(sql).unwrap(),
+            with_local_storage(0, sql).unwrap(),
             "CREATE TABLE IF NOT EXISTS core.viewing_sessions (\n    \
              event_id VARCHAR(256) NOT NULL USING COMPRESSION uncompressed,\n    user_idx VARCHAR(256),\n    \
              user_id VARCHAR(256) NOT NULL USING COMPRESSION uncompressed,\n    \
              device_id VARCHAR(256) USING COMPRESSION uncompressed\n)"
         );
         let err =
-            with_local_storage("CREATE TABLE IF NOT EXISTS core.viewing_sessions (\n    event_id VARCHAR(256)\n)")
+            with_local_storage(0, "CREATE TABLE IF NOT EXISTS core.viewing_sessions (\n    event_id VARCHAR(256)\n)")
                 .unwrap_err();
         assert!(err.to_string().contains("column user_id of core.viewing_sessions"), "{err}");
         assert!(matches!(
-            with_local_storage("CREATE TABLE IF NOT EXISTS core.users (x INT)").unwrap(),
+            with_local_storage(0, "CREATE TABLE IF NOT EXISTS core.users (x INT)").unwrap(),
             Cow::Borrowed(_)
         ));
     }
