@@ -54,7 +54,7 @@ enum Command {
         /// DuckDB memory limit (it spills to disk beyond it). The process
         /// peaks about 110 MB above it, so the default keeps a run under
         /// 512 MB of RSS; a lower limit spills more and costs more CPU.
-        #[arg(long, default_value = "320MB")]
+        #[arg(long, default_value = warehouse::DEFAULT_MEMORY_LIMIT)]
         memory_limit: String,
         /// DuckDB worker threads for the warehouse load (default: the number
         /// of cores; 1 spends less CPU time in all and more wall time).

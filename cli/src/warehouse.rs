@@ -34,9 +34,12 @@ pub struct EngineLimits {
     pub threads: usize,
 }
 
+/// DuckDB's default memory limit (`tvetl run --help` says why this value).
+pub const DEFAULT_MEMORY_LIMIT: &str = "320MB";
+
 impl Default for EngineLimits {
     fn default() -> Self {
-        EngineLimits { memory_limit: "320MB".into(), threads: 2 }
+        EngineLimits { memory_limit: DEFAULT_MEMORY_LIMIT.into(), threads: 2 }
     }
 }
 
@@ -71,11 +74,12 @@ impl DuckDbWarehouse {
         );
         conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
         let mut warehouse = DuckDbWarehouse { conn };
-        let mut statements = schema_statements()
-            .iter()
-            .enumerate()
-            .map(|(index, s)| with_local_storage(index, s).map(Cow::into_owned))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut statements = schema_statements();
+        for (index, statement) in statements.iter_mut().enumerate() {
+            if let Cow::Owned(local) = with_local_storage(index, statement)? {
+                *statement = local;
+            }
+        }
         // The session's staging tables, typed like the persistent ones.
         statements.extend(Source::ALL.iter().map(|&source| {
             let table = staging_table(source);
