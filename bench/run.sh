@@ -19,9 +19,9 @@
 # into core, analytics, the rest, the reports), and writes
 # $BENCH_DIR/results-ROWS.json. For context it also runs the baseline with
 # --warehouse (DuckDB persisting core and analytics tables as tvetl does), and
-# tvetl run --threads 1 (the warehouse load on one DuckDB thread), and prints
-# those ratios too; the target's ratio is tvetl's default against the plain
-# baseline. It also prints a ceiling: the ratio tvetl would reach if its
+# tvetl run --threads 1 (the warehouse load on one DuckDB thread) and
+# --memory-limit 4GB (a load that does not spill), and prints those ratios
+# too; the target's ratio is tvetl's default against the plain baseline. It also prints a ceiling: the ratio tvetl would reach if its
 # warehouse load cost no more than the baseline's own bulk write of the same
 # tables, and the ingest speed the 2x target would then need. A difference in
 # the tools' counts or top channels is reported as a warning, not a failure.
@@ -29,6 +29,7 @@ set -euo pipefail
 
 DUCKDB_VERSION=2.0.1
 BENCH_DATE=2024-01-03
+UNBOUNDED_MEMORY=4GB
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
@@ -118,6 +119,12 @@ for rows in "${rows_list[@]}"; do
   echo "== tvetl --threads 1, $rows rows" >&2
   rm -rf "$lake-t1"
   timed "tvetl-t1-run-$rows" "$tvetl" run --input "$in" --lake "$lake-t1" --format json --threads 1
+  # For context: the same run with DuckDB free to use 4GB, so that the load
+  # does not spill. It shows what the 512 MB memory target costs, and how far
+  # the ratio stays from 2x even without it.
+  echo "== tvetl --memory-limit $UNBOUNDED_MEMORY, $rows rows" >&2
+  rm -rf "$lake-mem"
+  timed "tvetl-mem-run-$rows" "$tvetl" run --input "$in" --lake "$lake-mem" --format json --memory-limit "$UNBOUNDED_MEMORY"
 
   echo "== duckdb baseline, $rows rows" >&2
   out2="$work/duckdb-$rows"
@@ -131,10 +138,11 @@ for rows in "${rows_list[@]}"; do
   timed "duckdb-wh-$rows" "$py" "$here/duckdb_baseline.py" --input "$in" --out "$out2-wh" \
     --date "$BENCH_DATE" --threads "$threads" --warehouse "$out2-wh/warehouse.duckdb"
 
-  "$py" - "$work" "$rows" "$DUCKDB_VERSION" "$threads" <<'PY'
+  "$py" - "$work" "$rows" "$DUCKDB_VERSION" "$threads" "$UNBOUNDED_MEMORY" <<'PY'
 import json, os, sys
 
 work, rows, duckdb_version, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+unbounded_memory = sys.argv[5]
 
 def time_v(name, step):
     """user, sys, wall seconds and max RSS (MB) from a `/usr/bin/time -v` report,
@@ -191,6 +199,8 @@ tv = summary(tsteps, int(run["rows_read"]))
 dd = summary([time_v(f"duckdb-{rows}", "all")], int(ddb["rows_read"]))
 tv1 = summary([time_v(f"tvetl-t1-run-{rows}", "run --threads 1")] + report_steps,
               int(stdout_json(f"tvetl-t1-run-{rows}")["rows_read"]))
+tvm = summary([time_v(f"tvetl-mem-run-{rows}", f"run --memory-limit {unbounded_memory}")] + report_steps,
+              int(stdout_json(f"tvetl-mem-run-{rows}")["rows_read"]))
 ddb_wh = stdout_json(f"duckdb-wh-{rows}")
 dwh = summary([time_v(f"duckdb-wh-{rows}", "all")], int(ddb_wh["rows_read"]))
 
@@ -253,6 +263,7 @@ def ratio_of(a, b):
         return round(a["rows_per_cpu_s"] / b["rows_per_cpu_s"], 3)
     return None
 ratio, ratio_t1, ratio_wh = ratio_of(tv, dd), ratio_of(tv1, dd), ratio_of(tv, dwh)
+ratio_mem = ratio_of(tvm, dd)
 
 # How far the target is from reach: tvetl's own work (ingest, reports, the
 # rest of its process) as measured, with a warehouse that cost no more than
@@ -285,6 +296,9 @@ result = {
     "ratio_rows_per_cpu_s_tvetl_over_duckdb": ratio,
     "tvetl_threads_1": tv1,
     "ratio_rows_per_cpu_s_tvetl_threads_1_over_duckdb": ratio_t1,
+    "unbounded_memory_limit": unbounded_memory,
+    "tvetl_unbounded_memory": tvm,
+    "ratio_rows_per_cpu_s_tvetl_unbounded_memory_over_duckdb": ratio_mem,
     "duckdb_with_warehouse": dwh,
     "ratio_rows_per_cpu_s_tvetl_over_duckdb_with_warehouse": ratio_wh,
     "ceiling_with_duckdb_bulk_write_warehouse": ceiling,
@@ -312,7 +326,8 @@ res = [json.load(open(p)) for p in paths]
 head = ("ROWS", "tool", "rows_read", "CPU s", "wall s", "rows per CPU-second", "peak RSS MB")
 lines = []
 for r in res:
-    for tool, label in (("tvetl", "tvetl"), ("tvetl_threads_1", "tvetl --threads 1"), ("duckdb", "duckdb"),
+    for tool, label in (("tvetl", "tvetl"), ("tvetl_threads_1", "tvetl --threads 1"),
+                        ("tvetl_unbounded_memory", f"tvetl --memory-limit {r['unbounded_memory_limit']}"), ("duckdb", "duckdb"),
                        ("duckdb_with_warehouse", "duckdb+warehouse")):
         t = r[tool]
         lines.append((str(r["rows"]), label, str(t["rows_read"]), f"{t['cpu_s']:.2f}", f"{t['wall_s']:.2f}",
@@ -329,6 +344,7 @@ for r in res:
     ratio = r["ratio_rows_per_cpu_s_tvetl_over_duckdb"]
     print(f"ROWS {r['rows']}: tvetl/duckdb rows per CPU-second = {ratio if ratio is not None else '-'}"
           f"  (tvetl --threads 1: {r['ratio_rows_per_cpu_s_tvetl_threads_1_over_duckdb']};"
+          f" --memory-limit {r['unbounded_memory_limit']}: {r['ratio_rows_per_cpu_s_tvetl_unbounded_memory_over_duckdb']};"
           f" against duckdb+warehouse: {r['ratio_rows_per_cpu_s_tvetl_over_duckdb_with_warehouse']})")
     c = r["ceiling_with_duckdb_bulk_write_warehouse"]
     need = c["ingest_rows_per_cpu_s_needed_for_2x"]
