@@ -41,29 +41,20 @@ pub enum RecordBody<'a> {
 /// The original text of a record, rendered only when it is quarantined.
 #[derive(Clone, Copy)]
 pub enum Original<'a> {
-    /// A CSV record's fields, re-quoted as one CSV line.
-    Csv(&'a csv::ByteRecord),
     /// The record's own text.
     Text(&'a str),
-    /// Bytes that are not UTF-8.
+    /// The record's own bytes, as they were read (a CSV record's quoting
+    /// included), which may not be UTF-8.
     Bytes(&'a [u8]),
 }
 
 impl Original<'_> {
-    /// The text to keep in the quarantine.
+    /// The text to keep in the quarantine (bytes that are not UTF-8 become
+    /// U+FFFD, as the quarantine is JSON text).
     pub fn render(&self) -> String {
         match self {
             Original::Text(t) => (*t).to_owned(),
             Original::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            Original::Csv(record) => {
-                let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-                let _ = w.write_byte_record(record);
-                let mut bytes = w.into_inner().unwrap_or_default();
-                if bytes.last() == Some(&b'\n') {
-                    bytes.pop();
-                }
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
         }
     }
 }
@@ -140,7 +131,14 @@ fn decode_csv<R: Read, F>(key: &str, reader: R, fields: &[&str], mut on_record: 
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
-    let breaks = BreakTracker { inner: reader, offset: 0, breaks: VecDeque::new(), newlines_before: 0 };
+    let breaks = BreakTracker {
+        inner: reader,
+        offset: 0,
+        breaks: VecDeque::new(),
+        newlines_before: 0,
+        retained: Vec::new(),
+        retained_from: 0,
+    };
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(breaks);
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
@@ -164,10 +162,15 @@ where
             Err(e) => return Err(csv_error(e)),
         }
         record_no += 1;
-        let line = record.position().map_or(0, |p| csv.get_mut().line_at(p.byte()));
+        let start = record.position().map_or(0, |p| p.byte());
+        let end = csv.position().byte();
+        let line = csv.get_mut().line_at(start);
+        // Bytes before this record are not needed again.
+        csv.get_mut().release_before(start);
+        let tracker = csv.get_ref();
         if record.len() != header.len() {
             let message = format!("expected {} columns as in the header, found {}", header.len(), record.len());
-            let original = Original::Csv(record);
+            let original = Original::Bytes(tracker.record_bytes(start, end));
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
             continue;
         }
@@ -183,7 +186,7 @@ where
                     // assertion checks each field again in dev builds.
                     *value = column.map(|c| unsafe { std::str::from_utf8_unchecked(&bytes[c]) });
                 }
-                let original = Original::Csv(text.as_byte_record());
+                let original = Original::Bytes(tracker.record_bytes(start, end));
                 let result = on_record(Record {
                     record_no,
                     line,
@@ -197,7 +200,7 @@ where
                 let record = slot.insert(e.into_byte_record());
                 let name = names.get(column).map_or("?", String::as_str);
                 let message = format!("column {} ({name}) is not valid UTF-8", column + 1);
-                let original = Original::Csv(record);
+                let original = Original::Bytes(tracker.record_bytes(start, end));
                 on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
             }
         }
@@ -220,6 +223,11 @@ struct BreakTracker<R> {
     breaks: VecDeque<(u64, u8)>,
     /// `\n` bytes before the first entry of `breaks`.
     newlines_before: u64,
+    /// The bytes read from `retained_from` on: the current record's own text
+    /// for the quarantine, which the csv crate does not keep (it unquotes).
+    retained: Vec<u8>,
+    /// The offset of `retained[0]`.
+    retained_from: u64,
 }
 
 impl<R: Read> Read for BreakTracker<R> {
@@ -232,10 +240,15 @@ impl<R: Read> Read for BreakTracker<R> {
             self.breaks.push_back((self.offset + at as u64, bytes[at]));
             from = at + 1;
         }
+        self.retained.extend_from_slice(bytes);
         self.offset += n as u64;
         Ok(n)
     }
 }
+
+/// How many bytes the tracker may hold before the current record before it
+/// drops them: dropping is a copy of what follows, so it is done in bulk.
+const RETAIN_SLACK: u64 = 256 * 1024;
 
 /// The index of the first `\n` or `\r` in `bytes`, eight bytes at a time.
 fn find_line_break(bytes: &[u8]) -> Option<usize> {
@@ -257,6 +270,29 @@ fn find_line_break(bytes: &[u8]) -> Option<usize> {
 }
 
 impl<R> BreakTracker<R> {
+    /// Lets go of the bytes before `offset` (no later record starts there).
+    fn release_before(&mut self, offset: u64) {
+        if offset >= self.retained_from + RETAIN_SLACK {
+            let n = (offset - self.retained_from) as usize;
+            self.retained.drain(..n.min(self.retained.len()));
+            self.retained_from += n as u64;
+        }
+    }
+
+    /// The text of the record read from `start` to `end`, without the line
+    /// breaks around it: those before it are the previous record's CRLF or
+    /// blank lines, and one after it is its terminator (neither an unquoted
+    /// field nor a closing quote can end in a line break).
+    fn record_bytes(&self, start: u64, end: u64) -> &[u8] {
+        let from = start.saturating_sub(self.retained_from) as usize;
+        let to = (end.saturating_sub(self.retained_from) as usize).min(self.retained.len());
+        let bytes = self.retained.get(from..to).unwrap_or_default();
+        let is_break = |b: &u8| *b == b'\n' || *b == b'\r';
+        let first = bytes.iter().position(|b| !is_break(b)).unwrap_or(bytes.len());
+        let last = bytes.iter().rposition(|b| !is_break(b)).map_or(first, |at| at + 1);
+        &bytes[first..last.max(first)]
+    }
+
     /// The 1-based line of the first byte at or after `offset` that is not a
     /// line break: where a record read from `offset` starts. Offsets must not
     /// decrease from one call to the next.

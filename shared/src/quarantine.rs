@@ -140,8 +140,8 @@ pub struct QuarantinedRecord<'a> {
     pub field: Option<&'static str>,
     /// What was wrong, for a person.
     pub message: &'a str,
-    /// The record's original text (CSV re-quoted from its fields where the
-    /// bytes were valid; otherwise the bytes decoded lossily).
+    /// The record's original text, as it was written (a CSV record's quoting
+    /// included); bytes that are not UTF-8 are replaced by U+FFFD.
     pub original: &'a str,
     /// Where in a stream the record was, for records that came from one.
     #[serde(skip_serializing_if = "Option::is_none")]
