@@ -360,6 +360,29 @@ mod tests {
     }
 
     #[test]
+    fn the_daily_average_does_not_depend_on_the_order_rows_were_loaded_in() {
+        // 0.1 + 0.2 + 0.3 in floating point is 0.6000000000000001 added in
+        // this order and 0.6 in the reverse one: a report that summed the
+        // doubles would differ between two loads of the same data.
+        let mut averages = Vec::new();
+        for order in [["0.1", "0.2", "0.3"], ["0.3", "0.2", "0.1"]] {
+            let dir = tempfile::tempdir().unwrap();
+            let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+            let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+            let rows: Vec<String> =
+                order.iter().enumerate().map(|(i, w)| format!("(DATE '2024-01-01', 'u{i}', {w}, 1, 1)")).collect();
+            wh.execute_transaction(&[format!("INSERT INTO analytics.daily_user_viewing VALUES {}", rows.join(", "))])
+                .unwrap();
+            let days = tvetl_core::warehouse::user_average(&mut wh, None, None).unwrap();
+            assert_eq!(days.len(), 1);
+            assert_eq!(days[0].active_users, 3);
+            averages.push(days[0].avg_watch_seconds_per_user);
+        }
+        assert_eq!(averages[0].to_bits(), averages[1].to_bits(), "{averages:?}");
+        assert_eq!(averages[0], 600_000.0 / 1e6 / 3.0);
+    }
+
+    #[test]
     fn staging_tables_are_temporary_and_empty_after_a_load() {
         let dir = tempfile::tempdir().unwrap();
         let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &EngineLimits::default()).unwrap();
