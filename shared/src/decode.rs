@@ -197,7 +197,7 @@ where
             }
             Err(e) => {
                 let column = e.utf8_error().field();
-                let record = slot.insert(e.into_byte_record());
+                slot = Some(e.into_byte_record());
                 let name = names.get(column).map_or("?", String::as_str);
                 let message = format!("column {} ({name}) is not valid UTF-8", column + 1);
                 let original = Original::Bytes(tracker.record_bytes(start, end));
@@ -305,13 +305,12 @@ impl<R> BreakTracker<R> {
             self.breaks.pop_front();
         }
         let mut line = 1 + self.newlines_before;
-        let mut next = offset;
-        for &(at, b) in &self.breaks {
+        // The breaks right at `offset` and after it, byte after byte.
+        for (next, &(at, b)) in (offset..).zip(&self.breaks) {
             if at != next {
                 break;
             }
             line += u64::from(b == b'\n');
-            next += 1;
         }
         line
     }

@@ -75,6 +75,10 @@ pub struct Lineage<'a> {
 pub trait BatchBuilder: Send {
     /// Rows buffered so far.
     fn len(&self) -> usize;
+    /// Whether no rows are buffered.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Takes the buffered rows as a batch of `schema`.
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, IngestError>;
 }

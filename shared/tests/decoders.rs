@@ -625,7 +625,7 @@ fn a_large_stream_is_decoded_record_by_record() {
         let consumed = header_len + r.record_no * ROW_LEN as u64;
         max_ahead = max_ahead.max(produced.get().saturating_sub(consumed));
         let RecordBody::Fields { values, .. } = r.body else { panic!("record {count} is malformed") };
-        if count % 99_991 == 0 || count == ROWS {
+        if count.is_multiple_of(99_991) || count == ROWS {
             let i = count - 1;
             let expected = CsvGenerator::row(i);
             let fields: Vec<&str> = expected.trim_end().split(',').collect();

@@ -43,10 +43,10 @@ fn service_error<E>(key: &str, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    if let SdkError::ServiceError(e) = &error {
-        if matches!(e.err().code(), Some("NoSuchKey" | "NotFound")) || e.raw().status().as_u16() == 404 {
-            return StoreError::NotFound { key: key.to_owned() };
-        }
+    if let SdkError::ServiceError(e) = &error
+        && (matches!(e.err().code(), Some("NoSuchKey" | "NotFound")) || e.raw().status().as_u16() == 404)
+    {
+        return StoreError::NotFound { key: key.to_owned() };
     }
     StoreError::Service { key: key.to_owned(), message: describe(&error), retryable: is_retryable(&error) }
 }
