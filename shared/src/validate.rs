@@ -125,14 +125,19 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
     // A delivered duration must be valid even when end_time makes it unused:
     // a garbled duration is a sign of a garbled record.
     let duration_seconds = duration_text
-        .map(|text| {
-            parse_duration(text).ok_or_else(|| {
-                Rejection::field(
-                    QuarantineReason::BadDuration,
-                    "duration_seconds",
-                    format!("duration_seconds must be a positive integer, got {text:?}"),
-                )
-            })
+        .map(|text| match parse_duration(text) {
+            Duration::Seconds(seconds) => Ok(seconds),
+            // A positive integer all the same, and far more than 24 hours.
+            Duration::OutOfRange => Err(Rejection::field(
+                QuarantineReason::TooLong,
+                "duration_seconds",
+                format!("duration_seconds {text} is more than 24 h (and more than a 64-bit integer holds)"),
+            )),
+            Duration::Invalid => Err(Rejection::field(
+                QuarantineReason::BadDuration,
+                "duration_seconds",
+                format!("duration_seconds must be a positive integer, got {text:?}"),
+            )),
         })
         .transpose()?;
     let end_us = match (end_given, duration_seconds) {
@@ -148,10 +153,10 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
         return Err(Rejection::field(QuarantineReason::BadDuration, "end_time", "end_time is not after start_time"));
     }
     if end_us - start_us > MAX_SESSION_MICROS {
-        let hours = (end_us - start_us) as f64 / 3.6e9;
+        let seconds = (end_us - start_us) as f64 / 1e6;
         return Err(Rejection::record(
             QuarantineReason::TooLong,
-            format!("session lasts {hours:.1} h, more than 24 h"),
+            format!("session lasts {seconds} s ({:.2} h), more than 24 h", seconds / 3600.0),
         ));
     }
     Ok(ViewingSession {
@@ -167,12 +172,26 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
     })
 }
 
-/// A positive integer number of seconds (`"1800"`; not `1800.5`, `0`, `-5`).
-fn parse_duration(text: &str) -> Option<i64> {
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// What a `duration_seconds` text is.
+enum Duration {
+    /// A positive integer number of seconds (`"1800"`).
+    Seconds(i64),
+    /// A positive integer too large for 64 bits.
+    OutOfRange,
+    /// Not a positive integer (`1800.5`, `0`, `-5`, `+5`, `abc`).
+    Invalid,
+}
+
+fn parse_duration(text: &str) -> Duration {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Duration::Invalid;
     }
-    text.parse::<i64>().ok().filter(|&s| s > 0)
+    match text.parse::<i64>() {
+        Ok(seconds) if seconds > 0 => Duration::Seconds(seconds),
+        Ok(_) => Duration::Invalid,
+        // Only digits, so the one way to fail is overflow; "000…0" parses.
+        Err(_) => Duration::OutOfRange,
+    }
 }
 
 /// Validates a channel-metadata record ([`CHANNEL_FIELDS`] order): the id and
@@ -259,6 +278,17 @@ mod tests {
         }
         assert_eq!(reason(&with(&[("end_time", "2024-01-03T00:00:01Z")])), TooLong);
         assert_eq!(reason(&with(&[("end_time", ""), ("duration_seconds", "86401")])), TooLong);
+        // A positive integer beyond 64 bits is still a positive integer: too long.
+        for huge in ["100000000000000000000", "9223372036854775808"] {
+            let r = validate_session(&with(&[("end_time", ""), ("duration_seconds", huge)])).unwrap_err();
+            assert_eq!(r.reason, TooLong, "{huge}");
+            assert_eq!(r.field, Some("duration_seconds"));
+            assert_eq!(reason(&with(&[("duration_seconds", huge)])), TooLong, "with an end_time too: {huge}");
+        }
+        // The largest that fits overflows the end time: too long as well.
+        assert_eq!(reason(&with(&[("end_time", ""), ("duration_seconds", "9223372036854775807")])), TooLong);
+        let message = validate_session(&with(&[("end_time", ""), ("duration_seconds", "86401")])).unwrap_err().message;
+        assert!(message.contains("86401 s"), "{message}");
         // Exactly 24 hours is allowed.
         assert!(validate_session(&with(&[("end_time", ""), ("duration_seconds", "86400")])).is_ok());
     }
