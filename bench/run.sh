@@ -21,9 +21,10 @@
 # --warehouse (DuckDB persisting core and analytics tables as tvetl does), and
 # tvetl run --threads 1 (the warehouse load on one DuckDB thread) and
 # --memory-limit 4GB (a load that does not spill), and prints those ratios
-# too; the target's ratio is tvetl's default against the plain baseline. It also prints a ceiling: the ratio tvetl would reach if its
-# warehouse load cost no more than the baseline's own bulk write of the same
-# tables, and the ingest speed the 2x target would then need. A difference in
+# too; the target's ratio is tvetl's default against the plain baseline. It
+# also prints a ceiling: the ratio tvetl would reach if its warehouse load
+# cost no more than the baseline's own bulk write of the same tables, and the
+# ingest speed the 2x target would then need. A difference in
 # the tools' counts or top channels is reported as a warning, not a failure.
 set -euo pipefail
 

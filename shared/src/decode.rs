@@ -212,7 +212,8 @@ where
 /// that a record's line can be found from its byte offset. The csv crate's own
 /// `Position::line` is taken before the line breaks that precede a record are
 /// skipped (the `\n` of the previous record's CRLF, blank lines), so it lags
-/// behind by as many lines.
+/// behind by as many lines. It also keeps the bytes of the record being
+/// decoded, for the quarantine's original text.
 struct BreakTracker<R> {
     inner: R,
     /// Bytes read so far.
@@ -273,8 +274,8 @@ impl<R> BreakTracker<R> {
     /// Lets go of the bytes before `offset` (no later record starts there).
     fn release_before(&mut self, offset: u64) {
         if offset >= self.retained_from + RETAIN_SLACK {
-            let n = (offset - self.retained_from) as usize;
-            self.retained.drain(..n.min(self.retained.len()));
+            let n = ((offset - self.retained_from) as usize).min(self.retained.len());
+            self.retained.drain(..n);
             self.retained_from += n as u64;
         }
     }
