@@ -10,7 +10,6 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
 
@@ -131,15 +130,7 @@ fn decode_csv<R: Read, F>(key: &str, reader: R, fields: &[&str], mut on_record: 
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
-    let breaks = BreakTracker {
-        inner: reader,
-        offset: 0,
-        breaks: VecDeque::new(),
-        newlines_before: 0,
-        retained: Vec::new(),
-        retained_from: 0,
-    };
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(breaks);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(RecordTracker::new(reader));
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
         unreadable(key, line, e)
@@ -208,41 +199,29 @@ where
     Ok(DecodeSummary { unknown_columns })
 }
 
-/// Remembers where the line breaks are in the bytes the CSV reader takes, so
-/// that a record's line can be found from its byte offset. The csv crate's own
-/// `Position::line` is taken before the line breaks that precede a record are
-/// skipped (the `\n` of the previous record's CRLF, blank lines), so it lags
-/// behind by as many lines. It also keeps the bytes of the record being
-/// decoded, for the quarantine's original text.
-struct BreakTracker<R> {
+/// Keeps the bytes the CSV reader takes, from the current record on, for two
+/// things the csv crate does not give: a record's own text (it unquotes), and
+/// the line a record starts on. The crate's own `Position::line` is taken
+/// before the line breaks that precede a record are skipped (the `\n` of the
+/// previous record's CRLF, blank lines), so it lags behind by as many lines.
+struct RecordTracker<R> {
     inner: R,
-    /// Bytes read so far.
-    offset: u64,
-    /// Offsets and values of the `\r` and `\n` bytes not yet passed by [`line_at`].
-    ///
-    /// [`line_at`]: BreakTracker::line_at
-    breaks: VecDeque<(u64, u8)>,
-    /// `\n` bytes before the first entry of `breaks`.
-    newlines_before: u64,
-    /// The bytes read from `retained_from` on: the current record's own text
-    /// for the quarantine, which the csv crate does not keep (it unquotes).
+    /// The bytes read from `retained_from` on.
     retained: Vec<u8>,
     /// The offset of `retained[0]`.
     retained_from: u64,
+    /// How many `\n` bytes come before `counted_to`.
+    newlines: u64,
+    /// How far [`line_at`] has counted (never past a byte still retained).
+    ///
+    /// [`line_at`]: RecordTracker::line_at
+    counted_to: u64,
 }
 
-impl<R: Read> Read for BreakTracker<R> {
+impl<R: Read> Read for RecordTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let bytes = &buf[..n];
-        let mut from = 0;
-        while let Some(at) = find_line_break(&bytes[from..]) {
-            let at = from + at;
-            self.breaks.push_back((self.offset + at as u64, bytes[at]));
-            from = at + 1;
-        }
-        self.retained.extend_from_slice(bytes);
-        self.offset += n as u64;
+        self.retained.extend_from_slice(&buf[..n]);
         Ok(n)
     }
 }
@@ -251,28 +230,26 @@ impl<R: Read> Read for BreakTracker<R> {
 /// drops them: dropping is a copy of what follows, so it is done in bulk.
 const RETAIN_SLACK: u64 = 256 * 1024;
 
-/// The index of the first `\n` or `\r` in `bytes`, eight bytes at a time.
-fn find_line_break(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    // High bit set in each byte of `x` that is zero (exact for the lowest one).
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let found = zero_bytes(word ^ (ONES * u64::from(b'\n'))) | zero_bytes(word ^ (ONES * u64::from(b'\r')));
-        if found != 0 {
-            return Some(base + found.trailing_zeros() as usize / 8);
-        }
-        base += 8;
-    }
-    chunks.remainder().iter().position(|&b| b == b'\n' || b == b'\r').map(|at| base + at)
+fn is_line_break(b: &u8) -> bool {
+    *b == b'\n' || *b == b'\r'
 }
 
-impl<R> BreakTracker<R> {
-    /// Lets go of the bytes before `offset` (no later record starts there).
+impl<R> RecordTracker<R> {
+    fn new(inner: R) -> Self {
+        RecordTracker { inner, retained: Vec::new(), retained_from: 0, newlines: 0, counted_to: 0 }
+    }
+
+    /// The retained bytes from offset `from` on, up to offset `to` if given.
+    fn bytes(&self, from: u64, to: Option<u64>) -> &[u8] {
+        let at = |offset: u64| (offset.saturating_sub(self.retained_from) as usize).min(self.retained.len());
+        let from = at(from);
+        &self.retained[from..to.map_or(self.retained.len(), at).max(from)]
+    }
+
+    /// Lets go of the bytes before `offset` (no later record starts there)
+    /// that the line count has passed.
     fn release_before(&mut self, offset: u64) {
+        let offset = offset.min(self.counted_to);
         if offset >= self.retained_from + RETAIN_SLACK {
             let n = ((offset - self.retained_from) as usize).min(self.retained.len());
             self.retained.drain(..n);
@@ -285,12 +262,9 @@ impl<R> BreakTracker<R> {
     /// blank lines, and one after it is its terminator (neither an unquoted
     /// field nor a closing quote can end in a line break).
     fn record_bytes(&self, start: u64, end: u64) -> &[u8] {
-        let from = start.saturating_sub(self.retained_from) as usize;
-        let to = (end.saturating_sub(self.retained_from) as usize).min(self.retained.len());
-        let bytes = self.retained.get(from..to).unwrap_or_default();
-        let is_break = |b: &u8| *b == b'\n' || *b == b'\r';
-        let first = bytes.iter().position(|b| !is_break(b)).unwrap_or(bytes.len());
-        let last = bytes.iter().rposition(|b| !is_break(b)).map_or(first, |at| at + 1);
+        let bytes = self.bytes(start, Some(end));
+        let first = bytes.iter().position(|b| !is_line_break(b)).unwrap_or(bytes.len());
+        let last = bytes.iter().rposition(|b| !is_line_break(b)).map_or(first, |at| at + 1);
         &bytes[first..last.max(first)]
     }
 
@@ -298,22 +272,11 @@ impl<R> BreakTracker<R> {
     /// line break: where a record read from `offset` starts. Offsets must not
     /// decrease from one call to the next.
     fn line_at(&mut self, offset: u64) -> u64 {
-        while let Some(&(at, b)) = self.breaks.front() {
-            if at >= offset {
-                break;
-            }
-            self.newlines_before += u64::from(b == b'\n');
-            self.breaks.pop_front();
-        }
-        let mut line = 1 + self.newlines_before;
-        // The breaks right at `offset` and after it, byte after byte.
-        for (next, &(at, b)) in (offset..).zip(&self.breaks) {
-            if at != next {
-                break;
-            }
-            line += u64::from(b == b'\n');
-        }
-        line
+        let passed = self.bytes(self.counted_to, Some(offset)).iter().filter(|&&b| b == b'\n').count();
+        self.newlines += passed as u64;
+        self.counted_to = self.counted_to.max(offset);
+        let leading = self.bytes(offset, None).iter().take_while(|b| is_line_break(b)).filter(|&&b| b == b'\n').count();
+        1 + self.newlines + leading as u64
     }
 }
 
@@ -710,11 +673,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn line_breaks_are_found_like_a_byte_scan(bytes in prop::collection::vec(
-            prop::sample::select(vec![b'a', b'\n', b'\r', 0x0b, 0x0c, 0x8a, 0x8d, 0xff, 0x00, 0x09]), 0..40)
+        fn the_line_at_an_offset_is_counted_like_a_scan_of_the_whole_text(
+            bytes in prop::collection::vec(prop::sample::select(vec![b'a', b'\n', b'\r', 0x8a, 0x00]), 0..60),
+            mut offsets in prop::collection::vec(0u64..64, 0..8),
         ) {
-            let expected = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
-            prop_assert_eq!(find_line_break(&bytes), expected);
+            offsets.sort_unstable();
+            let mut tracker = RecordTracker::new(bytes.as_slice());
+            std::io::copy(&mut tracker, &mut std::io::sink()).unwrap();
+            for offset in offsets {
+                let at = (offset as usize).min(bytes.len());
+                let start = at + bytes[at..].iter().take_while(|b| is_line_break(b)).count();
+                let expected = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64;
+                prop_assert_eq!(tracker.line_at(offset), expected, "offset {}", offset);
+            }
         }
     }
 
