@@ -34,6 +34,10 @@ fn run(input: &Path, lake: &Path) -> Value {
     json(&["run", "--input", path(input), "--lake", path(lake), "--format", "json", "--quiet"])
 }
 
+fn run_with_memory_limit(input: &Path, lake: &Path, limit: &str) -> Value {
+    json(&["run", "--input", path(input), "--lake", path(lake), "--memory-limit", limit, "--format", "json", "--quiet"])
+}
+
 fn top_channels(lake: &Path, date: &str) -> Value {
     json(&["report", "--lake", path(lake), "top-channels", "--date", date, "--limit", "1000", "--format", "json"])
 }
@@ -274,28 +278,14 @@ fn core_sessions(lake: &Path) -> (i64, String) {
 fn a_later_delivery_of_every_loaded_session_replaces_them_under_a_small_memory_limit() {
     // Two generations with the same rows and object keys but other seeds:
     // the same event ids with other values, so the second run re-delivers
-    // every session the first loaded. Replacing 100,000 sessions by updating
-    // them in place needs more memory than DuckDB can spill; at 32 MB the
-    // load must not need it.
+    // every session the first loaded. Updating 100,000 sessions in place
+    // needs memory that DuckDB cannot spill, and ran out at 48 MB.
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     for (out, seed) in [(&first, "1"), (&second, "2")] {
         tvetl(&["generate", "--out", path(out), "--rows", "100000", "--days", "3", "--seed", seed, "--dirty", "0"]);
     }
-    let small = |input: &Path, lake: &Path| {
-        json(&[
-            "run",
-            "--input",
-            path(input),
-            "--lake",
-            path(lake),
-            "--memory-limit",
-            "32MB",
-            "--format",
-            "json",
-            "--quiet",
-        ])
-    };
+    let small = |input: &Path, lake: &Path| run_with_memory_limit(input, lake, "48MB");
     let lake = dir.path().join("lake");
     small(&first, &lake);
     let loaded = core_sessions(&lake);
@@ -313,6 +303,34 @@ fn a_later_delivery_of_every_loaded_session_replaces_them_under_a_small_memory_l
         assert_eq!(top_channels(&lake, day), top_channels(&fresh, day), "{day}");
     }
     assert_eq!(user_average(&lake), user_average(&fresh));
+}
+
+#[test]
+fn a_later_snapshot_of_every_user_replaces_them_under_a_small_memory_limit() {
+    // A full demographics snapshot delivered again with new values, as a
+    // daily export would be: every one of 200,000 users is replaced. An
+    // in-place update of them all ran out of memory at 64 MB.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    for (generation, age_band) in [("first", "18-24"), ("second", "25-34")] {
+        let mut csv = String::from("user_id,age_band,gender,region\n");
+        for i in 0..200_000 {
+            csv.push_str(&format!("u{i:07},{age_band},f,region-{}\n", i % 50));
+        }
+        let input = dir.path().join(generation);
+        write(&input, "demographics/users.csv", csv.as_bytes());
+        let summary = run_with_memory_limit(&input, &lake, "64MB");
+        assert_eq!(summary["loads"]["demographics"]["rows_merged"], 200_000, "{generation}");
+    }
+    let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
+    let bands: Vec<(String, i64)> = conn
+        .prepare("SELECT age_band, COUNT(*) FROM core.users GROUP BY age_band")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(bands, [(s("25-34"), 200_000)]);
 }
 
 fn write(root: &Path, key: &str, body: &[u8]) {
