@@ -222,9 +222,9 @@ phases = run.get("seconds", {})
 breakdown = {
     "ingest": round(phases.get("ingest_cpu", 0.0), 3),
     "warehouse_copy_in": cpu_of(lambda t: t.startswith("INSERT INTO staging_viewing_sessions")),
-    # The MERGE that retires replaced versions and the INSERT of the winners.
-    "warehouse_core_load": cpu_of(lambda t: t.startswith(("MERGE INTO core.viewing_sessions",
-                                                         "INSERT INTO core.viewing_sessions"))),
+    # The delete of the versions being replaced, and the MERGE.
+    "warehouse_core_load": cpu_of(lambda t: t.startswith(("DELETE FROM core.viewing_sessions",
+                                                         "MERGE INTO core.viewing_sessions"))),
     "warehouse_analytics": cpu_of(lambda t: "day_viewing" in t or t.startswith("INSERT INTO analytics.")),
     "warehouse_all": round(phases.get("warehouse_cpu", 0.0), 3),
     "reports": round(sum(cpu_s(s) for s in report_steps), 3),

@@ -33,15 +33,25 @@ SELECT load_stats.rows_staged,
        0 AS days_touched
 FROM load_stats;
 
--- The versions being replaced are deleted and the winners inserted whole, as
--- for sessions (load_viewing_sessions.sql says why).
+-- Replaced versions are deleted first, so the MERGE only inserts
+-- (load_viewing_sessions.sql says why).
+DELETE FROM core.channels
+USING new_rows
+WHERE core.channels.channel_id = new_rows.channel_id;
+
 MERGE INTO core.channels
 USING new_rows n ON core.channels.channel_id = n.channel_id
-WHEN MATCHED THEN DELETE;
-
-INSERT INTO core.channels (channel_id, channel_name, genre, network, language, source_key, source_version, source_record_no, load_id)
-SELECT n.channel_id, n.channel_name, n.genre, n.network, n.language, n.source_key, n.source_version, n.source_record_no, {load_id}
-FROM new_rows n;
+WHEN MATCHED THEN UPDATE SET
+    channel_name = n.channel_name,
+    genre = n.genre,
+    network = n.network,
+    language = n.language,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (channel_id, channel_name, genre, network, language, source_key, source_version, source_record_no, load_id)
+VALUES (n.channel_id, n.channel_name, n.genre, n.network, n.language, n.source_key, n.source_version, n.source_record_no, {load_id});
 
 INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
 SELECT 'channels', source_key, source_version, NULL, COUNT(*), {load_id}

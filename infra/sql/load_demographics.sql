@@ -33,15 +33,24 @@ SELECT load_stats.rows_staged,
        0 AS days_touched
 FROM load_stats;
 
--- The versions being replaced are deleted and the winners inserted whole, as
--- for sessions (load_viewing_sessions.sql says why).
+-- Replaced versions are deleted first, so the MERGE only inserts
+-- (load_viewing_sessions.sql says why).
+DELETE FROM core.users
+USING new_rows
+WHERE core.users.user_id = new_rows.user_id;
+
 MERGE INTO core.users
 USING new_rows n ON core.users.user_id = n.user_id
-WHEN MATCHED THEN DELETE;
-
-INSERT INTO core.users (user_id, age_band, gender, region, source_key, source_version, source_record_no, load_id)
-SELECT n.user_id, n.age_band, n.gender, n.region, n.source_key, n.source_version, n.source_record_no, {load_id}
-FROM new_rows n;
+WHEN MATCHED THEN UPDATE SET
+    age_band = n.age_band,
+    gender = n.gender,
+    region = n.region,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (user_id, age_band, gender, region, source_key, source_version, source_record_no, load_id)
+VALUES (n.user_id, n.age_band, n.gender, n.region, n.source_key, n.source_version, n.source_record_no, {load_id});
 
 INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
 SELECT 'users', source_key, source_version, NULL, COUNT(*), {load_id}

@@ -79,25 +79,45 @@ SELECT load_stats.rows_staged,
        (SELECT COUNT(*) FROM touched_days) AS days_touched
 FROM load_stats;
 
--- Last delivery wins against core too: a MERGE on the natural key retires
--- the versions that the staged sessions replace, then the staged sessions
--- (now one per event_id) go in whole. Redshift stores an update as a delete
--- and an insert anyway; DuckDB, written this way, needs no in-place update,
--- which it cannot spill: re-delivering 0.94M of 4.8M loaded sessions as an
--- UPDATE of every column ran out of memory under the local 320 MB limit.
+-- The versions that the staged sessions replace are deleted first, so the
+-- MERGE on the natural key finds nothing to update and only inserts. An
+-- in-place update of every column is what DuckDB cannot spill: re-delivering
+-- 0.94M of 4.8M loaded sessions through the MERGE's UPDATE (or its DELETE
+-- action alongside the INSERT) ran out of memory under the local 320 MB
+-- limit, where a DELETE, then a MERGE that only inserts, fits. Redshift
+-- stores an update as a delete and an insert anyway. The MERGE keeps its
+-- UPDATE action: Redshift's MERGE needs one, and with it the statement is a
+-- complete last-delivery-wins upsert on its own.
+DELETE FROM core.viewing_sessions
+USING staging.viewing_sessions
+WHERE core.viewing_sessions.event_id = staging.viewing_sessions.event_id;
+
 MERGE INTO core.viewing_sessions
 USING staging.viewing_sessions n ON core.viewing_sessions.event_id = n.event_id
-WHEN MATCHED THEN DELETE;
-
-INSERT INTO core.viewing_sessions (
+WHEN MATCHED THEN UPDATE SET
+    user_id = n.user_id,
+    device_id = n.device_id,
+    channel_id = n.channel_id,
+    program_id = n.program_id,
+    start_time = n.start_time,
+    end_time = n.end_time,
+    event_date = CAST(n.start_time AS DATE),
+    session_seconds = CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
+    duration_seconds = n.duration_seconds,
+    platform = n.platform,
+    source_key = n.source_key,
+    source_version = n.source_version,
+    source_record_no = n.source_record_no,
+    load_id = {load_id}
+WHEN NOT MATCHED THEN INSERT (
     event_id, user_id, device_id, channel_id, program_id, start_time, end_time, event_date,
     session_seconds, duration_seconds, platform, source_key, source_version, source_record_no, load_id
-)
-SELECT n.event_id, n.user_id, n.device_id, n.channel_id, n.program_id, n.start_time, n.end_time,
-       CAST(n.start_time AS DATE),
-       CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
-       n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, {load_id}
-FROM staging.viewing_sessions n;
+) VALUES (
+    n.event_id, n.user_id, n.device_id, n.channel_id, n.program_id, n.start_time, n.end_time,
+    CAST(n.start_time AS DATE),
+    CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000,
+    n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, {load_id}
+);
 
 -- Analytics of the touched days (infra/sql/analytics_days.sql).
 -- @include analytics_days.sql

@@ -322,6 +322,33 @@ mod tests {
         }
     }
 
+    /// Redshift's MERGE is stricter than the parser: its source must be a
+    /// table (not a subquery or view), and it takes exactly one `WHEN MATCHED`
+    /// action (UPDATE or DELETE) and one `WHEN NOT MATCHED THEN INSERT`.
+    #[test]
+    fn every_merge_has_the_shape_redshift_accepts() {
+        use sqlparser::ast::{MergeAction, MergeClauseKind, Statement, TableFactor};
+        let mut merges = 0;
+        for (file, statement) in all_redshift_statements() {
+            let Statement::Merge(merge) = &Parser::parse_sql(&RedshiftSqlDialect {}, &statement).unwrap()[0] else {
+                continue;
+            };
+            merges += 1;
+            assert!(
+                matches!(merge.source, TableFactor::Table { .. }),
+                "{file}: the source is not a table\n{statement}"
+            );
+            let kinds: Vec<_> = merge.clauses.iter().map(|c| (c.clause_kind, c.predicate.is_some())).collect();
+            assert_eq!(
+                kinds,
+                [(MergeClauseKind::Matched, false), (MergeClauseKind::NotMatched, false)],
+                "{file}: {statement}"
+            );
+            assert!(matches!(merge.clauses[1].action, MergeAction::Insert(_)), "{file}: {statement}");
+        }
+        assert_eq!(merges, 3, "one MERGE per load");
+    }
+
     #[test]
     fn no_placeholder_is_left_and_no_semicolon_hides_in_a_statement() {
         for (file, statement) in all_redshift_statements() {

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Memory of a run that replaces rows already in the warehouse, at the default
+# DuckDB memory limit: the case a first load never exercises.
+#
+# usage: bench/redelivery.sh
+#
+#   sessions: load 5M generated sessions, then a run over a 1M generation
+#             with the same object keys and event ids (new content), so about
+#             0.94M loaded sessions are replaced;
+#   users:    load a 3M-user demographics snapshot, then a second snapshot
+#             with new values for every user.
+#
+# For each second run it prints its exit status, CPU seconds and peak RSS
+# (/usr/bin/time -v), and how many rows core holds afterwards.
+#
+# environment:
+#   TVETL      tvetl binary to use (default: cargo build -p tvetl)
+#   BENCH_DIR  work folder (default: mktemp -d); inputs generated with
+#              bench/run.sh's settings there (in-1000000, in-5000000) are reused
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+work=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+if [ -n "${TVETL:-}" ]; then
+  tvetl=$TVETL
+else
+  source "$repo/scripts/env.sh"
+  (cd "$repo" && cargo build -p tvetl >&2)
+  tvetl="$CARGO_TARGET_DIR/debug/tvetl"
+fi
+[ -x /usr/bin/time ] || { echo "error: needs GNU time at /usr/bin/time (bench/run.sh installs it)" >&2; exit 1; }
+
+# The same generations as bench/run.sh, so its inputs serve here too.
+input() {
+  local rows=$1 in="$work/in-$1"
+  if [ ! -e "$in.done" ]; then
+    rm -rf "$in"
+    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 >/dev/null 2>&1
+    touch "$in.done"
+  fi
+  echo "$in"
+}
+
+users() {
+  local dir=$1 band=$2
+  mkdir -p "$dir/demographics"
+  { echo "user_id,age_band,gender,region"
+    seq 0 2999999 | awk -v band="$band" '{ printf "u%07d,%s,f,region-%d\n", $1, band, $1 % 50 }'
+  } >"$dir/demographics/users.csv"
+}
+
+# second NAME LAKE INPUT: the run that replaces rows, timed.
+second() {
+  local name=$1 lake=$2 in=$3 status=0
+  /usr/bin/time -v -o "$work/$name.time" "$tvetl" run --input "$in" --lake "$lake" --format json --quiet \
+    >"$work/$name.out" 2>"$work/$name.err" || status=$?
+  awk -v name="$name" -v status="$status" '
+    /User time/ { u = $NF } /System time/ { s = $NF } /Maximum resident/ { rss = $NF }
+    END { printf "%-9s exit %d, %.2f CPU s, peak RSS %d MB\n", name, status, u + s, rss / 1024 }' "$work/$name.time"
+  [ "$status" -eq 0 ] || grep -m1 "^error" "$work/$name.err" || true
+}
+
+core_rows() {
+  local db="$1/_warehouse/warehouse.duckdb" py="$here/.venv/bin/python"
+  if [ -x "$py" ]; then
+    "$py" -c "import duckdb,sys; print('  core.$2:', duckdb.connect(sys.argv[1], read_only=True).execute('SELECT COUNT(*) FROM core.$2').fetchone()[0], 'rows')" "$db"
+  fi
+}
+
+big=$(input 5000000)
+small=$(input 1000000)
+lake="$work/redelivery-sessions"
+rm -rf "$lake"
+"$tvetl" run --input "$big" --lake "$lake" --format json --quiet >/dev/null
+second sessions "$lake" "$small"
+core_rows "$lake" viewing_sessions
+
+lake="$work/redelivery-users"
+rm -rf "$lake" "$work/users-first" "$work/users-second"
+users "$work/users-first" 18-24
+users "$work/users-second" 25-34
+"$tvetl" run --input "$work/users-first" --lake "$lake" --format json --quiet >/dev/null
+second users "$lake" "$work/users-second"
+core_rows "$lake" users
