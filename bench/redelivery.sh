@@ -15,8 +15,8 @@
 #
 # environment:
 #   TVETL      tvetl binary to use (default: cargo build -p tvetl)
-#   BENCH_DIR  work folder (default: mktemp -d); inputs generated with
-#              bench/run.sh's settings there (in-1000000, in-5000000) are reused
+#   BENCH_DIR  work folder (default: mktemp -d); bench/run.sh's inputs there
+#              (in-1000000, in-5000000) are reused
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,25 +24,9 @@ repo=$(dirname "$here")
 work=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
-if [ -n "${TVETL:-}" ]; then
-  tvetl=$TVETL
-else
-  source "$repo/scripts/env.sh"
-  (cd "$repo" && cargo build -p tvetl >&2)
-  tvetl="$CARGO_TARGET_DIR/debug/tvetl"
-fi
+source "$here/common.sh"
+bench_tvetl "$repo" >&2
 [ -x /usr/bin/time ] || { echo "error: needs GNU time at /usr/bin/time (bench/run.sh installs it)" >&2; exit 1; }
-
-# The same generations as bench/run.sh, so its inputs serve here too.
-input() {
-  local rows=$1 in="$work/in-$1"
-  if [ ! -e "$in.done" ]; then
-    rm -rf "$in"
-    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 >/dev/null 2>&1
-    touch "$in.done"
-  fi
-  echo "$in"
-}
 
 users() {
   local dir=$1 band=$2
@@ -70,8 +54,8 @@ core_rows() {
   fi
 }
 
-big=$(input 5000000)
-small=$(input 1000000)
+bench_input "$work" 5000000; big=$in
+bench_input "$work" 1000000; small=$in
 lake="$work/redelivery-sessions"
 rm -rf "$lake"
 "$tvetl" run --input "$big" --lake "$lake" --format json --quiet >/dev/null

@@ -65,16 +65,8 @@ if ! "$py" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSI
 fi
 
 # -- tvetl -------------------------------------------------------------------
-if [ -n "${TVETL:-}" ]; then
-  tvetl=$TVETL
-else
-  source "$repo/scripts/env.sh"
-  echo "== cargo build -p tvetl" >&2
-  (cd "$repo" && cargo build -p tvetl)
-  tvetl="$CARGO_TARGET_DIR/debug/tvetl"
-fi
-[ -x "$tvetl" ] || { echo "error: tvetl binary not found or not executable: $tvetl" >&2; exit 1; }
-case "$tvetl" in /*) ;; */*) tvetl="$PWD/$tvetl" ;; esac
+source "$here/common.sh"
+bench_tvetl "$repo"
 
 echo "== work dir: $work" >&2
 echo "== tvetl: $tvetl" >&2
@@ -94,17 +86,7 @@ timed() {
 
 results=()
 for rows in "${rows_list[@]}"; do
-  in="$work/in-$rows"
-  if [ ! -e "$in.done" ]; then
-    echo "== generating $rows rows into $in" >&2
-    rm -rf "$in"
-    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 \
-      >"$work/generate-$rows.out" 2>"$work/generate-$rows.err" || {
-        echo "error: tvetl generate failed:" >&2; tail -n 20 "$work/generate-$rows.err" >&2; exit 1; }
-    touch "$in.done"
-  else
-    echo "== reusing $in" >&2
-  fi
+  bench_input "$work" "$rows"
   sync
 
   echo "== tvetl, $rows rows" >&2

@@ -1,0 +1,34 @@
+# Sourced by bench/run.sh and bench/redelivery.sh. Both take their tvetl and
+# their generated inputs from here, so that one BENCH_DIR's inputs serve both.
+
+# bench_tvetl REPO: sets $tvetl to $TVETL, or to a dev-profile build of the
+# repo (see Cargo.toml for why the benchmarks do not use --release).
+bench_tvetl() {
+  if [ -n "${TVETL:-}" ]; then
+    tvetl=$TVETL
+  else
+    source "$1/scripts/env.sh"
+    echo "== cargo build -p tvetl" >&2
+    (cd "$1" && cargo build -p tvetl)
+    tvetl="$CARGO_TARGET_DIR/debug/tvetl"
+  fi
+  [ -x "$tvetl" ] || { echo "error: tvetl binary not found or not executable: $tvetl" >&2; exit 1; }
+  case "$tvetl" in /*) ;; */*) tvetl="$PWD/$tvetl" ;; esac
+}
+
+# bench_input WORK ROWS: sets $in to WORK/in-ROWS, the benchmark's dirty input
+# of ROWS sessions over 7 days, generated once and reused by later runs.
+bench_input() {
+  local work=$1 rows=$2
+  in="$work/in-$rows"
+  if [ ! -e "$in.done" ]; then
+    echo "== generating $rows rows into $in" >&2
+    rm -rf "$in"
+    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 \
+      >"$work/generate-$rows.out" 2>"$work/generate-$rows.err" || {
+        echo "error: tvetl generate failed:" >&2; tail -n 20 "$work/generate-$rows.err" >&2; exit 1; }
+    touch "$in.done"
+  else
+    echo "== reusing $in" >&2
+  fi
+}
