@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::rc::Rc;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::IngestError;
 use crate::source::{Compression, InputFormat};
@@ -22,8 +22,7 @@ use crate::source::{Compression, InputFormat};
 pub struct Record<'a> {
     /// 1-based record number within the object (header excluded).
     pub record_no: u64,
-    /// 1-based line on which the record starts (for a JSON array element,
-    /// the line on which it ends).
+    /// 1-based line on which the record starts.
     pub line: u64,
     /// The field values, or why there are none.
     pub body: RecordBody<'a>,
@@ -280,66 +279,10 @@ impl<R> RecordTracker<R> {
     }
 }
 
-/// Lower-cased JSON keys mapped to canonical fields; values rendered as text
-/// (numbers keep their JSON spelling so `1800` and `"1800"` validate alike).
-struct JsonFields {
-    values: Vec<Option<String>>,
-    unknown: Vec<String>,
-}
-
-impl JsonFields {
-    fn new(width: usize) -> Self {
-        JsonFields { values: vec![None; width], unknown: Vec::new() }
-    }
-
-    /// Fills the values from `object`, or says why it is not a record.
-    fn fill(&mut self, fields: &[&str], value: Value) -> Result<(), String> {
-        let Value::Object(map) = value else {
-            return Err(format!("expected a JSON object, found {}", json_kind(&value)));
-        };
-        self.values.iter_mut().for_each(|v| *v = None);
-        for (k, v) in map {
-            let name = k.trim().to_ascii_lowercase();
-            match fields.iter().position(|f| *f == name) {
-                Some(i) if self.values[i].is_none() => {
-                    self.values[i] = match v {
-                        Value::Null => None,
-                        Value::String(s) => Some(s),
-                        Value::Number(n) => Some(n.to_string()),
-                        Value::Bool(b) => Some(b.to_string()),
-                        other => Some(other.to_string()),
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    if !self.unknown.contains(&name) {
-                        self.unknown.push(name);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn borrowed(&self) -> Vec<Option<&str>> {
-        self.values.iter().map(|v| v.as_deref()).collect()
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// One JSON Lines record, parsed without building a `Value` tree: the
-/// object's members with their text borrowed from the line where it has no
-/// escapes, or the kind of value that is not an object.
+/// One JSON record (a JSON Lines line, or an element of a JSON array),
+/// parsed without building a `Value` tree: the object's members with their
+/// text borrowed from the record where it has no escapes (see
+/// [`member_text`]), or the kind of value that is not an object.
 enum JsonLine<'a> {
     Object(Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>),
     Other(&'static str),
@@ -363,7 +306,7 @@ impl<'de> serde::de::Visitor<'de> for JsonLineVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::with_capacity(MAX_FIELDS);
         while let Some(JsonText(key)) = map.next_key()? {
-            let JsonScalar(value) = map.next_value()?;
+            let value = member_text(map.next_value::<&'de RawValue>()?)?;
             entries.push((key, value));
         }
         Ok(JsonLine::Object(entries))
@@ -424,63 +367,33 @@ impl<'de> serde::Deserialize<'de> for JsonText<'de> {
     }
 }
 
-/// A member's value as field text, exactly as [`JsonFields::fill`] renders a
-/// `Value` (`None` for null; numbers in `serde_json`'s spelling; arrays and
-/// objects as compact JSON).
-struct JsonScalar<'a>(Option<Cow<'a, str>>);
-
-impl<'de> serde::Deserialize<'de> for JsonScalar<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = JsonScalar<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(JsonScalar(None))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Owned(serde_json::Number::from(v).to_string()))))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Owned(serde_json::Number::from(v).to_string()))))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                // As `Value`: a float that is not finite becomes null.
-                Ok(JsonScalar(serde_json::Number::from_f64(v).map(|n| Cow::Owned(n.to_string()))))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(JsonScalar(Some(Cow::Owned(v))))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                let value =
-                    <Value as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(JsonScalar(Some(Cow::Owned(value.to_string()))))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let value =
-                    <Value as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(JsonScalar(Some(Cow::Owned(value.to_string()))))
-            }
-        }
-        deserializer.deserialize_any(V)
+/// A member's value as field text: `None` for null, a string's contents,
+/// and anything else exactly as the record spells it.
+///
+/// A number is kept as written, as a CSV field is: `1800` and `"1800"`
+/// validate alike, `6.0e1` is reported as `6.0e1`, and an integer too large
+/// for 64 bits keeps its digits (read as an `f64`, two such ids 1 apart
+/// would be the same text, and so the same session).
+fn member_text<E: serde::de::Error>(raw: &RawValue) -> Result<Option<Cow<'_, str>>, E> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'n') => Ok(None),
+        Some(b'"') => match text[1..text.len() - 1].contains('\\') {
+            false => Ok(Some(Cow::Borrowed(&text[1..text.len() - 1]))),
+            true => serde_json::from_str::<String>(text).map(|s| Some(Cow::Owned(s))).map_err(|e| {
+                // The position is the record's, which the caller's error adds.
+                let message = e.to_string();
+                E::custom(message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m))
+            }),
+        },
+        _ => Ok(Some(Cow::Borrowed(text))),
     }
 }
 
-/// Fills `values` from an object's members with the rules of
-/// [`JsonFields::fill`] over a `serde_json::Map`: a repeated key keeps its
-/// last value, keys are taken in byte order, names match case-insensitively
-/// after trimming, and the first non-null member of a field wins.
+/// Fills `values` from an object's members as a `serde_json::Map` would
+/// hold them: a repeated key keeps its last value, keys are taken in byte
+/// order, names match case-insensitively after trimming, and the first
+/// non-null member of a field wins.
 fn fill_from_entries<'a>(
     fields: &[&str],
     entries: &'a mut [(Cow<'_, str>, Option<Cow<'_, str>>)],
@@ -510,6 +423,41 @@ fn fill_from_entries<'a>(
                     unknown.push(name.to_ascii_lowercase());
                 }
             }
+        }
+    }
+}
+
+/// Hands one JSON record's text (a line, or an array element) to
+/// `on_record`: its fields if it is an object, else why it is malformed.
+fn decode_json_record<F>(
+    text: &str,
+    record_no: u64,
+    line: u64,
+    fields: &[&str],
+    unknown: &mut Vec<String>,
+    on_record: &mut F,
+) -> Result<(), IngestError>
+where
+    F: FnMut(Record<'_>) -> Result<(), IngestError>,
+{
+    let original = Original::Text(text);
+    match serde_json::from_str::<JsonLine<'_>>(text) {
+        Ok(JsonLine::Object(mut entries)) => {
+            let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
+            fill_from_entries(fields, &mut entries, &mut values, unknown);
+            on_record(Record {
+                record_no,
+                line,
+                body: RecordBody::Fields { values: &values[..fields.len()], original },
+            })
+        }
+        Ok(JsonLine::Other(kind)) => {
+            let message = format!("expected a JSON object, found {kind}");
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
+        }
+        Err(e) => {
+            let message = format!("not valid JSON: {e}");
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
         }
     }
 }
@@ -556,24 +504,7 @@ where
                 continue;
             }
         };
-        let original = Original::Text(text);
-        let parsed = serde_json::from_str::<JsonLine<'_>>(text).map_err(|e| format!("not valid JSON: {e}"));
-        match parsed {
-            Ok(JsonLine::Object(mut entries)) => {
-                let mut values: [Option<&str>; MAX_FIELDS] = [None; MAX_FIELDS];
-                fill_from_entries(fields, &mut entries, &mut values, &mut unknown);
-                on_record(Record {
-                    record_no,
-                    line,
-                    body: RecordBody::Fields { values: &values[..fields.len()], original },
-                })?;
-            }
-            Ok(JsonLine::Other(kind)) => {
-                let message = format!("expected a JSON object, found {kind}");
-                on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?
-            }
-            Err(message) => on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?,
-        }
+        decode_json_record(text, record_no, line, fields, &mut unknown, &mut on_record)?;
     }
     Ok(DecodeSummary { unknown_columns: unknown })
 }
@@ -599,7 +530,7 @@ struct ArrayVisitor<'f, F> {
     on_record: F,
     lines: Rc<Cell<u64>>,
     callback_error: Option<IngestError>,
-    json: JsonFields,
+    unknown: Vec<String>,
 }
 
 impl<'de, F> serde::de::Visitor<'de> for &mut ArrayVisitor<'_, F>
@@ -614,20 +545,14 @@ where
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut record_no = 0;
-        while let Some(value) = seq.next_element::<Value>()? {
+        // Each element is taken as its own text, then decoded like a JSON
+        // Lines record, so that its quarantined original is what was written.
+        while let Some(element) = seq.next_element::<Box<RawValue>>()? {
             record_no += 1;
-            let line = self.lines.get() + 1;
-            let text = value.to_string();
-            let original = Original::Text(&text);
-            let result = match self.json.fill(self.fields, value) {
-                Ok(()) => {
-                    let values = self.json.borrowed();
-                    (self.on_record)(Record { record_no, line, body: RecordBody::Fields { values: &values, original } })
-                }
-                Err(message) => {
-                    (self.on_record)(Record { record_no, line, body: RecordBody::Malformed { message, original } })
-                }
-            };
+            let text = element.get();
+            // The deserializer has read up to the element's last byte.
+            let line = self.lines.get() + 1 - text.bytes().filter(|&b| b == b'\n').count() as u64;
+            let result = decode_json_record(text, record_no, line, self.fields, &mut self.unknown, &mut self.on_record);
             if let Err(e) = result {
                 self.callback_error = Some(e);
                 return Err(serde::de::Error::custom("stopped by the record handler"));
@@ -654,14 +579,13 @@ where
     }
     let lines = Rc::new(Cell::new(0));
     let mut de = serde_json::Deserializer::from_reader(LineCounter { inner: reader, lines: lines.clone() });
-    let mut visitor =
-        ArrayVisitor { fields, on_record, lines, callback_error: None, json: JsonFields::new(fields.len()) };
+    let mut visitor = ArrayVisitor { fields, on_record, lines, callback_error: None, unknown: Vec::new() };
     let result = (&mut de).deserialize_seq(&mut visitor);
     if let Some(e) = visitor.callback_error.take() {
         return Err(e);
     }
     result.and_then(|()| de.end()).map_err(|e| unreadable(key, e.line() as u64, e))?;
-    Ok(DecodeSummary { unknown_columns: visitor.json.unknown })
+    Ok(DecodeSummary { unknown_columns: visitor.unknown })
 }
 
 #[cfg(test)]
@@ -669,7 +593,62 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    use serde_json::Value;
+
     const FIELDS: [&str; 4] = ["event_id", "user_id", "start_time", "duration_seconds"];
+
+    /// The reference for [`fill_from_entries`]: a `serde_json::Value` object's
+    /// members mapped to canonical fields, values rendered as text.
+    struct JsonFields {
+        values: Vec<Option<String>>,
+        unknown: Vec<String>,
+    }
+
+    impl JsonFields {
+        fn new(width: usize) -> Self {
+            JsonFields { values: vec![None; width], unknown: Vec::new() }
+        }
+
+        /// Fills the values from `object`, or says why it is not a record.
+        fn fill(&mut self, fields: &[&str], value: Value) -> Result<(), String> {
+            let Value::Object(map) = value else {
+                return Err(format!("expected a JSON object, found {}", json_kind(&value)));
+            };
+            self.values.iter_mut().for_each(|v| *v = None);
+            for (k, v) in map {
+                let name = k.trim().to_ascii_lowercase();
+                match fields.iter().position(|f| *f == name) {
+                    Some(i) if self.values[i].is_none() => {
+                        self.values[i] = match v {
+                            Value::Null => None,
+                            Value::String(s) => Some(s),
+                            Value::Number(n) => Some(n.to_string()),
+                            Value::Bool(b) => Some(b.to_string()),
+                            other => Some(other.to_string()),
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        if !self.unknown.contains(&name) {
+                            self.unknown.push(name);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn json_kind(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
 
     proptest! {
         #[test]
@@ -707,13 +686,42 @@ mod tests {
         }
     }
 
+    /// `text` with a number, array or object in `Value`'s spelling: the
+    /// members keep what the record wrote, the reference re-renders it.
+    fn respelled(text: String) -> String {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v @ (Value::Number(_) | Value::Array(_) | Value::Object(_))) => v.to_string(),
+            _ => text,
+        }
+    }
+
     fn assert_same(lines: &[String]) {
         let mut old = JsonFields::new(FIELDS.len());
         let mut unknown = Vec::new();
+        // An error in a string's escapes is placed at the string's end,
+        // where the reference places it at the escape: compare the lines.
+        let respell = |r: Result<Vec<Option<String>>, String>| {
+            r.map(|v| v.into_iter().map(|t| t.map(respelled)).collect::<Vec<_>>())
+                .map_err(|e| e.rsplit_once(" column ").map_or(e.clone(), |(m, _)| m.to_owned()))
+        };
         for line in lines {
-            assert_eq!(by_members(line, &mut unknown), by_value(line, &mut old), "{line}");
+            assert_eq!(respell(by_members(line, &mut unknown)), respell(by_value(line, &mut old)), "{line}");
         }
         assert_eq!(unknown, old.unknown);
+    }
+
+    #[test]
+    fn members_keep_the_spelling_of_what_is_not_a_string() {
+        let line = r#"{"event_id": 123456789012345678901234567891, "user_id": [1, {"b": 2}], "start_time": 1e999, "duration_seconds": 6.0e1}"#;
+        assert_eq!(
+            by_members(line, &mut Vec::new()).unwrap(),
+            ["123456789012345678901234567891", "[1, {\"b\": 2}]", "1e999", "6.0e1"].map(|t| Some(t.to_owned()))
+        );
+        let line = r#"{"event_id": "e\u0031", "user_id": null, "start_time": -0, "duration_seconds": true}"#;
+        assert_eq!(
+            by_members(line, &mut Vec::new()).unwrap(),
+            [Some("e1"), None, Some("-0"), Some("true")].map(|t| t.map(str::to_owned))
+        );
     }
 
     #[test]
@@ -736,7 +744,6 @@ mod tests {
             r#"12.5"#,
             r#"{"event_id":"e1"} trailing"#,
             r#"{"event_id":"e1","#,
-            r#"{"event_id":1e999}"#,
             r#"[1,2"#,
             r#"{"a":"\ud800"}"#,
             r#"not json"#,

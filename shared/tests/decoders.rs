@@ -382,6 +382,26 @@ fn json_lines_numbers_as_text_and_as_numbers_are_the_same() {
 }
 
 #[test]
+fn json_numbers_keep_their_spelling_in_lines_and_arrays() {
+    // Read as f64, these two ids would both be 1.2345678901234568e29.
+    let objects = [
+        r#"{"event_id": 123456789012345678901234567890, "duration_seconds": 99999999999999999999}"#,
+        r#"{"event_id": 123456789012345678901234567891, "duration_seconds": 6.0e1}"#,
+    ];
+    let (by_line, _) = jsonl(format!("{}\n{}\n", objects[0], objects[1]).as_bytes());
+    let (array, _) = json_array(format!("[{},\n {}]", objects[0], objects[1]).as_bytes());
+    for records in [&by_line, &array] {
+        assert_eq!(records[0].get("event_id"), Some("123456789012345678901234567890"));
+        assert_eq!(records[1].get("event_id"), Some("123456789012345678901234567891"));
+        assert_eq!(records[0].get("duration_seconds"), Some("99999999999999999999"));
+        assert_eq!(records[1].get("duration_seconds"), Some("6.0e1"));
+        assert_eq!(records[0].original, objects[0]);
+        assert_eq!(records[1].original, objects[1]);
+    }
+    assert_eq!(lines(&array), [1, 2]);
+}
+
+#[test]
 fn json_lines_values_do_not_leak_between_records() {
     let text = "{\"event_id\":\"e1\",\"device_id\":\"d1\"}\n{\"event_id\":\"e2\"}\n";
     let (records, _) = jsonl(text.as_bytes());
@@ -420,8 +440,10 @@ fn json_array_streams_objects_with_bom_and_a_non_object_element() {
     let (records, summary) = json_array(text.as_bytes());
     assert_eq!(summary.unknown_columns, ["genre"]);
     assert_eq!(record_nos(&records), [1, 2, 3, 4]);
-    // For array elements, the line on which the element ends.
-    assert_eq!(lines(&records), [2, 3, 4, 6]);
+    // As for every format, the line on which the record starts.
+    assert_eq!(lines(&records), [2, 3, 4, 5]);
+    // The original is the element as written, over its two lines.
+    assert_eq!(records[3].original, "{\"event_id\": \"e4\",\n\"start_time\": \"2024-01-01T10:00:00+04:00\"}");
     assert_eq!(records[0].get("event_id"), Some("e1"));
     assert_eq!(records[0].get("user_id"), Some("u1"));
     assert_eq!(records[0].get("duration_seconds"), Some("60"));

@@ -506,6 +506,40 @@ fn json_lines_and_gzip_objects_stage_the_same_sessions_as_csv() {
 }
 
 #[test]
+fn json_numbers_are_validated_as_written_like_csv_fields() {
+    let env = Env::new();
+    let start = r#""user_id": "u1", "channel_id": "c1", "start_time": "2024-03-01T10:00:00Z""#;
+    let jsonl = format!(
+        "{{\"event_id\": 123456789012345678901234567890, {start}, \"duration_seconds\": 60}}\n\
+         {{\"event_id\": 123456789012345678901234567891, {start}, \"duration_seconds\": 60}}\n\
+         {{\"event_id\": \"huge\", {start}, \"duration_seconds\": 99999999999999999999}}\n\
+         {{\"event_id\": \"float\", {start}, \"duration_seconds\": 6.0e1}}\n"
+    );
+    let csv = "event_id,user_id,channel_id,start_time,duration_seconds\n\
+               huge,u1,c1,2024-03-01T10:00:00Z,99999999999999999999\n\
+               float,u1,c1,2024-03-01T10:00:00Z,6.0e1\n";
+    let report = env.ingest(&env.put("viewership/numbers.jsonl", jsonl.as_bytes())).unwrap();
+    let c = report.counts;
+    assert_eq!((c.rows_read, c.rows_accepted), (4, 2), "two ids that differ in the 30th digit are two sessions");
+    let staged = staged_sessions(&env, &report);
+    let ids: Vec<_> = staged["2024-03-01"].iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids, ["123456789012345678901234567890", "123456789012345678901234567891"]);
+
+    // The same values in a CSV object get the same codes and messages.
+    let csv_report = env.ingest(&env.put("viewership/numbers.csv", csv.as_bytes())).unwrap();
+    let codes = |report: &IngestReport| -> Vec<(String, String)> {
+        quarantine_lines(&env, report)
+            .iter()
+            .map(|q| (q["reason"].as_str().unwrap().to_owned(), q["message"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(codes(&report), codes(&csv_report));
+    assert_eq!(codes(&report)[0].0, "TOO_LONG");
+    assert_eq!(codes(&report)[1].0, "BAD_DURATION");
+    assert!(codes(&report)[1].1.contains("\"6.0e1\""), "the message quotes what was written: {:?}", codes(&report));
+}
+
+#[test]
 fn small_batches_and_row_groups_keep_every_row() {
     let mut text = format!("{HEADER}\n");
     for i in 0..1000 {
