@@ -92,24 +92,34 @@ where
     }
 }
 
-/// Decodes bytes already in memory (a stream record's data) as plain
-/// `format`: [`decode`] without the read buffer that input of unknown size
-/// needs, which would cost more than the record itself.
-pub fn decode_slice<F>(
+/// Decodes a stream message's data (a Kinesis or Kafka record) in memory,
+/// without the read buffer that input of unknown size needs: one JSON
+/// object, which may be pretty-printed over several lines, or several
+/// objects, one per line, as JSON Lines.
+pub fn decode_json_message<F>(
     key: &str,
-    bytes: &[u8],
-    format: InputFormat,
+    data: &[u8],
     fields: &[&str],
-    on_record: F,
+    mut on_record: F,
 ) -> Result<DecodeSummary, IngestError>
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
-    match format {
-        InputFormat::Csv => decode_csv(key, bytes, fields, on_record),
-        InputFormat::JsonLines => decode_json_lines(key, bytes, fields, on_record),
-        InputFormat::JsonArray => decode_json_array(key, bytes, fields, on_record),
+    let data = data.strip_prefix("\u{feff}".as_bytes()).unwrap_or(data);
+    let body = data.trim_ascii();
+    // One line is what the JSON Lines path reads anyway; only data that
+    // spans lines is tried as a single value first.
+    if let Ok(text) = std::str::from_utf8(body)
+        && body.contains(&b'\n')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    {
+        let leading = &data[..data.len() - data.trim_ascii_start().len()];
+        let line = 1 + leading.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut unknown = Vec::new();
+        decode_json_record(text, 1, line, fields, &mut unknown, &mut on_record)?;
+        return Ok(DecodeSummary { unknown_columns: unknown });
     }
+    decode_json_lines(key, data, fields, on_record)
 }
 
 /// An object-level fault; `line` 0 means the position is not known (a gzip

@@ -2,7 +2,8 @@
 //! (or partition) in, one staging Parquet file per `event_date` and the
 //! quarantine out.
 //!
-//! Each record's data is a JSON viewing session (or several, one per line).
+//! Each record's data is a JSON viewing session, pretty-printed or not (or
+//! several, one per line).
 //! Bad records are quarantined with their shard and sequence number; they
 //! never fail the batch.
 //!
@@ -39,12 +40,12 @@ use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::decode::{RecordBody, decode_slice};
+use crate::decode::{RecordBody, decode_json_message};
 use crate::error::IngestError;
 use crate::ingest::RecordCounts;
 use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPosition};
 use crate::schema::{staging_schema, table_def};
-use crate::source::{InputFormat, Source};
+use crate::source::Source;
 use crate::staging::{
     BatchBuilder, Lineage, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile, lineage_metadata,
     quarantine_dir, staging_dir, writer_properties,
@@ -435,7 +436,7 @@ fn each_line(stem: &str, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line
     let key = format!("{stem}~{}", record.position);
     let fields = Source::Viewership.fields();
     let mut lines = 0u64;
-    let decoded = decode_slice(&key, record.data, InputFormat::JsonLines, fields, |r| {
+    let decoded = decode_json_message(&key, record.data, fields, |r| {
         lines += 1;
         let line = match r.body {
             RecordBody::Malformed { message, original } => Line::Rejected {
@@ -454,8 +455,8 @@ fn each_line(stem: &str, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line
         on_line(line);
         Ok(())
     });
-    // Decoding a byte slice as JSON Lines fails only on I/O, which a slice
-    // has none of; the record is then kept as malformed all the same.
+    // Decoding a byte slice fails only on I/O, which a slice has none of;
+    // the record is then kept as malformed all the same.
     if let Err(e) = decoded {
         lines += 1;
         on_line(Line::Rejected {

@@ -260,6 +260,38 @@ fn an_empty_record_is_quarantined_not_dropped() {
 }
 
 #[test]
+fn a_pretty_printed_session_is_one_record() {
+    let one: Value = serde_json::from_str(&session("e1", 0, 1)).unwrap();
+    let pretty = serde_json::to_string_pretty(&one).unwrap();
+    assert!(pretty.lines().count() > 5, "{pretty}");
+    // Two pretty-printed sessions in one record are neither one value nor
+    // JSON Lines: each of their lines is quarantined, none lost.
+    let two = format!("{pretty}\n{pretty}");
+    let mut late: Value = serde_json::from_str(&session("e3", 0, 3)).unwrap();
+    late["start_time"] = "yesterday".into();
+    let bad = serde_json::to_string_pretty(&late).unwrap();
+    let batch = Batch::kinesis(&[format!("\u{feff}\n{pretty}\n"), session("e2", 0, 2), bad.clone(), two.clone()]);
+    let lake = MemoryObjectStore::new();
+    let (report, failure) = ingest_stream_batch(
+        &lake,
+        &MemoryCatalog::default(),
+        &batch.shard,
+        &batch.records(0, 4),
+        &StagingOptions::default(),
+    );
+    assert!(failure.is_none(), "{failure:?}");
+    assert_eq!(ids(&staged_rows(&lake)), ["e1", "e2"]);
+    let lines_of_two = two.lines().count() as u64;
+    assert_eq!(report.counts.rows_read, 3 + lines_of_two);
+    assert_eq!(report.counts.quarantined.bad_timestamp, 1);
+    assert_eq!(report.counts.quarantined.malformed, lines_of_two);
+    let rejected = quarantined(&lake);
+    let timestamp = rejected.iter().find(|q| q["reason"] == "BAD_TIMESTAMP").unwrap();
+    assert_eq!(timestamp["original"], bad.as_str(), "the record as it was written, over its lines");
+    assert_eq!(timestamp["line"], 1);
+}
+
+#[test]
 fn staged_files_have_the_staging_schema() {
     let batch = Batch::kinesis(&[session("e1", 0, 1)]);
     let lake = MemoryObjectStore::new();
