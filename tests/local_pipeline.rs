@@ -452,6 +452,37 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
 }
 
 #[test]
+fn the_table_summary_lines_up_and_names_each_failed_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\n\
+          e1,u1,c1,2024-01-01T10:00:00Z,60\n\
+          e2,,c1,2024-01-01T10:00:00Z,60\n\
+          e3,u1,c1,2024-01-01T10:00:00Z,-1\n",
+    );
+    write(&input, "viewership/broken.csv.gz", b"this is not gzip");
+    let table = tvetl(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet"]);
+    let counts: Vec<&str> =
+        table.lines().skip_while(|l| *l != "viewing sessions").skip(1).take_while(|l| l.starts_with("  ")).collect();
+    assert_eq!(counts.len(), 8, "{table}");
+    let ends: BTreeSet<usize> = counts.iter().map(|l| l.len()).collect();
+    assert_eq!(ends.len(), 1, "the counts end in one column:\n{table}");
+    let count = |label: &str| -> u64 {
+        let line =
+            counts.iter().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label}: {table}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!((count("rows read"), count("rows accepted")), (3, 1));
+    assert_eq!((count("quarantined MISSING_FIELD"), count("quarantined BAD_DURATION")), (1, 1));
+    let failed: Vec<&str> = table.lines().filter(|l| l.trim_start().starts_with("FAILED")).collect();
+    assert_eq!(failed.len(), 1, "{table}");
+    assert_eq!(failed[0].matches("viewership/broken.csv.gz").count(), 1, "{}", failed[0]);
+}
+
+#[test]
 fn bad_arguments_get_clear_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
         .args(["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"])

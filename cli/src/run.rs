@@ -230,12 +230,18 @@ fn ingest_one(
 
 /// Prints the summary as a table.
 pub fn print_table(summary: &RunSummary) {
-    println!("viewing sessions");
-    println!("  {:<22}{:>12}", "rows read", summary.rows_read);
-    println!("  {:<22}{:>12}", "rows accepted", summary.rows_accepted);
-    println!("  {:<22}{:>12}", "duplicates removed", summary.duplicates_removed);
+    let mut rows = vec![
+        ("rows read".to_owned(), summary.rows_read),
+        ("rows accepted".to_owned(), summary.rows_accepted),
+        ("duplicates removed".to_owned(), summary.duplicates_removed),
+    ];
     for reason in tvetl_core::QuarantineReason::ALL {
-        println!("  {:<22}{:>12}", format!("quarantined {}", reason.code()), summary.quarantined.get(reason));
+        rows.push((format!("quarantined {}", reason.code()), summary.quarantined.get(reason)));
+    }
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    println!("viewing sessions");
+    for (label, count) in rows {
+        println!("  {label:<width$}{count:>12}");
     }
     for (source, counts) in &summary.dimensions {
         println!(
@@ -251,6 +257,10 @@ pub fn print_table(summary: &RunSummary) {
     let failed: Vec<_> = summary.files.iter().filter(|f| f.status == "failed").collect();
     println!("files: {} loaded, {} failed", summary.files.len() - failed.len(), failed.len());
     for f in failed {
-        println!("  FAILED {}: {}", f.key, f.error.as_deref().unwrap_or(""));
+        // The error names the file already when it comes from the decoder.
+        match f.error.as_deref() {
+            Some(error) if error.starts_with(&f.key) => println!("  FAILED {error}"),
+            error => println!("  FAILED {}: {}", f.key, error.unwrap_or("")),
+        }
     }
 }
