@@ -155,6 +155,7 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
         "core.users",
         "core.load_ledger",
         "core.load_audit",
+        "core.analytics_pending",
         "analytics.daily_channel_viewing",
         "analytics.daily_user_viewing",
     ] {
@@ -258,6 +259,35 @@ fn running_twice_changes_nothing() {
     }
     assert_eq!(second["loads"]["viewership"]["rows_merged"], 0, "nothing new to merge");
     assert!(second["loads"]["viewership"]["rows_already_loaded"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn days_a_failed_rebuild_left_pending_are_rebuilt_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "3", "--seed", "5", "--dirty", "0.04"]);
+    let first = run(&input, &lake);
+    assert_eq!(first["analytics_days_rebuilt"], first["loads"]["viewership"]["days_touched"]);
+    let rows = warehouse_rows(&lake);
+    let reports = (top_channels(&lake, "2024-01-02"), user_average(&lake));
+
+    // As if the rebuild after a committed load had failed: the day's
+    // analytics are missing and the day is still pending.
+    let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
+    conn.execute_batch(
+        "DELETE FROM analytics.daily_channel_viewing WHERE view_date = DATE '2024-01-02'; \
+         DELETE FROM analytics.daily_user_viewing WHERE view_date = DATE '2024-01-02'; \
+         INSERT INTO core.analytics_pending VALUES (DATE '2024-01-02', 1);",
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(top_channels(&lake, "2024-01-02")["channels"], serde_json::json!([]));
+
+    let second = run(&input, &lake);
+    assert_eq!(second["loads"]["viewership"]["rows_merged"], 0, "nothing new to load");
+    assert_eq!(second["analytics_days_rebuilt"], 1);
+    assert_eq!((top_channels(&lake, "2024-01-02"), user_average(&lake)), reports);
+    assert_eq!(warehouse_rows(&lake), rows);
 }
 
 /// Every business column of the core sessions, hashed per row: what a later

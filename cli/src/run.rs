@@ -14,7 +14,7 @@ use tvetl_core::catalog::{FileCatalog, register_outputs};
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
-use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements};
+use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements, pending_analytics_statements};
 
 use crate::cpu::Stopwatch;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
@@ -53,6 +53,9 @@ pub struct RunSummary {
     pub files: Vec<FileOutcome>,
     pub dimensions: BTreeMap<Source, RecordCounts>,
     pub loads: BTreeMap<Source, LoadStats>,
+    /// Days whose analytics were rebuilt after the loads: those the loads
+    /// changed, and any an earlier run left pending.
+    pub analytics_days_rebuilt: u64,
     pub unknown_columns: Vec<String>,
     /// Wall-clock seconds per phase.
     pub seconds: PhaseSeconds,
@@ -183,6 +186,12 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
             .with_context(|| format!("loading {source} into the warehouse"))?;
         loads.insert(source, LoadStats::from_result(&result)?);
     }
+    // Once the loads have committed, in a transaction of its own (see
+    // infra/sql/analytics_pending.sql).
+    let rebuilt = warehouse
+        .execute_transaction(&pending_analytics_statements())
+        .context("rebuilding the analytics of the days the loads changed")?;
+    let analytics_days_rebuilt = rebuilt.int(0, "days_rebuilt")? as u64;
 
     let closing = Stopwatch::start();
     drop(warehouse);
@@ -197,6 +206,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         files,
         dimensions,
         loads,
+        analytics_days_rebuilt,
         unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })

@@ -1,7 +1,8 @@
--- Loads what COPY put in staging.viewing_sessions into core, then rebuilds
--- analytics for the days the load touched. The loader runs COPY and this file
--- as one transaction and substitutes {load_id} (an integer). The last
--- statement returns the load's counts.
+-- Loads what COPY put in staging.viewing_sessions into core, and records the
+-- days the load touched in core.analytics_pending. The loader runs COPY and
+-- this file as one transaction and substitutes {load_id} (an integer); the
+-- last statement returns the load's counts. Then it runs
+-- analytics_pending.sql, which rebuilds the analytics of those days.
 
 -- Event ids delivered more than once in this load. Duplicates are counted
 -- over everything staged, before already-loaded files are skipped, so a rerun
@@ -119,8 +120,13 @@ WHEN NOT MATCHED THEN INSERT (
     n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, {load_id}
 );
 
--- Analytics of the touched days (infra/sql/analytics_days.sql).
--- @include analytics_days.sql
+-- The analytics of these days are rebuilt once this load has committed
+-- (analytics_pending.sql), not here: until the commit, everything staged and
+-- loaded stays in the transaction. Rebuilding 7 days of 9.8M sessions in the
+-- same transaction ran out of memory under the local 320 MB limit; after the
+-- commit it fits.
+INSERT INTO core.analytics_pending (view_date, load_id)
+SELECT view_date, {load_id} FROM touched_days;
 
 INSERT INTO core.load_audit (load_id, table_name, rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched)
 SELECT {load_id}, 'viewing_sessions', rows_staged, rows_already_loaded, duplicates_removed, rows_merged, days_touched

@@ -109,6 +109,16 @@ CREATE TABLE IF NOT EXISTS core.load_audit (
     days_touched BIGINT NOT NULL
 );
 
+-- Days whose analytics a committed load changed and no rebuild has caught
+-- up with yet. A viewing-session load adds its days in its own transaction;
+-- analytics_pending.sql, run after it in a transaction of its own, rebuilds
+-- them and takes them off. A rebuild that fails leaves them here for the
+-- next one, so no change to core stays out of analytics.
+CREATE TABLE IF NOT EXISTS core.analytics_pending (
+    view_date DATE NOT NULL,
+    load_id BIGINT NOT NULL
+);
+
 -- Analytics: per UTC day, with sessions that cross midnight split exactly.
 CREATE TABLE IF NOT EXISTS analytics.daily_channel_viewing (
     view_date DATE NOT NULL,

@@ -12,7 +12,8 @@ use crate::timestamp::parse_day;
 
 /// Creates the schemas and tables (idempotent).
 pub const SCHEMA_SQL: &str = include_str!("../../infra/sql/schema.sql");
-/// Staging → core for viewing sessions, then analytics for touched days.
+/// Staging → core for viewing sessions; the touched days go to
+/// `core.analytics_pending`.
 pub const LOAD_VIEWING_SESSIONS_SQL: &str = include_str!("../../infra/sql/load_viewing_sessions.sql");
 /// Staging → core for channel metadata.
 pub const LOAD_CHANNELS_SQL: &str = include_str!("../../infra/sql/load_channels.sql");
@@ -23,6 +24,9 @@ pub const LOAD_DEMOGRAPHICS_SQL: &str = include_str!("../../infra/sql/load_demog
 pub const ANALYTICS_DAYS_SQL: &str = include_str!("../../infra/sql/analytics_days.sql");
 /// Analytics rebuilt for a list of days, whatever loaded them.
 pub const REBUILD_ANALYTICS_SQL: &str = include_str!("../../infra/sql/rebuild_analytics.sql");
+/// Analytics rebuilt for the days committed loads left in
+/// `core.analytics_pending`.
+pub const ANALYTICS_PENDING_SQL: &str = include_str!("../../infra/sql/analytics_pending.sql");
 /// Top channels on a day.
 pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_channels.sql");
 /// Average viewing per user per day.
@@ -166,8 +170,18 @@ pub fn rebuild_analytics_statements(first: i32, last: i32) -> Vec<String> {
     split_statements(&with_includes(REBUILD_ANALYTICS_SQL).replace("{days}", &days.join(", ")))
 }
 
+/// The statements that rebuild the analytics of the days in
+/// `core.analytics_pending` and take them off; the last returns
+/// `days_rebuilt`. A loader runs them as their own transaction after its
+/// loads have committed (see [`load_statements`]).
+pub fn pending_analytics_statements() -> Vec<String> {
+    split_statements(&with_includes(ANALYTICS_PENDING_SQL))
+}
+
 /// The statements of one load of `source`: the engine's `copy` statements
-/// (which fill the staging table), then staging → core → analytics.
+/// (which fill the staging table), then staging → core. A viewing-session
+/// load records the days it touched in `core.analytics_pending`, whose
+/// analytics [`pending_analytics_statements`] rebuilds once it committed.
 pub fn load_statements(source: Source, copy: Vec<String>, load_id: i64) -> Vec<String> {
     let mut statements = copy;
     statements.extend(split_statements(&load_sql(source).replace("{load_id}", &load_id.to_string())));
@@ -192,7 +206,8 @@ pub struct LoadStats {
     pub duplicates_removed: u64,
     /// Rows inserted or updated in core.
     pub rows_merged: u64,
-    /// Days whose analytics were rebuilt.
+    /// Days whose analytics the load changed (rebuilt after it, by
+    /// [`pending_analytics_statements`]).
     pub days_touched: u64,
 }
 
@@ -299,6 +314,7 @@ mod tests {
             ("schema.sql", SCHEMA_SQL.to_owned()),
             ("load_viewing_sessions.sql", load_sql(Source::Viewership).replace("{load_id}", "7")),
             ("rebuild_analytics.sql", rebuild_analytics_statements(19_723, 19_725).join(";\n") + ";"),
+            ("analytics_pending.sql", pending_analytics_statements().join(";\n") + ";"),
             ("load_channels.sql", LOAD_CHANNELS_SQL.replace("{load_id}", "7")),
             ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
             ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
@@ -365,15 +381,22 @@ mod tests {
     }
 
     #[test]
-    fn loads_and_the_rebuild_share_the_analytics_statements() {
+    fn both_rebuilds_share_the_analytics_statements_and_loads_leave_analytics_to_them() {
         let analytics = split_statements(ANALYTICS_DAYS_SQL);
         assert!(analytics.iter().any(|s| s.starts_with("INSERT INTO analytics.daily_channel_viewing")));
-        let load = load_statements(Source::Viewership, vec![], 1);
         let rebuild = rebuild_analytics_statements(19_723, 19_724);
+        let pending = pending_analytics_statements();
         for statement in &analytics {
-            assert!(load.contains(statement), "the load lacks {statement}");
             assert!(rebuild.contains(statement), "the rebuild lacks {statement}");
+            assert!(pending.contains(statement), "the pending rebuild lacks {statement}");
         }
+        assert_eq!(pending.last().unwrap(), "SELECT COUNT(*) AS days_rebuilt FROM touched_days");
+        for source in Source::ALL {
+            let load = load_statements(source, vec![], 1);
+            assert!(!load.iter().any(|s| s.contains("analytics.")), "{source}: a load writes analytics");
+        }
+        let sessions = load_statements(Source::Viewership, vec![], 1);
+        assert!(sessions.iter().any(|s| s.starts_with("INSERT INTO core.analytics_pending")));
         assert_eq!(rebuild[2], "INSERT INTO touched_days (view_date) VALUES ('2024-01-01'), ('2024-01-02')");
         assert_eq!(rebuild.last().unwrap(), "SELECT COUNT(*) AS days_rebuilt FROM touched_days");
     }

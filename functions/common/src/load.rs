@@ -15,7 +15,8 @@ use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{
-    LoadStats, Warehouse, load_statements, rebuild_analytics_statements, schema_statements, staging_table,
+    LoadStats, Warehouse, load_statements, pending_analytics_statements, rebuild_analytics_statements,
+    schema_statements, staging_table,
 };
 
 use crate::config::LoadConfig;
@@ -148,7 +149,9 @@ pub fn manifest(source: Source, bucket: &str, files: &[(String, u64)]) -> (Strin
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadResponse {
     pub loads: BTreeMap<Source, LoadStats>,
-    /// Days whose analytics a `rebuild_analytics` request rebuilt.
+    /// Days whose analytics were rebuilt: those of a `rebuild_analytics`
+    /// request, or after loads, the days they changed (and any an earlier
+    /// invocation left pending).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analytics_days_rebuilt: Option<i64>,
 }
@@ -228,6 +231,13 @@ impl LoadWarehouse {
                 tracing::info!(table = %source, files = keys.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
                 response.loads.insert(source, stats);
             }
+            // Once the loads have committed, in a transaction of its own (see
+            // infra/sql/analytics_pending.sql); it also catches up with days
+            // an earlier invocation's rebuild left pending.
+            let rebuilt = warehouse.execute_transaction(&pending_analytics_statements())?;
+            let days = rebuilt.int(0, "days_rebuilt")?;
+            tracing::info!(days, "analytics of pending days rebuilt");
+            response.analytics_days_rebuilt = Some(days);
             Ok(response)
         })
         .await
