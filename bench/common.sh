@@ -32,3 +32,16 @@ bench_input() {
     echo "== reusing $in" >&2
   fi
 }
+
+# timed_run NAME LAKE INPUT: tvetl run of INPUT into LAKE under
+# /usr/bin/time -v (into $work/NAME.{time,out,err}); prints its exit status,
+# CPU seconds and peak RSS, and the error of a run that failed.
+timed_run() {
+  local name=$1 lake=$2 in=$3 status=0
+  /usr/bin/time -v -o "$work/$name.time" "$tvetl" run --input "$in" --lake "$lake" --format json --quiet \
+    >"$work/$name.out" 2>"$work/$name.err" || status=$?
+  awk -v name="$name" -v status="$status" '
+    /User time/ { u = $NF } /System time/ { s = $NF } /Maximum resident/ { rss = $NF }
+    END { printf "%-9s exit %d, %.2f CPU s, peak RSS %d MB\n", name, status, u + s, rss / 1024 }' "$work/$name.time"
+  [ "$status" -eq 0 ] || grep -m1 "^error" "$work/$name.err" || true
+}

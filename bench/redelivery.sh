@@ -36,17 +36,6 @@ users() {
   } >"$dir/demographics/users.csv"
 }
 
-# second NAME LAKE INPUT: the run that replaces rows, timed.
-second() {
-  local name=$1 lake=$2 in=$3 status=0
-  /usr/bin/time -v -o "$work/$name.time" "$tvetl" run --input "$in" --lake "$lake" --format json --quiet \
-    >"$work/$name.out" 2>"$work/$name.err" || status=$?
-  awk -v name="$name" -v status="$status" '
-    /User time/ { u = $NF } /System time/ { s = $NF } /Maximum resident/ { rss = $NF }
-    END { printf "%-9s exit %d, %.2f CPU s, peak RSS %d MB\n", name, status, u + s, rss / 1024 }' "$work/$name.time"
-  [ "$status" -eq 0 ] || grep -m1 "^error" "$work/$name.err" || true
-}
-
 core_rows() {
   local db="$1/_warehouse/warehouse.duckdb" py="$here/.venv/bin/python"
   if [ -x "$py" ]; then
@@ -59,7 +48,7 @@ bench_input "$work" 1000000; small=$in
 lake="$work/redelivery-sessions"
 rm -rf "$lake"
 "$tvetl" run --input "$big" --lake "$lake" --format json --quiet >/dev/null
-second sessions "$lake" "$small"
+timed_run sessions "$lake" "$small"
 core_rows "$lake" viewing_sessions
 
 lake="$work/redelivery-users"
@@ -67,5 +56,5 @@ rm -rf "$lake" "$work/users-first" "$work/users-second"
 users "$work/users-first" 18-24
 users "$work/users-second" 25-34
 "$tvetl" run --input "$work/users-first" --lake "$lake" --format json --quiet >/dev/null
-second users "$lake" "$work/users-second"
+timed_run users "$lake" "$work/users-second"
 core_rows "$lake" users
