@@ -507,6 +507,7 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     };
     assert_eq!((count("rows read"), count("rows accepted")), (3, 1));
     assert_eq!((count("quarantined MISSING_FIELD"), count("quarantined BAD_DURATION")), (1, 1));
+    assert!(table.lines().any(|l| l == "analytics: 1 day rebuilt"), "{table}");
     let failed: Vec<&str> = table.lines().filter(|l| l.trim_start().starts_with("FAILED")).collect();
     assert_eq!(failed.len(), 1, "{table}");
     assert_eq!(failed[0].matches("viewership/broken.csv.gz").count(), 1, "{}", failed[0]);

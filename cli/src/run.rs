@@ -264,6 +264,8 @@ pub fn print_table(summary: &RunSummary) {
     if !summary.unknown_columns.is_empty() {
         println!("ignored unknown columns: {}", summary.unknown_columns.join(", "));
     }
+    let days = summary.analytics_days_rebuilt;
+    println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
     let failed: Vec<_> = summary.files.iter().filter(|f| f.status == "failed").collect();
     println!("files: {} loaded, {} failed", summary.files.len() - failed.len(), failed.len());
     for f in failed {
