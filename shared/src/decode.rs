@@ -146,8 +146,10 @@ where
     };
     let header = csv.byte_headers().map_err(csv_error)?.clone();
     let names: Vec<String> = header.iter().map(|h| normalize_name(&String::from_utf8_lossy(h))).collect();
-    // For each canonical field, the column holding it (first match wins).
-    let column_of: Vec<Option<usize>> = fields.iter().map(|f| names.iter().position(|n| n == f)).collect();
+    // For each canonical field, the column holding it. A name the header
+    // repeats (in any case) is its last column, as a repeated JSON key is its
+    // last member.
+    let column_of: Vec<Option<usize>> = fields.iter().map(|f| names.iter().rposition(|n| n == f)).collect();
     let unknown_columns = names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()).cloned().collect();
 
     // The record is moved into a `StringRecord` to check its UTF-8 (all of it

@@ -382,6 +382,17 @@ fn json_lines_numbers_as_text_and_as_numbers_are_the_same() {
 }
 
 #[test]
+fn a_repeated_column_or_key_keeps_its_last_value_in_csv_and_json() {
+    let (csv_records, _) = csv(b"event_id,Channel_ID,user_id,channel_id\ne1,first,u1,last\n");
+    let (json_records, _) =
+        jsonl(b"{\"event_id\":\"e1\",\"channel_id\":\"first\",\"user_id\":\"u1\",\"channel_id\":\"last\"}\n");
+    for records in [&csv_records, &json_records] {
+        assert_eq!(records[0].get("channel_id"), Some("last"));
+        assert_eq!(records[0].get("user_id"), Some("u1"));
+    }
+}
+
+#[test]
 fn json_numbers_keep_their_spelling_in_lines_and_arrays() {
     // Read as f64, these two ids would both be 1.2345678901234568e29.
     let objects = [
