@@ -1,6 +1,19 @@
 # Sourced by bench/run.sh and bench/redelivery.sh. Both take their tvetl and
 # their generated inputs from here, so that one BENCH_DIR's inputs serve both.
 
+# bench_work_dir: sets $work to BENCH_DIR (created), or to a new temp folder.
+bench_work_dir() {
+  work=${BENCH_DIR:-$(mktemp -d)}
+  mkdir -p "$work"
+  work=$(cd "$work" && pwd)
+}
+
+# require_gnu_time: stops unless /usr/bin/time is GNU time (bench/run.sh
+# installs it).
+require_gnu_time() {
+  [ -x /usr/bin/time ] || { echo "error: needs GNU time at /usr/bin/time (bench/run.sh installs it)" >&2; exit 1; }
+}
+
 # bench_tvetl REPO: sets $tvetl to $TVETL, or to a dev-profile build of the
 # repo (see Cargo.toml for why the benchmarks do not use --release).
 bench_tvetl() {

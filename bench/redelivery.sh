@@ -21,12 +21,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-work=${BENCH_DIR:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
 source "$here/common.sh"
+bench_work_dir
 bench_tvetl "$repo" >&2
-[ -x /usr/bin/time ] || { echo "error: needs GNU time at /usr/bin/time (bench/run.sh installs it)" >&2; exit 1; }
+require_gnu_time
 
 users() {
   local dir=$1 band=$2

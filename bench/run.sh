@@ -38,9 +38,8 @@ if [ "$#" -gt 0 ]; then rows_list=("$@"); else rows_list=(1000000 5000000); fi
 for r in "${rows_list[@]}"; do
   [[ "$r" =~ ^[0-9]+$ ]] || { echo "usage: bench/run.sh [ROWS ...]  (ROWS: a positive integer, got '$r')" >&2; exit 2; }
 done
-work=${BENCH_DIR:-$(mktemp -d)}
-mkdir -p "$work"
-work=$(cd "$work" && pwd)
+source "$here/common.sh"
+bench_work_dir
 threads=${DUCKDB_THREADS:-2}
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -65,7 +64,6 @@ if ! "$py" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$DUCKDB_VERSI
 fi
 
 # -- tvetl -------------------------------------------------------------------
-source "$here/common.sh"
 bench_tvetl "$repo"
 
 echo "== work dir: $work" >&2
