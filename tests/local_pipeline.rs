@@ -514,6 +514,32 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
 }
 
 #[test]
+fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "9", "--dirty", "0.04"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--memory-limit", "1MB"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ran out of its memory limit (1MB)") && stderr.contains("--memory-limit"), "{stderr}");
+
+    let after = run(&input, &lake);
+    let fresh_lake = dir.path().join("fresh");
+    let fresh = run(&input, &fresh_lake);
+    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
+        assert_eq!(after[field], fresh[field], "{field}");
+    }
+    assert_eq!(after["loads"]["viewership"]["rows_merged"], fresh["loads"]["viewership"]["rows_merged"]);
+    assert_eq!(
+        (top_channels(&lake, "2024-01-01"), user_average(&lake)),
+        (top_channels(&fresh_lake, "2024-01-01"), user_average(&fresh_lake))
+    );
+}
+
+#[test]
 fn bad_arguments_get_clear_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
         .args(["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"])

@@ -14,7 +14,7 @@ use tvetl_core::catalog::{FileCatalog, register_outputs};
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
-use tvetl_core::warehouse::{LoadStats, Warehouse, load_statements, pending_analytics_statements};
+use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, pending_analytics_statements};
 
 use crate::cpu::Stopwatch;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
@@ -183,6 +183,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         let statements = load_statements(source, vec![DuckDbWarehouse::copy_statement(source, &refs)], load_id);
         let result = warehouse
             .execute_transaction(&statements)
+            .map_err(|e| with_memory_hint(e, &options.engine))
             .with_context(|| format!("loading {source} into the warehouse"))?;
         loads.insert(source, LoadStats::from_result(&result)?);
     }
@@ -190,6 +191,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // infra/sql/analytics_pending.sql).
     let rebuilt = warehouse
         .execute_transaction(&pending_analytics_statements())
+        .map_err(|e| with_memory_hint(e, &options.engine))
         .context("rebuilding the analytics of the days the loads changed")?;
     let analytics_days_rebuilt = rebuilt.int(0, "days_rebuilt")? as u64;
 
@@ -210,6 +212,20 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
+}
+
+/// A warehouse error, with what to do about it when DuckDB ran out of its
+/// memory limit: DuckDB's own advice names its settings, not tvetl's flags.
+fn with_memory_hint(e: WarehouseError, limits: &EngineLimits) -> anyhow::Error {
+    if !e.to_string().contains("Out of Memory") {
+        return e.into();
+    }
+    anyhow::Error::new(e).context(format!(
+        "the warehouse ran out of its memory limit ({}); nothing of this step was committed and the lake's files \
+         are written, so run again with a larger --memory-limit (the process takes about 110 MB more than it), \
+         or over fewer input files at a time",
+        limits.memory_limit
+    ))
 }
 
 fn ingest_one(
