@@ -22,6 +22,13 @@ fn tvetl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// Runs tvetl, expects it to fail, and returns its stderr.
+fn tvetl_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl")).args(args).output().expect("tvetl runs");
+    assert!(!out.status.success(), "tvetl {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn json(args: &[&str]) -> Value {
     serde_json::from_str(&tvetl(args)).unwrap_or_else(|e| panic!("tvetl {args:?}: not JSON: {e}"))
 }
@@ -518,12 +525,8 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
     let dir = tempfile::tempdir().unwrap();
     let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
     tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "9", "--dirty", "0.04"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
-        .args(["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--memory-limit", "1MB"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr =
+        tvetl_fails(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--memory-limit", "1MB"]);
     assert!(stderr.contains("ran out of its memory limit (1MB)") && stderr.contains("--memory-limit"), "{stderr}");
 
     let after = run(&input, &lake);
@@ -541,16 +544,8 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
 
 #[test]
 fn bad_arguments_get_clear_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
-        .args(["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no warehouse"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
-        .args(["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"]);
+    assert!(stderr.contains("no warehouse"));
+    let stderr = tvetl_fails(&["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"]);
+    assert!(stderr.contains("does not exist"));
 }

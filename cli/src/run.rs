@@ -14,7 +14,7 @@ use tvetl_core::catalog::{FileCatalog, register_outputs};
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
-use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, pending_analytics_statements};
+use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
@@ -189,11 +189,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
     // Once the loads have committed, in a transaction of its own (see
     // infra/sql/analytics_pending.sql).
-    let rebuilt = warehouse
-        .execute_transaction(&pending_analytics_statements())
+    let analytics_days_rebuilt = rebuild_pending_analytics(&mut warehouse)
         .map_err(|e| with_memory_hint(e, &options.engine))
         .context("rebuilding the analytics of the days the loads changed")?;
-    let analytics_days_rebuilt = rebuilt.int(0, "days_rebuilt")? as u64;
 
     let closing = Stopwatch::start();
     drop(warehouse);

@@ -178,6 +178,14 @@ pub fn pending_analytics_statements() -> Vec<String> {
     split_statements(&with_includes(ANALYTICS_PENDING_SQL))
 }
 
+/// Rebuilds the analytics of the pending days ([`pending_analytics_statements`])
+/// as one transaction on `wh`, after a loader's loads have committed; returns
+/// the number of days rebuilt.
+pub fn rebuild_pending_analytics(wh: &mut dyn Warehouse) -> Result<u64, WarehouseError> {
+    let result = wh.execute_transaction(&pending_analytics_statements())?;
+    Ok(result.int(0, "days_rebuilt")? as u64)
+}
+
 /// The statements of one load of `source`: the engine's `copy` statements
 /// (which fill the staging table), then staging → core. A viewing-session
 /// load records the days it touched in `core.analytics_pending`, whose

@@ -40,6 +40,20 @@ impl Batch {
             .collect()
     }
 
+    /// Ingests every record of the batch into `lake` with default options.
+    fn ingest_all(
+        &self,
+        lake: &MemoryObjectStore,
+    ) -> (tvetl_core::stream::StreamReport, Option<tvetl_core::stream::StreamFailure>) {
+        ingest_stream_batch(
+            lake,
+            &MemoryCatalog::default(),
+            &self.shard,
+            &self.records(0, self.data.len()),
+            &StagingOptions::default(),
+        )
+    }
+
     fn index_of(&self, position: &str) -> usize {
         self.data.iter().position(|(p, _)| p == position).expect("a position of the batch")
     }
@@ -247,13 +261,7 @@ fn kafka_offsets_are_padded_so_names_sort_like_offsets() {
 fn an_empty_record_is_quarantined_not_dropped() {
     let batch = Batch::kinesis(&["   ".to_owned(), session("e1", 0, 1)]);
     let lake = MemoryObjectStore::new();
-    let (report, _) = ingest_stream_batch(
-        &lake,
-        &MemoryCatalog::default(),
-        &batch.shard,
-        &batch.records(0, 2),
-        &StagingOptions::default(),
-    );
+    let (report, _) = batch.ingest_all(&lake);
     assert_eq!(report.counts.rows_read, 2);
     assert_eq!(report.counts.quarantined.malformed, 1);
     assert_eq!(quarantined(&lake)[0]["message"], "empty record");
@@ -272,13 +280,7 @@ fn a_pretty_printed_session_is_one_record() {
     let bad = serde_json::to_string_pretty(&late).unwrap();
     let batch = Batch::kinesis(&[format!("\u{feff}\n{pretty}\n"), session("e2", 0, 2), bad.clone(), two.clone()]);
     let lake = MemoryObjectStore::new();
-    let (report, failure) = ingest_stream_batch(
-        &lake,
-        &MemoryCatalog::default(),
-        &batch.shard,
-        &batch.records(0, 4),
-        &StagingOptions::default(),
-    );
+    let (report, failure) = batch.ingest_all(&lake);
     assert!(failure.is_none(), "{failure:?}");
     assert_eq!(ids(&staged_rows(&lake)), ["e1", "e2"]);
     let lines_of_two = two.lines().count() as u64;
@@ -295,13 +297,7 @@ fn a_pretty_printed_session_is_one_record() {
 fn staged_files_have_the_staging_schema() {
     let batch = Batch::kinesis(&[session("e1", 0, 1)]);
     let lake = MemoryObjectStore::new();
-    ingest_stream_batch(
-        &lake,
-        &MemoryCatalog::default(),
-        &batch.shard,
-        &batch.records(0, 1),
-        &StagingOptions::default(),
-    );
+    batch.ingest_all(&lake);
     let key = lake.list("staging/").unwrap()[0].key.clone();
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(lake.bytes(&key).unwrap())).unwrap();
     let schema = reader.schema().clone();

@@ -15,8 +15,8 @@ use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{
-    LoadStats, Warehouse, load_statements, pending_analytics_statements, rebuild_analytics_statements,
-    schema_statements, staging_table,
+    LoadStats, Warehouse, load_statements, rebuild_analytics_statements, rebuild_pending_analytics, schema_statements,
+    staging_table,
 };
 
 use crate::config::LoadConfig;
@@ -234,10 +234,9 @@ impl LoadWarehouse {
             // Once the loads have committed, in a transaction of its own (see
             // infra/sql/analytics_pending.sql); it also catches up with days
             // an earlier invocation's rebuild left pending.
-            let rebuilt = warehouse.execute_transaction(&pending_analytics_statements())?;
-            let days = rebuilt.int(0, "days_rebuilt")?;
+            let days = rebuild_pending_analytics(&mut warehouse)?;
             tracing::info!(days, "analytics of pending days rebuilt");
-            response.analytics_days_rebuilt = Some(days);
+            response.analytics_days_rebuilt = Some(days as i64);
             Ok(response)
         })
         .await
