@@ -29,32 +29,44 @@ bench_tvetl() {
   case "$tvetl" in /*) ;; */*) tvetl="$PWD/$tvetl" ;; esac
 }
 
-# bench_input WORK ROWS: sets $in to WORK/in-ROWS, the benchmark's dirty input
-# of ROWS sessions over 7 days, generated once and reused by later runs.
+# bench_input WORK ROWS [DAYS ROWS_PER_FILE DIRTY]: sets $in to WORK/in-ROWS,
+# the benchmark's input of ROWS sessions over 7 days, 2% dirty (or DAYS
+# days, in files of ROWS_PER_FILE records, DIRTY dirty:
+# WORK/in-ROWS-dDAYS-fROWS_PER_FILE-xDIRTY), generated once and reused by
+# later runs. (A dirty input always comes in six files of different formats.)
 bench_input() {
-  local work=$1 rows=$2
+  local work=$1 rows=$2 days=${3:-7} per_file=${4:-250000} dirty=${5:-0.02}
   in="$work/in-$rows"
+  if [ "$days" != 7 ] || [ "$per_file" != 250000 ] || [ "$dirty" != 0.02 ]; then
+    in="$in-d$days-f$per_file-x$dirty"
+  fi
   if [ ! -e "$in.done" ]; then
-    echo "== generating $rows rows into $in" >&2
+    echo "== generating $rows rows over $days days into $in" >&2
     rm -rf "$in"
-    "$tvetl" generate --out "$in" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02 \
-      >"$work/generate-$rows.out" 2>"$work/generate-$rows.err" || {
-        echo "error: tvetl generate failed:" >&2; tail -n 20 "$work/generate-$rows.err" >&2; exit 1; }
+    "$tvetl" generate --out "$in" --rows "$rows" --days "$days" --rows-per-file "$per_file" \
+      --start 2024-01-01 --seed 42 --dirty "$dirty" \
+      >"$in.generate.out" 2>"$in.generate.err" || {
+        echo "error: tvetl generate failed:" >&2; tail -n 20 "$in.generate.err" >&2; exit 1; }
     touch "$in.done"
   else
     echo "== reusing $in" >&2
   fi
 }
 
-# timed_run NAME LAKE INPUT: tvetl run of INPUT into LAKE under
-# /usr/bin/time -v (into $work/NAME.{time,out,err}); prints its exit status,
-# CPU seconds and peak RSS, and the error of a run that failed.
+# timed_run NAME LAKE INPUT [TVETL]: tvetl run (of the binary TVETL, default
+# $tvetl) of INPUT into LAKE under /usr/bin/time -v (into
+# $work/NAME.{time,out,err}); prints its exit status, CPU seconds and peak
+# RSS, the ingest step's CPU seconds, and the error of a run that failed.
 timed_run() {
-  local name=$1 lake=$2 in=$3 status=0
-  /usr/bin/time -v -o "$work/$name.time" "$tvetl" run --input "$in" --lake "$lake" --format json --quiet \
+  local name=$1 lake=$2 in=$3 bin=${4:-$tvetl} status=0
+  /usr/bin/time -v -o "$work/$name.time" "$bin" run --input "$in" --lake "$lake" --format json --quiet \
     >"$work/$name.out" 2>"$work/$name.err" || status=$?
-  awk -v name="$name" -v status="$status" '
+  local ingest_cpu
+  ingest_cpu=$(python3 -c 'import json, sys; print("%.2f" % json.load(open(sys.argv[1]))["seconds"]["ingest_cpu"])' \
+    "$work/$name.out" 2>/dev/null || echo "?")
+  awk -v name="$name" -v status="$status" -v ingest="$ingest_cpu" '
     /User time/ { u = $NF } /System time/ { s = $NF } /Maximum resident/ { rss = $NF }
-    END { printf "%-9s exit %d, %.2f CPU s, peak RSS %d MB\n", name, status, u + s, rss / 1024 }' "$work/$name.time"
+    END { printf "%-9s exit %d, %.2f CPU s (ingest %s), peak RSS %d MB\n", name, status, u + s, ingest, rss / 1024 }' \
+    "$work/$name.time"
   [ "$status" -eq 0 ] || grep -m1 "^error" "$work/$name.err" || true
 }

@@ -552,7 +552,9 @@ fn small_batches_and_row_groups_keep_every_row() {
 
     let env = Env::new();
     let object = env.put("viewership/many.csv", text.as_bytes());
-    let options = IngestOptions { staging: StagingOptions { batch_rows: 7, row_group_rows: 50, zstd_level: 3 } };
+    let options = IngestOptions {
+        staging: StagingOptions { batch_rows: 7, row_group_rows: 50, zstd_level: 3, ..StagingOptions::default() },
+    };
     let report = ingest_object(&env.raw, &object, &env.lake, &options).unwrap();
     assert_eq!(report.staged.iter().map(|f| f.rows).collect::<Vec<_>>(), [334, 333, 333]);
     for f in &report.staged {

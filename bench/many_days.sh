@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Memory and CPU of ingesting one object whose sessions span many days, so
+# that the staging writer has a partition open for every day at once.
+#
+# usage: bench/many_days.sh [ROWS [DAYS]]     (default: 3000000 365)
+#
+# One file of ROWS sessions over DAYS days (or, with DIRTY, a dirty input
+# like the benchmark's, in six files) is generated into BENCH_DIR and
+# reused by later runs, then run into a fresh lake by tvetl
+# and, if TVETL_BASELINE names another tvetl binary (say, a build of an
+# earlier commit), by that one too, alternating, twice each. It prints exit
+# status, CPU seconds, the ingest step's CPU seconds and peak RSS
+# (/usr/bin/time -v) of each run.
+#
+# environment:
+#   TVETL           tvetl binary to use (default: cargo build -p tvetl)
+#   TVETL_BASELINE  a tvetl binary to compare with (default: none)
+#   BENCH_DIR       work folder (default: mktemp -d)
+#   DIRTY           fraction of defective records (default: 0)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+rows=${1:-3000000}
+days=${2:-365}
+for n in "$rows" "$days"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "usage: bench/many_days.sh [ROWS [DAYS]]  (positive integers, got '$n')" >&2; exit 2; }
+done
+source "$here/common.sh"
+bench_work_dir
+bench_tvetl "$repo" >&2
+require_gnu_time
+if [ -n "${TVETL_BASELINE:-}" ] && [ ! -x "$TVETL_BASELINE" ]; then
+  echo "error: TVETL_BASELINE is not an executable: $TVETL_BASELINE" >&2; exit 1
+fi
+
+bench_input "$work" "$rows" "$days" "$rows" "${DIRTY:-0}"
+for round in 1 2; do
+  if [ -n "${TVETL_BASELINE:-}" ]; then
+    rm -rf "$work/days-baseline"
+    timed_run "baseline-$round" "$work/days-baseline" "$in" "$TVETL_BASELINE"
+  fi
+  rm -rf "$work/days-tvetl"
+  timed_run "tvetl-$round" "$work/days-tvetl" "$in"
+done
