@@ -33,11 +33,6 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&tvetl(args)).unwrap_or_else(|e| panic!("tvetl {args:?}: not JSON: {e}"))
 }
 
-/// `tvetl generate --out input` with `args`.
-fn generate(input: &Path, args: &[&str]) {
-    tvetl(&[&["generate", "--out", path(input)], args].concat());
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
@@ -184,7 +179,21 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
 fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
     let dir = tempfile::tempdir().unwrap();
     let (input, lake, truth) = (dir.path().join("raw"), dir.path().join("lake"), dir.path().join("truth.json"));
-    generate(&input, &["--rows", "6000", "--days", "4", "--seed", "7", "--dirty", "0.05", "--truth", path(&truth)]);
+    tvetl(&[
+        "generate",
+        "--out",
+        path(&input),
+        "--rows",
+        "6000",
+        "--days",
+        "4",
+        "--seed",
+        "7",
+        "--dirty",
+        "0.05",
+        "--truth",
+        path(&truth),
+    ]);
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(input.join("generator-manifest.json")).unwrap()).unwrap();
     let expected = &manifest["expected"];
@@ -531,82 +540,6 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
         (top_channels(&lake, "2024-01-01"), user_average(&lake)),
         (top_channels(&fresh_lake, "2024-01-01"), user_average(&fresh_lake))
     );
-}
-
-/// Core sessions without their load ids, and both analytics tables: what a
-/// warehouse holds, whichever loads put it there.
-fn warehouse_content(lake: &Path) -> Vec<String> {
-    let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
-    [
-        "SELECT * EXCLUDE (load_id) FROM core.viewing_sessions",
-        "SELECT * FROM analytics.daily_channel_viewing",
-        "SELECT * FROM analytics.daily_user_viewing",
-    ]
-    .iter()
-    .map(|select| {
-        let sql = format!(
-            "SELECT CAST(COUNT(*) AS VARCHAR) || ':' || CAST(COALESCE(SUM(hash(t)), 0) AS VARCHAR) FROM ({select}) t"
-        );
-        conn.query_row(&sql, [], |r| r.get::<_, String>(0)).unwrap()
-    })
-    .collect()
-}
-
-#[test]
-fn a_run_loaded_in_chunks_counts_and_holds_what_one_load_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("raw");
-    // Six files of about 1000 sessions, re-deliveries across them.
-    generate(&input, &["--rows", "6000", "--days", "3", "--seed", "5", "--dirty", "0.05", "--rows-per-file", "1000"]);
-    let (one_lake, chunked_lake) = (dir.path().join("one"), dir.path().join("chunked"));
-    let one = run(&input, &one_lake);
-    let run_chunked = || {
-        json(&[
-            "run",
-            "--input",
-            path(&input),
-            "--lake",
-            path(&chunked_lake),
-            "--format",
-            "json",
-            "--quiet",
-            "--load-chunk-rows",
-            "1500",
-        ])
-    };
-    let chunked = run_chunked();
-    assert_eq!(one["session_loads"], 1);
-    assert_eq!(chunked["session_loads"], 6, "one load per file of about 1000 accepted sessions");
-    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined", "loads", "analytics_days_rebuilt"]
-    {
-        assert_eq!(one[field], chunked[field], "{field}");
-    }
-    assert_eq!(warehouse_content(&chunked_lake), warehouse_content(&one_lake));
-    assert_eq!(
-        (top_channels(&chunked_lake, "2024-01-02"), user_average(&chunked_lake)),
-        (top_channels(&one_lake, "2024-01-02"), user_average(&one_lake))
-    );
-    // Each load counts only its own duplicates in the audit: the rest were
-    // deliveries of sessions an earlier load of the run had staged.
-    let conn = duckdb::Connection::open(chunked_lake.join("_warehouse/warehouse.duckdb")).unwrap();
-    let (loads, within): (i64, i64) = conn
-        .query_row(
-            "SELECT COUNT(*), SUM(duplicates_removed) FROM core.load_audit WHERE table_name = 'viewing_sessions'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    drop(conn);
-    assert_eq!(loads, 6);
-    assert!((within as u64) < one["duplicates_removed"].as_u64().unwrap(), "{within} within the loads");
-
-    // A rerun in chunks reports the same duplicates and merges nothing.
-    let again = run_chunked();
-    assert_eq!(again["duplicates_removed"], one["duplicates_removed"]);
-    let sessions = &again["loads"]["viewership"];
-    assert_eq!(sessions["rows_merged"], 0);
-    assert_eq!(sessions["rows_already_loaded"], sessions["rows_staged"]);
-    assert_eq!(warehouse_content(&chunked_lake), warehouse_content(&one_lake));
 }
 
 #[test]

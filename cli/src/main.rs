@@ -60,12 +60,6 @@ enum Command {
         /// of cores; 1 spends less CPU time in all and more wall time).
         #[arg(long)]
         threads: Option<usize>,
-        /// Viewing sessions per warehouse load, at most (default: one per 32
-        /// bytes of --memory-limit, 10M at its default). More are loaded in
-        /// several loads of whole files, so that memory goes with one load,
-        /// not with the run; the counts and the warehouse come out the same.
-        #[arg(long)]
-        load_chunk_rows: Option<u64>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -114,16 +108,6 @@ enum ReportCommand {
     },
 }
 
-/// The memory limit's bytes per viewing session of one load, for the
-/// default --load-chunk-rows. Measured at the default 320 MB limit: loads of
-/// 10M and 20M sessions fit (peak RSS 447-462 and 485 MB), one of 40M ran out
-/// of memory. 32 bytes gives 10M, the margin a larger run needs.
-const BYTES_PER_LOADED_ROW: u64 = 32;
-
-/// --load-chunk-rows when --memory-limit is not in a unit tvetl reads
-/// (DuckDB still checks it): the default limit's.
-const DEFAULT_LOAD_CHUNK_ROWS: u64 = 10_000_000;
-
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -161,14 +145,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { input, lake, format, jobs, memory_limit, threads, load_chunk_rows, quiet } => {
-            let load_chunk_rows = match load_chunk_rows {
-                Some(rows) => rows.max(1),
-                None => warehouse::memory_limit_bytes(&memory_limit)
-                    .map_or(DEFAULT_LOAD_CHUNK_ROWS, |bytes| (bytes / BYTES_PER_LOADED_ROW).max(1)),
-            };
+        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet } => {
             let options = run::RunOptions {
-                load_chunk_rows,
                 ingest: IngestOptions::default(),
                 engine: EngineLimits { memory_limit, threads: threads.unwrap_or_else(available_cores) },
                 jobs: jobs.unwrap_or_else(available_cores),

@@ -53,9 +53,6 @@ pub struct RunSummary {
     pub files: Vec<FileOutcome>,
     pub dimensions: BTreeMap<Source, RecordCounts>,
     pub loads: BTreeMap<Source, LoadStats>,
-    /// Warehouse loads the viewing sessions took: more than one when they
-    /// are more than `--load-chunk-rows` (see [`chunk_by_rows`]).
-    pub session_loads: u64,
     /// Days whose analytics were rebuilt after the loads: those the loads
     /// changed, and any an earlier run left pending.
     pub analytics_days_rebuilt: u64,
@@ -80,9 +77,6 @@ pub struct RunOptions {
     pub engine: EngineLimits,
     /// Files ingested at once.
     pub jobs: usize,
-    /// Viewing sessions per warehouse load, at most (an object larger than
-    /// that is one load of its own).
-    pub load_chunk_rows: u64,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
 }
@@ -143,8 +137,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut sessions = RecordCounts::default();
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
-    // Per viewing-session object, in key order: its staged rows and files.
-    let mut session_objects: Vec<(u64, Vec<PathBuf>)> = Vec::new();
     let mut files = Vec::with_capacity(objects.len());
     let mut unknown_columns: Vec<String> = Vec::new();
     for (object, result) in objects.iter().zip(results) {
@@ -154,11 +146,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     Source::Viewership => sessions.merge(&report.counts),
                     other => dimensions.entry(other).or_default().merge(&report.counts),
                 }
-                let staged_files: Vec<PathBuf> = report.staged.iter().map(|f| lake.join(&f.key)).collect();
-                if report.source == Source::Viewership && !staged_files.is_empty() {
-                    session_objects.push((report.staged.iter().map(|f| f.rows).sum(), staged_files.clone()));
-                }
-                staged.entry(report.source).or_default().extend(staged_files);
+                staged.entry(report.source).or_default().extend(report.staged.iter().map(|f| lake.join(&f.key)));
                 for column in &report.unknown_columns {
                     if !unknown_columns.contains(column) {
                         unknown_columns.push(column.clone());
@@ -188,15 +176,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let warehouse_watch = Stopwatch::start();
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
-    let session_chunks = chunk_by_rows(session_objects, options.load_chunk_rows);
     for source in Source::ALL {
-        if source == Source::Viewership && session_chunks.len() > 1 {
-            let stats = load_sessions_in_chunks(&mut warehouse, &session_chunks)
-                .map_err(|e| with_memory_hint(e, &options.engine))
-                .context("loading viewership into the warehouse")?;
-            loads.insert(source, stats);
-            continue;
-        }
         let Some(paths) = staged.get(&source).filter(|p| !p.is_empty()) else { continue };
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let load_id = warehouse.next_load_id()?;
@@ -226,87 +206,10 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         files,
         dimensions,
         loads,
-        session_loads: session_chunks.len() as u64,
         analytics_days_rebuilt,
         unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
-}
-
-/// Groups the objects' staged files (in key order) into loads of at most
-/// `max_rows` rows; an object of more rows is a load of its own. Groups are
-/// whole objects in key order, so each load is an ordinary load of some
-/// files and the later load holds the later deliveries: last delivery wins
-/// across the loads as within one.
-pub fn chunk_by_rows(objects: Vec<(u64, Vec<PathBuf>)>, max_rows: u64) -> Vec<Vec<PathBuf>> {
-    let mut chunks: Vec<(u64, Vec<PathBuf>)> = Vec::new();
-    for (rows, files) in objects {
-        match chunks.last_mut() {
-            Some((chunk_rows, chunk)) if *chunk_rows + rows <= max_rows => {
-                *chunk_rows += rows;
-                chunk.extend(files);
-            }
-            _ => chunks.push((rows, files)),
-        }
-    }
-    chunks.into_iter().map(|(_, files)| files).collect()
-}
-
-/// Local statements each chunked load runs after its copy step: they count
-/// the staged event ids that an earlier load of the same run staged too, and
-/// add this load's ids to the run's. A session delivered in two loads is
-/// then counted as a duplicate once, as if the run had been one load, and
-/// like the load's own count it is counted before already-loaded files are
-/// skipped. The inner join builds on the smaller side, this load's ids,
-/// where a semi join would build on every id of the run.
-const CROSS_LOAD_DUPLICATES: &[&str] = &[
-    "DROP TABLE IF EXISTS load_ids",
-    "CREATE TEMP TABLE load_ids AS SELECT DISTINCT event_id FROM staging.viewing_sessions",
-    "DROP TABLE IF EXISTS earlier_loads_ids",
-    "CREATE TEMP TABLE earlier_loads_ids AS SELECT COUNT(DISTINCT l.event_id) AS n \
-     FROM load_ids l JOIN run_event_ids r ON r.event_id = l.event_id",
-    "INSERT INTO run_event_ids SELECT event_id FROM load_ids",
-    "DROP TABLE load_ids",
-];
-
-/// Loads the viewing sessions as several loads, one per chunk of files,
-/// each a transaction of its own: memory then goes with the largest chunk,
-/// not with the run. Returns the counts the run would have as one load.
-fn load_sessions_in_chunks(
-    warehouse: &mut DuckDbWarehouse,
-    chunks: &[Vec<PathBuf>],
-) -> Result<LoadStats, WarehouseError> {
-    warehouse.execute_transaction(&[
-        "DROP TABLE IF EXISTS run_event_ids".into(),
-        "CREATE TEMP TABLE run_event_ids (event_id VARCHAR NOT NULL)".into(),
-    ])?;
-    let first_load_id = warehouse.next_load_id()?;
-    let mut last_load_id = first_load_id;
-    let mut total = LoadStats::default();
-    for files in chunks {
-        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        let load_id = warehouse.next_load_id()?;
-        let mut copy = vec![DuckDbWarehouse::copy_statement(Source::Viewership, &refs)];
-        copy.extend(CROSS_LOAD_DUPLICATES.iter().map(|s| s.to_string()));
-        let result = warehouse.execute_transaction(&load_statements(Source::Viewership, copy, load_id))?;
-        let stats = LoadStats::from_result(&result)?;
-        let in_earlier_loads = warehouse.query("SELECT n FROM earlier_loads_ids")?.int(0, "n")? as u64;
-        total.rows_staged += stats.rows_staged;
-        total.rows_already_loaded += stats.rows_already_loaded;
-        total.duplicates_removed += stats.duplicates_removed + in_earlier_loads;
-        last_load_id = load_id;
-    }
-    // A session merged by one load and replaced by a later one counts once,
-    // and a day touched by several loads once.
-    let range = format!("load_id BETWEEN {first_load_id} AND {last_load_id}");
-    total.rows_merged =
-        warehouse.query(&format!("SELECT COUNT(*) AS n FROM core.viewing_sessions WHERE {range}"))?.int(0, "n")? as u64;
-    total.days_touched = warehouse
-        .query(&format!("SELECT COUNT(DISTINCT view_date) AS n FROM core.analytics_pending WHERE {range}"))?
-        .int(0, "n")? as u64;
-    warehouse
-        .execute_transaction(&["DROP TABLE run_event_ids".into(), "DROP TABLE IF EXISTS earlier_loads_ids".into()])?;
-    Ok(total)
 }
 
 /// A warehouse error, with what to do about it when DuckDB ran out of its
@@ -316,9 +219,9 @@ fn with_memory_hint(e: WarehouseError, limits: &EngineLimits) -> anyhow::Error {
         return e.into();
     }
     anyhow::Error::new(e).context(format!(
-        "the warehouse ran out of its memory limit ({}); nothing of this load was committed and the lake's files \
+        "the warehouse ran out of its memory limit ({}); nothing of this step was committed and the lake's files \
          are written, so run again with a larger --memory-limit (the process takes about 110 MB more than it), \
-         a smaller --load-chunk-rows, or over fewer input files at a time",
+         or over fewer input files at a time",
         limits.memory_limit
     ))
 }

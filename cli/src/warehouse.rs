@@ -37,28 +37,6 @@ pub struct EngineLimits {
 /// DuckDB's default memory limit (`tvetl run --help` says why this value).
 pub const DEFAULT_MEMORY_LIMIT: &str = "320MB";
 
-/// Bytes of a DuckDB memory limit such as `320MB`, `4GB` or `1.5GiB`
-/// (units of 1000 or 1024, case-insensitive; none means bytes).
-pub fn memory_limit_bytes(limit: &str) -> Option<u64> {
-    let limit = limit.trim();
-    let split = limit.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(limit.len());
-    let (number, unit) = limit.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" | "byte" | "bytes" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    Some((number * scale as f64) as u64)
-}
-
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits { memory_limit: DEFAULT_MEMORY_LIMIT.into(), threads: 2 }
@@ -312,17 +290,6 @@ impl Warehouse for DuckDbWarehouse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn memory_limits_are_read_in_duckdb_units() {
-        assert_eq!(memory_limit_bytes("320MB"), Some(320_000_000));
-        assert_eq!(memory_limit_bytes("4GB"), Some(4_000_000_000));
-        assert_eq!(memory_limit_bytes("1.5GiB"), Some(1_610_612_736));
-        assert_eq!(memory_limit_bytes(" 512 kib "), Some(524_288));
-        assert_eq!(memory_limit_bytes("2048"), Some(2048));
-        assert_eq!(memory_limit_bytes("lots"), None);
-        assert_eq!(memory_limit_bytes("3 parsecs"), None);
-    }
 
     #[test]
     fn staging_names_are_replaced_only_where_whole() {
