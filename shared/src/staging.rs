@@ -285,6 +285,15 @@ struct OpenPartition<'s, B> {
     written: u64,
 }
 
+/// What one column's encoder holds, beyond its data, while a row group is in
+/// progress: the parquet writer keeps a zstd compression and decompression
+/// context per column until the row group is written. parquet's
+/// `memory_size` does not count them (zstd allocates them itself). Measured
+/// as the process's RSS above its Rust heap, ingesting an object of a
+/// million sessions over 365 days with a row group open for every day:
+/// about 400 KB per partition of 12 columns.
+const ROW_GROUP_CONTEXT_BYTES: usize = 32 * 1024;
+
 impl<B: BatchBuilder> OpenPartition<'_, B> {
     /// Hands the buffered rows to the encoder.
     fn encode_buffered(&mut self, schema: &SchemaRef) -> Result<(), IngestError> {
@@ -295,18 +304,7 @@ impl<B: BatchBuilder> OpenPartition<'_, B> {
         }
         Ok(())
     }
-}
 
-/// What one column's encoder holds, beyond its data, while a row group is in
-/// progress: the parquet writer keeps a zstd compression and decompression
-/// context per column until the row group is written. parquet's
-/// `memory_size` does not count them (zstd allocates them itself). Measured
-/// as the process's RSS above its Rust heap, ingesting an object of a
-/// million sessions over 365 days with a row group open for every day:
-/// about 400 KB per partition of 12 columns.
-const ROW_GROUP_CONTEXT_BYTES: usize = 32 * 1024;
-
-impl<B> OpenPartition<'_, B> {
     /// What this partition's encoder holds (parquet's estimate of its data,
     /// and the contexts of its columns), while a row group is in progress.
     fn encoder_bytes(&self, columns: usize) -> usize {
@@ -334,11 +332,11 @@ pub struct BufferedSize {
 /// Memory is bounded whatever the object's size and however many
 /// partitions it spans: by `batch_rows` per partition and
 /// `buffered_rows_limit` in all of unencoded rows, and by one row group per
-/// partition and `encoder_bytes_limit` in all in the encoders. A partition's
-/// row group is in progress only from its first full batch on. Which rows go into which row group depends on the rows
-/// alone, so re-processing an object still writes the same bytes. Files
-/// become visible only on [`finish`]; an aborted (dropped) writer leaves
-/// nothing.
+/// partition and `encoder_bytes_limit` in all in the encoders. A
+/// partition's row group is in progress only from its first full batch on.
+/// Which rows go into which row group depends on the rows alone, so
+/// re-processing an object still writes the same bytes. Files become
+/// visible only on [`finish`]; an aborted (dropped) writer leaves nothing.
 ///
 /// [`finish`]: PartitionWriter::finish
 pub struct PartitionWriter<'s, B> {
