@@ -10,7 +10,9 @@
 # and, if TVETL_BASELINE names another tvetl binary (say, a build of an
 # earlier commit), by that one too, alternating, twice each. It prints exit
 # status, CPU seconds, the ingest step's CPU seconds and peak RSS
-# (/usr/bin/time -v) of each run.
+# (/usr/bin/time -v) of each run, and the ingest step's own peak RSS:
+# sampled every 50 ms until the run opens its warehouse, as the warehouse
+# load's peak (about 420 MB) otherwise hides it.
 #
 # environment:
 #   TVETL           tvetl binary to use (default: cargo build -p tvetl)
@@ -34,12 +36,27 @@ if [ -n "${TVETL_BASELINE:-}" ] && [ ! -x "$TVETL_BASELINE" ]; then
   echo "error: TVETL_BASELINE is not an executable: $TVETL_BASELINE" >&2; exit 1
 fi
 
+# measured NAME BIN: one run of BIN over $in into a fresh lake, with the
+# ingest step's peak RSS sampled alongside timed_run's figures.
+measured() {
+  local name=$1 bin=$2 lake="$work/days-$1" peak=0 rss pid
+  rm -rf "$lake"
+  timed_run "$name" "$lake" "$in" "$bin" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ ! -e "$lake/_warehouse" ]; then
+      for rss in $(ps -o rss= --ppid "$(pgrep -d, -f "^/usr/bin/time -v -o $work/$name.time" || echo 0)" 2>/dev/null); do
+        [ "$rss" -gt "$peak" ] && peak=$rss
+      done
+    fi
+    sleep 0.05
+  done
+  wait "$pid"
+  echo "          ingest step's peak RSS $((peak / 1024)) MB (sampled)"
+}
+
 bench_input "$work" "$rows" "$days" "$rows" "${DIRTY:-0}"
 for round in 1 2; do
-  if [ -n "${TVETL_BASELINE:-}" ]; then
-    rm -rf "$work/days-baseline"
-    timed_run "baseline-$round" "$work/days-baseline" "$in" "$TVETL_BASELINE"
-  fi
-  rm -rf "$work/days-tvetl"
-  timed_run "tvetl-$round" "$work/days-tvetl" "$in"
+  if [ -n "${TVETL_BASELINE:-}" ]; then measured "baseline-$round" "$TVETL_BASELINE"; fi
+  measured "tvetl-$round" "$tvetl"
 done
