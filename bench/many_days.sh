@@ -45,7 +45,8 @@ measured() {
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     if [ ! -e "$lake/_warehouse" ]; then
-      for rss in $(ps -o rss= --ppid "$(pgrep -d, -f "^/usr/bin/time -v -o $work/$name.time" || echo 0)" 2>/dev/null); do
+      # The run's processes (GNU time and tvetl) are the ones naming its lake.
+      for rss in $(pgrep -f -- "--lake $lake " | xargs -r ps -o rss= -p 2>/dev/null); do
         [ "$rss" -gt "$peak" ] && peak=$rss
       done
     fi

@@ -414,15 +414,11 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
     /// of its data (see [`ROW_GROUP_CONTEXT_BYTES`]), so one is only opened
     /// to be written out at once.
     fn write_out_largest_buffers(&mut self) -> Result<(), IngestError> {
-        let mut sizes: Vec<(usize, Option<i32>)> = self.open.iter().map(|(day, p)| (p.rows.len(), *day)).collect();
-        // The largest first, then the earliest day: the choice depends on the
-        // rows alone.
-        sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (rows, day) in sizes {
+        for (rows, day) in self.largest_first(|p| p.rows.len()) {
             if self.buffered_rows <= self.buffered_rows_limit / 2 || rows == 0 {
                 break;
             }
-            let part = self.open.get_mut(&day).expect("listed above");
+            let part = self.open.get_mut(&day).expect("listed by largest_first");
             part.encode_buffered(&self.schema)?;
             part.writer.flush()?;
             self.buffered_rows -= rows;
@@ -438,25 +434,23 @@ impl<'s, B: BatchBuilder> PartitionWriter<'s, B> {
             return Ok(());
         }
         let columns = self.schema.fields().len();
-        let mut total: usize = self.open.values().map(|p| p.encoder_bytes(columns)).sum();
-        while total > self.encoder_bytes_limit {
-            // The first of the largest, so that the choice depends on the
-            // rows alone.
-            let Some(largest) = self
-                .open
-                .values_mut()
-                .max_by(|a, b| a.encoder_bytes(columns).cmp(&b.encoder_bytes(columns)).then(b.key.cmp(&a.key)))
-            else {
-                break;
-            };
-            let before = largest.encoder_bytes(columns);
-            if before == 0 {
+        let mut total = self.buffered().encoder_bytes;
+        for (bytes, day) in self.largest_first(|p| p.encoder_bytes(columns)) {
+            if total <= self.encoder_bytes_limit || bytes == 0 {
                 break;
             }
-            largest.writer.flush()?;
-            total -= before;
+            self.open.get_mut(&day).expect("listed by largest_first").writer.flush()?;
+            total -= bytes;
         }
         Ok(())
+    }
+
+    /// Every open partition's `size` and day, the largest first, then the
+    /// earliest day: what is written out early depends on the rows alone.
+    fn largest_first(&self, size: impl Fn(&OpenPartition<'s, B>) -> usize) -> Vec<(usize, Option<i32>)> {
+        let mut sizes: Vec<(usize, Option<i32>)> = self.open.iter().map(|(day, p)| (size(p), *day)).collect();
+        sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        sizes
     }
 
     /// What the writer holds in memory now.
