@@ -95,7 +95,12 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
     }
 
     // Small parts, so the staging files go up as multipart uploads.
-    let config = IngestConfig { lake_bucket: lake.clone(), glue_database: database.clone(), part_size: 16 * 1024 };
+    let config = IngestConfig {
+        lake_bucket: lake.clone(),
+        glue_database: database.clone(),
+        part_size: 16 * 1024,
+        upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+    };
     let function = IngestBatch { clients: clients.clone(), config };
     let event = s3_event(&raw, &[csv_key, gz_key, channels_key]);
     let response = function.handle(&event).await.expect("the event is handled");
@@ -155,4 +160,77 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
     let partitions =
         clients.glue.get_partitions().database_name(&database).table_name("viewership").send().await.unwrap();
     assert_eq!(partitions.partitions().len(), 3);
+}
+
+/// Every object under `prefix` with its bytes.
+async fn lake_bytes(clients: &AwsClients, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let listed = clients.s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    for o in listed.contents() {
+        let key = o.key().unwrap();
+        let body = clients.s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap();
+        out.insert(key.to_owned(), body.into_bytes().to_vec());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn uploads_over_their_memory_budget_spill_to_disk_and_stage_the_same_bytes() {
+    emulator_endpoint();
+    let clients = AwsClients::load().await;
+    let (raw, roomy, tight) = (unique("raw"), unique("lake-roomy"), unique("lake-tight"));
+    for bucket in [&raw, &roomy, &tight] {
+        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    // Six days, interleaved, of several row groups each: every day's upload
+    // holds bytes while the others fill, as an object spanning many days has
+    // its row groups written out early (StagingOptions' limits).
+    let mut csv = String::from("event_id,user_id,channel_id,start_time,duration_seconds,platform\n");
+    for i in 0..60_000 {
+        csv.push_str(&format!(
+            "e{i},u{},c{},2024-03-0{}T{:02}:00:00Z,{},web\n",
+            i % 997,
+            i % 13,
+            1 + i % 6,
+            i % 24,
+            60 + i % 5000
+        ));
+    }
+    let key = "viewership/six-days.csv";
+    clients.s3.put_object().bucket(&raw).key(key).body(csv.into_bytes().into()).send().await.unwrap();
+
+    let handle = tokio::runtime::Handle::current();
+    let store = |bucket: &str| tvetl_core::aws::s3::S3ObjectStore::new(clients.s3.clone(), bucket, handle.clone());
+    let spill_dir = tempfile::tempdir().unwrap();
+    let part_size = 64 * 1024;
+    let budget = 96 * 1024;
+    let raw_store = store(&raw);
+    let roomy_store = store(&roomy).with_part_size(part_size);
+    let tight_store = store(&tight).with_part_size(part_size).with_upload_memory(budget, spill_dir.path());
+    let (roomy_store, tight_store) = tokio::task::spawn_blocking(move || {
+        use tvetl_core::store::ObjectStore;
+        let object = raw_store.head(key).unwrap();
+        let staging =
+            tvetl_core::staging::StagingOptions { batch_rows: 1024, row_group_rows: 2048, ..Default::default() };
+        let options = tvetl_core::ingest::IngestOptions { staging };
+        for lake in [&roomy_store, &tight_store] {
+            let report = tvetl_core::ingest::ingest_object(&raw_store, &object, lake, &options).unwrap();
+            assert_eq!(report.counts.rows_accepted, 60_000);
+        }
+        (roomy_store, tight_store)
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(roomy_store.upload_memory().spills(), 0, "64 MiB holds every part in the making");
+    assert!(tight_store.upload_memory().spills() > 0, "six uploads of up to 64 KiB each cannot stay within 96 KiB");
+    assert_eq!(tight_store.upload_memory().used(), 0, "committed uploads hold no memory");
+    assert_eq!(std::fs::read_dir(spill_dir.path()).unwrap().count(), 0, "no spill file is left behind");
+
+    let (roomy_objects, tight_objects) =
+        (lake_bytes(&clients, &roomy, "staging/").await, lake_bytes(&clients, &tight, "staging/").await);
+    assert_eq!(roomy_objects.len(), 6, "one file per day: {:?}", roomy_objects.keys());
+    assert!(roomy_objects.values().any(|b| b.len() > part_size), "some files go up in several parts");
+    assert_eq!(tight_objects, roomy_objects, "spilled uploads stage the same bytes");
 }

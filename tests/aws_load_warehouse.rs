@@ -146,7 +146,12 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
 
     let ingest = IngestBatch {
         clients: clients.clone(),
-        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database.clone(), part_size: 8 * 1024 * 1024 },
+        config: IngestConfig {
+            lake_bucket: lake.clone(),
+            glue_database: database.clone(),
+            part_size: 8 * 1024 * 1024,
+            upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+        },
     };
     let ingested = ingest.handle(&s3_event(&raw, &keys)).await.unwrap();
     let failed: Vec<_> = ingested.objects.iter().filter(|o| o.status != "loaded").map(|o| o.key.as_str()).collect();
@@ -294,7 +299,12 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     // the generated ones, so the comparisons above are not disturbed.
     let stream = IngestStream {
         clients: clients.clone(),
-        config: IngestConfig { lake_bucket: lake.clone(), glue_database: database, part_size: 8 * 1024 * 1024 },
+        config: IngestConfig {
+            lake_bucket: lake.clone(),
+            glue_database: database,
+            part_size: 8 * 1024 * 1024,
+            upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+        },
     };
     let on_time = [("st-1", "u1", "2030-01-01T10:00:00Z", 600), ("st-2", "u2", "2030-01-01T11:00:00Z", 1200)];
     let answer = stream.handle(kinesis_event(&on_time, 1)).await.expect("the stream batch is ingested");

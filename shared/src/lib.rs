@@ -36,6 +36,7 @@ pub mod daysplit;
 pub mod decode;
 pub mod error;
 pub mod ingest;
+pub mod part_buffer;
 pub mod quarantine;
 pub mod schema;
 pub mod source;

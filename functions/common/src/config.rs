@@ -27,13 +27,21 @@ pub struct IngestConfig {
     /// `MULTIPART_PART_SIZE` (bytes, default 8 MiB): the part size of
     /// uploads of large staging files.
     pub part_size: usize,
+    /// `UPLOAD_MEMORY_BYTES` (default 64 MiB): what the open uploads hold in
+    /// memory together. Beyond it, parts in the making go to temporary files
+    /// under `TMPDIR` (`/tmp`, the function's ephemeral storage).
+    pub upload_memory: usize,
 }
 
 impl IngestConfig {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let part_size = number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?;
-        Ok(IngestConfig { lake_bucket: required("LAKE_BUCKET")?, glue_database: required("GLUE_DATABASE")?, part_size })
+        Ok(IngestConfig {
+            lake_bucket: required("LAKE_BUCKET")?,
+            glue_database: required("GLUE_DATABASE")?,
+            part_size: number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?,
+            upload_memory: number("UPLOAD_MEMORY_BYTES", tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY)?,
+        })
     }
 }
 
@@ -46,6 +54,7 @@ impl IngestConfig {
             tokio::runtime::Handle::current(),
         )
         .with_part_size(self.part_size)
+        .with_upload_memory(self.upload_memory, std::env::temp_dir())
     }
 
     /// The Glue database as the core's catalog, on the current runtime.

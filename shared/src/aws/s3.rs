@@ -2,6 +2,7 @@
 //! visible only on commit, and ETags as versions.
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -11,10 +12,15 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::runtime::Handle;
 
 use super::{describe, is_retryable};
+use crate::part_buffer::{PartBuffer, UploadMemory};
 use crate::store::{ObjectMeta, ObjectStore, ObjectUpload, StoreError};
 
 /// Parts of a multipart upload (S3's minimum is 5 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// What the open uploads of one store hold in memory together before they
+/// spill their parts in the making to temporary files: 8 parts.
+pub const DEFAULT_UPLOAD_MEMORY: usize = 64 * 1024 * 1024;
 
 /// One bucket.
 #[derive(Clone)]
@@ -23,12 +29,19 @@ pub struct S3ObjectStore {
     bucket: String,
     handle: Handle,
     part_size: usize,
+    memory: Arc<UploadMemory>,
 }
 
 impl S3ObjectStore {
     /// A store over `bucket`, driving the SDK on `handle`.
     pub fn new(client: Client, bucket: impl Into<String>, handle: Handle) -> Self {
-        S3ObjectStore { client, bucket: bucket.into(), handle, part_size: DEFAULT_PART_SIZE }
+        S3ObjectStore {
+            client,
+            bucket: bucket.into(),
+            handle,
+            part_size: DEFAULT_PART_SIZE,
+            memory: Arc::new(UploadMemory::new(DEFAULT_UPLOAD_MEMORY, std::env::temp_dir())),
+        }
     }
 
     /// Uses parts of `bytes` (at least 5 MiB, except in tests against an
@@ -36,6 +49,18 @@ impl S3ObjectStore {
     pub fn with_part_size(mut self, bytes: usize) -> Self {
         self.part_size = bytes.max(1);
         self
+    }
+
+    /// Lets this store's open uploads hold `bytes` in memory together; beyond
+    /// that, parts in the making go to temporary files in `spill_dir`.
+    pub fn with_upload_memory(mut self, bytes: usize, spill_dir: impl Into<std::path::PathBuf>) -> Self {
+        self.memory = Arc::new(UploadMemory::new(bytes, spill_dir));
+        self
+    }
+
+    /// What this store's uploads hold in memory now, and may hold.
+    pub fn upload_memory(&self) -> &UploadMemory {
+        &self.memory
     }
 }
 
@@ -113,7 +138,7 @@ impl ObjectStore for S3ObjectStore {
         Ok(Box::new(S3Upload {
             store: self,
             key: key.to_owned(),
-            buffer: Vec::with_capacity(self.part_size.min(DEFAULT_PART_SIZE)),
+            buffer: PartBuffer::new(self.memory.clone(), self.part_size),
             upload_id: None,
             parts: Vec::new(),
             committed: false,
@@ -130,20 +155,21 @@ impl ObjectStore for S3ObjectStore {
 
 /// A write that stays invisible until [`ObjectUpload::commit`]: small objects
 /// are one PutObject at commit; large ones a multipart upload whose parts go
-/// out as the buffer fills, completed at commit and aborted on drop.
+/// out as the buffer fills, completed at commit and aborted on drop. The
+/// buffer spills to a temporary file when the store's uploads together hold
+/// their memory budget.
 struct S3Upload<'s> {
     store: &'s S3ObjectStore,
     key: String,
-    buffer: Vec<u8>,
+    buffer: PartBuffer,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
     committed: bool,
 }
 
 impl S3Upload<'_> {
-    fn flush_part(&mut self) -> Result<(), StoreError> {
+    fn send_part(&mut self, body: Vec<u8>) -> Result<(), StoreError> {
         let s = self.store;
-        let body = std::mem::take(&mut self.buffer);
         s.handle.block_on(async {
             if self.upload_id.is_none() {
                 let created = s
@@ -177,9 +203,9 @@ impl S3Upload<'_> {
 
 impl Write for S3Upload<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(buf);
-        if self.buffer.len() >= self.store.part_size {
-            self.flush_part().map_err(std::io::Error::other)?;
+        self.buffer.write(buf)?;
+        if let Some(part) = self.buffer.take_part()? {
+            self.send_part(part).map_err(std::io::Error::other)?;
         }
         Ok(buf.len())
     }
@@ -192,14 +218,15 @@ impl Write for S3Upload<'_> {
 impl ObjectUpload for S3Upload<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let s = self.store;
+        let rest = self.buffer.take_rest().map_err(|source| StoreError::Io { key: self.key.clone(), source })?;
         if self.upload_id.is_none() {
-            let body = std::mem::take(&mut self.buffer);
+            let body = rest;
             s.handle
                 .block_on(s.client.put_object().bucket(&s.bucket).key(&self.key).body(ByteStream::from(body)).send())
                 .map_err(|e| service_error(&self.key, e))?;
         } else {
-            if !self.buffer.is_empty() {
-                self.flush_part()?;
+            if !rest.is_empty() {
+                self.send_part(rest)?;
             }
             let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
             s.handle

@@ -1,0 +1,72 @@
+//! ingest-batch's handler in process, over one raw object, for measuring it
+//! (`bench/lambda_ingest.sh` runs it under `/usr/bin/time -v`).
+//!
+//! ```text
+//! ingest_s3_object put BUCKET KEY FILE     upload FILE (creating BUCKET)
+//! ingest_s3_object ingest BUCKET KEY       the handler, on an event for s3://BUCKET/KEY
+//! ingest_s3_object digest BUCKET PREFIX    one line per object: xxh3 of its bytes, size, key
+//! ```
+//!
+//! `ingest` reads the function's own environment (`LAKE_BUCKET`,
+//! `GLUE_DATABASE`, `MULTIPART_PART_SIZE`, `UPLOAD_MEMORY_BYTES`) and prints
+//! the handler's response. Point `AWS_ENDPOINT_URL` at an emulator.
+
+use aws_lambda_events::event::s3::S3Event;
+use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::{AwsClients, IngestConfig};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let clients = AwsClients::load().await;
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["put", bucket, key, file] => put(&clients, bucket, key, file).await,
+        ["ingest", bucket, key] => ingest(clients, bucket, key).await,
+        ["digest", bucket, prefix] => digest(&clients, bucket, prefix).await,
+        _ => Err("usage: ingest_s3_object put BUCKET KEY FILE | ingest BUCKET KEY | digest BUCKET PREFIX".into()),
+    }
+}
+
+async fn put(clients: &AwsClients, bucket: &str, key: &str, file: &str) -> Result<(), Error> {
+    // An existing bucket is fine: the emulator answers with an error we ignore.
+    let _ = clients.s3.create_bucket().bucket(bucket).send().await;
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(file).await?;
+    clients.s3.put_object().bucket(bucket).key(key).body(body).send().await?;
+    Ok(())
+}
+
+async fn ingest(clients: AwsClients, bucket: &str, key: &str) -> Result<(), Error> {
+    let config = IngestConfig::from_env()?;
+    let _ = clients.s3.create_bucket().bucket(&config.lake_bucket).send().await;
+    let event: S3Event = serde_json::from_value(serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2024-01-02T03:04:05.000Z", "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "bench"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+            "responseElements": {"x-amz-request-id": "bench", "x-amz-id-2": "bench"},
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
+                   "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                   "object": {"key": percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string(),
+                              "size": 1, "eTag": "0", "sequencer": "0"}}
+        }]
+    }))?;
+    let function = IngestBatch { clients, config };
+    let response = function.handle(&event).await?;
+    println!("{}", serde_json::to_string(&response)?);
+    Ok(())
+}
+
+async fn digest(clients: &AwsClients, bucket: &str, prefix: &str) -> Result<(), Error> {
+    let mut pages = clients.s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for object in page?.contents() {
+            let key = object.key().unwrap_or_default();
+            let body = clients.s3.get_object().bucket(bucket).key(key).send().await?.body.collect().await?;
+            let bytes = body.into_bytes();
+            println!("{:016x} {:>10} {key}", xxhash_rust::xxh3::xxh3_64(&bytes), bytes.len());
+        }
+    }
+    Ok(())
+}
