@@ -174,10 +174,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 
     let (ingest_seconds, ingest_cpu) = (ingest_watch.wall(), ingest_watch.cpu());
     let warehouse_watch = Stopwatch::start();
+    // The load has no measure of its own progress; a spinner with the step
+    // and the time it has taken shows it is alive (a 10M-session load takes
+    // about a minute).
+    let spinner = warehouse_spinner(options.progress);
+    spinner.set_message("opening");
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
         let Some(paths) = staged.get(&source).filter(|p| !p.is_empty()) else { continue };
+        let files = if paths.len() == 1 { "1 staged file".to_owned() } else { format!("{} staged files", paths.len()) };
+        spinner.set_message(format!("loading {source} ({files})"));
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let load_id = warehouse.next_load_id()?;
         let statements = load_statements(source, vec![DuckDbWarehouse::copy_statement(source, &refs)], load_id);
@@ -189,13 +196,16 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
     // Once the loads have committed, in a transaction of its own (see
     // infra/sql/analytics_pending.sql).
+    spinner.set_message("rebuilding the analytics of the days the loads changed");
     let analytics_days_rebuilt = rebuild_pending_analytics(&mut warehouse)
         .map_err(|e| with_memory_hint(e, &options.engine))
         .context("rebuilding the analytics of the days the loads changed")?;
 
+    spinner.set_message("writing the database file");
     let closing = Stopwatch::start();
     drop(warehouse);
     crate::warehouse::report_timing(&closing, "(closing the warehouse)");
+    spinner.finish_and_clear();
     let (warehouse_seconds, warehouse_cpu) = (warehouse_watch.wall(), warehouse_watch.cpu());
 
     Ok(RunSummary {
@@ -210,6 +220,18 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
+}
+
+/// The warehouse step's spinner on stderr, or a hidden one.
+fn warehouse_spinner(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_draw_target(ProgressDrawTarget::stderr());
+    spinner.set_style(ProgressStyle::with_template("{spinner} warehouse: {msg} ({elapsed})").expect("valid template"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
 }
 
 /// A warehouse error, with what to do about it when DuckDB ran out of its
