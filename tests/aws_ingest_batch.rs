@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use aws_lambda_events::event::s3::S3Event;
-use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::ingest::{IngestBatch, IngestRequest};
 use tvetl_lambda::{AwsClients, IngestConfig};
 
 fn emulator_endpoint() -> String {
@@ -103,7 +103,7 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
     };
     let function = IngestBatch { clients: clients.clone(), config };
     let event = s3_event(&raw, &[csv_key, gz_key, channels_key]);
-    let response = function.handle(&event).await.expect("the event is handled");
+    let response = function.handle(&event.clone().into()).await.expect("the event is handled");
 
     let by_key: BTreeMap<_, _> = response.objects.iter().map(|o| (o.key.as_str(), o)).collect();
     let csv = by_key[csv_key];
@@ -154,12 +154,29 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
     assert_eq!(values, ["2024-01-01", "2024-01-02", "2024-01-03"]);
 
     // The same event again: the same objects with the same bytes.
-    let again = function.handle(&event).await.expect("a replay is handled");
+    let again = function.handle(&event.clone().into()).await.expect("a replay is handled");
     assert_eq!(again.totals, response.totals);
     assert_eq!(lake_objects(&clients, &lake).await, objects);
     let partitions =
         clients.glue.get_partitions().database_name(&database).table_name("viewership").send().await.unwrap();
     assert_eq!(partitions.partitions().len(), 3);
+
+    // The backfill's request: one object named as stored (a space and a `+`
+    // in the key, not encoded). It ingests the object as its notification did.
+    let named = IngestRequest::Object { bucket: raw.clone(), key: csv_key.to_owned() };
+    let backfilled = function.handle(&named).await.expect("a named object is handled");
+    assert_eq!(backfilled.objects.len(), 1);
+    assert_eq!(backfilled.objects[0].status, "loaded");
+    assert_eq!(backfilled.totals, csv.counts);
+    assert_eq!(backfilled.objects[0].staged, csv.staged);
+    assert_eq!(lake_objects(&clients, &lake).await, objects, "the same objects with the same bytes");
+
+    // A folder marker, as a backfill lists it: skipped, nothing quarantined.
+    let folder = IngestRequest::Object { bucket: raw.clone(), key: "viewership/day 1/".to_owned() };
+    let skipped = function.handle(&folder).await.expect("a folder marker is handled");
+    assert_eq!(skipped.objects[0].status, "skipped");
+    assert_eq!(skipped.totals.rows_read, 0);
+    assert_eq!(lake_objects(&clients, &lake).await, objects, "a folder marker writes nothing");
 }
 
 /// Every object under `prefix` with its bytes.

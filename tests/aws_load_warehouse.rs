@@ -153,7 +153,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
         },
     };
-    let ingested = ingest.handle(&s3_event(&raw, &keys)).await.unwrap();
+    let ingested = ingest.handle(&s3_event(&raw, &keys).into()).await.unwrap();
     let failed: Vec<_> = ingested.objects.iter().filter(|o| o.status != "loaded").map(|o| o.key.as_str()).collect();
     assert_eq!(failed, ["viewership/sessions-9999-truncated.csv.gz"]);
     let staged: Vec<String> = ingested.objects.iter().flat_map(|o| o.staged.clone()).collect();

@@ -15,6 +15,9 @@ checks what the stack created and drives it end to end:
   each day's partition (read back with DuckDB), with the bad rows quarantined
   and the Glue partitions registered, through the deployed ingest-batch and
   the bucket's own notification;
+- the deployed backfill state machine (a Distributed Map over a raw
+  prefix) runs ingest-batch on each object already there, and rewrites the
+  same staging files;
 - a record put on the stack's Kinesis stream reaches the lake through the
   deployed mapping and ingest-stream;
 - with $AWS_ENDPOINT_URL_REDSHIFT_DATA (the Data API stand-in), the lake's
@@ -197,6 +200,38 @@ def check_batch(outputs):
     check(wait_for(partitions, 30), f"Glue partitions of the stack's database: {partitions()}")
 
 
+def check_backfill(outputs):
+    """The backfill state machine over a raw prefix that check_batch filled:
+    a Distributed Map whose child executions run the deployed ingest-batch
+    on each listed object, a folder marker included. Ingesting the same
+    objects again rewrites the same staging files."""
+    raw, lake = outputs["RawBucketName"], outputs["LakeBucketName"]
+    s3.put_object(Bucket=raw, Key="viewership/2031/", Body=b"")  # as the console's "Create folder" does
+
+    def staged_etags():
+        return {k: s3.head_object(Bucket=lake, Key=k)["ETag"] for k in lake_keys(lake)
+                if k.startswith("staging/viewership/event_date=2031-03-0") and "kinesis" not in k}
+    before = staged_etags()
+    arn = sfn.start_execution(stateMachineArn=outputs["BackfillStateMachineArn"],
+                              input=json.dumps({"prefix": "viewership/2031/"}))["executionArn"]
+
+    def finished():
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+    described = wait_for(finished, 180) or sfn.describe_execution(executionArn=arn)
+    check(described["status"] == "SUCCEEDED", f"backfill: {described['status']} {described.get('error')} {described.get('cause')}")
+    runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
+    children = sfn.list_executions(mapRunArn=runs[0]["mapRunArn"])["executions"] if runs else []
+    answers = {}
+    for child in children:
+        child_input = json.loads(sfn.describe_execution(executionArn=child["executionArn"])["input"])
+        output = json.loads(sfn.describe_execution(executionArn=child["executionArn"]).get("output") or "{}")
+        answers[child_input.get("key")] = [(o["status"], o["counts"]["rows_read"]) for o in output.get("objects", [])]
+    check(answers == {"viewership/2031/": [("skipped", 0)], "viewership/2031/sam day 1.csv": [("loaded", 5)]},
+          f"backfill: one child execution per listed object, through ingest-batch: {answers}")
+    check(staged_etags() == before and before, f"backfill: the same staging files, byte for byte ({len(before)})")
+
+
 def check_stream(outputs):
     lake = outputs["LakeBucketName"]
     kinesis.put_record(StreamName=outputs["StreamName"], Data=ids(json.dumps(STREAM_RECORD)).encode(), PartitionKey="u4")
@@ -265,6 +300,7 @@ def main():
     RUN = project
     check_resources(outputs, project)
     check_batch(outputs)
+    check_backfill(outputs)
     check_stream(outputs)
     if os.environ.get("AWS_ENDPOINT_URL_REDSHIFT_DATA"):
         check_warehouse(outputs)

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ingest_s3_object put BUCKET KEY FILE     upload FILE (creating BUCKET)
-//! ingest_s3_object ingest BUCKET KEY       the handler, on an event for s3://BUCKET/KEY
+//! ingest_s3_object ingest BUCKET KEY       the handler, asked for s3://BUCKET/KEY
 //! ingest_s3_object digest BUCKET PREFIX    one line per object: xxh3 of its bytes, size, key
 //! ```
 //!
@@ -11,8 +11,7 @@
 //! `GLUE_DATABASE`, `MULTIPART_PART_SIZE`, `UPLOAD_MEMORY_BYTES`) and prints
 //! the handler's response. Point `AWS_ENDPOINT_URL` at an emulator.
 
-use aws_lambda_events::event::s3::S3Event;
-use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::ingest::{IngestBatch, IngestRequest};
 use tvetl_lambda::{AwsClients, IngestConfig};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -40,20 +39,9 @@ async fn put(clients: &AwsClients, bucket: &str, key: &str, file: &str) -> Resul
 async fn ingest(clients: AwsClients, bucket: &str, key: &str) -> Result<(), Error> {
     let config = IngestConfig::from_env()?;
     let _ = clients.s3.create_bucket().bucket(&config.lake_bucket).send().await;
-    let event: S3Event = serde_json::from_value(serde_json::json!({
-        "Records": [{
-            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-            "eventTime": "2024-01-02T03:04:05.000Z", "eventName": "ObjectCreated:Put",
-            "userIdentity": {"principalId": "bench"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-            "responseElements": {"x-amz-request-id": "bench", "x-amz-id-2": "bench"},
-            "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
-                   "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-                   "object": {"key": percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string(),
-                              "size": 1, "eTag": "0", "sequencer": "0"}}
-        }]
-    }))?;
     let function = IngestBatch { clients, config };
-    let response = function.handle(&event).await?;
+    let request = IngestRequest::Object { bucket: bucket.to_owned(), key: key.to_owned() };
+    let response = function.handle(&request).await?;
     println!("{}", serde_json::to_string(&response)?);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! with S3 as both stores and Glue as the catalog.
 
 use aws_lambda_events::event::s3::S3Event;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tvetl_core::aws::glue::GlueCatalog;
 use tvetl_core::aws::s3::S3ObjectStore;
@@ -19,7 +19,8 @@ pub struct ObjectOutcome {
     pub bucket: String,
     pub key: String,
     /// `loaded`, `failed` (unreadable or unsupported: recorded in the
-    /// quarantine) or `missing` (deleted before it was read).
+    /// quarantine), `missing` (deleted before it was read) or `skipped` (a
+    /// folder marker: a key ending in `/`, as the S3 console makes).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -36,6 +37,36 @@ pub struct IngestResponse {
     pub totals: RecordCounts,
 }
 
+/// What ingest-batch is invoked with: an S3 notification of new raw
+/// objects, or one raw object named directly. The backfill state machine's
+/// Distributed Map sends the second for every object it lists under a
+/// prefix, with the key as stored (not URL-encoded as in a notification).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IngestRequest {
+    Object { bucket: String, key: String },
+    S3(S3Event),
+}
+
+impl IngestRequest {
+    /// The objects to ingest, in order.
+    pub fn objects(&self) -> Result<Vec<ObjectRef>, HandlerError> {
+        match self {
+            IngestRequest::Object { bucket, key } if bucket.is_empty() || key.is_empty() => {
+                Err(HandlerError::Permanent(format!("the request names no object: bucket {bucket:?}, key {key:?}")))
+            }
+            IngestRequest::Object { bucket, key } => Ok(vec![ObjectRef { bucket: bucket.clone(), key: key.clone() }]),
+            IngestRequest::S3(event) => Ok(s3_objects(event)),
+        }
+    }
+}
+
+impl From<S3Event> for IngestRequest {
+    fn from(event: S3Event) -> Self {
+        IngestRequest::S3(event)
+    }
+}
+
 /// The ingest-batch function: configuration and clients, loaded once per
 /// execution environment.
 pub struct IngestBatch {
@@ -44,12 +75,12 @@ pub struct IngestBatch {
 }
 
 impl IngestBatch {
-    /// Ingests every object of `event`. Returns an error only for what a
-    /// retry of the whole event may fix; bad objects are reported and
+    /// Ingests every object of `request`. Returns an error only for what a
+    /// retry of the whole request may fix; bad objects are reported and
     /// quarantined, and the other objects still load.
-    pub async fn handle(&self, event: &S3Event) -> Result<IngestResponse, HandlerError> {
+    pub async fn handle(&self, request: &IngestRequest) -> Result<IngestResponse, HandlerError> {
         let mut response = IngestResponse::default();
-        for object in s3_objects(event) {
+        for object in request.objects()? {
             let raw = S3ObjectStore::new(self.clients.s3.clone(), object.bucket.clone(), Handle::current());
             let (lake, catalog) = (self.config.lake(&self.clients), self.config.catalog(&self.clients));
             // The core is synchronous and CPU-bound: run it off the async
@@ -69,12 +100,14 @@ impl IngestBatch {
             response.totals.merge(&outcome.counts);
             response.objects.push(outcome);
         }
-        let failed = response.objects.iter().filter(|o| o.status != "loaded").count() as u64;
+        let count = |status: &str| response.objects.iter().filter(|o| o.status == status).count() as u64;
+        let (loaded, skipped) = (count("loaded"), count("skipped"));
         crate::metrics::emit(
             "ingest-batch",
             &[
-                ("ObjectsLoaded", response.objects.len() as u64 - failed),
-                ("ObjectsFailed", failed),
+                ("ObjectsLoaded", loaded),
+                ("ObjectsFailed", response.objects.len() as u64 - loaded - skipped),
+                ("ObjectsSkipped", skipped),
                 ("RowsRead", response.totals.rows_read),
                 ("RowsAccepted", response.totals.rows_accepted),
                 ("RowsQuarantined", response.totals.quarantined.total()),
@@ -99,6 +132,13 @@ fn ingest_one(
         staged: Vec::new(),
         quarantine_key: None,
     };
+    if object.key.ends_with('/') {
+        // Nothing to read, and not an input to quarantine: a backfill over a
+        // prefix lists the console's folders along with the files.
+        outcome.status = "skipped";
+        outcome.error = Some(format!("{}: a folder marker, not a raw object", object.key));
+        return Ok(outcome);
+    }
     let meta = match raw.head(&object.key) {
         Ok(meta) => meta,
         Err(StoreError::NotFound { .. }) => {
@@ -123,5 +163,44 @@ fn ingest_one(
             Ok(outcome)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(json: &str) -> Result<Vec<ObjectRef>, HandlerError> {
+        serde_json::from_str::<IngestRequest>(json).expect("a request").objects()
+    }
+
+    #[test]
+    fn requests_are_s3_notifications_or_one_object_named_as_stored() {
+        let named = objects(r#"{"bucket": "raw", "key": "viewership/day 1/a+b%20.csv"}"#).unwrap();
+        assert_eq!(named, [ObjectRef { bucket: "raw".into(), key: "viewership/day 1/a+b%20.csv".into() }]);
+        let example = objects(include_str!("../../../infra/events/ingest-object.json")).unwrap();
+        assert_eq!(example[0].key, "viewership/2023/sessions 2023-12-31.csv");
+
+        // The backfill's items carry more fields (size, storage class):
+        // they are ignored.
+        let listed = objects(r#"{"bucket": "raw", "key": "channels/c.json", "size": 10, "storage_class": "STANDARD"}"#);
+        assert_eq!(listed.unwrap()[0].key, "channels/c.json");
+
+        let event = include_str!("../../../infra/events/s3-object-created.json");
+        let notified = objects(event).unwrap();
+        assert!(!notified.is_empty());
+        let parsed: S3Event = serde_json::from_str(event).unwrap();
+        assert_eq!(notified, s3_objects(&parsed), "a notification's keys are decoded as before");
+    }
+
+    #[test]
+    fn a_request_naming_no_object_is_a_permanent_error() {
+        let error = objects(r#"{"bucket": "raw", "key": ""}"#).unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("names no object"), "{error}");
+        assert!(
+            serde_json::from_str::<IngestRequest>(r#"{"key": "viewership/a.csv"}"#).is_err(),
+            "a bucket is required"
+        );
     }
 }

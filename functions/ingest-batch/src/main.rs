@@ -2,9 +2,8 @@
 //! Parquet and quarantine in `LAKE_BUCKET`, partitions in `GLUE_DATABASE`.
 //! See `functions/ingest-batch/README.md`.
 
-use aws_lambda_events::event::s3::S3Event;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tvetl_lambda::ingest::IngestBatch;
+use tvetl_lambda::ingest::{IngestBatch, IngestRequest};
 use tvetl_lambda::{AwsClients, IngestConfig};
 
 #[tokio::main]
@@ -13,7 +12,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let function = IngestBatch { clients: AwsClients::load().await, config: IngestConfig::from_env()? };
     let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<S3Event>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<IngestRequest>| async move {
         tvetl_lambda::respond(function.handle(&event.payload).await)
     }))
     .await
