@@ -251,6 +251,11 @@ pub fn top_channels_sql(date: &str, limit: u32) -> Result<String, ReportParamErr
 pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
     let from = from.map(checked_day).transpose()?.unwrap_or("0001-01-01");
     let to = to.map(checked_day).transpose()?.unwrap_or("9999-12-31");
+    // Same-format dates compare as text; an empty range is a mistake to say,
+    // not an empty report.
+    if from > to {
+        return Err(ReportParamError(format!("the range is empty: from {from} is after to {to}")));
+    }
     Ok(USER_AVERAGE_SQL.replace("{from}", from).replace("{to}", to))
 }
 
@@ -385,6 +390,10 @@ mod tests {
     fn report_parameters_are_validated() {
         assert!(top_channels_sql("2024-01-01'; DROP TABLE x; --", 10).is_err());
         assert!(user_average_sql(Some("yesterday"), None).is_err());
+        let reversed = user_average_sql(Some("2024-01-05"), Some("2024-01-02")).unwrap_err();
+        assert!(reversed.to_string().contains("from 2024-01-05 is after to 2024-01-02"), "{reversed}");
+        assert!(user_average_sql(Some("2024-01-02"), Some("2024-01-02")).is_ok(), "one day is a range");
+        assert!(user_average_sql(Some("9999-12-31"), None).is_ok());
         assert!(top_channels_sql("2024-02-29", 3).unwrap().contains("'2024-02-29'"));
     }
 
