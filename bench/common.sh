@@ -1,5 +1,17 @@
-# Sourced by bench/run.sh and bench/redelivery.sh. Both take their tvetl and
-# their generated inputs from here, so that one BENCH_DIR's inputs serve both.
+# Sourced by the bench scripts. They take their tvetl and their generated
+# inputs from here, so that one BENCH_DIR's inputs serve them all.
+
+# bench_rows_days SCRIPT [ROWS [DAYS]]: sets $rows and $days (default: 3M
+# sessions over 365 days), or stops with SCRIPT's usage.
+bench_rows_days() {
+  local script=$1
+  rows=${2:-3000000}
+  days=${3:-365}
+  for n in "$rows" "$days"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
+      { echo "usage: bench/$script [ROWS [DAYS]]  (positive integers, got '$n')" >&2; exit 2; }
+  done
+}
 
 # bench_work_dir: sets $work to BENCH_DIR (created), or to a new temp folder.
 bench_work_dir() {

@@ -20,12 +20,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-rows=${1:-3000000}
-days=${2:-365}
-for n in "$rows" "$days"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "usage: bench/lambda_ingest.sh [ROWS [DAYS]]  (positive integers, got '$n')" >&2; exit 2; }
-done
 source "$here/common.sh"
+bench_rows_days lambda_ingest.sh "$@"
 bench_work_dir
 bench_tvetl "$repo" >&2
 require_gnu_time

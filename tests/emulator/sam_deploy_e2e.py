@@ -92,6 +92,17 @@ def wait_for(predicate, seconds):
         time.sleep(1)
 
 
+def run_execution(state_machine_arn, request, seconds):
+    """Starts the state machine with request and waits up to seconds for the
+    execution to end; returns (its ARN, its description)."""
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, input=json.dumps(request))["executionArn"]
+
+    def finished():
+        described = sfn.describe_execution(executionArn=arn)
+        return described if described["status"] != "RUNNING" else None
+    return arn, wait_for(finished, seconds) or sfn.describe_execution(executionArn=arn)
+
+
 def lake_keys(bucket):
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -212,13 +223,7 @@ def check_backfill(outputs):
         return {k: s3.head_object(Bucket=lake, Key=k)["ETag"] for k in lake_keys(lake)
                 if k.startswith("staging/viewership/event_date=2031-03-0") and "kinesis" not in k}
     before = staged_etags()
-    arn = sfn.start_execution(stateMachineArn=outputs["BackfillStateMachineArn"],
-                              input=json.dumps({"prefix": "viewership/2031/"}))["executionArn"]
-
-    def finished():
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
-    described = wait_for(finished, 180) or sfn.describe_execution(executionArn=arn)
+    arn, described = run_execution(outputs["BackfillStateMachineArn"], {"prefix": "viewership/2031/"}, 180)
     check(described["status"] == "SUCCEEDED", f"backfill: {described['status']} {described.get('error')} {described.get('cause')}")
     runs = sfn.list_map_runs(executionArn=arn).get("mapRuns", [])
     children = sfn.list_executions(mapRunArn=runs[0]["mapRunArn"])["executions"] if runs else []
@@ -277,14 +282,9 @@ def check_warehouse(outputs):
 def check_state_machine(outputs):
     """load -> merge -> analytics through the deployed state machine (the
     emulator runs its Lambda tasks), with the prefix request form."""
-    arn = sfn.start_execution(stateMachineArn=outputs["LoadStateMachineArn"],
-                              input=json.dumps({"prefix": "staging/viewership/event_date=2031-03-02/"}))["executionArn"]
-
-    def finished():
-        described = sfn.describe_execution(executionArn=arn)
-        return described if described["status"] != "RUNNING" else None
     # A failing task is retried twice (30 s, then 60 s) before the catch.
-    described = wait_for(finished, 200) or sfn.describe_execution(executionArn=arn)
+    _, described = run_execution(outputs["LoadStateMachineArn"],
+                                 {"prefix": "staging/viewership/event_date=2031-03-02/"}, 200)
     result = json.loads(described.get("output") or "{}")
     check(described["status"] == "SUCCEEDED" and "loads" in result.get("load", {}) and "analytics" in result,
           f"state machine load -> analytics: {described['status']} {described.get('error')} {json.dumps(result)[:400]}")

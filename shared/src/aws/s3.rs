@@ -220,9 +220,8 @@ impl ObjectUpload for S3Upload<'_> {
         let s = self.store;
         let rest = self.buffer.take_rest().map_err(|source| StoreError::Io { key: self.key.clone(), source })?;
         if self.upload_id.is_none() {
-            let body = rest;
             s.handle
-                .block_on(s.client.put_object().bucket(&s.bucket).key(&self.key).body(ByteStream::from(body)).send())
+                .block_on(s.client.put_object().bucket(&s.bucket).key(&self.key).body(ByteStream::from(rest)).send())
                 .map_err(|e| service_error(&self.key, e))?;
         } else {
             if !rest.is_empty() {
