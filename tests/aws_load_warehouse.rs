@@ -329,6 +329,35 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(replay, serde_json::json!({"batchItemFailures": []}));
     let again = load.handle(&day("2029-12-31")).await.unwrap();
     assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+
+    // Two loads at once, as two staged files' notifications run them: each
+    // under its own load id, so each counts only its own rows.
+    let first = [("cc-1", "u1", "2031-05-01T10:00:00Z", 60), ("cc-2", "u2", "2031-05-01T11:00:00Z", 60)];
+    let second = [("cc-3", "u3", "2031-05-02T10:00:00Z", 60)];
+    stream.handle(kinesis_event(&first, 10)).await.expect("the first batch is ingested");
+    stream.handle(kinesis_event(&second, 20)).await.expect("the second batch is ingested");
+    let (day_a, day_b) = (day("2031-05-01"), day("2031-05-02"));
+    let (a, b) = tokio::join!(load.handle(&day_a), load.handle(&day_b));
+    let (a, b) = (a.expect("the first concurrent load"), b.expect("the second concurrent load"));
+    for (loaded, rows) in [(&a, 2), (&b, 1)] {
+        let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+        assert_eq!((stats.rows_staged, stats.rows_already_loaded, stats.rows_merged), (rows, 0, rows), "{stats:?}");
+    }
+    let client = clients.redshift_data.clone();
+    let handle = Handle::current();
+    let ids = tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        wh.query(
+            "SELECT COUNT(DISTINCT load_id) AS ids FROM core.viewing_sessions WHERE event_id IN ('cc-1', 'cc-2', 'cc-3')",
+        )
+        .unwrap()
+        .int(0, "ids")
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids, 2, "one load id per load");
 }
 
 /// A Kinesis event of sessions on channel `ch-s`, with sequence numbers from

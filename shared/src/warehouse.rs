@@ -38,6 +38,11 @@ pub enum WarehouseError {
     /// A statement failed; nothing of its transaction is kept.
     #[error("statement {index} failed: {message}\n  in: {}", abbreviate(statement))]
     Statement { index: usize, statement: String, message: String },
+    /// A statement's transaction lost to a concurrent one (Redshift's
+    /// serializable isolation, error 1023); nothing of it is kept, and
+    /// running it again may succeed.
+    #[error("statement {index} conflicted with a concurrent transaction: {message}\n  in: {}", abbreviate(statement))]
+    Conflict { index: usize, statement: String, message: String },
     /// The warehouse could not be reached or timed out.
     #[error("warehouse unavailable: {message}")]
     Unavailable { message: String, retryable: bool },
@@ -58,7 +63,19 @@ fn abbreviate(statement: &str) -> String {
 impl WarehouseError {
     /// True when a retry may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, WarehouseError::Unavailable { retryable: true, .. })
+        matches!(self, WarehouseError::Unavailable { retryable: true, .. } | WarehouseError::Conflict { .. })
+    }
+
+    /// The error of statement `index` of a transaction that the engine
+    /// failed with `message`: a [`WarehouseError::Conflict`] when Redshift
+    /// says a concurrent transaction won, else a
+    /// [`WarehouseError::Statement`].
+    pub fn failed_statement(index: usize, statement: String, message: String) -> Self {
+        if message.contains("Serializable isolation violation") || message.contains("ERROR: 1023") {
+            WarehouseError::Conflict { index, statement, message }
+        } else {
+            WarehouseError::Statement { index, statement, message }
+        }
     }
 }
 
@@ -160,6 +177,24 @@ fn load_sql(source: Source) -> String {
         Source::Channels => LOAD_CHANNELS_SQL,
         Source::Demographics => LOAD_DEMOGRAPHICS_SQL,
     })
+}
+
+/// What a Redshift loader sends first in each transaction that writes the
+/// warehouse (a load, a rebuild of analytics).
+///
+/// Redshift runs transactions under serializable isolation. Two loads that
+/// both read the ledger and core and then write them abort one of the two
+/// (error 1023) once both have taken their snapshot. Locking one table that
+/// every such transaction writes or guards, before anything else, makes
+/// concurrent loads (S3 events, the state machines, a backfill's many files)
+/// wait their turn instead. The local warehouse runs one load at a time and
+/// DuckDB has no `LOCK`, so it is not part of the shared SQL files.
+pub const LOAD_LOCK_SQL: &str = "LOCK core.load_ledger";
+
+/// `statements` as one transaction that waits for the others to end first
+/// ([`LOAD_LOCK_SQL`]).
+pub fn locked(statements: Vec<String>) -> Vec<String> {
+    std::iter::once(LOAD_LOCK_SQL.to_owned()).chain(statements).collect()
 }
 
 /// The statements that rebuild analytics for the UTC days `first..=last`
@@ -332,6 +367,7 @@ mod tests {
             ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
             ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
             ("user_average.sql", user_average_sql(None, Some("2024-01-07")).unwrap()),
+            ("LOAD_LOCK_SQL", LOAD_LOCK_SQL.to_owned()),
         ] {
             for statement in split_statements(&sql) {
                 all.push((name.to_owned(), statement));
@@ -384,6 +420,32 @@ mod tests {
             assert!(!statement.contains('{'), "{file}: unsubstituted placeholder in {statement}");
             assert!(!statement.contains(';'), "{file}: split missed a statement end in {statement}");
         }
+    }
+
+    #[test]
+    fn a_lost_serialization_conflict_is_retryable_and_other_failures_are_not() {
+        let conflict = WarehouseError::failed_statement(
+            3,
+            "DELETE FROM core.viewing_sessions USING staging.viewing_sessions …".into(),
+            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 106518, transactions forming the cycle \
+             are: 1106531, 1106539 (pid:12345)"
+                .into(),
+        );
+        assert!(matches!(conflict, WarehouseError::Conflict { index: 3, .. }), "{conflict:?}");
+        assert!(conflict.is_retryable());
+        assert!(conflict.to_string().contains("conflicted with a concurrent transaction"), "{conflict}");
+
+        let sql_error =
+            WarehouseError::failed_statement(0, "SELECT nope".into(), "column \"nope\" does not exist".into());
+        assert!(matches!(sql_error, WarehouseError::Statement { .. }));
+        assert!(!sql_error.is_retryable());
+    }
+
+    #[test]
+    fn locked_transactions_start_with_the_lock() {
+        let statements = locked(pending_analytics_statements());
+        assert_eq!(statements[0], LOAD_LOCK_SQL);
+        assert_eq!(statements[1..], pending_analytics_statements()[..]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ DuckDB. A BatchExecuteStatement is one transaction, as on Redshift.
 `COPY <table> FROM 's3://bucket/prefix' ... FORMAT AS PARQUET` is fulfilled
 by reading the objects under that prefix from the S3 endpoint (the local
 emulator) and inserting them with read_parquet. A failed COPY also leaves a
-row in sys_load_error_detail, as Redshift does.
+row in sys_load_error_detail, as Redshift does. `LOCK <table>` is accepted
+and does nothing: batches run here one at a time anyway.
 
     python standin.py --port 4577 --db /path/warehouse.duckdb [--s3-endpoint URL] [--page-size N]
 """
@@ -27,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import duckdb
 
+LOCK_RE = re.compile(r"^\s*LOCK\s+(TABLE\s+)?[\w.]+(\s*,\s*[\w.]+)*\s*$", re.IGNORECASE)
 COPY_RE = re.compile(
     r"^\s*COPY\s+([\w.]+)\s+FROM\s+'s3://([^/']+)/([^']*)'(.*)$", re.IGNORECASE | re.DOTALL
 )
@@ -124,6 +126,10 @@ class Engine:
         match = COPY_RE.match(sql)
         if match:
             return self._copy(match)
+        if LOCK_RE.match(sql):
+            # Redshift makes the other writers wait; here batches already
+            # run one at a time (self.lock in run()).
+            return None
         try:
             cur = self.con.execute(sql)
             if cur.description is None:

@@ -15,8 +15,8 @@ use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{
-    LoadStats, Warehouse, load_statements, rebuild_analytics_statements, rebuild_pending_analytics, schema_statements,
-    staging_table,
+    LoadStats, Warehouse, load_statements, locked, pending_analytics_statements, rebuild_analytics_statements,
+    schema_statements, staging_table,
 };
 
 use crate::config::LoadConfig;
@@ -197,7 +197,7 @@ impl LoadWarehouse {
             let mut response = LoadResponse::default();
             if let LoadRequest::RebuildAnalytics { rebuild_analytics } = &request {
                 let (first, last) = rebuild_analytics.range(today)?;
-                let result = warehouse.execute_transaction(&rebuild_analytics_statements(first, last))?;
+                let result = warehouse.execute_transaction(&locked(rebuild_analytics_statements(first, last)))?;
                 let days = result.int(0, "days_rebuilt")?;
                 tracing::info!(first, last, days, "analytics rebuilt");
                 response.analytics_days_rebuilt = Some(days);
@@ -206,10 +206,7 @@ impl LoadWarehouse {
             let groups = group_by_table(&request.keys(&lake)?);
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
-                let next = warehouse
-                    .query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")
-                    .and_then(|r| r.int(0, "next_id"))
-                    ?;
+                let load_id = fresh_load_id();
                 // Sizes for the manifest; a missing file is a permanent error.
                 let mut files = Vec::with_capacity(keys.len());
                 for key in keys {
@@ -225,7 +222,7 @@ impl LoadWarehouse {
                 let (manifest_key, body) = manifest(source, &config.lake_bucket, &files);
                 lake.put(&manifest_key, &body)?;
                 let copy = copy_statement(source, &config.lake_bucket, &manifest_key, &config.copy_role_arn);
-                let statements = load_statements(source, vec![copy], next);
+                let statements = locked(load_statements(source, vec![copy], load_id));
                 let stats = warehouse.execute_transaction(&statements)?;
                 let stats = LoadStats::from_result(&stats)?;
                 tracing::info!(table = %source, files = keys.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
@@ -234,9 +231,9 @@ impl LoadWarehouse {
             // Once the loads have committed, in a transaction of its own (see
             // infra/sql/analytics_pending.sql); it also catches up with days
             // an earlier invocation's rebuild left pending.
-            let days = rebuild_pending_analytics(&mut warehouse)?;
+            let days = warehouse.execute_transaction(&locked(pending_analytics_statements()))?.int(0, "days_rebuilt")?;
             tracing::info!(days, "analytics of pending days rebuilt");
-            response.analytics_days_rebuilt = Some(days as i64);
+            response.analytics_days_rebuilt = Some(days);
             Ok(response)
         })
         .await
@@ -253,6 +250,19 @@ impl LoadWarehouse {
         );
         Ok(response)
     }
+}
+
+/// A load's id, unique without asking the warehouse: its start in
+/// microseconds since 1970, made unique within the process. Loads run
+/// concurrently (S3 events, the state machines), so the largest id in the
+/// ledger plus one, read before the load's transaction, could be taken by
+/// two of them; the load's counts select its ledger rows by id.
+fn fresh_load_id() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+    let previous = LAST.fetch_max(now, Ordering::Relaxed);
+    if now > previous { now } else { LAST.fetch_add(1, Ordering::Relaxed) + 1 }
 }
 
 #[cfg(test)]

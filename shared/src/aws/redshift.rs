@@ -119,7 +119,7 @@ impl RedshiftDataWarehouse {
                             .map_or(described.redshift_query_id(), |s| s.redshift_query_id());
                         self.log_load_errors(query_id).await;
                     }
-                    return Err(WarehouseError::Statement { index: failed, statement, message });
+                    return Err(WarehouseError::failed_statement(failed, statement, message));
                 }
                 _ => {}
             }
