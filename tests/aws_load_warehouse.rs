@@ -265,6 +265,27 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     let err = load.handle(&missing).await.expect_err("a missing staging file");
     assert!(err.to_string().contains("does not exist"), "{err}");
 
+    // Queued notifications (the lake queue's batches) may name files that a
+    // compaction merged and removed since: those are skipped, and the rest
+    // of the batch loads. A message that is not a notification is set aside.
+    let gone = "staging/viewership/event_date=2024-01-09/part-eeeeeeeeeeeeeeee.parquet".to_owned();
+    let present = staged.iter().find(|k| k.starts_with("staging/viewership/")).unwrap().clone();
+    let messages: Vec<Value> = [
+        serde_json::to_string(&s3_event(&lake, std::slice::from_ref(&gone))).unwrap(),
+        serde_json::to_string(&s3_event(&lake, std::slice::from_ref(&present))).unwrap(),
+        "not a notification".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, body)| serde_json::json!({"messageId": format!("m{i}"), "eventSource": "aws:sqs", "body": body}))
+    .collect();
+    let queued: LoadRequest = serde_json::from_value(serde_json::json!({ "Records": messages })).unwrap();
+    let loaded = load.handle(&queued).await.expect("a queued batch with a file gone still loads");
+    assert_eq!(loaded.missing, [gone]);
+    assert_eq!(loaded.ignored_messages.len(), 1, "{:?}", loaded.ignored_messages);
+    let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+    assert_eq!((stats.rows_merged, stats.rows_already_loaded), (0, stats.rows_staged), "loaded before: {stats:?}");
+
     // Any statement failing mid-batch rolls back those before it.
     let client = clients.redshift_data.clone();
     let handle = Handle::current();

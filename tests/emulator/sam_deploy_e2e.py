@@ -8,7 +8,8 @@ checks what the stack created and drives it end to end:
 
 - the resources: functions (provided.al2023, x86_64, environment, JSON
   logging, dead-letter queue), bucket versioning, public access block and
-  TLS-only policy, S3 notifications by prefix, the Kinesis mapping
+  TLS-only policy, S3 notifications by prefix (the lake's to the load queue,
+  which load-warehouse takes in batches), the Kinesis mapping
   (ReportBatchItemFailures, bisect, retry age, on-failure queue), the Glue
   database and the state machine;
 - a raw CSV dropped in the stack's raw bucket reaches the lake as Parquet in
@@ -21,7 +22,8 @@ checks what the stack created and drives it end to end:
 - a record put on the stack's Kinesis stream reaches the lake through the
   deployed mapping and ingest-stream;
 - with $AWS_ENDPOINT_URL_REDSHIFT_DATA (the Data API stand-in), the lake's
-  notification runs the deployed load-warehouse, and the report query of
+  notification, through the load queue and its event source, runs the
+  deployed load-warehouse, and the report query of
   infra/sql/reports/top_channels.sql gives the hand-computed answer; then the
   deployed state machine loads a day's prefix and rebuilds the analytics.
 
@@ -155,8 +157,17 @@ def check_resources(outputs, project):
     check(prefixes(raw) == sorted((f"{project}-dev-ingest-batch", (("prefix", p),))
                                   for p in ("channels/", "demographics/", "viewership/")),
           f"raw notifications by prefix {prefixes(raw)}")
-    check(prefixes(lake) == [(f"{project}-dev-load-warehouse", (("prefix", "staging/"), ("suffix", ".parquet")))],
-          f"lake notification {prefixes(lake)}")
+    queues = [(c["QueueArn"].rsplit(":", 1)[1],
+               tuple(sorted((r["Name"].lower(), r["Value"]) for r in c["Filter"]["Key"]["FilterRules"])))
+              for c in s3.get_bucket_notification_configuration(Bucket=lake).get("QueueConfigurations", [])]
+    check(prefixes(lake) == [] and queues == [(f"{project}-dev-load", (("prefix", "staging/"), ("suffix", ".parquet")))],
+          f"lake notification to the load queue {queues} (to functions: {prefixes(lake)})")
+    load_queue_arn = f"arn:aws:sqs:us-east-1:{functions['load-warehouse']['FunctionArn'].split(':')[4]}:{project}-dev-load"
+    load_mappings = [m for m in lam.list_event_source_mappings(FunctionName=f"{project}-dev-load-warehouse")["EventSourceMappings"]
+                     if m["EventSourceArn"] == load_queue_arn]
+    load_mapping = load_mappings[0] if load_mappings else {}
+    check(load_mapping.get("BatchSize") == 1000 and load_mapping.get("ScalingConfig", {}).get("MaximumConcurrency") == 2,
+          f"load-warehouse takes the load queue in batches {load_mapping}")
 
     stream_arn = kinesis.describe_stream_summary(StreamName=outputs["StreamName"])["StreamDescriptionSummary"]["StreamARN"]
     mappings = [m for m in lam.list_event_source_mappings(FunctionName=f"{project}-dev-ingest-stream")["EventSourceMappings"]

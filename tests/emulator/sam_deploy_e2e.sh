@@ -34,7 +34,7 @@ project="sam${suffix: -9}"
 artifacts="tvetl-sam-artifacts-$suffix"
 python -c "import boto3, sys; boto3.client('s3').create_bucket(Bucket=sys.argv[1])" "$artifacts"
 overrides=(
-  Architecture=x86_64 ProjectName="$project" Stage=dev LogRetentionDays=7
+  Architecture=x86_64 ProjectName="$project" Stage=dev LogRetentionDays=7 LoadBatchingWindowSeconds=1
   EndpointUrl="$AWS_ENDPOINT_URL"
   # No Redshift Serverless in the emulator: an existing workgroup by name and
   # ARN, served by the Data API stand-in.

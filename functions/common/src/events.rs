@@ -1,7 +1,9 @@
-//! Event parsing: S3 notifications to (bucket, key) pairs.
+//! Event parsing: S3 notifications to (bucket, key) pairs, directly or as
+//! the bodies of SQS messages.
 
 use aws_lambda_events::event::s3::S3Event;
 use percent_encoding::percent_decode_str;
+use serde::Deserialize;
 
 /// An object named by an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,59 @@ pub fn s3_objects(event: &S3Event) -> Vec<ObjectRef> {
         .collect()
 }
 
+/// A batch of SQS messages, as Lambda's SQS event source delivers it.
+///
+/// Only each message's body is read. (`aws_lambda_events`' own SQS type
+/// would pull in `serde_with` for fields this project never looks at.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct SqsEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<SqsMessage>,
+}
+
+/// One SQS message of a [`SqsEvent`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct SqsMessage {
+    #[serde(rename = "messageId", default)]
+    pub message_id: String,
+    #[serde(rename = "eventSource")]
+    pub event_source: String,
+    pub body: String,
+}
+
+/// What the S3 notifications carried by an SQS batch name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuedObjects {
+    /// The objects, in message and record order.
+    pub objects: Vec<ObjectRef>,
+    /// Messages that are not S3 notifications of objects: the `s3:TestEvent`
+    /// S3 sends when the notification is configured, or anything else put
+    /// on the queue (by message id, with why).
+    pub ignored: Vec<(String, String)>,
+}
+
+/// The objects that the S3 notifications in `event`'s message bodies name.
+/// A message that is not one is set aside rather than failing the batch: a
+/// retry could not change it, and it would hold back every notification
+/// queued with it.
+pub fn queued_objects(event: &SqsEvent) -> QueuedObjects {
+    let mut out = QueuedObjects::default();
+    for message in &event.records {
+        match serde_json::from_str::<S3Event>(&message.body) {
+            Ok(notification) => out.objects.extend(s3_objects(&notification)),
+            Err(e) => {
+                let why = if message.body.contains("s3:TestEvent") {
+                    "the s3:TestEvent of a new notification configuration".to_owned()
+                } else {
+                    format!("not an S3 notification: {e}")
+                };
+                out.ignored.push((message.message_id.clone(), why));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +106,29 @@ mod tests {
         assert_eq!(objects[0].bucket, "tvetl-raw-dev");
         assert_eq!(objects[0].key, "viewership/2024-01-01 evening+late.csv");
         assert_eq!(objects[1].key, "channels/channels.json");
+    }
+
+    #[test]
+    fn queued_notifications_name_their_objects_and_other_messages_are_set_aside() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../infra/events/sqs-staging-created.json")).unwrap();
+        let queued = queued_objects(&event);
+        assert_eq!(
+            queued.objects,
+            [ObjectRef {
+                bucket: "tvetl-lake-dev".into(),
+                key: "staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet".into()
+            }]
+        );
+        assert_eq!(queued.ignored.len(), 1, "{queued:?}");
+        assert!(queued.ignored[0].1.contains("s3:TestEvent"), "{queued:?}");
+
+        let other = SqsEvent {
+            records: vec![SqsMessage { message_id: "m9".into(), event_source: "aws:sqs".into(), body: "hello".into() }],
+        };
+        let queued = queued_objects(&other);
+        assert!(queued.objects.is_empty());
+        assert_eq!(queued.ignored[0].0, "m9");
+        assert!(queued.ignored[0].1.starts_with("not an S3 notification"), "{queued:?}");
     }
 }

@@ -20,7 +20,7 @@ use tvetl_core::warehouse::{
 };
 
 use crate::config::LoadConfig;
-use crate::events::s3_objects;
+use crate::events::{SqsEvent, queued_objects, s3_objects};
 use crate::{AwsClients, HandlerError};
 
 /// What to do: load the staging files an S3 event on the lake's `staging/`
@@ -30,9 +30,18 @@ use crate::{AwsClients, HandlerError};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum LoadRequest {
-    Keys { objects: Vec<String> },
-    Prefix { prefix: String },
-    RebuildAnalytics { rebuild_analytics: RebuildDays },
+    Keys {
+        objects: Vec<String>,
+    },
+    Prefix {
+        prefix: String,
+    },
+    RebuildAnalytics {
+        rebuild_analytics: RebuildDays,
+    },
+    /// A batch of the lake queue's messages, each an S3 notification. Before
+    /// `S3`: an S3 record has no `body`, so it is never taken for one.
+    Sqs(SqsEvent),
     S3(S3Event),
 }
 
@@ -88,8 +97,17 @@ impl LoadRequest {
                 lake.list(prefix)?.into_iter().map(|o| o.key).collect()
             }
             LoadRequest::RebuildAnalytics { .. } => Vec::new(),
+            LoadRequest::Sqs(event) => queued_objects(event).objects.into_iter().map(|o| o.key).collect(),
             LoadRequest::S3(event) => s3_objects(event).into_iter().map(|o| o.key).collect(),
         })
+    }
+
+    /// True for the notifications of new staging files (direct or queued),
+    /// which may name files deleted since: a compaction that merged them
+    /// (its merged file has a notification of its own). A request that names
+    /// files itself wants them all.
+    fn is_notification(&self) -> bool {
+        matches!(self, LoadRequest::Sqs(_) | LoadRequest::S3(_))
     }
 }
 
@@ -154,6 +172,12 @@ pub struct LoadResponse {
     /// invocation left pending).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analytics_days_rebuilt: Option<i64>,
+    /// Notified staging files that no longer exist, skipped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Queued messages that were not S3 notifications (`id: why`), set aside.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_messages: Vec<String>,
 }
 
 /// The load-warehouse function.
@@ -195,6 +219,12 @@ impl LoadWarehouse {
                 schema_applied.store(true, Ordering::Release);
             }
             let mut response = LoadResponse::default();
+            if let LoadRequest::Sqs(event) = &request {
+                for (id, why) in queued_objects(event).ignored {
+                    tracing::warn!(message_id = %id, why = %why, "queued message set aside");
+                    response.ignored_messages.push(format!("{id}: {why}"));
+                }
+            }
             if let LoadRequest::RebuildAnalytics { rebuild_analytics } = &request {
                 let (first, last) = rebuild_analytics.range(today)?;
                 let result = warehouse.execute_transaction(&locked(rebuild_analytics_statements(first, last)))?;
@@ -210,14 +240,25 @@ impl LoadWarehouse {
                 // Sizes for the manifest; a missing file is a permanent error.
                 let mut files = Vec::with_capacity(keys.len());
                 for key in keys {
-                    let meta = lake.head(key).map_err(|e| match e {
-                        StoreError::NotFound { .. } => HandlerError::Permanent(format!(
-                            "staging file s3://{}/{key} does not exist",
-                            config.lake_bucket
-                        )),
-                        other => other.into(),
-                    })?;
+                    let meta = match lake.head(key) {
+                        Ok(meta) => meta,
+                        Err(StoreError::NotFound { .. }) if request.is_notification() => {
+                            tracing::warn!(key = %key, "notified staging file no longer exists; skipped");
+                            response.missing.push(key.clone());
+                            continue;
+                        }
+                        Err(StoreError::NotFound { .. }) => {
+                            return Err(HandlerError::Permanent(format!(
+                                "staging file s3://{}/{key} does not exist",
+                                config.lake_bucket
+                            )));
+                        }
+                        Err(other) => return Err(other.into()),
+                    };
                     files.push((key.clone(), meta.size));
+                }
+                if files.is_empty() {
+                    continue;
                 }
                 let (manifest_key, body) = manifest(source, &config.lake_bucket, &files);
                 lake.put(&manifest_key, &body)?;
@@ -322,6 +363,16 @@ mod tests {
             event.keys(&lake).unwrap(),
             ["staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet"]
         );
+        let queued: LoadRequest =
+            serde_json::from_str(include_str!("../../../infra/events/sqs-staging-created.json")).unwrap();
+        assert!(matches!(queued, LoadRequest::Sqs(_)), "{queued:?}");
+        assert!(queued.is_notification() && event.is_notification() && !keys.is_notification());
+        assert_eq!(
+            queued.keys(&lake).unwrap(),
+            ["staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet"],
+            "the queued S3 notification's key; the s3:TestEvent names none"
+        );
+        assert!(matches!(event, LoadRequest::S3(_)), "an S3 event is not taken for a queued one: {event:?}");
         let prefix: LoadRequest =
             serde_json::from_str(r#"{"prefix": "staging/viewership/event_date=2024-01-02/"}"#).unwrap();
         assert_eq!(prefix.keys(&lake).unwrap(), ["staging/viewership/event_date=2024-01-02/b.parquet"]);
