@@ -219,12 +219,6 @@ impl LoadWarehouse {
                 schema_applied.store(true, Ordering::Release);
             }
             let mut response = LoadResponse::default();
-            if let LoadRequest::Sqs(event) = &request {
-                for (id, why) in queued_objects(event).ignored {
-                    tracing::warn!(message_id = %id, why = %why, "queued message set aside");
-                    response.ignored_messages.push(format!("{id}: {why}"));
-                }
-            }
             if let LoadRequest::RebuildAnalytics { rebuild_analytics } = &request {
                 let (first, last) = rebuild_analytics.range(today)?;
                 let result = warehouse.execute_transaction(&locked(rebuild_analytics_statements(first, last)))?;
@@ -233,11 +227,24 @@ impl LoadWarehouse {
                 response.analytics_days_rebuilt = Some(days);
                 return Ok(response);
             }
-            let groups = group_by_table(&request.keys(&lake)?);
+            let keys = match &request {
+                // Read once, for the keys and for what is set aside.
+                LoadRequest::Sqs(event) => {
+                    let queued = queued_objects(event);
+                    for (id, why) in queued.ignored {
+                        tracing::warn!(message_id = %id, why = %why, "queued message set aside");
+                        response.ignored_messages.push(format!("{id}: {why}"));
+                    }
+                    queued.objects.into_iter().map(|o| o.key).collect()
+                }
+                _ => request.keys(&lake)?,
+            };
+            let groups = group_by_table(&keys);
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
                 let load_id = fresh_load_id();
-                // Sizes for the manifest; a missing file is a permanent error.
+                // Sizes for the manifest. A missing file is a permanent error,
+                // unless a notification named it.
                 let mut files = Vec::with_capacity(keys.len());
                 for key in keys {
                     let meta = match lake.head(key) {
@@ -266,7 +273,7 @@ impl LoadWarehouse {
                 let statements = locked(load_statements(source, vec![copy], load_id));
                 let stats = warehouse.execute_transaction(&statements)?;
                 let stats = LoadStats::from_result(&stats)?;
-                tracing::info!(table = %source, files = keys.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
+                tracing::info!(table = %source, files = files.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
                 response.loads.insert(source, stats);
             }
             // Once the loads have committed, in a transaction of its own (see
