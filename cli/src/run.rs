@@ -197,7 +197,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Once the loads have committed, in a transaction of its own (see
     // infra/sql/analytics_pending.sql).
     spinner.set_message("rebuilding the analytics of the days the loads changed");
-    let analytics_days_rebuilt = rebuild_pending_analytics(&mut warehouse)
+    let analytics_days_rebuilt = rebuild_pending_analytics(&mut warehouse, &[])
         .map_err(|e| with_memory_hint(e, &options.engine))
         .context("rebuilding the analytics of the days the loads changed")?;
 

@@ -127,20 +127,18 @@ impl PartBuffer {
             spill.len += bytes.len();
             return Ok(());
         }
-        let needed = self.held.len() + bytes.len();
-        if needed > self.held.capacity() {
-            // Grow as a Vec would, but only within the budget.
-            let new_capacity = needed.max(self.held.capacity() * 2).min(needed.max(self.part_size));
-            if !self.memory.try_reserve(new_capacity - self.held.capacity()) {
+        let (needed, capacity) = (self.held.len() + bytes.len(), self.held.capacity());
+        if needed > capacity {
+            // Double as a Vec would, up to a part, but at least what is needed
+            // and only within the budget.
+            let wanted = (capacity * 2).clamp(needed, needed.max(self.part_size)) - capacity;
+            if !self.memory.try_reserve(wanted) {
                 return self.spill_with(bytes);
             }
-            let old_capacity = self.held.capacity();
-            self.held.reserve_exact(new_capacity - self.held.len());
-            // The allocator may round up: count what it gave.
-            let granted = self.held.capacity() - old_capacity;
-            if granted > new_capacity - old_capacity {
-                self.memory.used.fetch_add(granted - (new_capacity - old_capacity), Ordering::Relaxed);
-            }
+            self.held.reserve_exact(capacity + wanted - self.held.len());
+            // Should the allocator give more than asked, count it too.
+            let extra = self.held.capacity() - capacity - wanted;
+            self.memory.used.fetch_add(extra, Ordering::Relaxed);
         }
         self.held.extend_from_slice(bytes);
         Ok(())

@@ -214,10 +214,12 @@ pub fn pending_analytics_statements() -> Vec<String> {
 }
 
 /// Rebuilds the analytics of the pending days ([`pending_analytics_statements`])
-/// as one transaction on `wh`, after a loader's loads have committed; returns
-/// the number of days rebuilt.
-pub fn rebuild_pending_analytics(wh: &mut dyn Warehouse) -> Result<u64, WarehouseError> {
-    let result = wh.execute_transaction(&pending_analytics_statements())?;
+/// as one transaction on `wh`, after a loader's loads have committed, with
+/// `first` before them (a Redshift loader's [`LOAD_LOCK_SQL`]); returns the
+/// number of days rebuilt.
+pub fn rebuild_pending_analytics(wh: &mut dyn Warehouse, first: &[&str]) -> Result<u64, WarehouseError> {
+    let statements: Vec<String> = first.iter().map(|s| (*s).to_owned()).chain(pending_analytics_statements()).collect();
+    let result = wh.execute_transaction(&statements)?;
     Ok(result.int(0, "days_rebuilt")? as u64)
 }
 

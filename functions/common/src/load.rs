@@ -15,8 +15,8 @@ use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{
-    LoadStats, Warehouse, load_statements, locked, pending_analytics_statements, rebuild_analytics_statements,
-    schema_statements, staging_table,
+    LOAD_LOCK_SQL, LoadStats, Warehouse, load_statements, locked, rebuild_analytics_statements,
+    rebuild_pending_analytics, schema_statements, staging_table,
 };
 
 use crate::config::LoadConfig;
@@ -85,10 +85,31 @@ impl RebuildDays {
     }
 }
 
+/// What a request names: staging keys, and the queued messages set aside
+/// (`id: why`) because they are not S3 notifications.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestedKeys {
+    pub keys: Vec<String>,
+    pub ignored_messages: Vec<String>,
+}
+
 impl LoadRequest {
     /// The staging keys named by the request; a prefix is listed in `lake`.
     pub fn keys(&self, lake: &dyn ObjectStore) -> Result<Vec<String>, HandlerError> {
-        Ok(match self {
+        self.requested(lake).map(|r| r.keys)
+    }
+
+    /// The staging keys named by the request, and the queued messages it
+    /// sets aside; each message body is read once.
+    pub fn requested(&self, lake: &dyn ObjectStore) -> Result<RequestedKeys, HandlerError> {
+        let keys = match self {
+            LoadRequest::Sqs(event) => {
+                let queued = queued_objects(event);
+                return Ok(RequestedKeys {
+                    keys: queued.objects.into_iter().map(|o| o.key).collect(),
+                    ignored_messages: queued.ignored.into_iter().map(|(id, why)| format!("{id}: {why}")).collect(),
+                });
+            }
             LoadRequest::Keys { objects } => objects.clone(),
             LoadRequest::Prefix { prefix } => {
                 if !prefix.starts_with("staging/") {
@@ -97,9 +118,9 @@ impl LoadRequest {
                 lake.list(prefix)?.into_iter().map(|o| o.key).collect()
             }
             LoadRequest::RebuildAnalytics { .. } => Vec::new(),
-            LoadRequest::Sqs(event) => queued_objects(event).objects.into_iter().map(|o| o.key).collect(),
             LoadRequest::S3(event) => s3_objects(event).into_iter().map(|o| o.key).collect(),
-        })
+        };
+        Ok(RequestedKeys { keys, ignored_messages: Vec::new() })
     }
 
     /// True for the notifications of new staging files (direct or queued),
@@ -227,19 +248,12 @@ impl LoadWarehouse {
                 response.analytics_days_rebuilt = Some(days);
                 return Ok(response);
             }
-            let keys = match &request {
-                // Read once, for the keys and for what is set aside.
-                LoadRequest::Sqs(event) => {
-                    let queued = queued_objects(event);
-                    for (id, why) in queued.ignored {
-                        tracing::warn!(message_id = %id, why = %why, "queued message set aside");
-                        response.ignored_messages.push(format!("{id}: {why}"));
-                    }
-                    queued.objects.into_iter().map(|o| o.key).collect()
-                }
-                _ => request.keys(&lake)?,
-            };
-            let groups = group_by_table(&keys);
+            let requested = request.requested(&lake)?;
+            for message in &requested.ignored_messages {
+                tracing::warn!(message = %message, "queued message set aside");
+            }
+            response.ignored_messages = requested.ignored_messages;
+            let groups = group_by_table(&requested.keys);
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
                 let load_id = fresh_load_id();
@@ -279,9 +293,9 @@ impl LoadWarehouse {
             // Once the loads have committed, in a transaction of its own (see
             // infra/sql/analytics_pending.sql); it also catches up with days
             // an earlier invocation's rebuild left pending.
-            let days = warehouse.execute_transaction(&locked(pending_analytics_statements()))?.int(0, "days_rebuilt")?;
+            let days = rebuild_pending_analytics(&mut warehouse, &[LOAD_LOCK_SQL])?;
             tracing::info!(days, "analytics of pending days rebuilt");
-            response.analytics_days_rebuilt = Some(days);
+            response.analytics_days_rebuilt = Some(days as i64);
             Ok(response)
         })
         .await
