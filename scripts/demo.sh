@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo: generate dirty raw data, run the pipeline, print both reports and
-# draw both charts. Output goes to ./demo (or $DEMO_DIR).
+# The demo: generate dirty raw data, run the pipeline, print the reports and
+# draw their charts. Output goes to ./demo (or $DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -17,5 +17,7 @@ echo
 echo
 "$tvetl" report --lake "$out/lake" user-average --from 2024-01-01 --to 2024-01-07 --chart "$out/user-average.png"
 echo
-echo "charts: $out/top-channels-2024-01-01.png $out/user-average.png"
+"$tvetl" report --lake "$out/lake" audience --by age_band --from 2024-01-01 --to 2024-01-07 --chart "$out/audience-age-band.png"
+echo
+echo "charts: $out/top-channels-2024-01-01.png $out/user-average.png $out/audience-age-band.png"
 echo "lake:   $out/lake/staging (Parquet), $out/lake/quarantine (rejected rows), $out/lake/_catalog/catalog.json"

@@ -14,7 +14,7 @@ use aws_lambda_events::event::s3::S3Event;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
-use tvetl_core::warehouse::{Warehouse, top_channels, user_average};
+use tvetl_core::warehouse::{Demographic, Warehouse, audience, top_channels, user_average};
 use tvetl_lambda::ingest::IngestBatch;
 use tvetl_lambda::load::{LoadRequest, LoadWarehouse, RebuildDays};
 use tvetl_lambda::stream::{IngestStream, StreamEvent};
@@ -85,6 +85,40 @@ async fn reports_via_data_api(clients: &AwsClients, days: Vec<String>) -> (Vec<V
     })
     .await
     .unwrap()
+}
+
+/// The audience report by `by`, through the Data API, as `tvetl report
+/// audience --format json` prints it.
+async fn audience_via_data_api(clients: &AwsClients, by: Demographic) -> Value {
+    let client = clients.redshift_data.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        serde_json::json!({"by": by, "days": audience(&mut wh, by, None, None).unwrap()})
+    })
+    .await
+    .unwrap()
+}
+
+/// Two audience reports agree: the same days and segments, with the same
+/// counts and the same totals (to float precision).
+fn assert_same_audience(got: &Value, want: &Value) {
+    assert_eq!(got["by"], want["by"]);
+    let (g, w) = (got["days"].as_array().unwrap(), want["days"].as_array().unwrap());
+    assert_eq!(g.len(), w.len());
+    for (a, b) in g.iter().zip(w) {
+        assert_eq!(a["date"], b["date"]);
+        let (x, y) = (a["segments"].as_array().unwrap(), b["segments"].as_array().unwrap());
+        assert_eq!(x.len(), y.len(), "{}: {x:?} vs {y:?}", a["date"]);
+        for (p, q) in x.iter().zip(y) {
+            assert_eq!((&p["segment"], &p["active_users"]), (&q["segment"], &q["active_users"]));
+            for field in ["watch_seconds", "avg_watch_seconds_per_user"] {
+                let (m, n) = (p[field].as_f64().unwrap(), q[field].as_f64().unwrap());
+                assert!((m - n).abs() <= 1e-6 * m.abs().max(1.0), "{field}: {m} vs {n}");
+            }
+        }
+    }
 }
 
 async fn count_sessions(clients: &AwsClients) -> i64 {
@@ -212,6 +246,21 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     let remote = reports_via_data_api(&clients, days.clone()).await;
     assert!(!remote.0[0]["channels"].as_array().unwrap().is_empty());
     assert_same_reports(&remote, &local);
+    for by in Demographic::ALL {
+        let local: Value = serde_json::from_str(&tvetl(&[
+            "report",
+            "--lake",
+            lake_s,
+            "audience",
+            "--by",
+            by.column(),
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        assert!(!local["days"].as_array().unwrap().is_empty());
+        assert_same_audience(&audience_via_data_api(&clients, by).await, &local);
+    }
 
     // The same files again: the ledger makes it a no-op.
     let before = count_sessions(&clients).await;

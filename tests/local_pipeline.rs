@@ -488,6 +488,108 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
     assert!(svg.starts_with("<svg") && svg.contains("2024-01-03"));
 }
 
+/// (date, segment, active users, watch seconds, average) of each row of
+/// the audience report by `by`.
+fn audience(lake: &Path, by: &str) -> Vec<(String, String, u64, f64, f64)> {
+    let report = json(&["report", "--lake", path(lake), "audience", "--by", by, "--format", "json"]);
+    assert_eq!(report["by"], by);
+    let mut rows = Vec::new();
+    for day in report["days"].as_array().unwrap() {
+        for seg in day["segments"].as_array().unwrap() {
+            rows.push((
+                day["date"].as_str().unwrap().to_owned(),
+                seg["segment"].as_str().unwrap().to_owned(),
+                seg["active_users"].as_u64().unwrap(),
+                seg["watch_seconds"].as_f64().unwrap(),
+                seg["avg_watch_seconds_per_user"].as_f64().unwrap(),
+            ));
+        }
+    }
+    rows
+}
+
+#[test]
+fn audience_segments_follow_each_users_latest_record_and_unknown_holds_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    // u1 watches an hour, then half an hour either side of midnight; u2 20
+    // minutes, u3 10 and u4 5, all on 2024-01-01.
+    write(
+        &input,
+        "viewership/s.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\n\
+          e1,u1,c1,2024-01-01T10:00:00Z,3600\n\
+          e2,u1,c2,2024-01-01T23:30:00Z,3600\n\
+          e3,u2,c1,2024-01-01T12:00:00Z,1200\n\
+          e4,u3,c1,2024-01-01T12:00:00Z,600\n\
+          e5,u4,c2,2024-01-01T12:00:00Z,300\n",
+    );
+    // u3 has no record; u4 no age band. u2's later record (z.jsonl sorts
+    // after users.csv) moves it to 25-34 and has no gender.
+    write(
+        &input,
+        "demographics/users.csv",
+        b"user_id,age_band,gender,region\nu1,18-24,f,\"North, East\"\nu2,18-24,m,South\nu4,,f,West\n",
+    );
+    write(&input, "demographics/z.jsonl", b"{\"user_id\": \"u2\", \"age_band\": \"25-34\", \"gender\": null}\n");
+    run(&input, &lake);
+
+    assert_eq!(
+        audience(&lake, "age_band"),
+        [
+            (s("2024-01-01"), s("18-24"), 1, 5400.0, 5400.0),
+            (s("2024-01-01"), s("25-34"), 1, 1200.0, 1200.0),
+            (s("2024-01-01"), s("Unknown"), 2, 900.0, 450.0),
+            (s("2024-01-02"), s("18-24"), 1, 1800.0, 1800.0),
+        ]
+    );
+    // Byte order: 'U' sorts before 'f'.
+    assert_eq!(
+        audience(&lake, "gender"),
+        [
+            (s("2024-01-01"), s("Unknown"), 2, 1800.0, 900.0),
+            (s("2024-01-01"), s("f"), 2, 5700.0, 2850.0),
+            (s("2024-01-02"), s("f"), 1, 1800.0, 1800.0),
+        ]
+    );
+    // The segments of a day add up to the user-average report's day.
+    for (date, users, avg) in averages(&lake) {
+        let segments: Vec<_> = audience(&lake, "region").into_iter().filter(|r| r.0 == date).collect();
+        assert_eq!(segments.iter().map(|r| r.2).sum::<u64>(), users, "{date}");
+        let total: f64 = segments.iter().map(|r| r.3).sum();
+        assert!(close(total / users as f64, avg), "{date}: {total} over {users} users, average {avg}");
+    }
+
+    // A later snapshot gives u3 a record: the report follows it without
+    // any session being loaded again.
+    write(&input, "demographics/zz.csv", b"user_id,age_band\nu3,65+\n");
+    let again = run(&input, &lake);
+    assert_eq!(again["loads"]["viewership"]["rows_merged"], 0);
+    let first_day: Vec<_> = audience(&lake, "age_band").into_iter().filter(|r| r.0 == "2024-01-01").collect();
+    assert_eq!(
+        first_day,
+        [
+            (s("2024-01-01"), s("18-24"), 1, 5400.0, 5400.0),
+            (s("2024-01-01"), s("25-34"), 1, 1200.0, 1200.0),
+            (s("2024-01-01"), s("65+"), 1, 600.0, 600.0),
+            (s("2024-01-01"), s("Unknown"), 1, 300.0, 300.0),
+        ]
+    );
+
+    let csv = tvetl(&["report", "--lake", path(&lake), "audience", "--by", "region", "--format", "csv"]);
+    assert_eq!(csv.lines().next(), Some("date,region,active_users,watch_seconds,avg_watch_seconds_per_user"));
+    assert!(csv.contains("2024-01-01,\"North, East\",1,5400,5400\n"), "{csv}");
+    // u2's latest record has no region, and u3's none either.
+    assert!(csv.contains("2024-01-01,Unknown,2,1800,900\n") && !csv.contains("South"), "{csv}");
+    let table = tvetl(&["report", "--lake", path(&lake), "audience", "--from", "2024-01-02"]);
+    assert!(table.contains("18-24") && !table.contains("2024-01-01"), "{table}");
+    let png = dir.path().join("audience.png");
+    tvetl(&["report", "--lake", path(&lake), "audience", "--by", "gender", "--chart", path(&png)]);
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let bad = tvetl_fails(&["report", "--lake", path(&lake), "audience", "--by", "income"]);
+    assert!(bad.contains("income") && bad.contains("age_band"), "{bad}");
+}
+
 #[test]
 fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let dir = tempfile::tempdir().unwrap();

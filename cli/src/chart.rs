@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
-use tvetl_core::warehouse::{ChannelRank, DailyUserAverage};
+use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -99,6 +99,8 @@ pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Res
         let mut chart = ChartBuilder::on(&root)
             .caption("Average viewing per active user", ("sans-serif", 26))
             .margin(20)
+            // Room for the last day's label, centred on the right edge.
+            .margin_right(60)
             .x_label_area_size(60)
             .y_label_area_size(70)
             .build_cartesian_2d(0..last, 0.0..max_y)
@@ -119,4 +121,74 @@ pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Res
         Ok(())
     }
     with_backend(path, |root| draw(root, days), |root| draw(root, days))
+}
+
+/// A line chart per segment of the daily average viewing per active user
+/// (minutes); a segment without viewers on a day has no point that day.
+pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> anyhow::Result<()> {
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        by: Demographic,
+        days: &[DailyAudience],
+    ) -> anyhow::Result<()> {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut segments: Vec<&str> = days.iter().flat_map(|d| d.segments.iter().map(|s| s.segment.as_str())).collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let max_y = days
+            .iter()
+            .flat_map(|d| d.segments.iter().map(|s| s.avg_watch_seconds_per_user / 60.0))
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.15;
+        let last = (days.len() as i32 - 1).max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("Average viewing per active user by {}", by.column()), ("sans-serif", 26))
+            .margin(20)
+            // Room for the last day's label, centred on the right edge.
+            .margin_right(60)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0..last, 0.0..max_y)
+            .map_err(plot_err)?;
+        let label = |i: &i32| days.get(*i as usize).map(|d| d.date.clone()).unwrap_or_default();
+        chart
+            .configure_mesh()
+            .x_labels(days.len().clamp(2, 12))
+            .x_label_formatter(&label)
+            .y_desc("minutes per user")
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(plot_err)?;
+        for (n, name) in segments.iter().enumerate() {
+            let color = Palette99::pick(n).to_rgba();
+            let points: Vec<(i32, f64)> = days
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    d.segments
+                        .iter()
+                        .find(|s| s.segment == *name)
+                        .map(|s| (i as i32, s.avg_watch_seconds_per_user / 60.0))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3)))
+                .map_err(plot_err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+        Ok(())
+    }
+    with_backend(path, |root| draw(root, by, days), |root| draw(root, by, days))
 }

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tvetl_core::ingest::IngestOptions;
-use tvetl_core::warehouse::{top_channels, user_average};
+use tvetl_core::warehouse::{Demographic, audience, top_channels, user_average};
 
 use crate::report::OutputFormat;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
@@ -106,6 +106,40 @@ enum ReportCommand {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+    /// Viewing per active user by audience segment (a demographic attribute), per UTC day.
+    Audience {
+        /// The demographic attribute that segments the viewers.
+        #[arg(long, value_enum, default_value = "age_band")]
+        by: AudienceBy,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// Also draw a line chart per segment (.png or .svg).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+}
+
+/// `--by` of `report audience`: the contract's names of the attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AudienceBy {
+    #[value(name = "age_band")]
+    AgeBand,
+    Gender,
+    Region,
+}
+
+impl From<AudienceBy> for Demographic {
+    fn from(by: AudienceBy) -> Demographic {
+        match by {
+            AudienceBy::AgeBand => Demographic::AgeBand,
+            AudienceBy::Gender => Demographic::Gender,
+            AudienceBy::Region => Demographic::Region,
+        }
+    }
 }
 
 fn available_cores() -> usize {
@@ -176,6 +210,15 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     print!("{}", with_newline(report::render_user_average(&days, format)));
                     if let Some(path) = chart {
                         chart::user_average_chart(&path, &days)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                }
+                ReportCommand::Audience { by, from, to, format, chart } => {
+                    let by = Demographic::from(by);
+                    let days = audience(&mut wh, by, from.as_deref(), to.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+                    print!("{}", with_newline(report::render_audience(by, &days, format)));
+                    if let Some(path) = chart {
+                        chart::audience_chart(&path, by, &days)
                             .with_context(|| format!("writing {}", path.display()))?;
                     }
                 }

@@ -1,7 +1,7 @@
 //! `tvetl report`: the insights, as a table, JSON or CSV.
 
 use serde::Serialize;
-use tvetl_core::warehouse::{ChannelRank, DailyUserAverage};
+use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic};
 
 /// Output format of reports and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,6 +20,12 @@ struct TopChannelsJson<'a> {
 #[derive(Serialize)]
 struct UserAverageJson<'a> {
     days: &'a [DailyUserAverage],
+}
+
+#[derive(Serialize)]
+struct AudienceJson<'a> {
+    by: Demographic,
+    days: &'a [DailyAudience],
 }
 
 fn csv_line(fields: &[String]) -> String {
@@ -99,6 +105,59 @@ pub fn render_user_average(days: &[DailyUserAverage], format: OutputFormat) -> S
                     d.avg_watch_seconds_per_user,
                     d.avg_watch_seconds_per_user / 60.0
                 ));
+            }
+            if days.is_empty() {
+                out.push_str("  (no viewing in that range)\n");
+            }
+            out
+        }
+    }
+}
+
+/// Renders the audience report.
+pub fn render_audience(by: Demographic, days: &[DailyAudience], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string(&AudienceJson { by, days }).expect("serializes"),
+        OutputFormat::Csv => {
+            let mut out = csv_line(
+                &["date", by.column(), "active_users", "watch_seconds", "avg_watch_seconds_per_user"].map(String::from),
+            );
+            for d in days {
+                for s in &d.segments {
+                    out.push_str(&csv_line(&[
+                        d.date.clone(),
+                        s.segment.clone(),
+                        s.active_users.to_string(),
+                        s.watch_seconds.to_string(),
+                        s.avg_watch_seconds_per_user.to_string(),
+                    ]));
+                }
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let mut out = format!("Viewing per active user by {}\n", by.column());
+            out.push_str(&format!(
+                "{:<12} {:<20} {:>12} {:>14} {:>26} {:>10}\n",
+                "date",
+                by.column(),
+                "active_users",
+                "watch_seconds",
+                "avg_watch_seconds_per_user",
+                "minutes"
+            ));
+            for d in days {
+                for s in &d.segments {
+                    out.push_str(&format!(
+                        "{:<12} {:<20} {:>12} {:>14.1} {:>26.1} {:>10.1}\n",
+                        d.date,
+                        truncate(&s.segment, 20),
+                        s.active_users,
+                        s.watch_seconds,
+                        s.avg_watch_seconds_per_user,
+                        s.avg_watch_seconds_per_user / 60.0
+                    ));
+                }
             }
             if days.is_empty() {
                 out.push_str("  (no viewing in that range)\n");

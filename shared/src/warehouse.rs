@@ -31,6 +31,8 @@ pub const ANALYTICS_PENDING_SQL: &str = include_str!("../../infra/sql/analytics_
 pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_channels.sql");
 /// Average viewing per user per day.
 pub const USER_AVERAGE_SQL: &str = include_str!("../../infra/sql/reports/user_average.sql");
+/// Viewing per audience segment (a demographic attribute) per day.
+pub const AUDIENCE_SQL: &str = include_str!("../../infra/sql/reports/audience.sql");
 
 /// A failure of the warehouse.
 #[derive(Debug, thiserror::Error)]
@@ -284,8 +286,8 @@ pub fn top_channels_sql(date: &str, limit: u32) -> Result<String, ReportParamErr
     Ok(TOP_CHANNELS_SQL.replace("{date}", checked_day(date)?).replace("{limit}", &limit.to_string()))
 }
 
-/// The user-average query over `[from, to]`, open ends meaning all days.
-pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
+/// The days `[from, to]`, validated, open ends meaning all days.
+fn day_range<'a>(from: Option<&'a str>, to: Option<&'a str>) -> Result<(&'a str, &'a str), ReportParamError> {
     let from = from.map(checked_day).transpose()?.unwrap_or("0001-01-01");
     let to = to.map(checked_day).transpose()?.unwrap_or("9999-12-31");
     // Same-format dates compare as text; an empty range is a mistake to say,
@@ -293,7 +295,44 @@ pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, 
     if from > to {
         return Err(ReportParamError(format!("the range is empty: from {from} is after to {to}")));
     }
+    Ok((from, to))
+}
+
+/// The user-average query over `[from, to]`, open ends meaning all days.
+pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
+    let (from, to) = day_range(from, to)?;
     Ok(USER_AVERAGE_SQL.replace("{from}", from).replace("{to}", to))
+}
+
+/// A demographic attribute of `core.users` that the audience report
+/// segments viewers by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Demographic {
+    AgeBand,
+    Gender,
+    Region,
+}
+
+impl Demographic {
+    /// Every attribute, in the order the contract lists them.
+    pub const ALL: [Demographic; 3] = [Demographic::AgeBand, Demographic::Gender, Demographic::Region];
+
+    /// The attribute's column in `core.users` (and its name in the contract).
+    pub fn column(self) -> &'static str {
+        match self {
+            Demographic::AgeBand => "age_band",
+            Demographic::Gender => "gender",
+            Demographic::Region => "region",
+        }
+    }
+}
+
+/// The audience query over `[from, to]` segmented by `by`. The column name
+/// comes from [`Demographic::column`], never from the caller's text.
+pub fn audience_sql(by: Demographic, from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
+    let (from, to) = day_range(from, to)?;
+    Ok(AUDIENCE_SQL.replace("{attribute}", by.column()).replace("{from}", from).replace("{to}", to))
 }
 
 /// One row of the top-channels report.
@@ -352,6 +391,50 @@ pub fn user_average(
     Ok(days)
 }
 
+/// One audience segment's viewing on one day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentViewing {
+    /// The attribute's value, or `Unknown` for users without one.
+    pub segment: String,
+    pub active_users: u64,
+    pub watch_seconds: f64,
+    pub avg_watch_seconds_per_user: f64,
+}
+
+/// One day of the audience report: its segments, in byte order of their
+/// names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyAudience {
+    pub date: String,
+    pub segments: Vec<SegmentViewing>,
+}
+
+/// Runs the audience report: viewing per segment of `by`, per day.
+pub fn audience(
+    wh: &mut dyn Warehouse,
+    by: Demographic,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<DailyAudience>, Box<dyn std::error::Error + Send + Sync>> {
+    let result = wh.query(&audience_sql(by, from, to)?)?;
+    let mut days: Vec<DailyAudience> = Vec::new();
+    for i in 0..result.rows.len() {
+        let date = result.text(i, "view_date")?.unwrap_or_default();
+        let segment = SegmentViewing {
+            segment: result.text(i, "segment")?.unwrap_or_default(),
+            active_users: result.int(i, "active_users")? as u64,
+            watch_seconds: result.float(i, "watch_seconds")?,
+            avg_watch_seconds_per_user: result.float(i, "avg_watch_seconds_per_user")?,
+        };
+        // The rows come ordered by day, so a day's segments are adjacent.
+        match days.last_mut() {
+            Some(day) if day.date == date => day.segments.push(segment),
+            _ => days.push(DailyAudience { date, segments: vec![segment] }),
+        }
+    }
+    Ok(days)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +452,8 @@ mod tests {
             ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
             ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
             ("user_average.sql", user_average_sql(None, Some("2024-01-07")).unwrap()),
+            ("audience.sql by age_band", audience_sql(Demographic::AgeBand, Some("2024-01-01"), None).unwrap()),
+            ("audience.sql by region", audience_sql(Demographic::Region, None, None).unwrap()),
             ("LOAD_LOCK_SQL", LOAD_LOCK_SQL.to_owned()),
         ] {
             for statement in split_statements(&sql) {
@@ -459,6 +544,13 @@ mod tests {
         assert!(user_average_sql(Some("2024-01-02"), Some("2024-01-02")).is_ok(), "one day is a range");
         assert!(user_average_sql(Some("9999-12-31"), None).is_ok());
         assert!(top_channels_sql("2024-02-29", 3).unwrap().contains("'2024-02-29'"));
+        assert!(audience_sql(Demographic::Gender, Some("2024-01-03"), Some("2024-01-02")).is_err());
+        assert!(audience_sql(Demographic::Gender, Some("2024-01-02'--"), None).is_err());
+        for by in Demographic::ALL {
+            let sql = audience_sql(by, None, None).unwrap();
+            assert!(sql.contains(&format!("u.{}", by.column())), "{sql}");
+            assert!(!sql.contains("{attribute}"), "{sql}");
+        }
     }
 
     #[test]

@@ -35,6 +35,10 @@ reports() {
     local d=$1 lake=$2
     "$TVETL" report --lake "$lake" user-average --format json > "$d/avg.json" 2> "$d/avg.err" ||
         echo "tvetl report user-average failed: $(tail -c 300 "$d/avg.err")"
+    for by in age_band gender region; do
+        "$TVETL" report --lake "$lake" audience --by "$by" --format json > "$d/aud-$by.json" 2> "$d/aud.err" ||
+            echo "tvetl report audience --by $by failed: $(tail -c 300 "$d/aud.err")"
+    done
     local days
     days=$($PY - "$d" <<'EOF'
 import json, sys

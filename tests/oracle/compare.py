@@ -159,6 +159,33 @@ def tvetl(a):
                                                                        w["avg_watch_seconds_per_user"]))
     if [d["date"] for d in avg.get("days", [])] != sorted(gd):
         bad(lab0 + " user-average", "days not in date order")
+    for by, want in sorted(o["audience"].items()):
+        lab = lab0 + " audience --by " + by
+        try:
+            got = json.load(open(os.path.join(a.dir, "aud-%s.json" % by)))
+        except Exception as e:
+            bad(lab, "unreadable: %s" % e)
+            continue
+        if got.get("by") != by:
+            bad(lab, "by field %r" % got.get("by"))
+        gdays = [d.get("date") for d in got.get("days", [])]
+        wdays = [d["date"] for d in want["days"]]
+        if gdays != wdays:
+            bad(lab, "days tvetl=%s oracle=%s" % (gdays, wdays))
+            continue
+        for g, w in zip(got["days"], want["days"]):
+            gs = [s.get("segment") for s in g.get("segments", [])]
+            ws = [s["segment"] for s in w["segments"]]
+            if gs != ws:
+                bad(lab, "%s segments tvetl=%s oracle=%s" % (w["date"], gs, ws))
+                continue
+            for gseg, wseg in zip(g["segments"], w["segments"]):
+                where = "%s %s" % (w["date"], wseg["segment"])
+                if gseg.get("active_users") != wseg["active_users"]:
+                    bad(lab, "%s active_users tvetl=%r oracle=%r" % (where, gseg.get("active_users"), wseg["active_users"]))
+                for f in ["watch_seconds", "avg_watch_seconds_per_user"]:
+                    if not close(gseg.get(f), wseg[f]):
+                        bad(lab, "%s %s tvetl=%r oracle=%r" % (where, f, gseg.get(f), wseg[f]))
     for ds in sorted(set(gd) | set(wd)):
         want = o["top_channels"].get(ds, [])
         for kind, wl in [("top", want[:10]), ("topall", want)]:

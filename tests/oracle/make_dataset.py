@@ -621,8 +621,9 @@ class Gen:
                                    r.choice(["f", "m", "x", ""]), r.choice(["North, East", "South", ""])]))
         rows.append(b",18-24,f,West")        # missing user_id
         out.append(("demographics/users.csv", b"\r\n".join(rows) + b"\r\n"))
+        # the last few users have no record at all: their segment is Unknown
         jl = b"\n".join(json.dumps({"user_id": u, "age_band": "25-34", "region": None}).encode()
-                        for u in self.users[len(self.users) // 2:])
+                        for u in self.users[len(self.users) // 2:-3])
         out.append(("demographics/users.jsonl.gz", gzip.compress(jl + b"\n", mtime=0)))
         out.append(("demographics/broken.csv.gz", b"user_id,age_band\nu1,18-24\n"))   # not gzip
         self.failed_keys_extra.append("demographics/broken.csv.gz")

@@ -30,6 +30,7 @@ CODES = ["MALFORMED", "MISSING_FIELD", "BAD_TIMESTAMP", "BAD_DURATION", "TOO_LON
 SESSION_FIELDS = ["event_id", "user_id", "device_id", "channel_id", "program_id",
                   "start_time", "end_time", "duration_seconds", "platform"]
 SOURCES = ["viewership", "channels", "demographics"]
+DEMOGRAPHICS = ["age_band", "gender", "region"]
 
 csv.field_size_limit(1 << 30)
 
@@ -243,6 +244,7 @@ def run_oracle(inputs):
     seen_objects = set()           # (key, sha256): an object already ingested changes nothing
     deliveries = []                # (run, key bytes, record_no, session)
     channel_rows = []              # (run, key bytes, record_no, id, name)
+    user_rows = []                 # (run, key bytes, record_no, id, {attribute: value or None})
     runs = []
     records = []                   # final run's per-record fates
     for run_i, root in enumerate(inputs):
@@ -271,6 +273,15 @@ def run_oracle(inputs):
                     cid, name = obj.get("channel_id"), obj.get("channel_name")
                     if present(cid) and present(name):
                         channel_rows.append((run_i, key.encode(), n, as_text(cid), as_text(name)))
+                continue
+            if src == "demographics":
+                if not fresh:
+                    continue
+                for n, obj, _why in decoded:
+                    if obj is None or not present(obj.get("user_id")):
+                        continue
+                    attrs = {a: as_text(obj.get(a)) if present(obj.get(a)) else None for a in DEMOGRAPHICS}
+                    user_rows.append((run_i, key.encode(), n, as_text(obj["user_id"]), attrs))
                 continue
             if src != "viewership":
                 continue
@@ -308,10 +319,16 @@ def run_oracle(inputs):
     for r in channel_rows:
         names[r[3]] = r[4]
 
+    user_rows.sort(key=lambda r: r[:3])
+    demographics = {}
+    for r in user_rows:
+        demographics[r[3]] = r[4]
+
     watch = {}       # (day, channel) -> us
     reach = {}       # (day, channel) -> set(users)
     day_total = {}   # day -> us
     day_users = {}   # day -> set
+    user_day = {}    # (day, user) -> us
     for eid, user, chan, s, e in final.values():
         cur = s
         while cur < e:
@@ -324,6 +341,7 @@ def run_oracle(inputs):
                 reach.setdefault((ds, chan), set()).add(user)
                 day_total[ds] = day_total.get(ds, 0) + part
                 day_users.setdefault(ds, set()).add(user)
+                user_day[(ds, user)] = user_day.get((ds, user), 0) + part
             cur = seg_end
     top = {}
     for (ds, chan), us in watch.items():
@@ -337,7 +355,23 @@ def run_oracle(inputs):
     avg = [{"date": ds, "active_users": len(day_users[ds]),
             "avg_watch_seconds_per_user": day_total[ds] / US / len(day_users[ds])}
            for ds in sorted(day_total)]
-    return {"runs": runs, "top_channels": top_out, "user_average": {"days": avg},
+    # audience: per attribute, day and segment (the attribute's value, or
+    # Unknown for a user with no record or no value), active users and watch time
+    audience = {}
+    for attr in DEMOGRAPHICS:
+        seg = {}     # (day, segment) -> [users, us]
+        for (ds, user), us in user_day.items():
+            value = demographics.get(user, {}).get(attr) or "Unknown"
+            acc = seg.setdefault((ds, value), [0, 0])
+            acc[0] += 1
+            acc[1] += us
+        days = {}
+        for (ds, value) in sorted(seg, key=lambda dv: (dv[0], dv[1].encode("utf-8"))):
+            n, us = seg[(ds, value)]
+            days.setdefault(ds, []).append({"segment": value, "active_users": n, "watch_seconds": us / US,
+                                            "avg_watch_seconds_per_user": us / US / n})
+        audience[attr] = {"by": attr, "days": [{"date": ds, "segments": segs} for ds, segs in sorted(days.items())]}
+    return {"runs": runs, "top_channels": top_out, "user_average": {"days": avg}, "audience": audience,
             "records": records, "channel_names": names, "sessions": sorted(map(list, final.values()))}
 
 
