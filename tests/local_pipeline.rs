@@ -175,6 +175,67 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
     out
 }
 
+/// `report quarantine` counts every record the run quarantined, per code,
+/// lists the files it failed, and its records are the raw files' own text.
+fn assert_quarantine_report_accounts_for(lake: &Path, input: &Path, summary: &Value) {
+    let report = json(&["report", "--lake", path(lake), "quarantine", "--format", "json"]);
+    let dims = &summary["dimensions"];
+    let mut total = 0;
+    for code in ["MALFORMED", "MISSING_FIELD", "BAD_TIMESTAMP", "BAD_DURATION", "TOO_LONG"] {
+        let want = summary["quarantined"][code].as_u64().unwrap()
+            + dims["channels"]["quarantined"][code].as_u64().unwrap()
+            + dims["demographics"]["quarantined"][code].as_u64().unwrap();
+        assert_eq!(report["by_reason"][code].as_u64().unwrap_or(0), want, "{code}");
+        total += want;
+    }
+    assert_eq!(report["records_quarantined"], total);
+    let per_object: u64 = report["objects"].as_array().unwrap().iter().map(|o| o["records"].as_u64().unwrap()).sum();
+    assert_eq!(per_object, total);
+    let unreadable: Vec<&str> =
+        report["unreadable"].as_array().unwrap().iter().map(|u| u["source_key"].as_str().unwrap()).collect();
+    let failed: Vec<&str> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "failed")
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(unreadable, failed);
+
+    // One code of one source: its records only, the first by key and record.
+    let timestamps = json(&[
+        "report",
+        "--lake",
+        path(lake),
+        "quarantine",
+        "--source",
+        "viewership",
+        "--reason",
+        "bad_timestamp",
+        "--limit",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(timestamps["records_quarantined"], summary["quarantined"]["BAD_TIMESTAMP"]);
+    assert!(timestamps["unreadable"].as_array().unwrap().is_empty());
+    let records = timestamps["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    let order: Vec<(&str, u64)> =
+        records.iter().map(|r| (r["source_key"].as_str().unwrap(), r["record_no"].as_u64().unwrap())).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    for r in records {
+        assert_eq!(r["reason"], "BAD_TIMESTAMP");
+        let key = r["source_key"].as_str().unwrap();
+        if !key.ends_with(".gz") {
+            let raw = String::from_utf8_lossy(&std::fs::read(input.join(key)).unwrap()).into_owned();
+            assert!(raw.contains(r["original"].as_str().unwrap()), "{key}: {r}");
+        }
+    }
+}
+
 #[test]
 fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,6 +284,8 @@ fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
         summary["dimensions"]["demographics"]["quarantined"]["MISSING_FIELD"],
         expected["demographics_quarantined"]
     );
+
+    assert_quarantine_report_accounts_for(&lake, &input, &summary);
 
     let truth: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
     let reference = Reference::from_truth(&truth);

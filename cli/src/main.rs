@@ -7,6 +7,7 @@
 mod chart;
 mod cpu;
 mod generate;
+mod quarantine;
 mod report;
 mod run;
 mod warehouse;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tvetl_core::ingest::IngestOptions;
+use tvetl_core::quarantine::QuarantineReason;
 use tvetl_core::warehouse::{Demographic, audience, top_channels, user_average};
 
 use crate::report::OutputFormat;
@@ -106,6 +108,20 @@ enum ReportCommand {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+    /// What the quarantine holds: records per object and reason code, unreadable files, and the first records.
+    Quarantine {
+        /// Only this source's quarantine.
+        #[arg(long, value_enum)]
+        source: Option<SourceArg>,
+        /// Only records of this reason code (unreadable files are then left out).
+        #[arg(long, value_enum, ignore_case = true)]
+        reason: Option<ReasonArg>,
+        /// How many records to list in full (all are counted).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
     /// Viewing per active user by audience segment (a demographic attribute), per UTC day.
     Audience {
         /// The demographic attribute that segments the viewers.
@@ -121,6 +137,51 @@ enum ReportCommand {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+}
+
+/// `--source` of `report quarantine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SourceArg {
+    Viewership,
+    Channels,
+    Demographics,
+}
+
+impl From<SourceArg> for tvetl_core::Source {
+    fn from(source: SourceArg) -> tvetl_core::Source {
+        match source {
+            SourceArg::Viewership => tvetl_core::Source::Viewership,
+            SourceArg::Channels => tvetl_core::Source::Channels,
+            SourceArg::Demographics => tvetl_core::Source::Demographics,
+        }
+    }
+}
+
+/// `--reason` of `report quarantine`: the contract's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReasonArg {
+    #[value(name = "MALFORMED")]
+    Malformed,
+    #[value(name = "MISSING_FIELD")]
+    MissingField,
+    #[value(name = "BAD_TIMESTAMP")]
+    BadTimestamp,
+    #[value(name = "BAD_DURATION")]
+    BadDuration,
+    #[value(name = "TOO_LONG")]
+    TooLong,
+}
+
+impl From<ReasonArg> for QuarantineReason {
+    fn from(reason: ReasonArg) -> QuarantineReason {
+        match reason {
+            ReasonArg::Malformed => QuarantineReason::Malformed,
+            ReasonArg::MissingField => QuarantineReason::MissingField,
+            ReasonArg::BadTimestamp => QuarantineReason::BadTimestamp,
+            ReasonArg::BadDuration => QuarantineReason::BadDuration,
+            ReasonArg::TooLong => QuarantineReason::TooLong,
+        }
+    }
 }
 
 /// `--by` of `report audience`: the contract's names of the attributes.
@@ -195,37 +256,55 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { lake, report } => {
-            let mut wh = open_warehouse(&lake)?;
-            match report {
-                ReportCommand::TopChannels { date, limit, format, chart } => {
-                    let channels = top_channels(&mut wh, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
-                    print!("{}", with_newline(report::render_top_channels(&date, &channels, format)));
-                    if let Some(path) = chart {
-                        chart::top_channels_chart(&path, &date, &channels)
-                            .with_context(|| format!("writing {}", path.display()))?;
-                    }
-                }
-                ReportCommand::UserAverage { from, to, format, chart } => {
-                    let days = user_average(&mut wh, from.as_deref(), to.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
-                    print!("{}", with_newline(report::render_user_average(&days, format)));
-                    if let Some(path) = chart {
-                        chart::user_average_chart(&path, &days)
-                            .with_context(|| format!("writing {}", path.display()))?;
-                    }
-                }
-                ReportCommand::Audience { by, from, to, format, chart } => {
-                    let by = Demographic::from(by);
-                    let days = audience(&mut wh, by, from.as_deref(), to.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
-                    print!("{}", with_newline(report::render_audience(by, &days, format)));
-                    if let Some(path) = chart {
-                        chart::audience_chart(&path, by, &days)
-                            .with_context(|| format!("writing {}", path.display()))?;
-                    }
-                }
-            }
+            run_report(&lake, report)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<()> {
+    match report {
+        ReportCommand::TopChannels { date, limit, format, chart } => {
+            let channels = top_channels(&mut open_warehouse(lake)?, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", with_newline(report::render_top_channels(&date, &channels, format)));
+            if let Some(path) = chart {
+                chart::top_channels_chart(&path, &date, &channels)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        ReportCommand::UserAverage { from, to, format, chart } => {
+            let days = user_average(&mut open_warehouse(lake)?, from.as_deref(), to.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", with_newline(report::render_user_average(&days, format)));
+            if let Some(path) = chart {
+                chart::user_average_chart(&path, &days).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        ReportCommand::Audience { by, from, to, format, chart } => {
+            let by = Demographic::from(by);
+            let days = audience(&mut open_warehouse(lake)?, by, from.as_deref(), to.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", with_newline(report::render_audience(by, &days, format)));
+            if let Some(path) = chart {
+                chart::audience_chart(&path, by, &days).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        // The quarantine is read from the lake's files: rejected records
+        // never reach the warehouse.
+        ReportCommand::Quarantine { source, reason, limit, format } => {
+            anyhow::ensure!(
+                lake.is_dir(),
+                "no lake at {}: run `tvetl run --lake {}` first",
+                lake.display(),
+                lake.display()
+            );
+            let filter =
+                quarantine::QuarantineFilter { source: source.map(Into::into), reason: reason.map(Into::into), limit };
+            let report = quarantine::read_quarantine(lake, &filter)?;
+            print!("{}", with_newline(quarantine::render_quarantine(&report, format)));
+        }
+    }
+    Ok(())
 }
 
 fn with_newline(mut s: String) -> String {

@@ -28,7 +28,7 @@ struct AudienceJson<'a> {
     days: &'a [DailyAudience],
 }
 
-fn csv_line(fields: &[String]) -> String {
+pub(crate) fn csv_line(fields: &[String]) -> String {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     w.write_record(fields).expect("writing to memory");
     String::from_utf8(w.into_inner().expect("flushing memory")).expect("fields are UTF-8")
@@ -167,7 +167,7 @@ pub fn render_audience(by: Demographic, days: &[DailyAudience], format: OutputFo
     }
 }
 
-fn truncate(s: &str, width: usize) -> String {
+pub(crate) fn truncate(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_owned()
     } else {

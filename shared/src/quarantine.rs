@@ -1,10 +1,10 @@
 //! Rejected records as data: the contract's reason codes and the record kept
 //! for each rejection.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a record was quarantined. The string forms are the contract's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QuarantineReason {
     /// Not parseable as a row/object of the format (column count, JSON, UTF-8).
