@@ -5,7 +5,7 @@
 //! Run by `scripts/test.sh`, which starts the emulator and exports
 //! `AWS_ENDPOINT_URL`; ignored by a plain `cargo test`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use aws_lambda_events::event::s3::S3Event;
@@ -152,6 +152,33 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
     let mut values: Vec<String> = partitions.partitions().iter().map(|p| p.values()[0].clone()).collect();
     values.sort();
     assert_eq!(values, ["2024-01-01", "2024-01-02", "2024-01-03"]);
+
+    // The quarantines are tables too (JSON lines), with the partitions of
+    // the bad records' and the unreadable object's landing day.
+    let quarantine_days: BTreeSet<String> = objects
+        .keys()
+        .filter(|k| k.starts_with("quarantine/viewership/"))
+        .map(|k| k.split('/').nth(2).unwrap().strip_prefix("ingest_date=").unwrap().to_owned())
+        .collect();
+    assert!(!quarantine_days.is_empty());
+    for (table_name, days) in [("quarantine_viewership", quarantine_days), ("quarantine_channels", BTreeSet::new())] {
+        let table = clients.glue.get_table().database_name(&database).name(table_name).send().await.unwrap();
+        let sd = table.table().unwrap().storage_descriptor().unwrap();
+        assert_eq!(sd.serde_info().unwrap().serialization_library(), Some("org.openx.data.jsonserde.JsonSerDe"));
+        let prefix = table_name.replace("quarantine_", "quarantine/");
+        assert_eq!(sd.location().unwrap(), format!("s3://{lake}/{prefix}/"));
+        let columns: Vec<&str> = sd.columns().iter().map(|c| c.name()).collect();
+        for column in ["source_key", "record_no", "reason", "original", "error"] {
+            assert!(columns.contains(&column), "{table_name}: {columns:?}");
+        }
+        let partitions =
+            clients.glue.get_partitions().database_name(&database).table_name(table_name).send().await.unwrap();
+        let values: BTreeSet<String> = partitions.partitions().iter().map(|p| p.values()[0].clone()).collect();
+        assert_eq!(values.len(), 1, "{table_name}: {values:?}");
+        if !days.is_empty() {
+            assert_eq!(values, days);
+        }
+    }
 
     // The same event again: the same objects with the same bytes.
     let again = function.handle(&event.clone().into()).await.expect("a replay is handled");

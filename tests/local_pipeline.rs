@@ -175,6 +175,11 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
     out
 }
 
+/// The local catalog (`LAKE/_catalog/catalog.json`).
+fn catalog(lake: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(lake.join("_catalog/catalog.json")).unwrap()).unwrap()
+}
+
 /// `report quarantine` counts every record the run quarantined, per code,
 /// lists the files it failed, and its records are the raw files' own text.
 fn assert_quarantine_report_accounts_for(lake: &Path, input: &Path, summary: &Value) {
@@ -201,6 +206,37 @@ fn assert_quarantine_report_accounts_for(lake: &Path, input: &Path, summary: &Va
         .map(|f| f["key"].as_str().unwrap())
         .collect();
     assert_eq!(unreadable, failed);
+
+    // The quarantine folders are catalogued tables of JSON lines: every line
+    // of every file (rejected records and unreadable objects alike) is one
+    // object, and every landing day a registered partition.
+    let catalog = catalog(lake);
+    let (mut records, mut objects) = (0, 0);
+    for source in ["viewership", "channels", "demographics"] {
+        let table = &catalog["tables"][format!("quarantine_{source}")];
+        assert_eq!(table["format"], "json_lines", "{source}");
+        let mut days = Vec::new();
+        for day in std::fs::read_dir(lake.join("quarantine").join(source)).unwrap() {
+            let day = day.unwrap().path();
+            days.push(day.file_name().unwrap().to_str().unwrap().strip_prefix("ingest_date=").unwrap().to_owned());
+            for file in std::fs::read_dir(&day).unwrap() {
+                let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+                for line in text.lines() {
+                    let row: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{source}: {e}: {line}"));
+                    if row["reason"].is_string() {
+                        records += 1;
+                    } else if row["error"].is_string() {
+                        objects += 1;
+                    } else {
+                        panic!("{source}: neither a record nor an unreadable object: {line}");
+                    }
+                }
+            }
+        }
+        days.sort();
+        assert_eq!(table["partitions"], serde_json::json!(days), "{source}");
+    }
+    assert_eq!((records, objects), (total, failed.len() as u64));
 
     // One code of one source: its records only, the first by key and record.
     let timestamps = json(&[
@@ -510,6 +546,11 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
         .map(|f| f["key"].as_str().unwrap())
         .collect();
     assert_eq!(failed, BTreeSet::from(["channels/more.json", "viewership/broken.csv.gz"]));
+    // No channel record was rejected: the unreadable file alone makes the
+    // channels' quarantine table and its partition.
+    let catalog = catalog(&lake);
+    let channels_quarantine = catalog["tables"]["quarantine_channels"]["partitions"].as_array().unwrap();
+    assert_eq!(channels_quarantine.len(), 1, "{catalog}");
 
     // e2's later delivery (b.jsonl > a.csv) moved it to c2 for an hour; e1
     // crosses midnight; c9 has no metadata.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tvetl_core::Source;
-use tvetl_core::catalog::{FileCatalog, register_outputs};
+use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
@@ -265,7 +265,12 @@ fn ingest_one(
             let mut error = e.to_string();
             if e.is_bad_object() {
                 match record_unreadable(lake, object, &e) {
-                    Ok(key) => error.push_str(&format!(" (recorded in {key})")),
+                    Ok(key) => {
+                        error.push_str(&format!(" (recorded in {key})"));
+                        if let Err(c) = register_quarantine(catalog, &key) {
+                            error.push_str(&format!(" (and cataloguing it failed: {c})"));
+                        }
+                    }
                     Err(q) => error.push_str(&format!(" (and recording it failed: {q})")),
                 }
             }

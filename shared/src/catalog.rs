@@ -7,8 +7,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Source;
 use crate::ingest::IngestReport;
-use crate::schema::{TableDef, table_def};
+use crate::schema::{TableDef, quarantine_table_def, table_def};
 
 /// A failure of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +38,12 @@ pub trait Catalog: Send + Sync {
     fn add_partitions(&self, table: &TableDef, values: &[String]) -> Result<(), CatalogError>;
 }
 
-/// Registers the tables and partitions an ingest wrote.
+/// Registers the tables and partitions an ingest wrote: staging, and the
+/// quarantine when it rejected records.
 pub fn register_outputs(catalog: &dyn Catalog, report: &IngestReport) -> Result<(), CatalogError> {
+    if let Some(key) = &report.quarantine_key {
+        register_quarantine(catalog, key)?;
+    }
     if report.staged.is_empty() {
         return Ok(());
     }
@@ -49,6 +54,22 @@ pub fn register_outputs(catalog: &dyn Catalog, report: &IngestReport) -> Result<
         catalog.add_partitions(&table, &partitions)?;
     }
     Ok(())
+}
+
+/// Registers the quarantine table and partition of the quarantine file
+/// `key` (`quarantine/<source>/ingest_date=YYYY-MM-DD/…`, a file of rejected
+/// records or of an unreadable object).
+pub fn register_quarantine(catalog: &dyn Catalog, key: &str) -> Result<(), CatalogError> {
+    let not_quarantine = || CatalogError::Unavailable {
+        what: key.to_owned(),
+        message: "not a quarantine key (quarantine/<source>/ingest_date=YYYY-MM-DD/…)".to_owned(),
+        retryable: false,
+    };
+    let source = key.strip_prefix("quarantine/").and_then(Source::from_key).ok_or_else(not_quarantine)?;
+    let day = key.split('/').find_map(|part| part.strip_prefix("ingest_date=")).ok_or_else(not_quarantine)?;
+    let table = quarantine_table_def(source);
+    catalog.ensure_table(&table)?;
+    catalog.add_partitions(&table, &[day.to_owned()])
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -157,5 +178,25 @@ mod tests {
         let (stored, partitions) = &tables["viewership"];
         assert_eq!(stored.columns.last().unwrap().0, "ad_break");
         assert_eq!(partitions, &["2024-01-01", "2024-01-02"]);
+    }
+
+    #[test]
+    fn a_quarantine_file_registers_its_sources_table_and_landing_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = FileCatalog::new(dir.path().join("catalog.json"));
+        register_quarantine(&catalog, "quarantine/channels/ingest_date=2024-03-01/part-00ff.jsonl").unwrap();
+        register_quarantine(&catalog, "quarantine/channels/ingest_date=2024-02-29/unreadable-01.json").unwrap();
+        let tables = catalog.tables().unwrap();
+        let (def, partitions) = &tables["quarantine_channels"];
+        assert_eq!(def.format, crate::schema::TableFormat::JsonLines);
+        assert_eq!(def.location, "quarantine/channels/");
+        assert_eq!(def.partition_keys, [("ingest_date".to_owned(), "date".to_owned())]);
+        assert_eq!(partitions, &["2024-02-29", "2024-03-01"]);
+        assert_eq!(tables.len(), 1, "no other table: {:?}", tables.keys());
+
+        for key in ["staging/viewership/event_date=2024-01-01/part-1.parquet", "quarantine/viewership/part-1.jsonl"] {
+            let err = register_quarantine(&catalog, key).unwrap_err();
+            assert!(err.to_string().contains(key) && !err.is_retryable(), "{err}");
+        }
     }
 }

@@ -183,6 +183,10 @@ pub fn record_unreadable(
         size: object.size,
         error: error.to_string(),
     };
-    lake.put(&key, &serde_json::to_vec_pretty(&body).expect("serializes"))?;
+    // One line, like the quarantine's record files beside it, so that the
+    // quarantine table (JSON lines) reads it as a row.
+    let mut line = serde_json::to_vec(&body).expect("serializes");
+    line.push(b'\n');
+    lake.put(&key, &line)?;
     Ok(key)
 }

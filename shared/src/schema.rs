@@ -75,6 +75,53 @@ pub struct TableDef {
     pub columns: Vec<(String, String)>,
     /// Partition keys as (name, Hive type).
     pub partition_keys: Vec<(String, String)>,
+    /// How the table's files are stored.
+    #[serde(default)]
+    pub format: TableFormat,
+}
+
+/// The storage format of a table's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableFormat {
+    /// Parquet (the staging tables).
+    #[default]
+    Parquet,
+    /// One JSON object per line (the quarantine tables).
+    JsonLines,
+}
+
+/// The catalog definition of a source's quarantine table,
+/// `quarantine_<source>`, partitioned by `ingest_date` (the day the raw
+/// object landed, or the day a stream record arrived).
+///
+/// Each row is either a rejected record (`reason` set: the columns of
+/// [`QuarantinedRecord`](crate::quarantine::QuarantinedRecord)) or an object
+/// that could not be read at all (`error` set, with `source_version` and
+/// `size`): both kinds of file sit in the same partition folders, one JSON
+/// object per line, so that Athena or Redshift Spectrum query dead letters
+/// like any other table.
+pub fn quarantine_table_def(source: Source) -> TableDef {
+    let columns = [
+        ("source_key", "string"),
+        ("record_no", "bigint"),
+        ("line", "bigint"),
+        ("reason", "string"),
+        ("field", "string"),
+        ("message", "string"),
+        ("original", "string"),
+        ("stream", "struct<kind:string,stream:string,shard:string,position:string>"),
+        ("source_version", "string"),
+        ("size", "bigint"),
+        ("error", "string"),
+    ];
+    TableDef {
+        name: format!("quarantine_{}", source.name()),
+        location: format!("quarantine/{}/", source.name()),
+        columns: columns.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
+        partition_keys: vec![("ingest_date".to_owned(), "date".to_owned())],
+        format: TableFormat::JsonLines,
+    }
 }
 
 /// The catalog definition of a source's staging table.
@@ -97,5 +144,6 @@ pub fn table_def(source: Source) -> TableDef {
         location: format!("staging/{}/", source.name()),
         columns,
         partition_keys: partition_column(source).map(|c| (c.to_owned(), "date".to_owned())).into_iter().collect(),
+        format: TableFormat::Parquet,
     }
 }

@@ -44,7 +44,7 @@ use crate::decode::{RecordBody, decode_json_message};
 use crate::error::IngestError;
 use crate::ingest::RecordCounts;
 use crate::quarantine::{QuarantineReason, QuarantinedRecord, Rejection, StreamPosition};
-use crate::schema::{staging_schema, table_def};
+use crate::schema::{quarantine_table_def, staging_schema, table_def};
 use crate::source::Source;
 use crate::staging::{
     BatchBuilder, Lineage, QuarantineWriter, SessionBatch, StagingOptions, WrittenFile, lineage_metadata,
@@ -277,6 +277,8 @@ pub fn ingest_stream_batch(
 
     let table = table_def(source);
     let mut table_ready = false;
+    let quarantine_table = quarantine_table_def(source);
+    let mut quarantine_ready = false;
     for group in &ordered {
         let untouched = group.members.iter().all(|m| !m.written);
         let prebuilt = match group.target {
@@ -284,14 +286,23 @@ pub fn ingest_stream_batch(
             _ => None,
         };
         let result = write_group(lake, shard, &stem, &sorted, group, prebuilt, staging, &mut report).and_then(|()| {
-            if let Target::Staging(day) = group.target {
-                if !table_ready {
-                    catalog.ensure_table(&table)?;
-                    table_ready = true;
+            match group.target {
+                Target::Staging(day) => {
+                    if !table_ready {
+                        catalog.ensure_table(&table)?;
+                        table_ready = true;
+                    }
+                    let value = format_day(day);
+                    catalog.add_partitions(&table, std::slice::from_ref(&value))?;
+                    report.partitions.push(value);
                 }
-                let value = format_day(day);
-                catalog.add_partitions(&table, std::slice::from_ref(&value))?;
-                report.partitions.push(value);
+                Target::Quarantine(day) => {
+                    if !quarantine_ready {
+                        catalog.ensure_table(&quarantine_table)?;
+                        quarantine_ready = true;
+                    }
+                    catalog.add_partitions(&quarantine_table, &[format_day(day)])?;
+                }
             }
             Ok(())
         });

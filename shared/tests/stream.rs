@@ -112,6 +112,7 @@ fn one_file_per_day_and_bad_records_quarantined_with_positions() {
         ]
     );
     assert_eq!(catalog.partitions.lock().unwrap()["viewership"], ["2024-01-01", "2024-01-02"]);
+    assert_eq!(catalog.partitions.lock().unwrap()["quarantine_viewership"], ["2024-01-03"], "the arrival day");
 
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tvetl_core::aws::glue::GlueCatalog;
 use tvetl_core::aws::s3::S3ObjectStore;
-use tvetl_core::catalog::register_outputs;
+use tvetl_core::catalog::{register_outputs, register_quarantine};
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::store::{ObjectStore, StoreError};
 
@@ -159,7 +159,9 @@ fn ingest_one(
         Err(e) if e.is_bad_object() => {
             outcome.status = "failed";
             outcome.error = Some(e.to_string());
-            outcome.quarantine_key = Some(record_unreadable(lake, &meta, &e)?);
+            let key = record_unreadable(lake, &meta, &e)?;
+            register_quarantine(catalog, &key)?;
+            outcome.quarantine_key = Some(key);
             Ok(outcome)
         }
         Err(e) => Err(e.into()),

@@ -9,7 +9,7 @@ use aws_sdk_glue::types::{Column, DatabaseInput, PartitionInput, SerDeInfo, Stor
 use tokio::runtime::Handle;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::schema::TableDef;
+use crate::schema::{TableDef, TableFormat};
 
 /// BatchCreatePartition takes at most 100 partitions a call.
 const PARTITION_BATCH: usize = 100;
@@ -61,27 +61,43 @@ impl GlueCatalog {
             .collect()
     }
 
-    fn storage(&self, location: String, columns: Vec<Column>) -> StorageDescriptor {
+    fn storage(&self, format: TableFormat, location: String, columns: Vec<Column>) -> StorageDescriptor {
+        let (input, output, serde) = match format {
+            TableFormat::Parquet => (
+                "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+            ),
+            TableFormat::JsonLines => (
+                "org.apache.hadoop.mapred.TextInputFormat",
+                "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+                "org.openx.data.jsonserde.JsonSerDe",
+            ),
+        };
         StorageDescriptor::builder()
             .set_columns(Some(columns))
             .location(location)
-            .input_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat")
-            .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
-            .serde_info(
-                SerDeInfo::builder()
-                    .serialization_library("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
-                    .build(),
-            )
+            .input_format(input)
+            .output_format(output)
+            .serde_info(SerDeInfo::builder().serialization_library(serde).build())
             .build()
     }
 
     fn table_input(&self, table: &TableDef) -> Result<TableInput, CatalogError> {
+        let classification = match table.format {
+            TableFormat::Parquet => "parquet",
+            TableFormat::JsonLines => "json",
+        };
         TableInput::builder()
             .name(&table.name)
             .table_type("EXTERNAL_TABLE")
-            .parameters("classification", "parquet")
+            .parameters("classification", classification)
             .parameters("EXTERNAL", "TRUE")
-            .storage_descriptor(self.storage(self.location(&table.location), Self::columns(&table.columns)?))
+            .storage_descriptor(self.storage(
+                table.format,
+                self.location(&table.location),
+                Self::columns(&table.columns)?,
+            ))
             .set_partition_keys(Some(Self::columns(&table.partition_keys)?))
             .build()
             .map_err(|e| unavailable(&table.name, e.to_string(), false))
@@ -139,7 +155,7 @@ impl Catalog for GlueCatalog {
                 table.columns.iter().filter(|(name, _)| !have.contains(name)).cloned().collect();
             columns.extend(Self::columns(&missing)?);
             let mut input = self.table_input(table)?;
-            input.storage_descriptor = Some(self.storage(self.location(&table.location), columns));
+            input.storage_descriptor = Some(self.storage(table.format, self.location(&table.location), columns));
             self.client
                 .update_table()
                 .database_name(&self.database)
@@ -162,7 +178,7 @@ impl Catalog for GlueCatalog {
                         let location = self.location(&format!("{}{key}={v}/", table.location));
                         PartitionInput::builder()
                             .values(v)
-                            .storage_descriptor(self.storage(location, columns.clone()))
+                            .storage_descriptor(self.storage(table.format, location, columns.clone()))
                             .build()
                     })
                     .collect();
