@@ -88,97 +88,53 @@ pub fn top_channels_chart(path: &Path, date: &str, channels: &[ChannelRank]) -> 
     with_backend(path, |root| draw(root, date, channels), |root| draw(root, date, channels))
 }
 
-/// A line chart of the daily average viewing per active user (minutes).
-pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Result<()> {
-    fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, days: &[DailyUserAverage]) -> anyhow::Result<()> {
-        root.fill(&WHITE).map_err(plot_err)?;
-        let points: Vec<(i32, f64)> =
-            days.iter().enumerate().map(|(i, d)| (i as i32, d.avg_watch_seconds_per_user / 60.0)).collect();
-        let max_y = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.15;
-        let last = (points.len() as i32 - 1).max(1);
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Average viewing per active user", ("sans-serif", 26))
-            .margin(20)
-            // Room for the last day's label, centred on the right edge.
-            .margin_right(60)
-            .x_label_area_size(60)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0..last, 0.0..max_y)
-            .map_err(plot_err)?;
-        let label = |i: &i32| days.get(*i as usize).map(|d| d.date.clone()).unwrap_or_default();
-        chart
-            .configure_mesh()
-            .x_labels(days.len().clamp(2, 12))
-            .x_label_formatter(&label)
-            .y_desc("minutes per user")
-            .label_style(("sans-serif", 15))
-            .draw()
-            .map_err(plot_err)?;
-        let color = RGBColor(214, 39, 40);
-        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3))).map_err(plot_err)?;
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled()))).map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-        Ok(())
-    }
-    with_backend(path, |root| draw(root, days), |root| draw(root, days))
+/// One line of a daily chart: its name (for the legend), colour and points
+/// (day index, minutes per user).
+struct DailyLine {
+    name: String,
+    color: RGBAColor,
+    points: Vec<(i32, f64)>,
 }
 
-/// A line chart per segment of the daily average viewing per active user
-/// (minutes); a segment without viewers on a day has no point that day.
-pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> anyhow::Result<()> {
-    fn draw<DB: DrawingBackend>(
-        root: DrawingArea<DB, Shift>,
-        by: Demographic,
-        days: &[DailyAudience],
-    ) -> anyhow::Result<()> {
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut segments: Vec<&str> = days.iter().flat_map(|d| d.segments.iter().map(|s| s.segment.as_str())).collect();
-        segments.sort_unstable();
-        segments.dedup();
-        let max_y = days
-            .iter()
-            .flat_map(|d| d.segments.iter().map(|s| s.avg_watch_seconds_per_user / 60.0))
-            .fold(0.0, f64::max)
-            .max(1e-9)
-            * 1.15;
-        let last = (days.len() as i32 - 1).max(1);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Average viewing per active user by {}", by.column()), ("sans-serif", 26))
-            .margin(20)
-            // Room for the last day's label, centred on the right edge.
-            .margin_right(60)
-            .x_label_area_size(60)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0..last, 0.0..max_y)
-            .map_err(plot_err)?;
-        let label = |i: &i32| days.get(*i as usize).map(|d| d.date.clone()).unwrap_or_default();
+/// A line chart over `dates` of minutes per active user, one line per entry
+/// of `lines`; a legend when there is more than one.
+fn daily_lines_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    caption: &str,
+    dates: &[String],
+    lines: &[DailyLine],
+) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let max_y = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let last = (dates.len() as i32 - 1).max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 26))
+        .margin(20)
+        // Room for the last day's label, centred on the right edge.
+        .margin_right(60)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..last, 0.0..max_y)
+        .map_err(plot_err)?;
+    let label = |i: &i32| dates.get(*i as usize).cloned().unwrap_or_default();
+    chart
+        .configure_mesh()
+        .x_labels(dates.len().clamp(2, 12))
+        .x_label_formatter(&label)
+        .y_desc("minutes per user")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(plot_err)?;
+    for line in lines {
+        let color = line.color;
         chart
-            .configure_mesh()
-            .x_labels(days.len().clamp(2, 12))
-            .x_label_formatter(&label)
-            .y_desc("minutes per user")
-            .label_style(("sans-serif", 15))
-            .draw()
-            .map_err(plot_err)?;
-        for (n, name) in segments.iter().enumerate() {
-            let color = Palette99::pick(n).to_rgba();
-            let points: Vec<(i32, f64)> = days
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| {
-                    d.segments
-                        .iter()
-                        .find(|s| s.segment == *name)
-                        .map(|s| (i as i32, s.avg_watch_seconds_per_user / 60.0))
-                })
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(3)))
-                .map_err(plot_err)?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
-        }
+            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(3)))
+            .map_err(plot_err)?
+            .label(line.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
+    }
+    if lines.len() > 1 {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
@@ -187,8 +143,55 @@ pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> a
             .position(SeriesLabelPosition::LowerLeft)
             .draw()
             .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-        Ok(())
     }
-    with_backend(path, |root| draw(root, by, days), |root| draw(root, by, days))
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// A line chart of the daily average viewing per active user (minutes).
+pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Result<()> {
+    let dates: Vec<String> = days.iter().map(|d| d.date.clone()).collect();
+    let line = DailyLine {
+        name: "all users".to_owned(),
+        color: RGBColor(214, 39, 40).to_rgba(),
+        points: days.iter().enumerate().map(|(i, d)| (i as i32, d.avg_watch_seconds_per_user / 60.0)).collect(),
+    };
+    let lines = [line];
+    let caption = "Average viewing per active user";
+    with_backend(
+        path,
+        |root| daily_lines_chart(root, caption, &dates, &lines),
+        |root| daily_lines_chart(root, caption, &dates, &lines),
+    )
+}
+
+/// A line chart per segment of the daily average viewing per active user
+/// (minutes); a segment without viewers on a day has no point that day.
+pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> anyhow::Result<()> {
+    let dates: Vec<String> = days.iter().map(|d| d.date.clone()).collect();
+    let mut segments: Vec<&str> = days.iter().flat_map(|d| d.segments.iter().map(|s| s.segment.as_str())).collect();
+    segments.sort_unstable();
+    segments.dedup();
+    let lines: Vec<DailyLine> = segments
+        .iter()
+        .enumerate()
+        .map(|(n, name)| DailyLine {
+            name: (*name).to_owned(),
+            color: Palette99::pick(n).to_rgba(),
+            points: days
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    let segment = d.segments.iter().find(|s| s.segment == *name)?;
+                    Some((i as i32, segment.avg_watch_seconds_per_user / 60.0))
+                })
+                .collect(),
+        })
+        .collect();
+    let caption = format!("Average viewing per active user by {}", by.column());
+    with_backend(
+        path,
+        |root| daily_lines_chart(root, &caption, &dates, &lines),
+        |root| daily_lines_chart(root, &caption, &dates, &lines),
+    )
 }

@@ -98,10 +98,8 @@ enum ReportCommand {
     },
     /// Average watch time per active user, per UTC day.
     UserAverage {
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        days: DayRange,
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
         /// Also draw a line chart (.png or .svg).
@@ -127,16 +125,26 @@ enum ReportCommand {
         /// The demographic attribute that segments the viewers.
         #[arg(long, value_enum, default_value = "age_band")]
         by: AudienceBy,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        days: DayRange,
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
         /// Also draw a line chart per segment (.png or .svg).
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+}
+
+/// The days a report covers, both ends included; an open end takes every
+/// day on that side.
+#[derive(Debug, Clone, clap::Args)]
+struct DayRange {
+    /// The first day (YYYY-MM-DD).
+    #[arg(long)]
+    from: Option<String>,
+    /// The last day (YYYY-MM-DD).
+    #[arg(long)]
+    to: Option<String>,
 }
 
 /// `--source` of `report quarantine`.
@@ -272,17 +280,17 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        ReportCommand::UserAverage { from, to, format, chart } => {
-            let days = user_average(&mut open_warehouse(lake)?, from.as_deref(), to.as_deref())
+        ReportCommand::UserAverage { days: range, format, chart } => {
+            let days = user_average(&mut open_warehouse(lake)?, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
             print!("{}", with_newline(report::render_user_average(&days, format)));
             if let Some(path) = chart {
                 chart::user_average_chart(&path, &days).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        ReportCommand::Audience { by, from, to, format, chart } => {
+        ReportCommand::Audience { by, days: range, format, chart } => {
             let by = Demographic::from(by);
-            let days = audience(&mut open_warehouse(lake)?, by, from.as_deref(), to.as_deref())
+            let days = audience(&mut open_warehouse(lake)?, by, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
             print!("{}", with_newline(report::render_audience(by, &days, format)));
             if let Some(path) = chart {
