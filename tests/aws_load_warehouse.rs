@@ -201,6 +201,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             database: "dev".into(),
             secret_arn: None,
             copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
+            retry_backoff: tvetl_lambda::RetryBackoff::DEFAULT,
         },
     );
     let request = LoadRequest::Keys { objects: staged.clone() };
@@ -452,4 +453,115 @@ fn kinesis_event(sessions: &[(&str, &str, &str, u32)], first_seq: u64) -> Stream
         })
         .collect();
     StreamEvent::from_value(serde_json::json!({ "Records": records })).unwrap()
+}
+
+/// A queued batch whose load fails retryably (here: Redshift unreachable)
+/// comes back after its backoff, not after the queue's visibility timeout;
+/// the message's receive count then doubles the next backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn a_queued_batch_that_fails_retryably_returns_after_its_backoff() {
+    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+
+    let mut clients = AwsClients::load().await;
+    let lake = unique("lake");
+    clients.s3.create_bucket().bucket(&lake).send().await.unwrap();
+    let key = "staging/viewership/event_date=2024-01-01/part-0000000000000001.parquet";
+    clients.s3.put_object().bucket(&lake).key(key).body(b"PAR1".to_vec().into()).send().await.unwrap();
+
+    // The queue's own timeout is far longer than the test waits.
+    let queue = unique("load-queue");
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(&queue)
+        .attributes(QueueAttributeName::VisibilityTimeout, "600")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let notification = serde_json::to_string(&s3_event(&lake, &[key.to_owned()])).unwrap();
+    clients.sqs.send_message().queue_url(&url).message_body(notification).send().await.unwrap();
+
+    // Lambda's event source, by hand: receive, and hand over as an SqsEvent.
+    let receive = |wait: i32| {
+        let (sqs, url) = (clients.sqs.clone(), url.clone());
+        async move {
+            sqs.receive_message()
+                .queue_url(&url)
+                .wait_time_seconds(wait)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default()
+        }
+    };
+    let messages = receive(5).await;
+    assert_eq!(messages.len(), 1);
+    let as_event = |messages: &[aws_sdk_sqs::types::Message]| -> LoadRequest {
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let count = &m.attributes().unwrap()[&MessageSystemAttributeName::ApproximateReceiveCount];
+                serde_json::json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": {"ApproximateReceiveCount": count},
+                    "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    };
+    let request = as_event(&messages);
+    assert!(matches!(request, LoadRequest::Sqs(_)));
+
+    // Redshift's Data API is unreachable: a retryable failure.
+    clients.redshift_data = aws_sdk_redshiftdata::Client::from_conf(
+        clients
+            .redshift_data
+            .config()
+            .to_builder()
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_sdk_redshiftdata::config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build(),
+    );
+    let load = LoadWarehouse::new(
+        clients.clone(),
+        LoadConfig {
+            lake_bucket: lake.clone(),
+            workgroup: Some("tvetl-test".into()),
+            cluster: None,
+            database: "dev".into(),
+            secret_arn: None,
+            copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
+            retry_backoff: tvetl_lambda::RetryBackoff { base_seconds: 2, max_seconds: 60 },
+        },
+    );
+    let err = load.handle(&request).await.expect_err("Redshift is unreachable");
+    assert!(err.is_retryable(), "{err}");
+
+    // Back after about 2 s, though the queue would have hidden it for 600.
+    let again = receive(10).await;
+    assert_eq!(again.len(), 1, "the message is received again after its backoff");
+    let count = &again[0].attributes().unwrap()[&MessageSystemAttributeName::ApproximateReceiveCount];
+    assert_eq!(count, "2");
+
+    // Its second failure backs off for 4 s: not back within 1 s, back within 10.
+    load.handle(&as_event(&again)).await.expect_err("still unreachable");
+    assert!(receive(1).await.is_empty(), "the second backoff is longer");
+    assert_eq!(receive(10).await.len(), 1);
 }

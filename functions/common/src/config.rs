@@ -75,6 +75,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub glue: aws_sdk_glue::Client,
     pub redshift_data: aws_sdk_redshiftdata::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl AwsClients {
@@ -89,6 +90,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             glue: aws_sdk_glue::Client::new(&shared),
             redshift_data: aws_sdk_redshiftdata::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::new(&shared),
         }
     }
 }
@@ -108,6 +110,60 @@ pub struct LoadConfig {
     pub secret_arn: Option<String>,
     /// `REDSHIFT_COPY_ROLE_ARN`: the role COPY reads the lake with.
     pub copy_role_arn: String,
+    /// `LOAD_RETRY_BASE_SECONDS` and `LOAD_RETRY_MAX_SECONDS`: when a
+    /// queued batch fails in a way a retry may fix.
+    pub retry_backoff: RetryBackoff,
+}
+
+/// How long a queued batch that failed retryably waits before it is
+/// received again: `base_seconds` after its first receive, doubling with
+/// each receive up to `max_seconds`. (Without it, the messages would wait
+/// the queue's whole visibility timeout, 90 minutes.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    pub base_seconds: u32,
+    pub max_seconds: u32,
+}
+
+impl RetryBackoff {
+    /// One minute, doubling up to 15 minutes.
+    pub const DEFAULT: RetryBackoff = RetryBackoff { base_seconds: 60, max_seconds: 900 };
+    /// SQS's largest visibility timeout, 12 hours.
+    pub const SQS_MAX_SECONDS: u32 = 43_200;
+
+    /// The visibility timeout for a message received `receive_count` times
+    /// (1 the first time).
+    pub fn delay_seconds(&self, receive_count: u32) -> u32 {
+        let doublings = receive_count.saturating_sub(1).min(31);
+        self.base_seconds.saturating_mul(1u32 << doublings).min(self.max_seconds)
+    }
+
+    fn from_env() -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            let Some(text) = optional(name) else { return Ok(default) };
+            match text.parse::<u32>() {
+                Ok(n) if (1..=Self::SQS_MAX_SECONDS).contains(&n) => Ok(n),
+                _ => Err(ConfigError {
+                    name,
+                    problem: format!("{text:?} is not a number of seconds from 1 to {}", Self::SQS_MAX_SECONDS),
+                }),
+            }
+        };
+        let backoff = RetryBackoff {
+            base_seconds: seconds("LOAD_RETRY_BASE_SECONDS", Self::DEFAULT.base_seconds)?,
+            max_seconds: seconds("LOAD_RETRY_MAX_SECONDS", Self::DEFAULT.max_seconds)?,
+        };
+        if backoff.base_seconds > backoff.max_seconds {
+            return Err(ConfigError {
+                name: "LOAD_RETRY_BASE_SECONDS",
+                problem: format!(
+                    "{} is more than LOAD_RETRY_MAX_SECONDS ({})",
+                    backoff.base_seconds, backoff.max_seconds
+                ),
+            });
+        }
+        Ok(backoff)
+    }
 }
 
 fn optional(name: &str) -> Option<String> {
@@ -132,6 +188,7 @@ impl LoadConfig {
             database: required("REDSHIFT_DATABASE")?,
             secret_arn: optional("REDSHIFT_SECRET_ARN"),
             copy_role_arn: required("REDSHIFT_COPY_ROLE_ARN")?,
+            retry_backoff: RetryBackoff::from_env()?,
         })
     }
 }

@@ -44,13 +44,36 @@ pub struct SqsEvent {
 }
 
 /// One SQS message of a [`SqsEvent`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct SqsMessage {
     #[serde(rename = "messageId", default)]
     pub message_id: String,
+    /// Names this receive of the message (to change its visibility).
+    #[serde(rename = "receiptHandle", default)]
+    pub receipt_handle: String,
     #[serde(rename = "eventSource")]
     pub event_source: String,
+    /// The queue's ARN.
+    #[serde(rename = "eventSourceARN", default)]
+    pub event_source_arn: String,
+    #[serde(default)]
+    pub attributes: SqsMessageAttributes,
     pub body: String,
+}
+
+/// The system attributes of an [`SqsMessage`] that this project reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SqsMessageAttributes {
+    /// How many times the message has been received, this time included.
+    #[serde(rename = "ApproximateReceiveCount", default)]
+    pub approximate_receive_count: Option<String>,
+}
+
+impl SqsMessage {
+    /// How many times the message has been received (1 when not said).
+    pub fn receive_count(&self) -> u32 {
+        self.attributes.approximate_receive_count.as_deref().and_then(|n| n.parse().ok()).unwrap_or(1)
+    }
 }
 
 /// What the S3 notifications carried by an SQS batch name.
@@ -124,7 +147,12 @@ mod tests {
         assert!(queued.ignored[0].1.contains("s3:TestEvent"), "{queued:?}");
 
         let other = SqsEvent {
-            records: vec![SqsMessage { message_id: "m9".into(), event_source: "aws:sqs".into(), body: "hello".into() }],
+            records: vec![SqsMessage {
+                message_id: "m9".into(),
+                event_source: "aws:sqs".into(),
+                body: "hello".into(),
+                ..Default::default()
+            }],
         };
         let queued = queued_objects(&other);
         assert!(queued.objects.is_empty());

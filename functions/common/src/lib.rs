@@ -4,6 +4,7 @@
 //!
 //! The handlers' `main.rs` files only wire these to `lambda_runtime`.
 
+pub mod backoff;
 pub mod compact;
 pub mod config;
 pub mod events;
@@ -12,7 +13,7 @@ pub mod load;
 pub mod metrics;
 pub mod stream;
 
-pub use config::{AwsClients, CompactConfig, ConfigError, IngestConfig, LoadConfig};
+pub use config::{AwsClients, CompactConfig, ConfigError, IngestConfig, LoadConfig, RetryBackoff};
 
 /// A handler failure, classified: a retryable one is returned to Lambda so
 /// that it retries the event (outputs are deterministic, so a retry rewrites

@@ -19,6 +19,7 @@ use tvetl_core::warehouse::{
     rebuild_pending_analytics, schema_statements, staging_table,
 };
 
+use crate::backoff::back_off_queued;
 use crate::config::LoadConfig;
 use crate::events::{SqsEvent, queued_objects, s3_objects};
 use crate::{AwsClients, HandlerError};
@@ -216,8 +217,29 @@ impl LoadWarehouse {
         LoadWarehouse { clients, config, schema_applied: Arc::new(AtomicBool::new(false)) }
     }
 
-    /// Loads every staging file of `request`, one transaction per table.
+    /// Loads every staging file of `request`, one transaction per table. A
+    /// queued batch that fails retryably has its messages' visibility set to
+    /// their backoff first ([`crate::backoff`]).
     pub async fn handle(&self, request: &LoadRequest) -> Result<LoadResponse, HandlerError> {
+        let result = self.load(request).await;
+        if let (Err(error), LoadRequest::Sqs(event)) = (&result, request)
+            && error.is_retryable()
+        {
+            match back_off_queued(&self.clients.sqs, event, &self.config.retry_backoff).await {
+                Ok(messages) => {
+                    tracing::warn!(messages, %error, "retryable failure: the batch is received again after its backoff")
+                }
+                Err(backoff_error) => tracing::warn!(
+                    %backoff_error,
+                    %error,
+                    "retryable failure: setting the backoff failed, so the batch waits the queue's visibility timeout"
+                ),
+            }
+        }
+        result
+    }
+
+    async fn load(&self, request: &LoadRequest) -> Result<LoadResponse, HandlerError> {
         let request = request.clone();
         let today = tvetl_core::timestamp::utc_day(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64),
