@@ -724,6 +724,23 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let failed: Vec<&str> = table.lines().filter(|l| l.trim_start().starts_with("FAILED")).collect();
     assert_eq!(failed.len(), 1, "{table}");
     assert_eq!(failed[0].matches("viewership/broken.csv.gz").count(), 1, "{}", failed[0]);
+
+    // --strict: the same summary, and exit status 1 for the failed file.
+    let strict = |lake: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tvetl"))
+            .args(["run", "--input", path(&input), "--lake", path(lake), "--quiet", "--format", "json", "--strict"])
+            .output()
+            .expect("tvetl runs")
+    };
+    let fresh = dir.path().join("strict-lake");
+    let out = strict(&fresh);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 files failed"), "{out:?}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_accepted"], 1, "the readable file loaded all the same");
+    assert_eq!(top_channels(&fresh, "2024-01-01")["channels"][0]["channel_id"], "c1");
+    std::fs::remove_file(input.join("viewership/broken.csv.gz")).unwrap();
+    assert_eq!(strict(&fresh).status.code(), Some(0));
 }
 
 #[test]

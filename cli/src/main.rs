@@ -65,6 +65,11 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Exit with status 1 when a file could not be read (the other
+        /// files still load, and the summary is printed as ever), so that
+        /// a scheduler notices; without it only a fatal error fails the run.
+        #[arg(long)]
+        strict: bool,
     },
     /// Report insights from the warehouse.
     Report {
@@ -248,7 +253,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet } => {
+        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet, strict } => {
             let options = run::RunOptions {
                 ingest: IngestOptions::default(),
                 engine: EngineLimits { memory_limit, threads: threads.unwrap_or_else(available_cores) },
@@ -261,6 +266,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 RunFormat::Table => run::print_table(&summary),
             }
             // Failed files are reported, not fatal: the rest has loaded.
+            let failed = summary.files.iter().filter(|f| f.status == "failed").count();
+            if strict && failed > 0 {
+                eprintln!(
+                    "error: {failed} of {} files failed (see the summary); the others loaded",
+                    summary.files.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { lake, report } => {
