@@ -18,7 +18,7 @@ use tvetl_core::warehouse::{Demographic, Warehouse, audience, top_channels, user
 use tvetl_lambda::ingest::IngestBatch;
 use tvetl_lambda::load::{LoadRequest, LoadWarehouse, RebuildDays};
 use tvetl_lambda::stream::{IngestStream, StreamEvent};
-use tvetl_lambda::{AwsClients, IngestConfig, LoadConfig};
+use tvetl_lambda::{AwsClients, IngestConfig, LoadConfig, RetryBackoff};
 
 fn tvetl(args: &[&str]) -> String {
     let bin = std::env::var("TVETL_BIN").expect("TVETL_BIN must name the tvetl binary (scripts/test.sh sets it)");
@@ -121,6 +121,19 @@ fn assert_same_audience(got: &Value, want: &Value) {
     }
 }
 
+/// load-warehouse's configuration for the stand-in's workgroup.
+fn load_config(lake: &str, retry_backoff: RetryBackoff) -> LoadConfig {
+    LoadConfig {
+        lake_bucket: lake.to_owned(),
+        workgroup: Some("tvetl-test".into()),
+        cluster: None,
+        database: "dev".into(),
+        secret_arn: None,
+        copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
+        retry_backoff,
+    }
+}
+
 async fn count_sessions(clients: &AwsClients) -> i64 {
     let client = clients.redshift_data.clone();
     let handle = Handle::current();
@@ -192,18 +205,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(failed, ["viewership/sessions-9999-truncated.csv.gz"]);
     let staged: Vec<String> = ingested.objects.iter().flat_map(|o| o.staged.clone()).collect();
 
-    let load = LoadWarehouse::new(
-        clients.clone(),
-        LoadConfig {
-            lake_bucket: lake.clone(),
-            workgroup: Some("tvetl-test".into()),
-            cluster: None,
-            database: "dev".into(),
-            secret_arn: None,
-            copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
-            retry_backoff: tvetl_lambda::RetryBackoff::DEFAULT,
-        },
-    );
+    let load = LoadWarehouse::new(clients.clone(), load_config(&lake, RetryBackoff::DEFAULT));
     let request = LoadRequest::Keys { objects: staged.clone() };
     let loaded = load.handle(&request).await.expect("the load succeeds");
     let sessions = &loaded.loads[&tvetl_core::Source::Viewership];
@@ -539,18 +541,8 @@ async fn a_queued_batch_that_fails_retryably_returns_after_its_backoff() {
             .retry_config(aws_sdk_redshiftdata::config::retry::RetryConfig::standard().with_max_attempts(1))
             .build(),
     );
-    let load = LoadWarehouse::new(
-        clients.clone(),
-        LoadConfig {
-            lake_bucket: lake.clone(),
-            workgroup: Some("tvetl-test".into()),
-            cluster: None,
-            database: "dev".into(),
-            secret_arn: None,
-            copy_role_arn: "arn:aws:iam::000000000000:role/tvetl-copy".into(),
-            retry_backoff: tvetl_lambda::RetryBackoff { base_seconds: 2, max_seconds: 60 },
-        },
-    );
+    let backoff = RetryBackoff { base_seconds: 2, max_seconds: 60 };
+    let load = LoadWarehouse::new(clients.clone(), load_config(&lake, backoff));
     let err = load.handle(&request).await.expect_err("Redshift is unreachable");
     assert!(err.is_retryable(), "{err}");
 
