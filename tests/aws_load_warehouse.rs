@@ -264,6 +264,26 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
         assert!(!local["days"].as_array().unwrap().is_empty());
         assert_same_audience(&audience_via_data_api(&clients, by).await, &local);
     }
+    // The user features' query runs there too, and finds the same users.
+    let exported = dir.path().join("features.csv");
+    tvetl(&["export", "--lake", lake_s, "user-features", "--out", exported.to_str().unwrap()]);
+    let local_users: Vec<String> = std::fs::read_to_string(&exported)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect();
+    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
+    let remote_users = tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let result = wh.query(&tvetl_core::warehouse::user_features_sql(None, None).unwrap()).unwrap();
+        (0..result.rows.len()).map(|i| result.text(i, "user_id").unwrap().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(!local_users.is_empty());
+    assert_eq!(remote_users, local_users);
 
     // The same files again: the ledger makes it a no-op.
     let before = count_sessions(&clients).await;

@@ -694,6 +694,176 @@ fn audience_segments_follow_each_users_latest_record_and_unknown_holds_the_rest(
     assert!(bad.contains("income") && bad.contains("age_band"), "{bad}");
 }
 
+/// The rows of an exported Parquet file, read back by DuckDB, each as its
+/// columns' text ("NULL" for NULL).
+fn exported_rows(file: &Path) -> Vec<Vec<String>> {
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    let sql = format!(
+        "SELECT user_id, active_days, watch_seconds, avg_watch_seconds_per_active_day, avg_channels_per_active_day, \
+         CAST(first_view_date AS VARCHAR), CAST(last_view_date AS VARCHAR), sessions_started, top_channel_id, \
+         top_platform, age_band, gender, region FROM read_parquet('{}') ORDER BY user_id",
+        file.display()
+    );
+    let mut statement = conn.prepare(&sql).unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            Ok((0..13)
+                .map(|i| match row.get_ref(i).unwrap() {
+                    duckdb::types::ValueRef::Null => "NULL".to_owned(),
+                    duckdb::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    duckdb::types::ValueRef::BigInt(n) => n.to_string(),
+                    duckdb::types::ValueRef::Double(x) => x.to_string(),
+                    other => panic!("column {i}: {other:?}"),
+                })
+                .collect())
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+#[test]
+fn the_user_features_export_holds_hand_computed_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    // u1: an hour on c1 (stb), then an hour on c2 (web) from 23:30, half of
+    // it on 2024-01-02. u2 has no platform, u3 no demographics.
+    write(
+        &input,
+        "viewership/s.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds,platform\n\
+          e1,u1,c1,2024-01-01T10:00:00Z,3600,stb\n\
+          e2,u1,c2,2024-01-01T23:30:00Z,3600,web\n\
+          e3,u2,c1,2024-01-01T12:00:00Z,1200,\n\
+          e4,u3,c1,2024-01-01T12:00:00Z,600,mobile\n\
+          e5,u4,c2,2024-01-01T12:00:00Z,300,smart_tv\n",
+    );
+    write(
+        &input,
+        "demographics/users.csv",
+        b"user_id,age_band,gender,region\nu1,18-24,f,North\nu2,25-34,,\nu4,,f,West\n",
+    );
+    run(&input, &lake);
+
+    let all = dir.path().join("out/features.parquet");
+    tvetl(&["export", "--lake", path(&lake), "user-features", "--out", path(&all)]);
+    let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        exported_rows(&all),
+        [
+            // Ties (3600 s each) go to the smaller id: c1, and stb before web.
+            row(&[
+                "u1",
+                "2",
+                "7200",
+                "3600",
+                "1.5",
+                "2024-01-01",
+                "2024-01-02",
+                "2",
+                "c1",
+                "stb",
+                "18-24",
+                "f",
+                "North"
+            ]),
+            row(&[
+                "u2",
+                "1",
+                "1200",
+                "1200",
+                "1",
+                "2024-01-01",
+                "2024-01-01",
+                "1",
+                "c1",
+                "NULL",
+                "25-34",
+                "NULL",
+                "NULL"
+            ]),
+            row(&[
+                "u3",
+                "1",
+                "600",
+                "600",
+                "1",
+                "2024-01-01",
+                "2024-01-01",
+                "1",
+                "c1",
+                "mobile",
+                "NULL",
+                "NULL",
+                "NULL"
+            ]),
+            row(&[
+                "u4",
+                "1",
+                "300",
+                "300",
+                "1",
+                "2024-01-01",
+                "2024-01-01",
+                "1",
+                "c2",
+                "smart_tv",
+                "NULL",
+                "f",
+                "West"
+            ]),
+        ]
+    );
+
+    // From 2024-01-02: u1's half hour after midnight, of a session that
+    // started the day before.
+    let second_day = dir.path().join("day2.parquet");
+    tvetl(&["export", "--lake", path(&lake), "user-features", "--from", "2024-01-02", "--out", path(&second_day)]);
+    assert_eq!(
+        exported_rows(&second_day),
+        [row(&[
+            "u1",
+            "1",
+            "1800",
+            "1800",
+            "1",
+            "2024-01-02",
+            "2024-01-02",
+            "0",
+            "NULL",
+            "NULL",
+            "18-24",
+            "f",
+            "North"
+        ])]
+    );
+
+    let csv = dir.path().join("features.csv");
+    tvetl(&["export", "--lake", path(&lake), "user-features", "--out", path(&csv)]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("user_id,active_days,watch_seconds,"), "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+
+    let bad = tvetl_fails(&["export", "--lake", path(&lake), "user-features", "--out", "features.xlsx"]);
+    assert!(bad.contains(".parquet or .csv"), "{bad}");
+    let reversed = dir.path().join("none.csv");
+    let bad = tvetl_fails(&[
+        "export",
+        "--lake",
+        path(&lake),
+        "user-features",
+        "--from",
+        "2024-01-03",
+        "--to",
+        "2024-01-01",
+        "--out",
+        path(&reversed),
+    ]);
+    assert!(bad.contains("after to 2024-01-01"), "{bad}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().starts_with(".export-")), "no partial file is left: {left:?}");
+    assert!(!reversed.exists());
+}
+
 #[test]
 fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 mod chart;
 mod cpu;
+mod export;
 mod generate;
 mod quarantine;
 mod report;
@@ -70,6 +71,14 @@ enum Command {
         /// a scheduler notices; without it only a fatal error fails the run.
         #[arg(long)]
         strict: bool,
+    },
+    /// Export warehouse tables as files for other tools.
+    Export {
+        /// The lake folder given to `run`.
+        #[arg(long)]
+        lake: PathBuf,
+        #[command(subcommand)]
+        export: ExportCommand,
     },
     /// Report insights from the warehouse.
     Report {
@@ -137,6 +146,18 @@ enum ReportCommand {
         /// Also draw a line chart per segment (.png or .svg).
         #[arg(long)]
         chart: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// One row per user with viewing in the days: activity, watch time, top channel and platform, demographics.
+    UserFeatures {
+        #[command(flatten)]
+        days: DayRange,
+        /// The file to write: .parquet (zstd) or .csv.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -278,6 +299,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Report { lake, report } => {
             run_report(&lake, report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { lake, export: ExportCommand::UserFeatures { days, out } } => {
+            let users = export::export_user_features(
+                &mut open_warehouse(&lake)?,
+                days.from.as_deref(),
+                days.to.as_deref(),
+                &out,
+            )?;
+            eprintln!("wrote the features of {users} users to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -33,6 +33,8 @@ pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_cha
 pub const USER_AVERAGE_SQL: &str = include_str!("../../infra/sql/reports/user_average.sql");
 /// Viewing per audience segment (a demographic attribute) per day.
 pub const AUDIENCE_SQL: &str = include_str!("../../infra/sql/reports/audience.sql");
+/// Per-user features over a range of days, for models.
+pub const USER_FEATURES_SQL: &str = include_str!("../../infra/sql/exports/user_features.sql");
 
 /// A failure of the warehouse.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +306,15 @@ pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, 
     Ok(USER_AVERAGE_SQL.replace("{from}", from).replace("{to}", to))
 }
 
+/// The user-features query over `[from, to]`, open ends meaning all days:
+/// one statement, without comments or the closing `;`, so that an engine's
+/// export statement (DuckDB's `COPY (…) TO`, Redshift's `UNLOAD`) can wrap it.
+pub fn user_features_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
+    let (from, to) = day_range(from, to)?;
+    let sql = USER_FEATURES_SQL.replace("{from}", from).replace("{to}", to);
+    Ok(split_statements(&sql).remove(0))
+}
+
 /// A demographic attribute of `core.users` that the audience report
 /// segments viewers by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -454,6 +465,7 @@ mod tests {
             ("user_average.sql", user_average_sql(None, Some("2024-01-07")).unwrap()),
             ("audience.sql by age_band", audience_sql(Demographic::AgeBand, Some("2024-01-01"), None).unwrap()),
             ("audience.sql by region", audience_sql(Demographic::Region, None, None).unwrap()),
+            ("user_features.sql", user_features_sql(Some("2024-01-01"), Some("2024-01-07")).unwrap()),
             ("LOAD_LOCK_SQL", LOAD_LOCK_SQL.to_owned()),
         ] {
             for statement in split_statements(&sql) {
