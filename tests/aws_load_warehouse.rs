@@ -284,6 +284,41 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     .unwrap();
     assert!(!local_users.is_empty());
     assert_eq!(remote_users, local_users);
+    // So does the top-genres report, with the same ranking on every day.
+    for day in &days {
+        let local: Value = serde_json::from_str(&tvetl(&[
+            "report",
+            "--lake",
+            lake_s,
+            "top-genres",
+            "--date",
+            day,
+            "--limit",
+            "1000",
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        let (client, handle, date) = (clients.redshift_data.clone(), Handle::current(), day.clone());
+        let remote = tokio::task::spawn_blocking(move || {
+            let mut wh =
+                RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+            serde_json::to_value(tvetl_core::warehouse::top_genres(&mut wh, &date, 1000).unwrap()).unwrap()
+        })
+        .await
+        .unwrap();
+        let key = |g: &Value| (g["genre"].to_string(), g["reach"].to_string(), g["channels"].to_string());
+        let local = local["genres"].as_array().unwrap();
+        assert!(!local.is_empty(), "{day}");
+        assert_eq!(
+            remote.as_array().unwrap().iter().map(key).collect::<Vec<_>>(),
+            local.iter().map(key).collect::<Vec<_>>()
+        );
+        for (r, l) in remote.as_array().unwrap().iter().zip(local) {
+            let (x, y) = (r["watch_seconds"].as_f64().unwrap(), l["watch_seconds"].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{day}: {x} vs {y}");
+        }
+    }
 
     // The same files again: the ledger makes it a no-op.
     let before = count_sessions(&clients).await;

@@ -865,6 +865,75 @@ fn the_user_features_export_holds_hand_computed_features() {
 }
 
 #[test]
+fn top_genres_count_a_user_once_per_genre_and_split_sessions_at_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    // u1 watches both news channels; u2 one news channel from 23:00 for two
+    // hours; u3 sport and a channel without metadata, u4 a channel without a genre.
+    write(
+        &input,
+        "viewership/s.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\n\
+          e1,u1,n1,2024-01-01T10:00:00Z,600\n\
+          e2,u1,n2,2024-01-01T11:00:00Z,600\n\
+          e3,u2,n1,2024-01-01T23:00:00Z,7200\n\
+          e4,u3,s1,2024-01-01T12:00:00Z,2400\n\
+          e5,u3,x9,2024-01-01T12:00:00Z,300\n\
+          e6,u4,g0,2024-01-01T12:00:00Z,100\n",
+    );
+    write(
+        &input,
+        "channels/c.jsonl",
+        b"{\"channel_id\": \"n1\", \"channel_name\": \"N1\", \"genre\": \"news\"}\n\
+          {\"channel_id\": \"n2\", \"channel_name\": \"N2\", \"genre\": \"news\"}\n\
+          {\"channel_id\": \"s1\", \"channel_name\": \"S1\", \"genre\": \"sport\"}\n\
+          {\"channel_id\": \"g0\", \"channel_name\": \"G0\"}\n",
+    );
+    run(&input, &lake);
+    let genres = |date: &str| -> Vec<(String, f64, u64, u64)> {
+        let report = json(&["report", "--lake", path(&lake), "top-genres", "--date", date, "--format", "json"]);
+        assert_eq!(report["date"], date);
+        report["genres"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                assert_eq!(g["rank"], i as u64 + 1);
+                let text = g["genre"].as_str().unwrap().to_owned();
+                (
+                    text,
+                    g["watch_seconds"].as_f64().unwrap(),
+                    g["reach"].as_u64().unwrap(),
+                    g["channels"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // news: 600 + 600 + the hour before midnight, and u1 counts once; x9 (no
+    // metadata) and g0 (no genre) are Unknown.
+    assert_eq!(
+        genres("2024-01-01"),
+        [(s("news"), 4800.0, 2, 2), (s("sport"), 2400.0, 1, 1), (s("Unknown"), 400.0, 2, 2)]
+    );
+    assert_eq!(genres("2024-01-02"), [(s("news"), 3600.0, 1, 1)]);
+    assert!(genres("2024-01-03").is_empty());
+    let top_one = tvetl(&[
+        "report",
+        "--lake",
+        path(&lake),
+        "top-genres",
+        "--date",
+        "2024-01-01",
+        "--limit",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(top_one, "rank,genre,watch_seconds,reach,channels\n1,news,4800,2,2\n");
+}
+
+#[test]
 fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let dir = tempfile::tempdir().unwrap();
     let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
-use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic};
+use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic, GenreRank};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
@@ -38,54 +38,65 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing chart: {e}")
 }
 
+/// A ranked horizontal bar chart of watch hours, one bar per label, the
+/// first at the top.
+fn ranked_bars_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    caption: &str,
+    bars: &[(String, f64)],
+) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let n = bars.len().max(1) as i32;
+    let max_hours = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(230)
+        .build_cartesian_2d(0.0..max_hours, (0..n - 1).into_segmented())
+        .map_err(plot_err)?;
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) => bars.get((n - 1 - *i) as usize).map(|b| b.0.clone()).unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(bars.len().max(1))
+        .y_label_formatter(&label)
+        .x_desc("watch hours")
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(plot_err)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, hours))| {
+            let y = n - 1 - i as i32;
+            let mut bar = Rectangle::new(
+                [(0.0, SegmentValue::Exact(y)), (*hours, SegmentValue::Exact(y + 1))],
+                RGBColor(31, 119, 180).filled(),
+            );
+            bar.set_margin(4, 4, 0, 0);
+            bar
+        }))
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 /// A ranked horizontal bar chart of the top channels (watch hours).
 pub fn top_channels_chart(path: &Path, date: &str, channels: &[ChannelRank]) -> anyhow::Result<()> {
-    fn draw<DB: DrawingBackend>(
-        root: DrawingArea<DB, Shift>,
-        date: &str,
-        channels: &[ChannelRank],
-    ) -> anyhow::Result<()> {
-        root.fill(&WHITE).map_err(plot_err)?;
-        let n = channels.len().max(1) as i32;
-        let max_hours = channels.iter().map(|c| c.watch_seconds / 3600.0).fold(0.0, f64::max).max(1e-9) * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("Top channels by watch time, {date}"), ("sans-serif", 26))
-            .margin(20)
-            .x_label_area_size(45)
-            .y_label_area_size(230)
-            .build_cartesian_2d(0.0..max_hours, (0..n - 1).into_segmented())
-            .map_err(plot_err)?;
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => channels
-                .get((n - 1 - *i) as usize)
-                .map(|c| format!("{}. {}", c.rank, c.channel_name))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(channels.len().max(1))
-            .y_label_formatter(&label)
-            .x_desc("watch hours")
-            .label_style(("sans-serif", 16))
-            .draw()
-            .map_err(plot_err)?;
-        chart
-            .draw_series(channels.iter().enumerate().map(|(i, c)| {
-                let y = n - 1 - i as i32;
-                let mut bar = Rectangle::new(
-                    [(0.0, SegmentValue::Exact(y)), (c.watch_seconds / 3600.0, SegmentValue::Exact(y + 1))],
-                    RGBColor(31, 119, 180).filled(),
-                );
-                bar.set_margin(4, 4, 0, 0);
-                bar
-            }))
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-        Ok(())
-    }
-    with_backend(path, |root| draw(root, date, channels), |root| draw(root, date, channels))
+    let bars: Vec<(String, f64)> =
+        channels.iter().map(|c| (format!("{}. {}", c.rank, c.channel_name), c.watch_seconds / 3600.0)).collect();
+    let caption = format!("Top channels by watch time, {date}");
+    with_backend(path, |root| ranked_bars_chart(root, &caption, &bars), |root| ranked_bars_chart(root, &caption, &bars))
+}
+
+/// A ranked horizontal bar chart of the top genres (watch hours).
+pub fn top_genres_chart(path: &Path, date: &str, genres: &[GenreRank]) -> anyhow::Result<()> {
+    let bars: Vec<(String, f64)> =
+        genres.iter().map(|g| (format!("{}. {}", g.rank, g.genre), g.watch_seconds / 3600.0)).collect();
+    let caption = format!("Top genres by watch time, {date}");
+    with_backend(path, |root| ranked_bars_chart(root, &caption, &bars), |root| ranked_bars_chart(root, &caption, &bars))
 }
 
 /// One line of a daily chart: its name (for the legend), colour and points

@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tvetl_core::ingest::IngestOptions;
 use tvetl_core::quarantine::QuarantineReason;
-use tvetl_core::warehouse::{Demographic, audience, top_channels, user_average};
+use tvetl_core::warehouse::{Demographic, audience, top_channels, top_genres, user_average};
 
 use crate::report::OutputFormat;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
@@ -99,17 +99,9 @@ enum RunFormat {
 #[derive(Subcommand)]
 enum ReportCommand {
     /// Channels ranked by watch time on one UTC day (ties by channel id).
-    TopChannels {
-        #[arg(long)]
-        date: String,
-        #[arg(long, default_value_t = 10)]
-        limit: u32,
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
-        /// Also draw a ranked bar chart (.png or .svg).
-        #[arg(long)]
-        chart: Option<PathBuf>,
-    },
+    TopChannels(RankedDay),
+    /// Genres ranked by watch time on one UTC day, with their reach (ties by genre).
+    TopGenres(RankedDay),
     /// Average watch time per active user, per UTC day.
     UserAverage {
         #[command(flatten)]
@@ -159,6 +151,22 @@ enum ExportCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A ranking of one day: what `top-channels` and `top-genres` take.
+#[derive(Debug, Clone, clap::Args)]
+struct RankedDay {
+    /// The UTC day (YYYY-MM-DD).
+    #[arg(long)]
+    date: String,
+    /// How many to list.
+    #[arg(long, default_value_t = 10)]
+    limit: u32,
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    /// Also draw a ranked bar chart (.png or .svg).
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 /// The days a report covers, both ends included; an open end takes every
@@ -316,11 +324,19 @@ fn real_main() -> anyhow::Result<ExitCode> {
 
 fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<()> {
     match report {
-        ReportCommand::TopChannels { date, limit, format, chart } => {
+        ReportCommand::TopChannels(RankedDay { date, limit, format, chart }) => {
             let channels = top_channels(&mut open_warehouse(lake)?, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
             print!("{}", with_newline(report::render_top_channels(&date, &channels, format)));
             if let Some(path) = chart {
                 chart::top_channels_chart(&path, &date, &channels)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        ReportCommand::TopGenres(RankedDay { date, limit, format, chart }) => {
+            let genres = top_genres(&mut open_warehouse(lake)?, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{}", with_newline(report::render_top_genres(&date, &genres, format)));
+            if let Some(path) = chart {
+                chart::top_genres_chart(&path, &date, &genres)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }

@@ -1,7 +1,7 @@
 //! `tvetl report`: the insights, as a table, JSON or CSV.
 
 use serde::Serialize;
-use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic};
+use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic, GenreRank};
 
 /// Output format of reports and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,6 +15,12 @@ pub enum OutputFormat {
 struct TopChannelsJson<'a> {
     date: &'a str,
     channels: &'a [ChannelRank],
+}
+
+#[derive(Serialize)]
+struct TopGenresJson<'a> {
+    date: &'a str,
+    genres: &'a [GenreRank],
 }
 
 #[derive(Serialize)]
@@ -69,6 +75,48 @@ pub fn render_top_channels(date: &str, channels: &[ChannelRank], format: OutputF
                 ));
             }
             if channels.is_empty() {
+                out.push_str("  (no viewing on that day)\n");
+            }
+            out
+        }
+    }
+}
+
+/// Renders the top-genres report.
+pub fn render_top_genres(date: &str, genres: &[GenreRank], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string(&TopGenresJson { date, genres }).expect("serializes"),
+        OutputFormat::Csv => {
+            let mut out = csv_line(&["rank", "genre", "watch_seconds", "reach", "channels"].map(String::from));
+            for g in genres {
+                out.push_str(&csv_line(&[
+                    g.rank.to_string(),
+                    g.genre.clone(),
+                    g.watch_seconds.to_string(),
+                    g.reach.to_string(),
+                    g.channels.to_string(),
+                ]));
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let mut out = format!("Top genres on {date}\n");
+            out.push_str(&format!(
+                "{:>4}  {:<28} {:>14} {:>10} {:>8} {:>9}\n",
+                "rank", "genre", "watch_seconds", "hours", "reach", "channels"
+            ));
+            for g in genres {
+                out.push_str(&format!(
+                    "{:>4}  {:<28} {:>14.1} {:>10.1} {:>8} {:>9}\n",
+                    g.rank,
+                    truncate(&g.genre, 28),
+                    g.watch_seconds,
+                    g.watch_seconds / 3600.0,
+                    g.reach,
+                    g.channels
+                ));
+            }
+            if genres.is_empty() {
                 out.push_str("  (no viewing on that day)\n");
             }
             out

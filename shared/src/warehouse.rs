@@ -31,6 +31,8 @@ pub const ANALYTICS_PENDING_SQL: &str = include_str!("../../infra/sql/analytics_
 pub const TOP_CHANNELS_SQL: &str = include_str!("../../infra/sql/reports/top_channels.sql");
 /// Average viewing per user per day.
 pub const USER_AVERAGE_SQL: &str = include_str!("../../infra/sql/reports/user_average.sql");
+/// Genres ranked by watch time on a day.
+pub const TOP_GENRES_SQL: &str = include_str!("../../infra/sql/reports/top_genres.sql");
 /// Viewing per audience segment (a demographic attribute) per day.
 pub const AUDIENCE_SQL: &str = include_str!("../../infra/sql/reports/audience.sql");
 /// Per-user features over a range of days, for models.
@@ -300,6 +302,11 @@ fn day_range<'a>(from: Option<&'a str>, to: Option<&'a str>) -> Result<(&'a str,
     Ok((from, to))
 }
 
+/// The top-genres query for `date` (validated, so it is safe to inline).
+pub fn top_genres_sql(date: &str, limit: u32) -> Result<String, ReportParamError> {
+    Ok(TOP_GENRES_SQL.replace("{date}", checked_day(date)?).replace("{limit}", &limit.to_string()))
+}
+
 /// The user-average query over `[from, to]`, open ends meaning all days.
 pub fn user_average_sql(from: Option<&str>, to: Option<&str>) -> Result<String, ReportParamError> {
     let (from, to) = day_range(from, to)?;
@@ -371,6 +378,39 @@ pub fn top_channels(
             channel_name: result.text(i, "channel_name")?.unwrap_or_default(),
             watch_seconds: result.float(i, "watch_seconds")?,
             reach: result.int(i, "reach")? as u64,
+        });
+    }
+    Ok(ranks)
+}
+
+/// One row of the top-genres report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenreRank {
+    pub rank: u32,
+    /// The channels' genre, or `Unknown` for channels without one.
+    pub genre: String,
+    pub watch_seconds: f64,
+    /// Distinct users who watched any channel of the genre that day.
+    pub reach: u64,
+    /// Channels of the genre watched that day.
+    pub channels: u64,
+}
+
+/// Runs the top-genres report.
+pub fn top_genres(
+    wh: &mut dyn Warehouse,
+    date: &str,
+    limit: u32,
+) -> Result<Vec<GenreRank>, Box<dyn std::error::Error + Send + Sync>> {
+    let result = wh.query(&top_genres_sql(date, limit)?)?;
+    let mut ranks = Vec::with_capacity(result.rows.len());
+    for i in 0..result.rows.len() {
+        ranks.push(GenreRank {
+            rank: i as u32 + 1,
+            genre: result.text(i, "genre")?.unwrap_or_default(),
+            watch_seconds: result.float(i, "watch_seconds")?,
+            reach: result.int(i, "reach")? as u64,
+            channels: result.int(i, "channels")? as u64,
         });
     }
     Ok(ranks)
@@ -462,6 +502,7 @@ mod tests {
             ("load_channels.sql", LOAD_CHANNELS_SQL.replace("{load_id}", "7")),
             ("load_demographics.sql", LOAD_DEMOGRAPHICS_SQL.replace("{load_id}", "7")),
             ("top_channels.sql", top_channels_sql("2024-01-01", 10).unwrap()),
+            ("top_genres.sql", top_genres_sql("2024-01-01", 10).unwrap()),
             ("user_average.sql", user_average_sql(None, Some("2024-01-07")).unwrap()),
             ("audience.sql by age_band", audience_sql(Demographic::AgeBand, Some("2024-01-01"), None).unwrap()),
             ("audience.sql by region", audience_sql(Demographic::Region, None, None).unwrap()),
@@ -556,6 +597,7 @@ mod tests {
         assert!(user_average_sql(Some("2024-01-02"), Some("2024-01-02")).is_ok(), "one day is a range");
         assert!(user_average_sql(Some("9999-12-31"), None).is_ok());
         assert!(top_channels_sql("2024-02-29", 3).unwrap().contains("'2024-02-29'"));
+        assert!(top_genres_sql("2024-02-30", 3).is_err());
         assert!(audience_sql(Demographic::Gender, Some("2024-01-03"), Some("2024-01-02")).is_err());
         assert!(audience_sql(Demographic::Gender, Some("2024-01-02'--"), None).is_err());
         for by in Demographic::ALL {

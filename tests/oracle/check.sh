@@ -54,6 +54,7 @@ EOF
     for day in $days; do
         "$TVETL" report --lake "$lake" top-channels --date "$day" --format json > "$d/top-$day.json" 2>> "$d/top.err"
         "$TVETL" report --lake "$lake" top-channels --date "$day" --limit 100000 --format json > "$d/topall-$day.json" 2>> "$d/top.err"
+        "$TVETL" report --lake "$lake" top-genres --date "$day" --limit 100000 --format json > "$d/genres-$day.json" 2>> "$d/top.err"
     done
 }
 

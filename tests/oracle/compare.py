@@ -187,6 +187,26 @@ def tvetl(a):
                     if not close(gseg.get(f), wseg[f]):
                         bad(lab, "%s %s tvetl=%r oracle=%r" % (where, f, gseg.get(f), wseg[f]))
     for ds in sorted(set(gd) | set(wd)):
+        lab = "%s top-genres %s" % (lab0, ds)
+        want = o["top_genres"].get(ds, [])
+        try:
+            got = json.load(open(os.path.join(a.dir, "genres-%s.json" % ds)))
+        except Exception as e:
+            bad(lab, "unreadable: %s" % e)
+            continue
+        if got.get("date") != ds:
+            bad(lab, "date field %r" % got.get("date"))
+        gl = got.get("genres", [])
+        if [g.get("genre") for g in gl] != [w["genre"] for w in want]:
+            bad(lab, "genres tvetl=%s oracle=%s" % ([g.get("genre") for g in gl], [w["genre"] for w in want]))
+            continue
+        for g, w in zip(gl, want):
+            for f in ["rank", "reach", "channels"]:
+                if g.get(f) != w[f]:
+                    bad(lab, "%s %s tvetl=%r oracle=%r" % (w["genre"], f, g.get(f), w[f]))
+            if not close(g.get("watch_seconds"), w["watch_seconds"]):
+                bad(lab, "%s watch_seconds tvetl=%r oracle=%r" % (w["genre"], g.get("watch_seconds"), w["watch_seconds"]))
+    for ds in sorted(set(gd) | set(wd)):
         want = o["top_channels"].get(ds, [])
         for kind, wl in [("top", want[:10]), ("topall", want)]:
             p = os.path.join(a.dir, "%s-%s.json" % (kind, ds))

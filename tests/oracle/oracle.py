@@ -243,7 +243,7 @@ def list_objects(root):
 def run_oracle(inputs):
     seen_objects = set()           # (key, sha256): an object already ingested changes nothing
     deliveries = []                # (run, key bytes, record_no, session)
-    channel_rows = []              # (run, key bytes, record_no, id, name)
+    channel_rows = []              # (run, key bytes, record_no, id, name, genre or None)
     user_rows = []                 # (run, key bytes, record_no, id, {attribute: value or None})
     runs = []
     records = []                   # final run's per-record fates
@@ -272,7 +272,9 @@ def run_oracle(inputs):
                         continue
                     cid, name = obj.get("channel_id"), obj.get("channel_name")
                     if present(cid) and present(name):
-                        channel_rows.append((run_i, key.encode(), n, as_text(cid), as_text(name)))
+                        genre = obj.get("genre")
+                        channel_rows.append((run_i, key.encode(), n, as_text(cid), as_text(name),
+                                             as_text(genre) if present(genre) else None))
                 continue
             if src == "demographics":
                 if not fresh:
@@ -314,10 +316,11 @@ def run_oracle(inputs):
     final = {}
     for d in deliveries:
         final[d[3][0]] = d[3]
-    channel_rows.sort()
-    names = {}
+    channel_rows.sort(key=lambda r: r[:3])
+    names, genres = {}, {}
     for r in channel_rows:
         names[r[3]] = r[4]
+        genres[r[3]] = r[5]
 
     user_rows.sort(key=lambda r: r[:3])
     demographics = {}
@@ -329,6 +332,7 @@ def run_oracle(inputs):
     day_total = {}   # day -> us
     day_users = {}   # day -> set
     user_day = {}    # (day, user) -> us
+    genre_day = {}   # (day, genre) -> [us, users, channels]
     for eid, user, chan, s, e in final.values():
         cur = s
         while cur < e:
@@ -341,6 +345,11 @@ def run_oracle(inputs):
                 reach.setdefault((ds, chan), set()).add(user)
                 day_total[ds] = day_total.get(ds, 0) + part
                 day_users.setdefault(ds, set()).add(user)
+                genre = genres.get(chan) or "Unknown"
+                g = genre_day.setdefault((ds, genre), [0, set(), set()])
+                g[0] += part
+                g[1].add(user)
+                g[2].add(chan)
                 user_day[(ds, user)] = user_day.get((ds, user), 0) + part
             cur = seg_end
     top = {}
@@ -355,6 +364,14 @@ def run_oracle(inputs):
     avg = [{"date": ds, "active_users": len(day_users[ds]),
             "avg_watch_seconds_per_user": day_total[ds] / US / len(day_users[ds])}
            for ds in sorted(day_total)]
+    # top genres: per day, by watch time, ties by genre byte-wise
+    genres_out = {}
+    for (ds, genre), (us, users, chans) in genre_day.items():
+        genres_out.setdefault(ds, []).append((genre, us, len(users), len(chans)))
+    for ds, lst in genres_out.items():
+        lst.sort(key=lambda g: (-g[1], g[0].encode("utf-8")))
+        genres_out[ds] = [{"rank": i, "genre": g, "watch_seconds": us / US, "reach": r, "channels": c}
+                          for i, (g, us, r, c) in enumerate(lst, 1)]
     # audience: per attribute, day and segment (the attribute's value, or
     # Unknown for a user with no record or no value), active users and watch time
     audience = {}
@@ -372,6 +389,7 @@ def run_oracle(inputs):
                                             "avg_watch_seconds_per_user": us / US / n})
         audience[attr] = {"by": attr, "days": [{"date": ds, "segments": segs} for ds, segs in sorted(days.items())]}
     return {"runs": runs, "top_channels": top_out, "user_average": {"days": avg}, "audience": audience,
+            "top_genres": dict(sorted(genres_out.items())),
             "records": records, "channel_names": names, "sessions": sorted(map(list, final.values()))}
 
 

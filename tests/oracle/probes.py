@@ -357,6 +357,8 @@ def run_probe(work, name, strict, note, runs):
            os.path.join(d, "top-%s.json" % ds))
         sh([TVETL, "report", "--lake", lake, "top-channels", "--date", ds, "--limit", "100000", "--format", "json"],
            os.path.join(d, "topall-%s.json" % ds))
+        sh([TVETL, "report", "--lake", lake, "top-genres", "--date", ds, "--limit", "100000", "--format", "json"],
+           os.path.join(d, "genres-%s.json" % ds))
     try:
         lines += summarize(d)
     except Exception as e:
