@@ -15,10 +15,12 @@ tvetl="$CARGO_TARGET_DIR/debug/tvetl"
 echo
 "$tvetl" report --lake "$out/lake" top-channels --date 2024-01-01 --limit 10 --chart "$out/top-channels-2024-01-01.png"
 echo
+"$tvetl" report --lake "$out/lake" top-genres --date 2024-01-01 --chart "$out/top-genres-2024-01-01.png"
+echo
 "$tvetl" report --lake "$out/lake" user-average --from 2024-01-01 --to 2024-01-07 --chart "$out/user-average.png"
 echo
 "$tvetl" report --lake "$out/lake" audience --by age_band --from 2024-01-01 --to 2024-01-07 --chart "$out/audience-age-band.png"
 echo
-echo "charts: $out/top-channels-2024-01-01.png $out/user-average.png $out/audience-age-band.png"
+echo "charts: $out/top-channels-2024-01-01.png $out/top-genres-2024-01-01.png $out/user-average.png $out/audience-age-band.png"
 echo "lake:   $out/lake/staging (Parquet), $out/lake/quarantine (rejected rows), $out/lake/_catalog/catalog.json"
 echo "rejected rows, per file and reason: $tvetl report --lake $out/lake quarantine"
