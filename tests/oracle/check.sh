@@ -35,6 +35,8 @@ reports() {
     local d=$1 lake=$2
     "$TVETL" report --lake "$lake" user-average --format json > "$d/avg.json" 2> "$d/avg.err" ||
         echo "tvetl report user-average failed: $(tail -c 300 "$d/avg.err")"
+    "$TVETL" export --lake "$lake" user-features --out "$d/features.csv" 2> "$d/features.err" ||
+        echo "tvetl export user-features failed: $(tail -c 300 "$d/features.err")"
     for by in age_band gender region; do
         "$TVETL" report --lake "$lake" audience --by "$by" --format json > "$d/aud-$by.json" 2> "$d/aud.err" ||
             echo "tvetl report audience --by $by failed: $(tail -c 300 "$d/aud.err")"

@@ -10,6 +10,7 @@
 Prints one line per mismatch; exit status 1 if any.
 """
 import argparse
+import csv
 import glob
 import json
 import os
@@ -186,6 +187,34 @@ def tvetl(a):
                 for f in ["watch_seconds", "avg_watch_seconds_per_user"]:
                     if not close(gseg.get(f), wseg[f]):
                         bad(lab, "%s %s tvetl=%r oracle=%r" % (where, f, gseg.get(f), wseg[f]))
+    lab = lab0 + " export user-features"
+    try:
+        with open(os.path.join(a.dir, "features.csv"), newline="", encoding="utf-8") as fh:
+            rows = {r["user_id"]: r for r in csv.DictReader(fh)}
+    except Exception as e:
+        bad(lab, "unreadable: %s" % e)
+        rows = {}
+    want_features = o["user_features"]
+    if set(rows) != set(want_features):
+        bad(lab, "users tvetl-only %s, oracle-only %s" % (sorted(set(rows) - set(want_features))[:5],
+                                                        sorted(set(want_features) - set(rows))[:5]))
+    n = 0
+    for user in sorted(set(rows) & set(want_features)):
+        g, w = rows[user], want_features[user]
+        for f, v in w.items():
+            got = g.get(f)
+            if isinstance(v, float):
+                ok = close(float(got), v) if got not in (None, "") else False
+            elif isinstance(v, int):
+                ok = got == str(v)
+            else:
+                ok = got == ("" if v is None else v)
+            if not ok:
+                n += 1
+                if n <= 10:
+                    bad(lab, "%s %s tvetl=%r oracle=%r" % (user, f, got, v))
+    if n > 10:
+        bad(lab, "... %d differences in all" % n)
     for ds in sorted(set(gd) | set(wd)):
         lab = "%s top-genres %s" % (lab0, ds)
         want = o["top_genres"].get(ds, [])

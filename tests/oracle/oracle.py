@@ -106,6 +106,19 @@ def parse_duration(v):
     return n
 
 
+PLATFORMS = ["stb", "smart_tv", "mobile", "web"]
+
+
+def platform_of(v):
+    """The stored platform: None when absent or blank, else one of PLATFORMS or 'other'."""
+    if not present(v):
+        return None
+    t = as_text(v).strip()
+    if t == "":
+        return None
+    return t.lower() if t.lower() in PLATFORMS else "other"
+
+
 def present(v):
     return v is not None and v != ""
 
@@ -301,7 +314,7 @@ def run_oracle(inputs):
                     counts["quarantined"][code] += 1
                 else:
                     counts["rows_accepted"] += 1
-                    run_deliveries.append((run_i, key.encode(), n, sess, fresh))
+                    run_deliveries.append((run_i, key.encode(), n, sess, fresh, platform_of(obj.get("platform"))))
                 recs.append({"key": key, "record_no": n, "code": code, "why": why,
                              "session": list(sess) if sess else None})
         # within the run: later key byte-wise, then later record
@@ -314,8 +327,10 @@ def run_oracle(inputs):
         records = recs
     deliveries.sort(key=lambda d: (d[0], d[1], d[2]))
     final = {}
+    platform = {}    # event_id -> the final delivery's platform (or None)
     for d in deliveries:
         final[d[3][0]] = d[3]
+        platform[d[3][0]] = d[5]
     channel_rows.sort(key=lambda r: r[:3])
     names, genres = {}, {}
     for r in channel_rows:
@@ -332,6 +347,7 @@ def run_oracle(inputs):
     day_total = {}   # day -> us
     day_users = {}   # day -> set
     user_day = {}    # (day, user) -> us
+    user_day_channels = {}   # (day, user) -> channels with watch time
     genre_day = {}   # (day, genre) -> [us, users, channels]
     for eid, user, chan, s, e in final.values():
         cur = s
@@ -351,6 +367,7 @@ def run_oracle(inputs):
                 g[1].add(user)
                 g[2].add(chan)
                 user_day[(ds, user)] = user_day.get((ds, user), 0) + part
+                user_day_channels.setdefault((ds, user), set()).add(chan)
             cur = seg_end
     top = {}
     for (ds, chan), us in watch.items():
@@ -364,6 +381,37 @@ def run_oracle(inputs):
     avg = [{"date": ds, "active_users": len(day_users[ds]),
             "avg_watch_seconds_per_user": day_total[ds] / US / len(day_users[ds])}
            for ds in sorted(day_total)]
+    # user features over every day: day-split activity, and the sessions
+    # (all of which start in "every day") with their top channel and platform
+    features = {}
+    for (ds, user), us in user_day.items():
+        f = features.setdefault(user, {"active_days": 0, "watch_us": 0, "channel_days": 0, "days": [],
+                                       "sessions_started": 0, "by_channel": {}, "by_platform": {}})
+        f["active_days"] += 1
+        f["watch_us"] += us
+        f["channel_days"] += len(user_day_channels[(ds, user)])
+        f["days"].append(ds)
+    for eid, user, chan, s, e in final.values():
+        f = features.get(user)
+        if f is None:       # not possible: every session has watch time
+            continue
+        f["sessions_started"] += 1
+        f["by_channel"][chan] = f["by_channel"].get(chan, 0) + (e - s)
+        if platform[eid] is not None:
+            f["by_platform"][platform[eid]] = f["by_platform"].get(platform[eid], 0) + (e - s)
+    def top(seconds):
+        return min(seconds.items(), key=lambda kv: (-kv[1], kv[0].encode("utf-8")))[0] if seconds else None
+    user_features = {}
+    for user, f in features.items():
+        demo = demographics.get(user, {})
+        user_features[user] = {
+            "active_days": f["active_days"], "watch_seconds": f["watch_us"] / US,
+            "avg_watch_seconds_per_active_day": f["watch_us"] / US / f["active_days"],
+            "avg_channels_per_active_day": f["channel_days"] / f["active_days"],
+            "first_view_date": min(f["days"]), "last_view_date": max(f["days"]),
+            "sessions_started": f["sessions_started"], "top_channel_id": top(f["by_channel"]),
+            "top_platform": top(f["by_platform"]),
+            "age_band": demo.get("age_band"), "gender": demo.get("gender"), "region": demo.get("region")}
     # top genres: per day, by watch time, ties by genre byte-wise
     genres_out = {}
     for (ds, genre), (us, users, chans) in genre_day.items():
@@ -389,7 +437,7 @@ def run_oracle(inputs):
                                             "avg_watch_seconds_per_user": us / US / n})
         audience[attr] = {"by": attr, "days": [{"date": ds, "segments": segs} for ds, segs in sorted(days.items())]}
     return {"runs": runs, "top_channels": top_out, "user_average": {"days": avg}, "audience": audience,
-            "top_genres": dict(sorted(genres_out.items())),
+            "top_genres": dict(sorted(genres_out.items())), "user_features": user_features,
             "records": records, "channel_names": names, "sessions": sorted(map(list, final.values()))}
 
 

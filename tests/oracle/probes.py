@@ -339,6 +339,8 @@ def run_probe(work, name, strict, note, runs):
                  for f in j.get("files", []) if f["key"].startswith("viewership/") or f["status"] != "loaded"]))
     lake = os.path.join(d, "lake")
     sh([TVETL, "report", "--lake", lake, "user-average", "--format", "json"], os.path.join(d, "avg.json"))
+    sh([TVETL, "export", "--lake", lake, "user-features", "--out", os.path.join(d, "features.csv")],
+       os.path.join(d, "features.out"))
     for by in oracle.DEMOGRAPHICS:
         sh([TVETL, "report", "--lake", lake, "audience", "--by", by, "--format", "json"],
            os.path.join(d, "aud-%s.json" % by))
