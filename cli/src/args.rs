@@ -88,15 +88,7 @@ pub(crate) enum ReportCommand {
     /// Genres ranked by watch time on one UTC day, with their reach (ties by genre).
     TopGenres(RankedDay),
     /// Average watch time per active user, per UTC day.
-    UserAverage {
-        #[command(flatten)]
-        days: DayRange,
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
-        /// Also draw a line chart (.png or .svg).
-        #[arg(long)]
-        chart: Option<PathBuf>,
-    },
+    UserAverage(DailyReport),
     /// What the quarantine holds: records per object and reason code, unreadable files, and the first records.
     Quarantine {
         /// Only this source's quarantine.
@@ -117,12 +109,7 @@ pub(crate) enum ReportCommand {
         #[arg(long, value_enum, default_value = "age_band")]
         by: AudienceBy,
         #[command(flatten)]
-        days: DayRange,
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
-        /// Also draw a line chart per segment (.png or .svg).
-        #[arg(long)]
-        chart: Option<PathBuf>,
+        report: DailyReport,
     },
 }
 
@@ -150,6 +137,19 @@ pub(crate) struct RankedDay {
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: OutputFormat,
     /// Also draw a ranked bar chart (.png or .svg).
+    #[arg(long)]
+    pub(crate) chart: Option<PathBuf>,
+}
+
+/// A report per day over a range of days: what `user-average` and
+/// `audience` take.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DailyReport {
+    #[command(flatten)]
+    pub(crate) days: DayRange,
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
+    /// Also draw a line chart, a line per segment for `audience` (.png or .svg).
     #[arg(long)]
     pub(crate) chart: Option<PathBuf>,
 }

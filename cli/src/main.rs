@@ -22,7 +22,7 @@ use clap::Parser;
 use tvetl_core::ingest::IngestOptions;
 use tvetl_core::warehouse::{Demographic, audience, top_channels, top_genres, user_average};
 
-use crate::args::{Cli, Command, ExportCommand, RankedDay, ReportCommand, RunFormat};
+use crate::args::{Cli, Command, DailyReport, ExportCommand, RankedDay, ReportCommand, RunFormat};
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
 
 fn available_cores() -> usize {
@@ -120,7 +120,7 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
                     .with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        ReportCommand::UserAverage { days: range, format, chart } => {
+        ReportCommand::UserAverage(DailyReport { days: range, format, chart }) => {
             let days = user_average(&mut open_warehouse(lake)?, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
             print!("{}", with_newline(report::render_user_average(&days, format)));
@@ -128,7 +128,7 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
                 chart::user_average_chart(&path, &days).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        ReportCommand::Audience { by, days: range, format, chart } => {
+        ReportCommand::Audience { by, report: DailyReport { days: range, format, chart } } => {
             let by = Demographic::from(by);
             let days = audience(&mut open_warehouse(lake)?, by, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;

@@ -24,6 +24,16 @@ def bad(label, msg):
     problems.append("%s: %s" % (label, msg))
 
 
+def load_json(d, name, lab):
+    """The JSON tvetl wrote to d/name, or None (and a mismatch) when it is not there."""
+    try:
+        with open(os.path.join(d, name), encoding="utf-8") as fh:
+            return json.load(fh)
+    except Exception as e:
+        bad(lab, "unreadable: %s" % e)
+        return None
+
+
 def close(a, b, rel=1e-6):
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
         return False
@@ -162,10 +172,8 @@ def tvetl(a):
         bad(lab0 + " user-average", "days not in date order")
     for by, want in sorted(o["audience"].items()):
         lab = lab0 + " audience --by " + by
-        try:
-            got = json.load(open(os.path.join(a.dir, "aud-%s.json" % by)))
-        except Exception as e:
-            bad(lab, "unreadable: %s" % e)
+        got = load_json(a.dir, "aud-%s.json" % by, lab)
+        if got is None:
             continue
         if got.get("by") != by:
             bad(lab, "by field %r" % got.get("by"))
@@ -218,10 +226,8 @@ def tvetl(a):
     for ds in sorted(set(gd) | set(wd)):
         lab = "%s top-genres %s" % (lab0, ds)
         want = o["top_genres"].get(ds, [])
-        try:
-            got = json.load(open(os.path.join(a.dir, "genres-%s.json" % ds)))
-        except Exception as e:
-            bad(lab, "unreadable: %s" % e)
+        got = load_json(a.dir, "genres-%s.json" % ds, lab)
+        if got is None:
             continue
         if got.get("date") != ds:
             bad(lab, "date field %r" % got.get("date"))
