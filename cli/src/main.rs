@@ -15,6 +15,7 @@ mod run;
 mod warehouse;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -106,36 +107,25 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
     match report {
         ReportCommand::TopChannels(RankedDay { date, limit, format, chart }) => {
             let channels = top_channels(&mut open_warehouse(lake)?, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
-            print!("{}", with_newline(report::render_top_channels(&date, &channels, format)));
-            if let Some(path) = chart {
-                chart::top_channels_chart(&path, &date, &channels)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            let rendered = report::render_top_channels(&date, &channels, format);
+            emit(rendered, chart, |path| chart::top_channels_chart(path, &date, &channels))
         }
         ReportCommand::TopGenres(RankedDay { date, limit, format, chart }) => {
             let genres = top_genres(&mut open_warehouse(lake)?, &date, limit).map_err(|e| anyhow::anyhow!(e))?;
-            print!("{}", with_newline(report::render_top_genres(&date, &genres, format)));
-            if let Some(path) = chart {
-                chart::top_genres_chart(&path, &date, &genres)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            emit(report::render_top_genres(&date, &genres, format), chart, |path| {
+                chart::top_genres_chart(path, &date, &genres)
+            })
         }
         ReportCommand::UserAverage(DailyReport { days: range, format, chart }) => {
             let days = user_average(&mut open_warehouse(lake)?, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            print!("{}", with_newline(report::render_user_average(&days, format)));
-            if let Some(path) = chart {
-                chart::user_average_chart(&path, &days).with_context(|| format!("writing {}", path.display()))?;
-            }
+            emit(report::render_user_average(&days, format), chart, |path| chart::user_average_chart(path, &days))
         }
         ReportCommand::Audience { by, report: DailyReport { days: range, format, chart } } => {
             let by = Demographic::from(by);
             let days = audience(&mut open_warehouse(lake)?, by, range.from.as_deref(), range.to.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            print!("{}", with_newline(report::render_audience(by, &days, format)));
-            if let Some(path) = chart {
-                chart::audience_chart(&path, by, &days).with_context(|| format!("writing {}", path.display()))?;
-            }
+            emit(report::render_audience(by, &days, format), chart, |path| chart::audience_chart(path, by, &days))
         }
         // The quarantine is read from the lake's files: rejected records
         // never reach the warehouse.
@@ -150,7 +140,20 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
                 quarantine::QuarantineFilter { source: source.map(Into::into), reason: reason.map(Into::into), limit };
             let report = quarantine::read_quarantine(lake, &filter)?;
             print!("{}", with_newline(quarantine::render_quarantine(&report, format)));
+            Ok(())
         }
+    }
+}
+
+/// Prints a rendered report and, when one was asked for, draws its chart.
+fn emit(
+    rendered: String,
+    chart: Option<PathBuf>,
+    draw: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    print!("{}", with_newline(rendered));
+    if let Some(path) = chart {
+        draw(&path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
