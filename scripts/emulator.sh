@@ -14,6 +14,10 @@ venv="${TVETL_VENV:-$HOME/.cache/tvetl-venv}"
 run_dir="${TVETL_RUN_DIR:-$HOME/.cache/tvetl-run}"
 port="${EMULATOR_PORT:-4566}"
 pid_file="$run_dir/ministack-$port.pid"
+# ministack's temporary files: it unpacks each Lambda's code (about 90 MB)
+# under the temp dir and never removes it; 24 GB had piled up on this
+# machine. So it gets a temp dir of its own, which `stop` removes.
+emulator_tmp="$run_dir/ministack-$port.tmp"
 endpoint="http://127.0.0.1:$port"
 
 install() {
@@ -56,7 +60,9 @@ start() {
     echo "$endpoint"
     return
   fi
-  BIND_HOST=127.0.0.1 GATEWAY_PORT="$port" MINISTACK_HOST=127.0.0.1 LOG_LEVEL=WARNING \
+  rm -rf "$emulator_tmp"
+  mkdir -p "$emulator_tmp"
+  TMPDIR="$emulator_tmp" BIND_HOST=127.0.0.1 GATEWAY_PORT="$port" MINISTACK_HOST=127.0.0.1 LOG_LEVEL=WARNING \
     setsid "$venv/bin/ministack" >"$run_dir/ministack-$port.log" 2>&1 < /dev/null &
   echo $! >"$pid_file"
   if ! wait_up "$endpoint/_ministack/health" "$pid_file" "$run_dir/ministack-$port.log"; then
@@ -87,6 +93,7 @@ stop_group() {
 stop() {
   # The whole process group: ministack and every Lambda runtime it started.
   stop_group "$pid_file"
+  rm -rf "$emulator_tmp"
 }
 
 standin_port="${STANDIN_PORT:-4577}"
