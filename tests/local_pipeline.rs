@@ -1005,8 +1005,88 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
 }
 
 #[test]
+fn sql_queries_read_the_warehouse_and_cannot_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,end_time,duration_seconds\n\
+          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00.5Z,\n\
+          e2,u2,c2,2024-01-01 10:00:00,,1800\n\
+          e3,u2,c1,1704103200000,,600\n",
+    );
+    write(&input, "channels/c.csv", b"channel_id,channel_name\nc1,\"One, the first\"\nc2,Two\n");
+    run(&input, &lake);
+    let sql = |format: &str, query: &str| tvetl(&["sql", "--lake", path(&lake), "--format", format, query]);
+
+    // The analytics table is what the report ranks.
+    let rows: Value = serde_json::from_str(&sql(
+        "json",
+        "SELECT channel_id, watch_seconds, reach FROM analytics.daily_channel_viewing \
+         WHERE view_date = DATE '2024-01-01' ORDER BY watch_seconds DESC, channel_id",
+    ))
+    .unwrap();
+    assert_eq!(rows["columns"], serde_json::json!(["channel_id", "watch_seconds", "reach"]));
+    let from_report: Vec<Value> = ranking(&top_channels(&lake, "2024-01-01"))
+        .into_iter()
+        .map(|(id, _, watch, reach)| serde_json::json!([id, watch, reach]))
+        .collect();
+    assert_eq!(rows["rows"], Value::from(from_report));
+    assert_eq!(rows["rows"][0], serde_json::json!(["c1", 4200.0, 2]));
+
+    // Timestamps and dates in DuckDB's text form, a fraction only where
+    // there is one; a name with a comma quoted.
+    assert_eq!(
+        sql(
+            "csv",
+            "SELECT s.event_id, s.start_time, s.end_time, s.event_date, s.session_seconds, c.channel_name \
+             FROM core.viewing_sessions s JOIN core.channels c USING (channel_id) ORDER BY event_id",
+        ),
+        "event_id,start_time,end_time,event_date,session_seconds,channel_name\n\
+         e1,2024-01-01 23:00:00,2024-01-02 01:00:00.5,2024-01-01,7200.5,\"One, the first\"\n\
+         e2,2024-01-01 10:00:00,2024-01-01 10:30:00,2024-01-01,1800,Two\n\
+         e3,2024-01-01 10:00:00,2024-01-01 10:10:00,2024-01-01,600,\"One, the first\"\n"
+    );
+    let table = sql("table", "SELECT table_name, rows_merged FROM core.load_audit ORDER BY load_id");
+    assert_eq!(
+        table,
+        "table_name        rows_merged\n\
+         ----------------  -----------\n\
+         channels                    2\n\
+         viewing_sessions            3\n\
+         (2 rows)\n"
+    );
+
+    // The query can come on standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["sql", "--lake", path(&lake), "--format", "csv", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"SELECT COUNT(*) AS sessions\nFROM core.viewing_sessions\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "sessions\n3\n");
+
+    // A write is refused, and nothing changes: the file is opened read-only.
+    let before = warehouse_rows(&lake);
+    for write in ["DELETE FROM core.viewing_sessions", "CREATE TABLE core.x AS SELECT 1 AS n"] {
+        let stderr = tvetl_fails(&["sql", "--lake", path(&lake), write]);
+        assert!(stderr.contains("only reads") && stderr.contains(write), "{stderr}");
+    }
+    assert_eq!(warehouse_rows(&lake), before);
+    let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "SELECT nope FROM core.viewing_sessions"]);
+    assert!(stderr.contains("nope") && !stderr.contains("only reads"), "{stderr}");
+}
+
+#[test]
 fn bad_arguments_get_clear_errors() {
     let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"]);
+    assert!(stderr.contains("no warehouse"));
+    let stderr = tvetl_fails(&["sql", "--lake", "/nonexistent-lake", "SELECT 1"]);
     assert!(stderr.contains("no warehouse"));
     let stderr = tvetl_fails(&["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"]);
     assert!(stderr.contains("does not exist"));

@@ -73,6 +73,17 @@ pub(crate) enum Command {
         #[command(subcommand)]
         report: ReportCommand,
     },
+    /// Run one read-only SQL query on the warehouse (its staging, core and analytics schemas).
+    Sql {
+        /// The lake folder given to `run`.
+        #[arg(long)]
+        lake: PathBuf,
+        /// The query, in DuckDB's SQL; `-` reads it from standard input.
+        query: String,
+        /// JSON is one object: {"columns": [...], "rows": [[...], ...]}.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

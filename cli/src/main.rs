@@ -12,6 +12,7 @@ mod generate;
 mod quarantine;
 mod report;
 mod run;
+mod sql;
 mod warehouse;
 
 use std::io::IsTerminal;
@@ -30,7 +31,8 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
+/// The lake's warehouse file, which `run` must have made.
+fn existing_warehouse(lake: &std::path::Path) -> anyhow::Result<PathBuf> {
     let path = run::warehouse_path(lake);
     anyhow::ensure!(
         path.exists(),
@@ -38,7 +40,11 @@ fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
         path.display(),
         lake.display()
     );
-    Ok(DuckDbWarehouse::open(&path, &EngineLimits::default())?)
+    Ok(path)
+}
+
+fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
+    Ok(DuckDbWarehouse::open(&existing_warehouse(lake)?, &EngineLimits::default())?)
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Report { lake, report } => {
             run_report(&lake, report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { lake, query, format } => {
+            print!("{}", with_newline(sql::run_sql(&existing_warehouse(&lake)?, &query, format)?));
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { lake, export: ExportCommand::UserFeatures { days, out } } => {

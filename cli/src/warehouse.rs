@@ -89,6 +89,34 @@ impl DuckDbWarehouse {
         Ok(warehouse)
     }
 
+    /// Opens the database at `path` read-only, for ad-hoc queries
+    /// (`tvetl sql`): no schema is applied, and a statement that would write
+    /// fails. Queries run as written ([`DuckDbWarehouse::query_as_written`]),
+    /// so the persistent `staging` tables are the ones read (empty between
+    /// loads).
+    pub fn open_read_only(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
+        let unavailable = |e: duckdb::Error| WarehouseError::Unavailable {
+            message: format!("{}: {e}", path.display()),
+            retryable: false,
+        };
+        let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(unavailable)?;
+        let conn = Connection::open_with_flags(path, config).map_err(unavailable)?;
+        let settings = format!(
+            "SET memory_limit = '{}'; SET threads = {}; SET temp_directory = '{}';",
+            limits.memory_limit,
+            limits.threads.max(1),
+            path.with_extension("spill").display()
+        );
+        conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
+        Ok(DuckDbWarehouse { conn })
+    }
+
+    /// Runs one query exactly as written: no staging table is swapped for
+    /// its session-local stand-in.
+    pub fn query_as_written(&mut self, sql: &str) -> Result<ResultSet, WarehouseError> {
+        run_query(&self.conn, 0, sql)
+    }
+
     /// The statement that fills a staging table from staging Parquet files.
     pub fn copy_statement(source: Source, files: &[&Path]) -> String {
         let list: Vec<String> =
@@ -195,40 +223,111 @@ fn replace_table(sql: &str, table: &str, with: &str) -> String {
     out
 }
 
+/// A DuckDB value as JSON: numbers as numbers, dates and timestamps in
+/// DuckDB's own text form, lists and structs as arrays and objects.
 fn json_value(v: ValueRef<'_>) -> Value {
+    json_of(v.to_owned())
+}
+
+fn json_of(v: duckdb::types::Value) -> Value {
+    use duckdb::types::Value as Db;
     match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Boolean(b) => Value::Bool(b),
-        ValueRef::TinyInt(i) => i.into(),
-        ValueRef::SmallInt(i) => i.into(),
-        ValueRef::Int(i) => i.into(),
-        ValueRef::BigInt(i) => i.into(),
-        ValueRef::HugeInt(i) => i64::try_from(i).map(Value::from).unwrap_or_else(|_| Value::String(i.to_string())),
-        ValueRef::UTinyInt(i) => i.into(),
-        ValueRef::USmallInt(i) => i.into(),
-        ValueRef::UInt(i) => i.into(),
-        ValueRef::UBigInt(i) => i.into(),
-        ValueRef::Float(f) => f64::from(f).into(),
-        ValueRef::Double(f) => f.into(),
-        ValueRef::Decimal(d) => d.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null),
-        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Date32(days) => Value::String(tvetl_core::timestamp::format_day(days)),
+        Db::Null => Value::Null,
+        Db::Boolean(b) => Value::Bool(b),
+        Db::TinyInt(i) => i.into(),
+        Db::SmallInt(i) => i.into(),
+        Db::Int(i) => i.into(),
+        Db::BigInt(i) => i.into(),
+        Db::HugeInt(i) => i64::try_from(i).map_or_else(|_| Value::String(i.to_string()), Value::from),
+        Db::UHugeInt(i) => u64::try_from(i).map_or_else(|_| Value::String(i.to_string()), Value::from),
+        Db::UTinyInt(i) => i.into(),
+        Db::USmallInt(i) => i.into(),
+        Db::UInt(i) => i.into(),
+        Db::UBigInt(i) => i.into(),
+        Db::Float(f) => f64::from(f).into(),
+        Db::Double(f) => f.into(),
+        Db::Decimal(d) => d.to_string().parse::<f64>().map_or(Value::Null, Value::from),
+        Db::Text(t) | Db::Enum(t) => Value::String(t),
+        Db::Blob(b) | Db::Geometry(b) => Value::String(b.iter().map(|byte| format!("\\x{byte:02X}")).collect()),
+        Db::Date32(days) => Value::String(
+            chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
+                .map_or_else(|| format!("date {days}"), |t| t.format("%Y-%m-%d").to_string()),
+        ),
+        // A fraction only where there is one, as DuckDB prints them.
+        Db::Timestamp(unit, value) => {
+            let micros = unit.to_micros(value);
+            Value::String(chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+                || format!("timestamp {value} {unit:?}"),
+                |t| format!("{}{}", t.format("%Y-%m-%d %H:%M:%S"), fraction(micros.rem_euclid(1_000_000) as u64)),
+            ))
+        }
+        Db::Time64(unit, value) => Value::String(clock(unit.to_micros(value))),
+        Db::Interval { months, days, nanos } => Value::String(interval(months, days, nanos / 1000)),
+        Db::List(items) | Db::Array(items) => Value::Array(items.into_iter().map(json_of).collect()),
+        Db::Struct(fields) => {
+            Value::Object(fields.iter().map(|(name, value)| (name.clone(), json_of(value.clone()))).collect())
+        }
+        Db::Map(entries) => Value::Array(
+            entries.iter().map(|(k, v)| Value::Array(vec![json_of(k.clone()), json_of(v.clone())])).collect(),
+        ),
+        Db::Union(inner) => json_of(*inner),
+        // The enum is non-exhaustive: a type added later is still shown.
         other => Value::String(format!("{other:?}")),
     }
+}
+
+/// `HH:MM:SS[.ffffff]` of a time of day or an interval's time part.
+fn clock(micros: i64) -> String {
+    let (sign, micros) = if micros < 0 { ("-", micros.unsigned_abs()) } else { ("", micros as u64) };
+    let seconds = micros / 1_000_000;
+    format!("{sign}{:02}:{:02}:{:02}{}", seconds / 3600, seconds / 60 % 60, seconds % 60, fraction(micros % 1_000_000))
+}
+
+/// `.5` of 500,000 microseconds; nothing of none.
+fn fraction(micros: u64) -> String {
+    if micros == 0 { String::new() } else { format!(".{micros:06}").trim_end_matches('0').to_owned() }
+}
+
+/// An interval as DuckDB prints one: `1 year 2 months 3 days 04:05:06`.
+fn interval(months: i32, days: i32, micros: i64) -> String {
+    let unit = |n: i32, name: &str| format!("{n} {name}{}", if n.abs() == 1 { "" } else { "s" });
+    let mut parts = Vec::new();
+    if months / 12 != 0 {
+        parts.push(unit(months / 12, "year"));
+    }
+    if months % 12 != 0 {
+        parts.push(unit(months % 12, "month"));
+    }
+    if days != 0 {
+        parts.push(unit(days, "day"));
+    }
+    if micros != 0 || parts.is_empty() {
+        parts.push(clock(micros));
+    }
+    parts.join(" ")
 }
 
 fn run_query(conn: &Connection, index: usize, sql: &str) -> Result<ResultSet, WarehouseError> {
     let mut statement = conn.prepare(sql).map_err(|e| engine_error(index, sql, e))?;
     let mut rows = statement.query([]).map_err(|e| engine_error(index, sql, e))?;
     let mut out = ResultSet::default();
+    // Columns of DuckDB's NULL type (`SELECT NULL`): the duckdb crate panics
+    // reading their values, which are all NULL.
+    let mut untyped = Vec::new();
     while let Some(row) = rows.next().map_err(|e| engine_error(index, sql, e))? {
         if out.columns.is_empty() {
             out.columns = row.as_ref().column_names();
+            untyped =
+                (0..out.columns.len()).map(|i| row.as_ref().column_type(i) == arrow_schema::DataType::Null).collect();
         }
         let width = out.columns.len();
         let mut values = Vec::with_capacity(width);
-        for i in 0..width {
-            values.push(json_value(row.get_ref(i).map_err(|e| engine_error(index, sql, e))?));
+        for (i, untyped) in untyped.iter().enumerate().take(width) {
+            values.push(if *untyped {
+                Value::Null
+            } else {
+                json_value(row.get_ref(i).map_err(|e| engine_error(index, sql, e))?)
+            });
         }
         out.rows.push(values);
     }
