@@ -24,3 +24,4 @@ echo
 echo "charts: $out/top-channels-2024-01-01.png $out/top-genres-2024-01-01.png $out/user-average.png $out/audience-age-band.png"
 echo "lake:   $out/lake/staging (Parquet), $out/lake/quarantine (rejected rows), $out/lake/_catalog/catalog.json"
 echo "rejected rows, per file and reason: $tvetl report --lake $out/lake quarantine"
+echo "your own queries on the warehouse:  $tvetl sql --lake $out/lake \"SELECT * FROM core.load_audit\""

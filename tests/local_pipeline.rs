@@ -1072,7 +1072,31 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "sessions\n3\n");
 
     // A write is refused, and nothing changes: the file is opened read-only.
+    // A query's result may still go to a file of its own.
     let before = warehouse_rows(&lake);
+    let copy = dir.path().join("daily users.parquet");
+    sql(
+        "csv",
+        &format!(
+            "COPY (SELECT * FROM analytics.daily_user_viewing ORDER BY view_date, user_id) TO '{}' (FORMAT parquet)",
+            path(&copy)
+        ),
+    );
+    let copied: Vec<(String, String, f64)> = duckdb::Connection::open_in_memory()
+        .unwrap()
+        .prepare(&format!(
+            "SELECT CAST(view_date AS VARCHAR), user_id, watch_seconds FROM read_parquet('{}')",
+            path(&copy)
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        copied,
+        [(s("2024-01-01"), s("u1"), 3600.0), (s("2024-01-01"), s("u2"), 2400.0), (s("2024-01-02"), s("u1"), 3600.5)]
+    );
     for write in ["DELETE FROM core.viewing_sessions", "CREATE TABLE core.x AS SELECT 1 AS n"] {
         let stderr = tvetl_fails(&["sql", "--lake", path(&lake), write]);
         assert!(stderr.contains("only reads") && stderr.contains(write), "{stderr}");
