@@ -865,6 +865,33 @@ fn the_user_features_export_holds_hand_computed_features() {
 }
 
 #[test]
+fn the_user_features_rank_an_exact_tie_by_id_whatever_floating_point_makes_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    // c2 and web get 0.1 s + 0.2 s, c1 and mobile 0.3 s: a tie, which goes
+    // to the smaller id. Summed as doubles, 0.1 + 0.2 is 0.30000000000000004,
+    // more than 0.3, and c2 and web would win it.
+    write(
+        &input,
+        "viewership/s.csv",
+        b"event_id,user_id,channel_id,start_time,end_time,platform\n\
+          e1,u1,c2,2024-01-01T10:00:00Z,2024-01-01T10:00:00.1Z,web\n\
+          e2,u1,c2,2024-01-01T11:00:00Z,2024-01-01T11:00:00.2Z,web\n\
+          e3,u1,c1,2024-01-01T12:00:00Z,2024-01-01T12:00:00.3Z,mobile\n",
+    );
+    run(&input, &lake);
+    let out = dir.path().join("features.csv");
+    tvetl(&["export", "--lake", path(&lake), "user-features", "--out", path(&out)]);
+    let mut reader = csv::Reader::from_path(&out).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    let field = |name: &str| &rows[0][headers.iter().position(|h| h == name).unwrap()];
+    assert_eq!((field("top_channel_id"), field("top_platform")), ("c1", "mobile"));
+    assert_eq!(field("sessions_started"), "3");
+}
+
+#[test]
 fn top_genres_count_a_user_once_per_genre_and_split_sessions_at_midnight() {
     let dir = tempfile::tempdir().unwrap();
     let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));

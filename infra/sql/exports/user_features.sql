@@ -13,7 +13,8 @@
 -- - from core.viewing_sessions, the sessions that start in the days:
 --   sessions_started, and the channel and the platform with the most of
 --   their seconds (ties by id, then by name; a session without a platform
---   does not rank). A user whose only viewing in the days began the day
+--   does not rank). The seconds are summed in whole microseconds, so that
+--   two equal totals tie: as doubles, 0.1 s + 0.2 s would beat 0.3 s. A user whose only viewing in the days began the day
 --   before has none of these (0 and NULL).
 -- The demographics are the user's latest record in core.users.
 SELECT d.user_id,
@@ -48,9 +49,9 @@ LEFT JOIN (
 ) s ON s.user_id = d.user_id
 LEFT JOIN (
     SELECT user_id, channel_id,
-           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY seconds DESC, channel_id ASC) AS channel_rank
+           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY watch_us DESC, channel_id ASC) AS channel_rank
     FROM (
-        SELECT user_id, channel_id, SUM(session_seconds) AS seconds
+        SELECT user_id, channel_id, SUM(DATEDIFF('microsecond', start_time, end_time)) AS watch_us
         FROM core.viewing_sessions
         WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
         GROUP BY user_id, channel_id
@@ -58,9 +59,9 @@ LEFT JOIN (
 ) c ON c.user_id = d.user_id AND c.channel_rank = 1
 LEFT JOIN (
     SELECT user_id, platform,
-           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY seconds DESC, platform ASC) AS platform_rank
+           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY watch_us DESC, platform ASC) AS platform_rank
     FROM (
-        SELECT user_id, platform, SUM(session_seconds) AS seconds
+        SELECT user_id, platform, SUM(DATEDIFF('microsecond', start_time, end_time)) AS watch_us
         FROM core.viewing_sessions
         WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
           AND platform IS NOT NULL
