@@ -249,6 +249,10 @@ fn json_of(v: duckdb::types::Value) -> Value {
         Db::Decimal(d) => d.to_string().parse::<f64>().map_or(Value::Null, Value::from),
         Db::Text(t) | Db::Enum(t) => Value::String(t),
         Db::Blob(b) | Db::Geometry(b) => Value::String(b.iter().map(|byte| format!("\\x{byte:02X}")).collect()),
+        // DuckDB's infinite dates and timestamps are the extreme values.
+        Db::Date32(i32::MAX) | Db::Timestamp(_, i64::MAX) => Value::String("infinity".into()),
+        Db::Date32(days) if days == -i32::MAX => Value::String("-infinity".into()),
+        Db::Timestamp(_, value) if value == -i64::MAX => Value::String("-infinity".into()),
         Db::Date32(days) => Value::String(
             chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
                 .map_or_else(|| format!("date {days}"), |t| t.format("%Y-%m-%d").to_string()),
@@ -320,9 +324,8 @@ fn run_query(conn: &Connection, index: usize, sql: &str) -> Result<ResultSet, Wa
             untyped =
                 (0..out.columns.len()).map(|i| row.as_ref().column_type(i) == arrow_schema::DataType::Null).collect();
         }
-        let width = out.columns.len();
-        let mut values = Vec::with_capacity(width);
-        for (i, untyped) in untyped.iter().enumerate().take(width) {
+        let mut values = Vec::with_capacity(untyped.len());
+        for (i, untyped) in untyped.iter().enumerate() {
             values.push(if *untyped {
                 Value::Null
             } else {
@@ -389,6 +392,26 @@ impl Warehouse for DuckDbWarehouse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_print_as_duckdb_prints_them() {
+        use duckdb::types::{TimeUnit, Value as Db};
+        let text = |v: Db| json_of(v).as_str().unwrap().to_owned();
+        assert_eq!(text(Db::Timestamp(TimeUnit::Microsecond, 1_704_153_600_500_000)), "2024-01-02 00:00:00.5");
+        assert_eq!(text(Db::Timestamp(TimeUnit::Microsecond, -750_000)), "1969-12-31 23:59:59.25");
+        assert_eq!(text(Db::Timestamp(TimeUnit::Second, 1_704_153_600)), "2024-01-02 00:00:00");
+        assert_eq!(text(Db::Date32(19_724)), "2024-01-02");
+        assert_eq!(text(Db::Date32(i32::MAX)), "infinity");
+        assert_eq!(text(Db::Timestamp(TimeUnit::Microsecond, -i64::MAX)), "-infinity");
+        assert_eq!(text(Db::Time64(TimeUnit::Microsecond, 3_723_040_000)), "01:02:03.04");
+        assert_eq!(
+            text(Db::Interval { months: 14, days: 3, nanos: 3_723_500_000_000 }),
+            "1 year 2 months 3 days 01:02:03.5"
+        );
+        assert_eq!(text(Db::Interval { months: 0, days: 1, nanos: 0 }), "1 day");
+        assert_eq!(text(Db::Interval { months: 0, days: 0, nanos: -90_000_000_000 }), "-00:01:30");
+        assert_eq!(json_of(Db::List(vec![Db::Int(1), Db::Null])), serde_json::json!([1, null]));
+    }
 
     #[test]
     fn staging_names_are_replaced_only_where_whole() {
