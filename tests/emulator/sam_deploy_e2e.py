@@ -48,6 +48,7 @@ lam = boto3.client("lambda", **KW)
 cfn = boto3.client("cloudformation", **KW)
 kinesis = boto3.client("kinesis", **KW)
 sfn = boto3.client("stepfunctions", **KW)
+iam = boto3.client("iam", **KW)
 
 # Dates far from the other tests' data, and every id prefixed with the run's
 # project name (see ids()), since the Data API stand-in is shared.
@@ -136,6 +137,21 @@ def check_resources(outputs, project):
     load_env = functions["load-warehouse"]["Environment"]["Variables"]
     check(load_env.get("REDSHIFT_COPY_ROLE_ARN") == outputs["RedshiftCopyRoleArn"] and load_env.get("REDSHIFT_DATABASE"),
           f"load-warehouse: Redshift environment {sorted(load_env)}")
+
+    # The unload role may write the lake's exports/ and nothing else; the
+    # copy role writes nowhere.
+    def role_statements(arn):
+        name = arn.rsplit("/", 1)[1]
+        return [st for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]
+                for st in iam.get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]["Statement"]]
+    def writes(statements):
+        return sorted(r for st in statements for r in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])
+                      if any(a in ("s3:PutObject", "s3:DeleteObject", "s3:*") for a in
+                             ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])))
+    unload_writes = writes(role_statements(outputs["RedshiftUnloadRoleArn"]))
+    check(unload_writes == [f"arn:aws:s3:::{lake}/exports/*"], f"unload role writes exports/ alone {unload_writes}")
+    copy_writes = writes(role_statements(outputs["RedshiftCopyRoleArn"]))
+    check(copy_writes == [], f"copy role writes nothing {copy_writes}")
 
     # ministack's AWS::S3::Bucket provisioner stores versioning, the public
     # access block and notifications, but drops BucketEncryption,
