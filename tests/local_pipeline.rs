@@ -1134,6 +1134,38 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
 }
 
 #[test]
+fn a_second_run_on_a_lake_in_use_fails_at_once_and_changes_nothing() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\ne1,u1,c1,2024-01-01T10:00:00Z,60\n",
+    );
+    run(&input, &lake);
+    write(
+        &input,
+        "viewership/b.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\ne2,u2,c1,2024-01-01T11:00:00Z,60\n",
+    );
+    let (lake_before, warehouse_before) = (snapshot(&lake), warehouse_rows(&lake));
+
+    // Another run holds the lake: this test, as `tvetl run` would, with its pid in the file.
+    let holder = std::fs::OpenOptions::new().read(true).write(true).open(lake.join("_run.lock")).unwrap();
+    // SAFETY: flock only reads the descriptor, which `holder` keeps open.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    std::fs::write(lake.join("_run.lock"), b"4242").unwrap();
+    let stderr = tvetl_fails(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet"]);
+    assert!(stderr.contains("another tvetl run (pid 4242) is loading"), "{stderr}");
+    assert_eq!((snapshot(&lake), warehouse_rows(&lake)), (lake_before, warehouse_before));
+
+    // Once it ends, the run takes the new file in.
+    drop(holder);
+    assert_eq!(run(&input, &lake)["loads"]["viewership"]["rows_merged"], 1);
+}
+
+#[test]
 fn bad_arguments_get_clear_errors() {
     let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"]);
     assert!(stderr.contains("no warehouse"));

@@ -9,6 +9,7 @@ mod chart;
 mod cpu;
 mod export;
 mod generate;
+mod lake_lock;
 mod quarantine;
 mod report;
 mod run;

@@ -17,6 +17,7 @@ use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
+use crate::lake_lock::LakeLock;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
 
 /// Where the local lake keeps what is not a lake object.
@@ -92,6 +93,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
     // Absolute paths: the warehouse reads the staging files by path.
     let lake = &lake.canonicalize().with_context(|| format!("resolving {}", lake.display()))?;
+    let _lock = LakeLock::acquire(lake)?;
     let raw = LocalObjectStore::new(input);
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));

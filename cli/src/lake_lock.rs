@@ -1,0 +1,80 @@
+//! One `tvetl run` at a time on a lake.
+//!
+//! Two runs on the same lake would both rewrite its catalog file (through
+//! the same temporary file) and load its warehouse; DuckDB refuses the second
+//! writer only once the ingest is over. So a run first takes an exclusive
+//! lock on `LAKE/_run.lock`, and a second one fails at once, naming the
+//! first. The lock is the kernel's (`flock`): it ends with the process that
+//! holds it, however that process ends, so it is never left stale.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The file a run locks, in the lake's top folder.
+pub fn lock_path(lake: &Path) -> PathBuf {
+    lake.join("_run.lock")
+}
+
+/// An exclusive hold on a lake, for as long as it lives.
+#[derive(Debug)]
+pub struct LakeLock {
+    _file: File,
+}
+
+/// Why a lake could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeLockError {
+    #[error("another tvetl run{holder} is loading {lake}; wait for it to finish, or give this run another --lake")]
+    Held { lake: String, holder: String },
+    #[error("locking {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl LakeLock {
+    /// Takes the lake's lock without waiting, and records this process's id
+    /// in it for the error a second run shows.
+    pub fn acquire(lake: &Path) -> Result<Self, LakeLockError> {
+        let path = lock_path(lake);
+        let io = |source| LakeLockError::Io { path: path.display().to_string(), source };
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io(error));
+            }
+            let mut pid = String::new();
+            let holder = match file.read_to_string(&mut pid) {
+                Ok(_) if !pid.trim().is_empty() => format!(" (pid {})", pid.trim()),
+                _ => String::new(),
+            };
+            return Err(LakeLockError::Held { lake: lake.display().to_string(), holder });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(LakeLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_hold_fails_naming_the_first_and_the_lock_ends_with_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LakeLock::acquire(dir.path()).unwrap();
+        // flock locks belong to the open file, so a second open in the same
+        // process conflicts as another process would.
+        let err = LakeLock::acquire(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&format!("(pid {})", std::process::id())), "{message}");
+        assert!(message.contains(&dir.path().display().to_string()), "{message}");
+        drop(first);
+        LakeLock::acquire(dir.path()).unwrap();
+    }
+}
