@@ -3,19 +3,14 @@
 //! Two runs on the same lake would both rewrite its catalog file (through
 //! the same temporary file) and load its warehouse; DuckDB refuses the second
 //! writer only once the ingest is over. So a run first takes an exclusive
-//! lock on `LAKE/_run.lock`, and a second one fails at once, naming the
-//! first. The lock is the kernel's (`flock`): it ends with the process that
+//! lock on a file of the lake's (`LAKE/_warehouse/run.lock`), and a second
+//! one fails at once, naming the first. The lock is the kernel's (`flock`): it ends with the process that
 //! holds it, however that process ends, so it is never left stale.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-
-/// The file a run locks, in the lake's top folder.
-pub fn lock_path(lake: &Path) -> PathBuf {
-    lake.join("_run.lock")
-}
+use std::path::Path;
 
 /// An exclusive hold on a lake, for as long as it lives.
 #[derive(Debug)]
@@ -33,13 +28,16 @@ pub enum LakeLockError {
 }
 
 impl LakeLock {
-    /// Takes the lake's lock without waiting, and records this process's id
-    /// in it for the error a second run shows.
-    pub fn acquire(lake: &Path) -> Result<Self, LakeLockError> {
-        let path = lock_path(lake);
+    /// Takes the lock on `lake`'s file `path` without waiting (creating it
+    /// and its folder if need be), and records this process's id in it for
+    /// the error a second run shows.
+    pub fn acquire(lake: &Path, path: &Path) -> Result<Self, LakeLockError> {
         let io = |source| LakeLockError::Io { path: path.display().to_string(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let error = std::io::Error::last_os_error();
@@ -67,14 +65,15 @@ mod tests {
     #[test]
     fn a_second_hold_fails_naming_the_first_and_the_lock_ends_with_its_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let first = LakeLock::acquire(dir.path()).unwrap();
+        let lock = dir.path().join("_warehouse/run.lock");
+        let first = LakeLock::acquire(dir.path(), &lock).unwrap();
         // flock locks belong to the open file, so a second open in the same
         // process conflicts as another process would.
-        let err = LakeLock::acquire(dir.path()).unwrap_err();
+        let err = LakeLock::acquire(dir.path(), &lock).unwrap_err();
         let message = err.to_string();
         assert!(message.contains(&format!("(pid {})", std::process::id())), "{message}");
         assert!(message.contains(&dir.path().display().to_string()), "{message}");
         drop(first);
-        LakeLock::acquire(dir.path()).unwrap();
+        LakeLock::acquire(dir.path(), &lock).unwrap();
     }
 }

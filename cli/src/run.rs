@@ -30,6 +30,13 @@ pub fn warehouse_path(lake: &Path) -> PathBuf {
     lake.join("_warehouse").join("warehouse.duckdb")
 }
 
+/// The file a run locks while it loads the lake. It sits with the
+/// warehouse, not among the lake's objects, which a rerun over the same
+/// files leaves byte for byte as they were (the lock holds a process id).
+pub fn run_lock_path(lake: &Path) -> PathBuf {
+    lake.join("_warehouse").join("run.lock")
+}
+
 /// How one input file fared.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileOutcome {
@@ -93,7 +100,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
     // Absolute paths: the warehouse reads the staging files by path.
     let lake = &lake.canonicalize().with_context(|| format!("resolving {}", lake.display()))?;
-    let _lock = LakeLock::acquire(lake)?;
+    let _lock = LakeLock::acquire(lake, &run_lock_path(lake))?;
     let raw = LocalObjectStore::new(input);
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));
