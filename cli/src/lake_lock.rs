@@ -4,12 +4,15 @@
 //! the same temporary file) and load its warehouse; DuckDB refuses the second
 //! writer only once the ingest is over. So a run first takes an exclusive
 //! lock on a file of the lake's (`LAKE/_warehouse/run.lock`), and a second
-//! one fails at once, naming the first. The lock is the kernel's (`flock`): it ends with the process that
-//! holds it, however that process ends, so it is never left stale.
+//! one fails at once, naming the first. The lock is the kernel's (`flock`):
+//! it ends with the process that holds it, however that process ends, so it
+//! is never left stale. The file stays empty, so that a rerun over the same
+//! files leaves the lake's folder byte for byte as it was; the holder's
+//! process id comes from `/proc/locks`.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// An exclusive hold on a lake, for as long as it lives.
@@ -28,15 +31,14 @@ pub enum LakeLockError {
 }
 
 impl LakeLock {
-    /// Takes the lock on `lake`'s file `path` without waiting (creating it
-    /// and its folder if need be), and records this process's id in it for
-    /// the error a second run shows.
+    /// Takes the lock on `lake`'s file `path` without waiting, creating it
+    /// and its folder if need be.
     pub fn acquire(lake: &Path, path: &Path) -> Result<Self, LakeLockError> {
         let io = |source| LakeLockError::Io { path: path.display().to_string(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file =
+        let file =
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -44,18 +46,24 @@ impl LakeLock {
             if error.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(io(error));
             }
-            let mut pid = String::new();
-            let holder = match file.read_to_string(&mut pid) {
-                Ok(_) if !pid.trim().is_empty() => format!(" (pid {})", pid.trim()),
-                _ => String::new(),
-            };
-            return Err(LakeLockError::Held { lake: lake.display().to_string(), holder });
+            let holder = file.metadata().ok().and_then(|m| flock_holder(m.ino())).map(|pid| format!(" (pid {pid})"));
+            return Err(LakeLockError::Held { lake: lake.display().to_string(), holder: holder.unwrap_or_default() });
         }
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        write!(file, "{}", std::process::id()).map_err(io)?;
         Ok(LakeLock { _file: file })
     }
+}
+
+/// The process holding a `flock` on the file with inode `inode`, from
+/// `/proc/locks` (lines like `1: FLOCK  ADVISORY  WRITE 4242 fe:00:10084577 0 EOF`);
+/// `None` where there is no such file or line.
+fn flock_holder(inode: u64) -> Option<u32> {
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, device_inode) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let lock_inode = device_inode.rsplit(':').next()?.parse::<u64>().ok()?;
+        (*kind == "FLOCK" && lock_inode == inode).then(|| pid.parse().ok()).flatten()
+    })
 }
 
 #[cfg(test)]
@@ -72,6 +80,7 @@ mod tests {
         let err = LakeLock::acquire(dir.path(), &lock).unwrap_err();
         let message = err.to_string();
         assert!(message.contains(&format!("(pid {})", std::process::id())), "{message}");
+        assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0, "the lock file stays empty");
         assert!(message.contains(&dir.path().display().to_string()), "{message}");
         drop(first);
         LakeLock::acquire(dir.path(), &lock).unwrap();
