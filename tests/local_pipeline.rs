@@ -347,8 +347,7 @@ fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
 
 #[test]
 fn running_twice_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (_dir, input, lake) = workspace();
     tvetl(&["generate", "--out", path(&input), "--rows", "3000", "--days", "3", "--seed", "11", "--dirty", "0.04"]);
     let first = run(&input, &lake);
     let objects = snapshot(&lake);
@@ -373,8 +372,7 @@ fn running_twice_changes_nothing() {
 
 #[test]
 fn days_a_failed_rebuild_left_pending_are_rebuilt_by_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (_dir, input, lake) = workspace();
     tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "3", "--seed", "5", "--dirty", "0.04"]);
     let first = run(&input, &lake);
     assert_eq!(first["analytics_days_rebuilt"], first["loads"]["viewership"]["days_touched"]);
@@ -468,6 +466,14 @@ fn a_later_snapshot_of_every_user_replaces_them_all() {
     assert_eq!(bands, [(s("25-34"), 50_000)]);
 }
 
+/// A temporary folder with the paths of its raw input and its lake (neither
+/// made yet); the folder goes when the first value is dropped.
+fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    (dir, input, lake)
+}
+
 fn write(root: &Path, key: &str, body: &[u8]) {
     let p = root.join(key);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -511,8 +517,7 @@ fn s(x: &str) -> String {
 
 #[test]
 fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     write(
         &input,
         "viewership/a.csv",
@@ -618,8 +623,7 @@ fn audience(lake: &Path, by: &str) -> Vec<(String, String, u64, f64, f64)> {
 
 #[test]
 fn audience_segments_follow_each_users_latest_record_and_unknown_holds_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     // u1 watches an hour, then half an hour either side of midnight; u2 20
     // minutes, u3 10 and u4 5, all on 2024-01-01.
     write(
@@ -727,8 +731,7 @@ fn exported_rows(file: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn the_user_features_export_holds_hand_computed_features() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     // u1: an hour on c1 (stb), then an hour on c2 (web) from 23:30, half of
     // it on 2024-01-02. u2 has no platform, u3 no demographics.
     write(
@@ -870,8 +873,7 @@ fn the_user_features_export_holds_hand_computed_features() {
 
 #[test]
 fn the_user_features_rank_an_exact_tie_by_id_whatever_floating_point_makes_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     // c2 and web get 0.1 s + 0.2 s, c1 and mobile 0.3 s: a tie, which goes
     // to the smaller id. Summed as doubles, 0.1 + 0.2 is 0.30000000000000004,
     // more than 0.3, and c2 and web would win it.
@@ -897,8 +899,7 @@ fn the_user_features_rank_an_exact_tie_by_id_whatever_floating_point_makes_of_it
 
 #[test]
 fn top_genres_count_a_user_once_per_genre_and_split_sessions_at_midnight() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (_dir, input, lake) = workspace();
     // u1 watches both news channels; u2 one news channel from 23:00 for two
     // hours; u3 sport and a channel without metadata, u4 a channel without a genre.
     write(
@@ -966,8 +967,7 @@ fn top_genres_count_a_user_once_per_genre_and_split_sessions_at_midnight() {
 
 #[test]
 fn the_table_summary_lines_up_and_names_each_failed_file_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     write(
         &input,
         "viewership/a.csv",
@@ -1015,8 +1015,7 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
 
 #[test]
 fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "9", "--dirty", "0.04"]);
     let stderr =
         tvetl_fails(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--memory-limit", "1MB"]);
@@ -1037,8 +1036,7 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
 
 #[test]
 fn sql_queries_read_the_warehouse_and_cannot_change_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (dir, input, lake) = workspace();
     write(
         &input,
         "viewership/a.csv",
@@ -1140,8 +1138,7 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
 #[test]
 fn a_second_run_on_a_lake_in_use_fails_at_once_and_changes_nothing() {
     use std::os::fd::AsRawFd;
-    let dir = tempfile::tempdir().unwrap();
-    let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));
+    let (_dir, input, lake) = workspace();
     write(
         &input,
         "viewership/a.csv",
