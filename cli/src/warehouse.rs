@@ -52,6 +52,25 @@ fn engine_error(index: usize, statement: &str, e: duckdb::Error) -> WarehouseErr
     WarehouseError::Statement { index, statement: statement.to_owned(), message: e.to_string() }
 }
 
+/// Sets the engine's limits on a connection to the database at `path`,
+/// which spills beside it. The loads do not keep insertion order: none of
+/// their statements relies on it, and keeping it costs memory. Ad-hoc
+/// queries keep it, so a table without `ORDER BY` lists as it was loaded.
+fn apply_limits(
+    conn: &Connection,
+    path: &Path,
+    limits: &EngineLimits,
+    keep_insertion_order: bool,
+) -> Result<(), WarehouseError> {
+    let settings = format!(
+        "SET memory_limit = '{}'; SET threads = {}; SET preserve_insertion_order = {keep_insertion_order}; SET temp_directory = '{}';",
+        limits.memory_limit,
+        limits.threads.max(1),
+        path.with_extension("spill").display()
+    );
+    conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))
+}
+
 impl DuckDbWarehouse {
     /// Opens (or creates) the database at `path` and applies the schema.
     pub fn open(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
@@ -65,14 +84,7 @@ impl DuckDbWarehouse {
             message: format!("{}: {e}", path.display()),
             retryable: false,
         })?;
-        let spill = path.with_extension("spill");
-        let settings = format!(
-            "SET memory_limit = '{}'; SET threads = {}; SET preserve_insertion_order = false; SET temp_directory = '{}';",
-            limits.memory_limit,
-            limits.threads.max(1),
-            spill.display()
-        );
-        conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
+        apply_limits(&conn, path, limits, false)?;
         let mut warehouse = DuckDbWarehouse { conn };
         let mut statements = schema_statements();
         for (index, statement) in statements.iter_mut().enumerate() {
@@ -101,13 +113,7 @@ impl DuckDbWarehouse {
         };
         let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(unavailable)?;
         let conn = Connection::open_with_flags(path, config).map_err(unavailable)?;
-        let settings = format!(
-            "SET memory_limit = '{}'; SET threads = {}; SET temp_directory = '{}';",
-            limits.memory_limit,
-            limits.threads.max(1),
-            path.with_extension("spill").display()
-        );
-        conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))?;
+        apply_limits(&conn, path, limits, true)?;
         Ok(DuckDbWarehouse { conn })
     }
 
