@@ -1133,6 +1133,17 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
     assert_eq!(warehouse_rows(&lake), before);
     let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "SELECT nope FROM core.viewing_sessions"]);
     assert!(stderr.contains("nope") && !stderr.contains("only reads"), "{stderr}");
+
+    // Reports, exports and queries open the file read-only, so they run
+    // while another process reads it (a writer would be refused its lock).
+    let read_only = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).unwrap();
+    let reader = duckdb::Connection::open_with_flags(lake.join("_warehouse/warehouse.duckdb"), read_only).unwrap();
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-01"))[0].0, "c1");
+    assert_eq!(sql("csv", "SELECT COUNT(*) AS n FROM core.viewing_sessions"), "n\n3\n");
+    let features = dir.path().join("features.csv");
+    tvetl(&["export", "--lake", path(&lake), "user-features", "--out", path(&features)]);
+    assert_eq!(std::fs::read_to_string(&features).unwrap().lines().count(), 3, "a header and two users");
+    drop(reader);
 }
 
 #[test]

@@ -32,8 +32,10 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The lake's warehouse file, which `run` must have made.
-fn existing_warehouse(lake: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// The lake's warehouse for reading, which `run` must have made: reports,
+/// exports and `sql` only query, and read-only processes can share the file
+/// with each other.
+fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
     let path = run::warehouse_path(lake);
     anyhow::ensure!(
         path.exists(),
@@ -41,11 +43,7 @@ fn existing_warehouse(lake: &std::path::Path) -> anyhow::Result<PathBuf> {
         path.display(),
         lake.display()
     );
-    Ok(path)
-}
-
-fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
-    Ok(DuckDbWarehouse::open(&existing_warehouse(lake)?, &EngineLimits::default())?)
+    Ok(DuckDbWarehouse::open_read_only(&path, &EngineLimits::default())?)
 }
 
 fn main() -> ExitCode {
@@ -98,7 +96,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { lake, query, format } => {
-            print!("{}", with_newline(sql::run_sql(&existing_warehouse(&lake)?, &query, format)?));
+            print!("{}", with_newline(sql::run_sql(&mut open_warehouse(&lake)?, &query, format)?));
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { lake, export: ExportCommand::UserFeatures { days, out } } => {

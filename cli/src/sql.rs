@@ -5,21 +5,20 @@
 //! the loads keep; a query that would write fails with DuckDB's own message.
 
 use std::io::Read;
-use std::path::Path;
 
 use anyhow::Context;
 use serde_json::Value;
 use tvetl_core::warehouse::ResultSet;
 
 use crate::report::{OutputFormat, csv_line, truncate};
-use crate::warehouse::{DuckDbWarehouse, EngineLimits};
+use crate::warehouse::DuckDbWarehouse;
 
 /// The widest a table column gets; longer values end in `…`.
 const MAX_TABLE_WIDTH: usize = 40;
 
-/// Runs `query` (`-`: read from standard input) on the warehouse at
-/// `warehouse` and renders its result.
-pub fn run_sql(warehouse: &Path, query: &str, format: OutputFormat) -> anyhow::Result<String> {
+/// Runs `query` (`-`: read from standard input) on `warehouse`, opened
+/// read-only, and renders its result.
+pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputFormat) -> anyhow::Result<String> {
     let query = if query == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("reading the query from standard input")?;
@@ -28,7 +27,6 @@ pub fn run_sql(warehouse: &Path, query: &str, format: OutputFormat) -> anyhow::R
         query.to_owned()
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
-    let mut warehouse = DuckDbWarehouse::open_read_only(warehouse, &EngineLimits::default())?;
     let result = warehouse.query_as_written(&query).map_err(|e| {
         let read_only = e.to_string().contains("read-only mode");
         let e = anyhow::Error::from(e);

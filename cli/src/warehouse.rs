@@ -101,11 +101,12 @@ impl DuckDbWarehouse {
         Ok(warehouse)
     }
 
-    /// Opens the database at `path` read-only, for ad-hoc queries
-    /// (`tvetl sql`): no schema is applied, and a statement that would write
-    /// fails. Queries run as written ([`DuckDbWarehouse::query_as_written`]),
-    /// so the persistent `staging` tables are the ones read (empty between
-    /// loads).
+    /// Opens the database at `path` read-only, for reports, exports and
+    /// ad-hoc queries: no schema is applied, a statement that would write
+    /// fails, and other read-only processes may open the file at the same
+    /// time. Ad-hoc queries run as written
+    /// ([`DuckDbWarehouse::query_as_written`]), so the persistent `staging`
+    /// tables are the ones read (empty between loads).
     pub fn open_read_only(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
         let unavailable = |e: duckdb::Error| WarehouseError::Unavailable {
             message: format!("{}: {e}", path.display()),
