@@ -8,7 +8,7 @@ use std::io::Read;
 
 use anyhow::Context;
 use serde_json::Value;
-use tvetl_core::warehouse::ResultSet;
+use tvetl_core::warehouse::{ResultSet, Warehouse};
 
 use crate::report::{OutputFormat, csv_line, truncate};
 use crate::warehouse::DuckDbWarehouse;
@@ -27,7 +27,7 @@ pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputForma
         query.to_owned()
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
-    let result = warehouse.query_as_written(&query).map_err(|e| {
+    let result = warehouse.query(&query).map_err(|e| {
         let read_only = e.to_string().contains("read-only mode");
         let e = anyhow::Error::from(e);
         // DuckDB names the refused statement's type as EXECUTE (a prepared

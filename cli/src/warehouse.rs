@@ -46,6 +46,10 @@ impl Default for EngineLimits {
 /// A DuckDB database file holding the staging, core and analytics schemas.
 pub struct DuckDbWarehouse {
     conn: Connection,
+    /// Whether statements read and write the session's temporary staging
+    /// tables in place of the persistent ones: so for a connection that
+    /// loads ([`DuckDbWarehouse::open`]); a read-only one has none.
+    local_staging: bool,
 }
 
 fn engine_error(index: usize, statement: &str, e: duckdb::Error) -> WarehouseError {
@@ -85,7 +89,7 @@ impl DuckDbWarehouse {
             retryable: false,
         })?;
         apply_limits(&conn, path, limits, false)?;
-        let mut warehouse = DuckDbWarehouse { conn };
+        let mut warehouse = DuckDbWarehouse { conn, local_staging: true };
         let mut statements = schema_statements();
         for (index, statement) in statements.iter_mut().enumerate() {
             if let Cow::Owned(local) = with_local_storage(index, statement)? {
@@ -104,9 +108,8 @@ impl DuckDbWarehouse {
     /// Opens the database at `path` read-only, for reports, exports and
     /// ad-hoc queries: no schema is applied, a statement that would write
     /// fails, and other read-only processes may open the file at the same
-    /// time. Ad-hoc queries run as written
-    /// ([`DuckDbWarehouse::query_as_written`]), so the persistent `staging`
-    /// tables are the ones read (empty between loads).
+    /// time. Queries run as written, so the persistent `staging` tables are
+    /// the ones read (empty between loads).
     pub fn open_read_only(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
         let unavailable = |e: duckdb::Error| WarehouseError::Unavailable {
             message: format!("{}: {e}", path.display()),
@@ -115,13 +118,7 @@ impl DuckDbWarehouse {
         let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(unavailable)?;
         let conn = Connection::open_with_flags(path, config).map_err(unavailable)?;
         apply_limits(&conn, path, limits, true)?;
-        Ok(DuckDbWarehouse { conn })
-    }
-
-    /// Runs one query exactly as written: no staging table is swapped for
-    /// its session-local stand-in.
-    pub fn query_as_written(&mut self, sql: &str) -> Result<ResultSet, WarehouseError> {
-        run_query(&self.conn, 0, sql)
+        Ok(DuckDbWarehouse { conn, local_staging: false })
     }
 
     /// The statement that fills a staging table from staging Parquet files.
@@ -365,7 +362,8 @@ fn is_query(sql: &str) -> bool {
 
 impl DuckDbWarehouse {
     /// Runs `statements` as one transaction, with the temporary staging
-    /// tables in place of the persistent ones if `local_staging`.
+    /// tables in place of the persistent ones if `local_staging` (not while
+    /// [`DuckDbWarehouse::open`] is making them).
     fn transaction(&mut self, statements: &[String], local_staging: bool) -> Result<ResultSet, WarehouseError> {
         let tx = self.conn.transaction().map_err(|e| engine_error(0, "BEGIN", e))?;
         let mut last = ResultSet::default();
@@ -388,11 +386,12 @@ impl DuckDbWarehouse {
 
 impl Warehouse for DuckDbWarehouse {
     fn execute_transaction(&mut self, statements: &[String]) -> Result<ResultSet, WarehouseError> {
-        self.transaction(statements, true)
+        self.transaction(statements, self.local_staging)
     }
 
     fn query(&mut self, sql: &str) -> Result<ResultSet, WarehouseError> {
-        run_query(&self.conn, 0, &with_local_staging(sql))
+        let sql = if self.local_staging { with_local_staging(sql) } else { Cow::Borrowed(sql) };
+        run_query(&self.conn, 0, &sql)
     }
 }
 
