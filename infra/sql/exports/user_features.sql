@@ -17,6 +17,11 @@
 --   two equal totals tie: as doubles, 0.1 s + 0.2 s would beat 0.3 s. A user whose only viewing in the days began the day
 --   before has none of these (0 and NULL).
 -- The demographics are the user's latest record in core.users.
+WITH sessions_in_days AS (
+    SELECT user_id, channel_id, platform, DATEDIFF('microsecond', start_time, end_time) AS watch_us
+    FROM core.viewing_sessions
+    WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
+)
 SELECT d.user_id,
        d.active_days,
        CAST(d.watch_us AS DOUBLE PRECISION) / 1000000 AS watch_seconds,
@@ -43,17 +48,15 @@ FROM (
 ) d
 LEFT JOIN (
     SELECT user_id, COUNT(*) AS sessions_started
-    FROM core.viewing_sessions
-    WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
+    FROM sessions_in_days
     GROUP BY user_id
 ) s ON s.user_id = d.user_id
 LEFT JOIN (
     SELECT user_id, channel_id,
            ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY watch_us DESC, channel_id ASC) AS channel_rank
     FROM (
-        SELECT user_id, channel_id, SUM(DATEDIFF('microsecond', start_time, end_time)) AS watch_us
-        FROM core.viewing_sessions
-        WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
+        SELECT user_id, channel_id, SUM(watch_us) AS watch_us
+        FROM sessions_in_days
         GROUP BY user_id, channel_id
     ) per_channel
 ) c ON c.user_id = d.user_id AND c.channel_rank = 1
@@ -61,10 +64,9 @@ LEFT JOIN (
     SELECT user_id, platform,
            ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY watch_us DESC, platform ASC) AS platform_rank
     FROM (
-        SELECT user_id, platform, SUM(DATEDIFF('microsecond', start_time, end_time)) AS watch_us
-        FROM core.viewing_sessions
-        WHERE event_date BETWEEN CAST('{from}' AS DATE) AND CAST('{to}' AS DATE)
-          AND platform IS NOT NULL
+        SELECT user_id, platform, SUM(watch_us) AS watch_us
+        FROM sessions_in_days
+        WHERE platform IS NOT NULL
         GROUP BY user_id, platform
     ) per_platform
 ) p ON p.user_id = d.user_id AND p.platform_rank = 1
