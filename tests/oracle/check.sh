@@ -3,6 +3,8 @@
 #
 #   tests/oracle/check.sh            # datasets + strict probes; ambiguous probes printed as INFO
 #   TVETL=/path/to/tvetl WORK=/tmp/x PROBES=0 tests/oracle/check.sh
+#   FUZZ=50 tests/oracle/check.sh    # plus 50 datasets of random size, span and dirt
+#   FUZZ=50 FUZZ_SEED=123 ...        # the same 50 again (the seed is printed)
 #
 # For each generated dataset (make_dataset.py, written from the data contract):
 #   oracle.py computes the expected answers from the raw files, compare.py selfcheck
@@ -76,6 +78,24 @@ leapday 7  3000  4 2024-02-27 0.10 0.10
 dense  42  2000  1 2023-12-31 0.20 0.30
 wide   99  6000  7 2024-03-28 0.05 0.10
 "
+# FUZZ=N adds N datasets whose seed, size, span, start, dirt and re-delivery
+# are drawn from FUZZ_SEED, so that a mismatch found once can be replayed.
+FUZZ=${FUZZ:-0}
+if [ "$FUZZ" -gt 0 ]; then
+    FUZZ_SEED=${FUZZ_SEED:-$(date +%s)}
+    echo "fuzz: $FUZZ datasets from FUZZ_SEED=$FUZZ_SEED"
+    DATASETS+=$($PY - "$FUZZ" "$FUZZ_SEED" <<'PYEOF'
+import datetime, random, sys
+n, seed = int(sys.argv[1]), int(sys.argv[2])
+r = random.Random(seed)
+print()
+for i in range(n):
+    start = datetime.date(2023, 1, 1) + datetime.timedelta(days=r.randrange(800))
+    print(f"fuzz{i} {r.randrange(1, 10**6)} {r.randrange(50, 4000)} {r.randrange(1, 9)} {start} "
+          f"{r.choice([0.0, 0.02, 0.1, 0.2, 0.35])} {r.choice([0.0, 0.05, 0.2, 0.4])}")
+PYEOF
+)
+fi
 while read -r name seed rows days startd dirty redel; do
     [ -n "$name" ] || continue
     t0=$(date +%s.%N)
