@@ -28,7 +28,10 @@ export TVETL_BIN="$CARGO_TARGET_DIR/debug/tvetl"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
 scripts/emulator.sh reset
-cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions "$@" -- --include-ignored
+# For the Lambda triple, so that the Lambda builds below reuse this build.
+use_test_lambda_builds
+cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions \
+  --target "$TVETL_LAMBDA_TARGET" "$@" -- --include-ignored
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the
 # bootstrap zip fired by the emulator's S3 notification.

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
+use_test_lambda_builds
 venv="${TVETL_VENV:-$HOME/.cache/tvetl-venv}"
 export PATH="$venv/bin:$PATH"
 run_dir="${TVETL_RUN_DIR:-$HOME/.cache/tvetl-run}"
@@ -14,7 +15,7 @@ mkdir -p "$run_dir"
 : "${AWS_ENDPOINT_URL:?the emulator endpoint (scripts/test.sh sets it)}"
 
 echo "== cargo lambda build (ingest-batch, x86_64, zip)"
-cargo lambda build -p ingest-batch --x86-64 --output-format zip 2>&1 | tail -n 2
+cargo lambda build -p ingest-batch --target "$TVETL_LAMBDA_TARGET" --output-format zip 2>&1 | tail -n 2
 export INGEST_BATCH_ZIP="$CARGO_TARGET_DIR/lambda/ingest-batch/bootstrap.zip"
 ls -l "$INGEST_BATCH_ZIP"
 
@@ -22,7 +23,7 @@ scripts/emulator.sh reset
 export INVOKE_ADDR=127.0.0.1 INVOKE_PORT="${INVOKE_PORT:-9010}"
 export LAKE_BUCKET=tvetl-lake-dev GLUE_DATABASE=tvetl_dev
 echo "== cargo lambda watch on $INVOKE_ADDR:$INVOKE_PORT"
-setsid cargo lambda watch -p ingest-batch -A "$INVOKE_ADDR" -P "$INVOKE_PORT" --ignore-changes \
+setsid cargo lambda watch -p ingest-batch --target "$TVETL_LAMBDA_TARGET" -A "$INVOKE_ADDR" -P "$INVOKE_PORT" --ignore-changes \
   --env-var "LAKE_BUCKET=$LAKE_BUCKET,GLUE_DATABASE=$GLUE_DATABASE,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=us-east-1" \
   >"$run_dir/watch.log" 2>&1 < /dev/null &
 watch_pid=$!
@@ -37,7 +38,7 @@ kill -TERM -- "-$watch_pid" 2>/dev/null || true
 : "${AWS_ENDPOINT_URL_REDSHIFT_DATA:?the Data API stand-in endpoint (scripts/test.sh sets it)}"
 export LOAD_INVOKE_PORT="${LOAD_INVOKE_PORT:-9011}"
 echo "== cargo lambda watch (load-warehouse) on $INVOKE_ADDR:$LOAD_INVOKE_PORT"
-setsid cargo lambda watch -p load-warehouse -A "$INVOKE_ADDR" -P "$LOAD_INVOKE_PORT" --ignore-changes \
+setsid cargo lambda watch -p load-warehouse --target "$TVETL_LAMBDA_TARGET" -A "$INVOKE_ADDR" -P "$LOAD_INVOKE_PORT" --ignore-changes \
   --env-var "LAKE_BUCKET=$LAKE_BUCKET,REDSHIFT_WORKGROUP_NAME=tvetl-dev,REDSHIFT_DATABASE=dev,REDSHIFT_COPY_ROLE_ARN=arn:aws:iam::000000000000:role/tvetl-copy,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_ENDPOINT_URL_REDSHIFT_DATA=$AWS_ENDPOINT_URL_REDSHIFT_DATA,AWS_ACCESS_KEY_ID=test,AWS_SECRET_ACCESS_KEY=test,AWS_REGION=us-east-1" \
   >"$run_dir/watch-load.log" 2>&1 < /dev/null &
 watch_pid=$!

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
+use_test_lambda_builds
 venv="${TVETL_VENV:-$HOME/.cache/tvetl-venv}"
 sam_venv="${TVETL_SAM_VENV:-$HOME/.cache/tvetl-sam-venv}"
 run_dir="${TVETL_RUN_DIR:-$HOME/.cache/tvetl-run}"

@@ -7,12 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
+use_test_lambda_builds
 venv="${TVETL_VENV:-$HOME/.cache/tvetl-venv}"
 export PATH="$venv/bin:$PATH"
 : "${AWS_ENDPOINT_URL:?the emulator endpoint (scripts/test.sh sets it)}"
 
 echo "== cargo lambda build (ingest-stream, compact-partitions, x86_64, zip)"
-cargo lambda build -p ingest-stream -p compact-partitions --x86-64 --output-format zip 2>&1 | tail -n 2
+cargo lambda build -p ingest-stream -p compact-partitions --target "$TVETL_LAMBDA_TARGET" --output-format zip 2>&1 | tail -n 2
 export INGEST_STREAM_ZIP="$CARGO_TARGET_DIR/lambda/ingest-stream/bootstrap.zip"
 export COMPACT_ZIP="$CARGO_TARGET_DIR/lambda/compact-partitions/bootstrap.zip"
 ls -l "$INGEST_STREAM_ZIP" "$COMPACT_ZIP"
