@@ -18,7 +18,7 @@ mkdir -p "$run_dir"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export SAM_CLI_TELEMETRY=0
 scripts/infra-check.sh install
-# cargo-lambda and zig from the emulator's venv, sam from its own.
+# cargo-lambda from the emulator's venv (zig there is for deployments), sam from its own.
 export PATH="$venv/bin:$sam_venv/bin:$PATH"
 
 build_dir="$run_dir/sam-build"
