@@ -88,7 +88,6 @@ if [ "$FUZZ" -gt 0 ]; then
 import datetime, random, sys
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 r = random.Random(seed)
-print()
 for i in range(n):
     start = datetime.date(2023, 1, 1) + datetime.timedelta(days=r.randrange(800))
     print(f"fuzz{i} {r.randrange(1, 10**6)} {r.randrange(50, 4000)} {r.randrange(1, 9)} {start} "
