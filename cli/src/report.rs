@@ -1,7 +1,7 @@
 //! `tvetl report`: the insights, as a table, JSON or CSV.
 
 use serde::Serialize;
-use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic, GenreRank};
+use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic, GenreRank, SegmentViewing};
 
 /// Output format of reports and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,36 +183,82 @@ pub fn render_audience(by: Demographic, days: &[DailyAudience], format: OutputFo
             }
             out
         }
-        OutputFormat::Table => {
-            let mut out = format!("Viewing per active user by {}\n", by.column());
-            out.push_str(&format!(
-                "{:<12} {:<20} {:>12} {:>14} {:>26} {:>10}\n",
-                "date",
-                by.column(),
-                "active_users",
-                "watch_seconds",
-                "avg_watch_seconds_per_user",
-                "minutes"
-            ));
-            for d in days {
-                for s in &d.segments {
-                    out.push_str(&format!(
-                        "{:<12} {:<20} {:>12} {:>14.1} {:>26.1} {:>10.1}\n",
-                        d.date,
-                        truncate(&s.segment, 20),
-                        s.active_users,
-                        s.watch_seconds,
-                        s.avg_watch_seconds_per_user,
-                        s.avg_watch_seconds_per_user / 60.0
-                    ));
-                }
-            }
-            if days.is_empty() {
-                out.push_str("  (no viewing in that range)\n");
-            }
-            out
+        OutputFormat::Table => audience_table(by, days),
+    }
+}
+
+/// The widest audience table laid out with a column per segment; with more
+/// segments than fit (say, many regions) it has a row per day and segment.
+const AUDIENCE_PIVOT_MAX_WIDTH: usize = 120;
+
+/// The audience report for a reader: a row per day and a column per segment,
+/// so that segments compare at a glance, with each cell's minutes per
+/// active user and, in brackets, its active users. The watch seconds behind
+/// each average are in the CSV and JSON forms.
+fn audience_table(by: Demographic, days: &[DailyAudience]) -> String {
+    if days.is_empty() {
+        return format!("Viewing per active user by {}\n  (no viewing in that range)\n", by.column());
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for s in days.iter().flat_map(|d| &d.segments) {
+        if !segments.contains(&s.segment.as_str()) {
+            segments.push(&s.segment);
         }
     }
+    let cell = |s: &SegmentViewing| format!("{:.1} ({})", s.avg_watch_seconds_per_user / 60.0, s.active_users);
+    let widths: Vec<usize> = segments
+        .iter()
+        .map(|name| {
+            let cells = days.iter().flat_map(|d| &d.segments).filter(|s| s.segment == *name);
+            cells.map(|s| cell(s).chars().count()).chain([name.chars().count()]).max().unwrap_or(0)
+        })
+        .collect();
+    if 12 + widths.iter().map(|w| w + 2).sum::<usize>() > AUDIENCE_PIVOT_MAX_WIDTH {
+        return audience_rows(by, days);
+    }
+    let mut out =
+        format!("Minutes per active user by {} (active users in brackets), per UTC day\n{:<12}", by.column(), "date");
+    for (name, width) in segments.iter().zip(&widths) {
+        out.push_str(&format!("  {name:>width$}"));
+    }
+    out.push('\n');
+    for d in days {
+        out.push_str(&format!("{:<12}", d.date));
+        for (name, width) in segments.iter().zip(&widths) {
+            let text = d.segments.iter().find(|s| s.segment == *name).map(cell).unwrap_or_else(|| "-".into());
+            out.push_str(&format!("  {text:>width$}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The audience table with a row per day and segment.
+fn audience_rows(by: Demographic, days: &[DailyAudience]) -> String {
+    let mut out = format!("Viewing per active user by {}\n", by.column());
+    out.push_str(&format!(
+        "{:<12} {:<20} {:>12} {:>14} {:>26} {:>10}\n",
+        "date",
+        by.column(),
+        "active_users",
+        "watch_seconds",
+        "avg_watch_seconds_per_user",
+        "minutes"
+    ));
+    for d in days {
+        for s in &d.segments {
+            out.push_str(&format!(
+                "{:<12} {:<20} {:>12} {:>14.1} {:>26.1} {:>10.1}\n",
+                d.date,
+                truncate(&s.segment, 20),
+                s.active_users,
+                s.watch_seconds,
+                s.avg_watch_seconds_per_user,
+                s.avg_watch_seconds_per_user / 60.0
+            ));
+        }
+    }
+    out
 }
 
 pub(crate) fn truncate(s: &str, width: usize) -> String {
@@ -222,5 +268,67 @@ pub(crate) fn truncate(s: &str, width: usize) -> String {
         let mut t: String = s.chars().take(width - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(name: &str, active_users: u64, avg_minutes: f64) -> SegmentViewing {
+        SegmentViewing {
+            segment: name.into(),
+            active_users,
+            watch_seconds: avg_minutes * 60.0 * active_users as f64,
+            avg_watch_seconds_per_user: avg_minutes * 60.0,
+        }
+    }
+
+    #[test]
+    fn the_audience_table_has_a_column_per_segment_and_a_dash_where_a_day_has_none() {
+        let days = vec![
+            DailyAudience {
+                date: "2024-01-01".into(),
+                segments: vec![segment("18-24", 3, 10.0), segment("65+", 1, 2.5)],
+            },
+            DailyAudience {
+                date: "2024-01-02".into(),
+                segments: vec![segment("65+", 2, 4.0), segment("Unknown", 12, 1.3)],
+            },
+        ];
+        let table = audience_table(Demographic::AgeBand, &days);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("Minutes per active user by age_band"), "{table}");
+        let header: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(header, ["date", "18-24", "65+", "Unknown"]);
+        let day1: Vec<&str> = lines[2].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(day1, ["2024-01-01", "10.0 (3)", "2.5 (1)", "-"]);
+        let day2: Vec<&str> = lines[3].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(day2, ["2024-01-02", "-", "4.0 (2)", "1.3 (12)"]);
+        // Every column is right-aligned under its header.
+        let end_of = |line: &str, text: &str| line.find(text).map(|i| i + text.len());
+        assert_eq!(end_of(lines[1], "Unknown"), end_of(lines[3], "1.3 (12)"));
+        assert_eq!(end_of(lines[1], "18-24"), end_of(lines[2], "10.0 (3)"));
+    }
+
+    #[test]
+    fn an_audience_too_wide_for_columns_gets_a_row_per_day_and_segment() {
+        let segments: Vec<SegmentViewing> = (0..12).map(|i| segment(&format!("region-{i}"), 1000 + i, 290.5)).collect();
+        let days = vec![DailyAudience { date: "2024-01-01".into(), segments }];
+        let table = audience_table(Demographic::Region, &days);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "Viewing per active user by region");
+        assert_eq!(lines.len(), 2 + 12, "{table}");
+        assert!(lines[2].starts_with("2024-01-01   region-0 "), "{table}");
+        assert!(lines.iter().all(|l| l.chars().count() <= AUDIENCE_PIVOT_MAX_WIDTH));
+    }
+
+    #[test]
+    fn an_empty_audience_says_so() {
+        assert_eq!(
+            audience_table(Demographic::Gender, &[]),
+            "Viewing per active user by gender\n  (no viewing in that range)\n"
+        );
     }
 }
