@@ -26,9 +26,13 @@ bench_work_dir
 bench_tvetl "$repo" >&2
 require_gnu_time
 
-echo "== cargo build -p tvetl-lambda --example ingest_s3_object" >&2
-(cd "$repo" && cargo build -p tvetl-lambda --example ingest_s3_object)
-example="$CARGO_TARGET_DIR/debug/examples/ingest_s3_object"
+# Built for the triple the tests build the Lambda crates for, so that it
+# reuses their artifacts instead of building the AWS side again for the host.
+source "$repo/scripts/env.sh"
+use_test_lambda_builds
+echo "== cargo build -p tvetl-lambda --example ingest_s3_object --target $TVETL_LAMBDA_TARGET" >&2
+(cd "$repo" && cargo build -p tvetl-lambda --example ingest_s3_object --target "$TVETL_LAMBDA_TARGET")
+example="$CARGO_TARGET_DIR/$TVETL_LAMBDA_TARGET/debug/examples/ingest_s3_object"
 
 "$repo/scripts/emulator.sh" start >/dev/null
 trap '"$repo/scripts/emulator.sh" stop' EXIT
