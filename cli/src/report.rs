@@ -187,9 +187,12 @@ pub fn render_audience(by: Demographic, days: &[DailyAudience], format: OutputFo
     }
 }
 
-/// The widest audience table laid out with a column per segment; with more
-/// segments than fit (say, many regions) it has a row per day and segment.
+/// The widest audience table laid out with a column per segment; one with
+/// more segments than fit (say, many regions) has a row per day and segment.
 const AUDIENCE_PIVOT_MAX_WIDTH: usize = 120;
+
+/// The width of a table's date column.
+const DATE_WIDTH: usize = 12;
 
 /// The audience report for a reader: a row per day and a column per segment,
 /// so that segments compare at a glance, with each cell's minutes per
@@ -213,17 +216,20 @@ fn audience_table(by: Demographic, days: &[DailyAudience]) -> String {
             cells.map(|s| cell(s).chars().count()).chain([name.chars().count()]).max().unwrap_or(0)
         })
         .collect();
-    if 12 + widths.iter().map(|w| w + 2).sum::<usize>() > AUDIENCE_PIVOT_MAX_WIDTH {
+    if DATE_WIDTH + widths.iter().map(|w| w + 2).sum::<usize>() > AUDIENCE_PIVOT_MAX_WIDTH {
         return audience_rows(by, days);
     }
-    let mut out =
-        format!("Minutes per active user by {} (active users in brackets), per UTC day\n{:<12}", by.column(), "date");
+    let mut out = format!(
+        "Minutes per active user by {} (active users in brackets), per UTC day\n{:<DATE_WIDTH$}",
+        by.column(),
+        "date"
+    );
     for (name, width) in segments.iter().zip(&widths) {
         out.push_str(&format!("  {name:>width$}"));
     }
     out.push('\n');
     for d in days {
-        out.push_str(&format!("{:<12}", d.date));
+        out.push_str(&format!("{:<DATE_WIDTH$}", d.date));
         for (name, width) in segments.iter().zip(&widths) {
             let text = d.segments.iter().find(|s| s.segment == *name).map(cell).unwrap_or_else(|| "-".into());
             out.push_str(&format!("  {text:>width$}"));
