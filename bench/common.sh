@@ -1,6 +1,9 @@
 # Sourced by the bench scripts. They take their tvetl and their generated
 # inputs from here, so that one BENCH_DIR's inputs serve them all.
 
+# The scripts' cargo target folder and build settings (scripts/env.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+
 # bench_rows_days SCRIPT [ROWS [DAYS]]: sets $rows and $days (default: 3M
 # sessions over 365 days), or stops with SCRIPT's usage.
 bench_rows_days() {
@@ -32,7 +35,6 @@ bench_tvetl() {
   if [ -n "${TVETL:-}" ]; then
     tvetl=$TVETL
   else
-    source "$1/scripts/env.sh"
     echo "== cargo build -p tvetl" >&2
     (cd "$1" && cargo build -p tvetl)
     tvetl="$CARGO_TARGET_DIR/debug/tvetl"

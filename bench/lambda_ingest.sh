@@ -28,7 +28,6 @@ require_gnu_time
 
 # Built for the triple the tests build the Lambda crates for, so that it
 # reuses their artifacts instead of building the AWS side again for the host.
-source "$repo/scripts/env.sh"
 use_test_lambda_builds
 echo "== cargo build -p tvetl-lambda --example ingest_s3_object --target $TVETL_LAMBDA_TARGET" >&2
 (cd "$repo" && cargo build -p tvetl-lambda --example ingest_s3_object --target "$TVETL_LAMBDA_TARGET")

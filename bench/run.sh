@@ -8,7 +8,7 @@
 #   TVETL           tvetl binary to use (default: cargo build -p tvetl, the dev
 #                   profile, which optimises every crate at opt-level 2; see
 #                   Cargo.toml for why the demo and bench do not use --release)
-#   CARGO_TARGET_DIR  where that build goes (default: target, in the repo)
+#   CARGO_TARGET_DIR  where that build goes (default: ~/.cache/tvetl-target, as scripts/env.sh sets)
 #   BENCH_DIR       work folder for inputs, outputs and results (default: mktemp -d);
 #                   a generated input is kept there and reused by the next run
 #   DUCKDB_THREADS  threads for the DuckDB baseline (default: 2)

@@ -208,13 +208,18 @@ fn audience_table(by: Demographic, days: &[DailyAudience]) -> String {
             segments.push(&s.segment);
         }
     }
-    let cell = |s: &SegmentViewing| format!("{:.1} ({})", s.avg_watch_seconds_per_user / 60.0, s.active_users);
+    // Each cell's text, formatted once: the widths and the rows both use it.
+    let grid: Vec<Vec<String>> = days
+        .iter()
+        .map(|d| {
+            let cell = |name: &&str| d.segments.iter().find(|s| s.segment == *name).map(cell_text);
+            segments.iter().map(|name| cell(name).unwrap_or_else(|| "-".into())).collect()
+        })
+        .collect();
     let widths: Vec<usize> = segments
         .iter()
-        .map(|name| {
-            let cells = days.iter().flat_map(|d| &d.segments).filter(|s| s.segment == *name);
-            cells.map(|s| cell(s).chars().count()).chain([name.chars().count()]).max().unwrap_or(0)
-        })
+        .enumerate()
+        .map(|(i, name)| grid.iter().map(|row| row[i].chars().count()).chain([name.chars().count()]).max().unwrap_or(0))
         .collect();
     if DATE_WIDTH + widths.iter().map(|w| w + 2).sum::<usize>() > AUDIENCE_PIVOT_MAX_WIDTH {
         return audience_rows(by, days);
@@ -228,15 +233,19 @@ fn audience_table(by: Demographic, days: &[DailyAudience]) -> String {
         out.push_str(&format!("  {name:>width$}"));
     }
     out.push('\n');
-    for d in days {
+    for (d, row) in days.iter().zip(&grid) {
         out.push_str(&format!("{:<DATE_WIDTH$}", d.date));
-        for (name, width) in segments.iter().zip(&widths) {
-            let text = d.segments.iter().find(|s| s.segment == *name).map(cell).unwrap_or_else(|| "-".into());
+        for (text, width) in row.iter().zip(&widths) {
             out.push_str(&format!("  {text:>width$}"));
         }
         out.push('\n');
     }
     out
+}
+
+/// An audience table cell: minutes per active user (active users).
+fn cell_text(s: &SegmentViewing) -> String {
+    format!("{:.1} ({})", s.avg_watch_seconds_per_user / 60.0, s.active_users)
 }
 
 /// The audience table with a row per day and segment.
