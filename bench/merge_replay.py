@@ -23,9 +23,19 @@ COLUMNS = ("event_id, user_id, device_id, channel_id, program_id, start_time, en
 VALUES = ("n.event_id, n.user_id, n.device_id, n.channel_id, n.program_id, n.start_time, n.end_time, "
           "CAST(n.start_time AS DATE), CAST(DATEDIFF('microsecond', n.start_time, n.end_time) AS DOUBLE PRECISION) / 1000000, "
           "n.duration_seconds, n.platform, n.source_key, n.source_version, n.source_record_no, 1")
+
+
+def loaded_merge():
+    """The load's own MERGE statement, over the deduplicated rows."""
+    sql = open(os.path.join(HERE, "..", "infra", "sql", "load_viewing_sessions.sql")).read()
+    merge = sql[sql.index("MERGE INTO core.viewing_sessions"):]
+    merge = merge[:merge.index(";")]
+    return merge.replace("USING staging.viewing_sessions n", "USING deduped n").replace("{load_id}", "1")
+
+
 ON = "USING deduped n ON core.viewing_sessions.event_id = n.event_id"
 STATEMENTS = {
-    "merge": "the MERGE of infra/sql/load_viewing_sessions.sql",
+    "merge": loaded_merge(),
     "merge_insert_only": f"MERGE INTO core.viewing_sessions {ON} WHEN NOT MATCHED THEN INSERT ({COLUMNS}) VALUES ({VALUES})",
     "insert_not_exists": f"INSERT INTO core.viewing_sessions ({COLUMNS}) SELECT {VALUES} FROM deduped n "
                          "WHERE NOT EXISTS (SELECT 1 FROM core.viewing_sessions c WHERE c.event_id = n.event_id)",
@@ -41,14 +51,6 @@ def schema():
     for column in ("event_id", "user_id", "device_id"):
         body = re.sub(r"(\n    %s VARCHAR\(256\)( NOT NULL)?)" % column, r"\1 USING COMPRESSION uncompressed", body)
     return head + "CREATE TABLE IF NOT EXISTS core.viewing_sessions (" + body + ");" + tail
-
-
-def loaded_merge():
-    """The load's own MERGE statement, over the deduplicated rows."""
-    sql = open(os.path.join(HERE, "..", "infra", "sql", "load_viewing_sessions.sql")).read()
-    merge = sql[sql.index("MERGE INTO core.viewing_sessions"):]
-    merge = merge[:merge.index(";")]
-    return merge.replace("USING staging.viewing_sessions n", "USING deduped n").replace("{load_id}", "1")
 
 
 def cpu():
@@ -74,7 +76,7 @@ def replay(lake, mode):
         rows = conn.execute("SELECT COUNT(*) FROM deduped").fetchone()[0]
         conn.execute("BEGIN")
         start = cpu()
-        conn.execute(loaded_merge() if mode == "merge" else STATEMENTS[mode])
+        conn.execute(STATEMENTS[mode])
         spent = cpu() - start
         conn.execute("COMMIT")
         conn.close()
