@@ -10,7 +10,7 @@ use std::io::Write;
 
 use aws_lambda_events::event::s3::S3Event;
 use tvetl_lambda::ingest::{IngestBatch, IngestRequest};
-use tvetl_lambda::{AwsClients, IngestConfig};
+use tvetl_lambda::{AwsClients, IngestConfig, RestorePolicy};
 
 fn emulator_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL must point at the emulator (scripts/test.sh sets it)")
@@ -100,6 +100,7 @@ async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_c
         glue_database: database.clone(),
         part_size: 16 * 1024,
         upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+        restore_archived: None,
     };
     let function = IngestBatch { clients: clients.clone(), config };
     let event = s3_event(&raw, &[csv_key, gz_key, channels_key]);
@@ -277,4 +278,91 @@ async fn uploads_over_their_memory_budget_spill_to_disk_and_stage_the_same_bytes
     assert_eq!(roomy_objects.len(), 6, "one file per day: {:?}", roomy_objects.keys());
     assert!(roomy_objects.values().any(|b| b.len() > part_size), "some files go up in several parts");
     assert_eq!(tight_objects, roomy_objects, "spilled uploads stage the same bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn an_archived_object_is_reported_restored_and_then_loaded_while_the_rest_loads_at_once() {
+    use aws_sdk_s3::types::StorageClass;
+    emulator_endpoint();
+    let clients = AwsClients::load().await;
+    let (raw, lake, database) = (unique("raw"), unique("lake"), unique("tvetl_db").replace('-', "_"));
+    for bucket in [&raw, &lake] {
+        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    // Glacier Flexible Retrieval is unreadable until restored; Glacier
+    // Instant Retrieval reads like Standard.
+    let (archived_key, instant_key, fresh_key) =
+        ("viewership/2023/old.csv", "viewership/2023/instant.csv", "viewership/2024/new.csv");
+    let fresh = b"event_id,user_id,channel_id,start_time,duration_seconds\nn1,u1,c1,2024-02-01T10:00:00Z,60\n";
+    for (key, body, class) in [
+        (archived_key, dirty_csv(), StorageClass::Glacier),
+        (instant_key, dirty_csv(), StorageClass::GlacierIr),
+        (fresh_key, fresh.to_vec(), StorageClass::Standard),
+    ] {
+        let put = clients.s3.put_object().bucket(&raw).key(key).body(body.into()).storage_class(class);
+        put.send().await.unwrap();
+    }
+    let config = |restore_archived| IngestConfig {
+        lake_bucket: lake.clone(),
+        glue_database: database.clone(),
+        part_size: tvetl_core::aws::s3::DEFAULT_PART_SIZE,
+        upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+        restore_archived,
+    };
+
+    // Restores off: the archived object is reported, and only reported.
+    let reporting = IngestBatch { clients: clients.clone(), config: config(None) };
+    let event = s3_event(&raw, &[archived_key, instant_key, fresh_key]);
+    let response = reporting.handle(&event.clone().into()).await.expect("an archived object fails alone");
+    let by_key: BTreeMap<_, _> = response.objects.iter().map(|o| (o.key.as_str(), o)).collect();
+    let archived = by_key[archived_key];
+    assert_eq!(archived.status, "archived");
+    let error = archived.error.as_deref().unwrap();
+    for part in [format!("s3://{raw}/{archived_key}:"), "archived in GLACIER".into(), "RESTORE_ARCHIVED_DAYS".into()] {
+        assert!(error.contains(&part), "{part:?} in {error}");
+    }
+    assert_eq!((archived.restore, archived.quarantine_key.as_deref()), (None, None));
+    assert_eq!(archived.counts.rows_read, 0);
+    assert_eq!(by_key[instant_key].status, "loaded");
+    assert_eq!(by_key[instant_key].counts.rows_accepted, 3000);
+    assert_eq!(by_key[fresh_key].status, "loaded");
+    assert_eq!(response.totals.rows_accepted, 3001);
+    let head = clients.s3.head_object().bucket(&raw).key(archived_key).send().await.unwrap();
+    assert_eq!(head.restore(), None, "no restore was requested");
+    let objects = lake_objects(&clients, &lake).await;
+    assert!(!objects.keys().any(|k| k.contains("unreadable-")), "an archived object is not quarantined: {objects:?}");
+
+    // Restores on: requested once, then found under way.
+    let restoring =
+        IngestBatch { clients: clients.clone(), config: config(Some(RestorePolicy { days: 1, tier: "Bulk".into() })) };
+    let backfill = IngestRequest::Object { bucket: raw.clone(), key: archived_key.to_owned() };
+    let first = restoring.handle(&backfill).await.expect("a restore is requested");
+    assert_eq!((first.objects[0].status, first.objects[0].restore), ("archived", Some("requested")));
+    assert!(first.objects[0].error.as_deref().unwrap().contains("a Bulk restore for 1 days is requested"));
+    let second = restoring.handle(&backfill).await.expect("a second request finds it under way");
+    assert_eq!((second.objects[0].status, second.objects[0].restore), ("archived", Some("in_progress")));
+    assert_eq!(lake_objects(&clients, &lake).await, objects, "nothing of the archived object is written yet");
+
+    // The emulator restores in seconds (S3 in hours); then the bucket's
+    // restore-completed notification ingests the restored copy.
+    let mut waited = 0;
+    loop {
+        let head = clients.s3.head_object().bucket(&raw).key(archived_key).send().await.unwrap();
+        let restore = head.restore().unwrap_or_default().to_owned();
+        assert!(restore.contains("ongoing-request"), "a restore is recorded: {restore:?}");
+        if restore.contains("ongoing-request=\"false\"") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 300, "the emulator's restore did not complete: {restore:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut completed = s3_event(&raw, &[archived_key]);
+    completed.records[0].event_name = Some("ObjectRestore:Completed".into());
+    let loaded = restoring.handle(&completed.into()).await.expect("the restored copy loads");
+    let outcome = &loaded.objects[0];
+    assert_eq!((outcome.status, outcome.restore, outcome.error.as_deref()), ("loaded", None, None));
+    assert_eq!(outcome.counts, by_key[instant_key].counts, "the same rows as its readable twin");
+    assert!(outcome.quarantine_key.is_some(), "its bad records are quarantined as usual");
 }

@@ -198,6 +198,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             glue_database: database.clone(),
             part_size: 8 * 1024 * 1024,
             upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+            restore_archived: None,
         },
     };
     let ingested = ingest.handle(&s3_event(&raw, &keys).into()).await.unwrap();
@@ -432,6 +433,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             glue_database: database,
             part_size: 8 * 1024 * 1024,
             upload_memory: tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY,
+            restore_archived: None,
         },
     };
     let on_time = [("st-1", "u1", "2030-01-01T10:00:00Z", 600), ("st-2", "u2", "2030-01-01T11:00:00Z", 1200)];

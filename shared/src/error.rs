@@ -41,4 +41,14 @@ impl IngestError {
             _ => false,
         }
     }
+
+    /// The archive storage class of a raw object that must be restored
+    /// before it can be read ([`StoreError::Archived`]), if that is what
+    /// failed: neither a bad object nor one a retry now would load.
+    pub fn archived_in(&self) -> Option<&str> {
+        match self {
+            IngestError::Store(StoreError::Archived { storage_class, .. }) => Some(storage_class),
+            _ => None,
+        }
+    }
 }

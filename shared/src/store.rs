@@ -21,6 +21,12 @@ pub enum StoreError {
     /// A remote service failure, as classified by its adapter.
     #[error("{key}: {message}")]
     Service { key: String, message: String, retryable: bool },
+    /// The object is in an archive storage class (S3 Glacier Flexible
+    /// Retrieval or Deep Archive) and has no restored copy: it cannot be
+    /// read until it is restored, which takes hours, so a retry now cannot
+    /// help either. Its bytes are not at fault, so it is not quarantined.
+    #[error("{key}: archived in {storage_class}, not readable until it is restored (S3 RestoreObject)")]
+    Archived { key: String, storage_class: String },
 }
 
 impl StoreError {
@@ -33,6 +39,7 @@ impl StoreError {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
             StoreError::Service { retryable, .. } => *retryable,
+            StoreError::Archived { .. } => false,
         }
     }
 

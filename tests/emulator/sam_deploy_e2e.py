@@ -134,6 +134,9 @@ def check_resources(outputs, project):
     check(functions["ingest-batch"]["TracingConfig"]["Mode"] == "Active", "ingest-batch: X-Ray tracing active")
     check(functions["ingest-batch"]["Environment"]["Variables"].get("GLUE_DATABASE") == outputs["GlueDatabaseName"],
           "ingest-batch: GLUE_DATABASE is the stack's database")
+    restores = {k: v for k, v in functions["ingest-batch"]["Environment"]["Variables"].items() if k.startswith("RESTORE_")}
+    check(restores == {"RESTORE_ARCHIVED_DAYS": "3", "RESTORE_ARCHIVED_TIER": "Bulk"},
+          f"ingest-batch: archived raw objects are restored ({restores})")
     load_env = functions["load-warehouse"]["Environment"]["Variables"]
     check(load_env.get("REDSHIFT_COPY_ROLE_ARN") == outputs["RedshiftCopyRoleArn"] and load_env.get("REDSHIFT_DATABASE"),
           f"load-warehouse: Redshift environment {sorted(load_env)}")
@@ -167,12 +170,15 @@ def check_resources(outputs, project):
 
     def prefixes(bucket):
         configs = s3.get_bucket_notification_configuration(Bucket=bucket).get("LambdaFunctionConfigurations", [])
-        return sorted((c["LambdaFunctionArn"].rsplit(":", 1)[1],
+        return sorted((c["LambdaFunctionArn"].rsplit(":", 1)[1], tuple(sorted(c["Events"])),
                        tuple(sorted((r["Name"].lower(), r["Value"]) for r in c["Filter"]["Key"]["FilterRules"])))
                       for c in configs)
-    check(prefixes(raw) == sorted((f"{project}-dev-ingest-batch", (("prefix", p),))
-                                  for p in ("channels/", "demographics/", "viewership/")),
-          f"raw notifications by prefix {prefixes(raw)}")
+    # New objects, and archived ones once the restore ingest-batch asked for
+    # has completed.
+    check(prefixes(raw) == sorted((f"{project}-dev-ingest-batch", (event,), (("prefix", p),))
+                                  for p in ("channels/", "demographics/", "viewership/")
+                                  for event in ("s3:ObjectCreated:*", "s3:ObjectRestore:Completed")),
+          f"raw notifications by prefix and event {prefixes(raw)}")
     queues = [(c["QueueArn"].rsplit(":", 1)[1],
                tuple(sorted((r["Name"].lower(), r["Value"]) for r in c["Filter"]["Key"]["FilterRules"])))
               for c in s3.get_bucket_notification_configuration(Bucket=lake).get("QueueConfigurations", [])]
@@ -264,6 +270,26 @@ def check_backfill(outputs):
     check(staged_etags() == before and before, f"backfill: the same staging files, byte for byte ({len(before)})")
 
 
+def check_archived(outputs):
+    """A raw object in Glacier, as the raw bucket's lifecycle rule leaves
+    old ones: the deployed ingest-batch reports it and requests a restore
+    (RestoreArchivedDays), and the bucket's restore-completed notification
+    runs it again on the restored copy, which lands in the lake."""
+    raw, lake = outputs["RawBucketName"], outputs["LakeBucketName"]
+    key = "viewership/2030/sam archived.csv"
+    body = ids("event_id,user_id,channel_id,start_time,duration_seconds\nsam-g1,sam-u1,sam-c1,2030-06-01T10:00:00Z,60\n")
+    s3.put_object(Bucket=raw, Key=key, Body=body.encode(), StorageClass="GLACIER")
+
+    def staged():
+        keys = [k for k in lake_keys(lake) if k.startswith("staging/viewership/event_date=2030-06-01/")]
+        return keys or None
+    keys = wait_for(staged, 120) or []
+    restore = s3.head_object(Bucket=raw, Key=key).get("Restore", "")
+    check("ongoing-request" in restore, f"archived: ingest-batch requested a restore of the Glacier object ({restore!r})")
+    check(len(keys) == 1 and parquet_rows(lake, keys[0]) == [(ids("sam-g1"),)],
+          f"archived: the restore-completed notification ingested the restored copy: {keys}")
+
+
 def check_stream(outputs):
     lake = outputs["LakeBucketName"]
     kinesis.put_record(StreamName=outputs["StreamName"], Data=ids(json.dumps(STREAM_RECORD)).encode(), PartitionKey="u4")
@@ -334,6 +360,7 @@ def main():
         check_state_machine(outputs)
     else:
         print("(no AWS_ENDPOINT_URL_REDSHIFT_DATA: the warehouse step is not checked)")
+    check_archived(outputs)
     print(f"sam-deploy: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -31,6 +31,22 @@ pub struct IngestConfig {
     /// memory together. Beyond it, parts in the making go to temporary files
     /// under `TMPDIR` (`/tmp`, the function's ephemeral storage).
     pub upload_memory: usize,
+    /// `RESTORE_ARCHIVED_DAYS` (default 0: off) and `RESTORE_ARCHIVED_TIER`
+    /// (default `Bulk`): what to do with a raw object that has moved to an
+    /// archive storage class (the raw bucket's lifecycle rule sends it to
+    /// Glacier), as a backfill finds it. It is always reported as
+    /// `archived`; with days set, a restore of it is requested too, and the
+    /// bucket's `s3:ObjectRestore:Completed` notification ingests it.
+    pub restore_archived: Option<RestorePolicy>,
+}
+
+/// How ingest-batch restores an archived raw object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePolicy {
+    /// How long the restored copy stays readable.
+    pub days: i32,
+    /// S3's retrieval tier: `Bulk`, `Standard` or `Expedited`.
+    pub tier: String,
 }
 
 impl IngestConfig {
@@ -41,7 +57,25 @@ impl IngestConfig {
             glue_database: required("GLUE_DATABASE")?,
             part_size: number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?,
             upload_memory: number("UPLOAD_MEMORY_BYTES", tvetl_core::aws::s3::DEFAULT_UPLOAD_MEMORY)?,
+            restore_archived: restore_policy(
+                number("RESTORE_ARCHIVED_DAYS", 0)?,
+                optional("RESTORE_ARCHIVED_TIER").as_deref(),
+            )?,
         })
+    }
+}
+
+fn restore_policy(days: i32, tier: Option<&str>) -> Result<Option<RestorePolicy>, ConfigError> {
+    const TIERS: [&str; 3] = ["Bulk", "Standard", "Expedited"];
+    let tier = tier.unwrap_or("Bulk");
+    let Some(tier) = TIERS.iter().find(|t| t.eq_ignore_ascii_case(tier)) else {
+        return Err(ConfigError { name: "RESTORE_ARCHIVED_TIER", problem: format!("{tier:?}: not one of {TIERS:?}") });
+    };
+    match days {
+        0 => Ok(None),
+        // S3 refuses a restore for more days than this.
+        1..=36_500 => Ok(Some(RestorePolicy { days, tier: (*tier).to_owned() })),
+        _ => Err(ConfigError { name: "RESTORE_ARCHIVED_DAYS", problem: format!("{days}: not 0 (off) or 1-36500") }),
     }
 }
 
@@ -228,5 +262,26 @@ impl CompactConfig {
             min_age_seconds: number("COMPACT_MIN_AGE_SECONDS", 86_400)?,
             part_size: number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archived_objects_are_restored_only_when_days_are_set_and_the_tier_is_s3s() {
+        assert_eq!(restore_policy(0, None).unwrap(), None);
+        assert_eq!(restore_policy(0, Some("Expedited")).unwrap(), None);
+        assert_eq!(restore_policy(7, None).unwrap(), Some(RestorePolicy { days: 7, tier: "Bulk".into() }));
+        assert_eq!(
+            restore_policy(1, Some("standard")).unwrap(),
+            Some(RestorePolicy { days: 1, tier: "Standard".into() })
+        );
+        let tier = restore_policy(7, Some("Fast")).unwrap_err();
+        assert_eq!(tier.name, "RESTORE_ARCHIVED_TIER");
+        assert!(tier.to_string().contains("\"Fast\""), "{tier}");
+        assert_eq!(restore_policy(-1, None).unwrap_err().name, "RESTORE_ARCHIVED_DAYS");
+        assert_eq!(restore_policy(36_501, None).unwrap_err().name, "RESTORE_ARCHIVED_DAYS");
     }
 }

@@ -5,13 +5,13 @@ use aws_lambda_events::event::s3::S3Event;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tvetl_core::aws::glue::GlueCatalog;
-use tvetl_core::aws::s3::S3ObjectStore;
+use tvetl_core::aws::s3::{RestoreRequest, S3ObjectStore};
 use tvetl_core::catalog::{register_outputs, register_quarantine};
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::store::{ObjectStore, StoreError};
 
 use crate::events::{ObjectRef, s3_objects};
-use crate::{AwsClients, HandlerError, IngestConfig};
+use crate::{AwsClients, HandlerError, IngestConfig, RestorePolicy};
 
 /// How one object of the event fared.
 #[derive(Debug, Clone, Serialize)]
@@ -19,8 +19,10 @@ pub struct ObjectOutcome {
     pub bucket: String,
     pub key: String,
     /// `loaded`, `failed` (unreadable or unsupported: recorded in the
-    /// quarantine), `missing` (deleted before it was read) or `skipped` (a
-    /// folder marker: a key ending in `/`, as the S3 console makes).
+    /// quarantine), `archived` (in Glacier with no restored copy: not read,
+    /// not quarantined), `missing` (deleted before it was read) or
+    /// `skipped` (a folder marker: a key ending in `/`, as the S3 console
+    /// makes).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -28,6 +30,11 @@ pub struct ObjectOutcome {
     pub staged: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine_key: Option<String>,
+    /// For an `archived` object: `requested` when this invocation asked S3
+    /// to restore it, `in_progress` when a restore was already under way.
+    /// Absent when restores are off (`RESTORE_ARCHIVED_DAYS` = 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<&'static str>,
 }
 
 /// The handler's answer: every object, and the totals.
@@ -83,11 +90,13 @@ impl IngestBatch {
         for object in request.objects()? {
             let raw = S3ObjectStore::new(self.clients.s3.clone(), object.bucket.clone(), Handle::current());
             let (lake, catalog) = (self.config.lake(&self.clients), self.config.catalog(&self.clients));
+            let restore = self.config.restore_archived.clone();
             // The core is synchronous and CPU-bound: run it off the async
             // workers, where the adapters may block on the runtime.
-            let outcome = tokio::task::spawn_blocking(move || ingest_one(&raw, &object, &lake, &catalog))
-                .await
-                .map_err(|e| HandlerError::Permanent(format!("ingest task panicked: {e}")))??;
+            let outcome =
+                tokio::task::spawn_blocking(move || ingest_one(&raw, &object, &lake, &catalog, restore.as_ref()))
+                    .await
+                    .map_err(|e| HandlerError::Permanent(format!("ingest task panicked: {e}")))??;
             tracing::info!(
                 key = %outcome.key,
                 status = outcome.status,
@@ -101,13 +110,14 @@ impl IngestBatch {
             response.objects.push(outcome);
         }
         let count = |status: &str| response.objects.iter().filter(|o| o.status == status).count() as u64;
-        let (loaded, skipped) = (count("loaded"), count("skipped"));
+        let (loaded, skipped, archived) = (count("loaded"), count("skipped"), count("archived"));
         crate::metrics::emit(
             "ingest-batch",
             &[
                 ("ObjectsLoaded", loaded),
-                ("ObjectsFailed", response.objects.len() as u64 - loaded - skipped),
+                ("ObjectsFailed", response.objects.len() as u64 - loaded - skipped - archived),
                 ("ObjectsSkipped", skipped),
+                ("ObjectsArchived", archived),
                 ("RowsRead", response.totals.rows_read),
                 ("RowsAccepted", response.totals.rows_accepted),
                 ("RowsQuarantined", response.totals.quarantined.total()),
@@ -122,6 +132,7 @@ fn ingest_one(
     object: &ObjectRef,
     lake: &S3ObjectStore,
     catalog: &GlueCatalog,
+    restore: Option<&RestorePolicy>,
 ) -> Result<ObjectOutcome, HandlerError> {
     let mut outcome = ObjectOutcome {
         bucket: object.bucket.clone(),
@@ -131,6 +142,7 @@ fn ingest_one(
         counts: RecordCounts::default(),
         staged: Vec::new(),
         quarantine_key: None,
+        restore: None,
     };
     if object.key.ends_with('/') {
         // Nothing to read, and not an input to quarantine: a backfill over a
@@ -162,6 +174,33 @@ fn ingest_one(
             let key = record_unreadable(lake, &meta, &e)?;
             register_quarantine(catalog, &key)?;
             outcome.quarantine_key = Some(key);
+            Ok(outcome)
+        }
+        // Not the object's fault and not fixed by a retry within the
+        // hour: reported, so that a backfill over old raw data goes on past
+        // it, and restored if so configured, to be ingested on completion.
+        Err(e) if e.archived_in().is_some() => {
+            outcome.status = "archived";
+            let mut error = format!("s3://{}/{}", object.bucket, e);
+            match restore {
+                None => {
+                    error.push_str("; restores are off (RESTORE_ARCHIVED_DAYS = 0): restore it, then ingest it again")
+                }
+                Some(policy) => {
+                    let requested = raw.request_restore(&object.key, policy.days, &policy.tier)?;
+                    outcome.restore = Some(match requested {
+                        RestoreRequest::Requested => "requested",
+                        RestoreRequest::AlreadyInProgress => "in_progress",
+                    });
+                    error.push_str(&format!(
+                        "; a {} restore for {} days is {}: the raw bucket's restore-completed notification ingests it",
+                        policy.tier,
+                        policy.days,
+                        if requested == RestoreRequest::Requested { "requested" } else { "already under way" }
+                    ));
+                }
+            }
+            outcome.error = Some(error);
             Ok(outcome)
         }
         Err(e) => Err(e.into()),

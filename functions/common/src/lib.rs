@@ -13,7 +13,7 @@ pub mod load;
 pub mod metrics;
 pub mod stream;
 
-pub use config::{AwsClients, CompactConfig, ConfigError, IngestConfig, LoadConfig, RetryBackoff};
+pub use config::{AwsClients, CompactConfig, ConfigError, IngestConfig, LoadConfig, RestorePolicy, RetryBackoff};
 
 /// A handler failure, classified: a retryable one is returned to Lambda so
 /// that it retries the event (outputs are deterministic, so a retry rewrites

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, GlacierJobParameters, RestoreRequest as RestoreRequestBody, Tier,
+};
 use tokio::runtime::Handle;
 
 use super::{describe, is_retryable};
@@ -62,6 +65,39 @@ impl S3ObjectStore {
     pub fn upload_memory(&self) -> &UploadMemory {
         &self.memory
     }
+
+    /// Asks S3 to restore an archived object ([`StoreError::Archived`]) for
+    /// `days` days at `tier` (`Bulk`, `Standard` or `Expedited`). S3 answers
+    /// at once and restores in the background (minutes to hours); the
+    /// bucket's `s3:ObjectRestore:Completed` notification says when.
+    pub fn request_restore(&self, key: &str, days: i32, tier: &str) -> Result<RestoreRequest, StoreError> {
+        let request =
+            RestoreRequestBody::builder()
+                .days(days)
+                .glacier_job_parameters(GlacierJobParameters::builder().tier(Tier::from(tier)).build().map_err(
+                    |e| StoreError::Service { key: key.to_owned(), message: e.to_string(), retryable: false },
+                )?)
+                .build();
+        let sent = self
+            .handle
+            .block_on(self.client.restore_object().bucket(&self.bucket).key(key).restore_request(request).send());
+        match sent {
+            Ok(_) => Ok(RestoreRequest::Requested),
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("RestoreAlreadyInProgress") => {
+                Ok(RestoreRequest::AlreadyInProgress)
+            }
+            Err(e) => Err(service_error(key, e)),
+        }
+    }
+}
+
+/// What [`S3ObjectStore::request_restore`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreRequest {
+    /// A restore was started (or the object's restored copy extended).
+    Requested,
+    /// A restore of the object was already under way.
+    AlreadyInProgress,
 }
 
 fn service_error<E>(key: &str, error: SdkError<E, HttpResponse>) -> StoreError
@@ -125,10 +161,16 @@ impl ObjectStore for S3ObjectStore {
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let object = self
-            .handle
-            .block_on(self.client.get_object().bucket(&self.bucket).key(key).send())
-            .map_err(|e| service_error(key, e))?;
+        let object =
+            self.handle.block_on(self.client.get_object().bucket(&self.bucket).key(key).send()).map_err(|e| {
+                if let SdkError::ServiceError(service) = &e
+                    && let GetObjectError::InvalidObjectState(state) = service.err()
+                {
+                    let storage_class = state.storage_class().map_or("an archive storage class", |c| c.as_str());
+                    return StoreError::Archived { key: key.to_owned(), storage_class: storage_class.to_owned() };
+                }
+                service_error(key, e)
+            })?;
         // The body streams: the decoder pulls bytes as it needs them.
         let reader = Box::pin(object.body.into_async_read());
         Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(reader, self.handle.clone())))
