@@ -42,13 +42,10 @@ impl IngestError {
         }
     }
 
-    /// The archive storage class of a raw object that must be restored
-    /// before it can be read ([`StoreError::Archived`]), if that is what
-    /// failed: neither a bad object nor one a retry now would load.
-    pub fn archived_in(&self) -> Option<&str> {
-        match self {
-            IngestError::Store(StoreError::Archived { storage_class, .. }) => Some(storage_class),
-            _ => None,
-        }
+    /// True when the raw object must be restored before it can be read
+    /// ([`StoreError::Archived`]): neither a bad object nor one a retry now
+    /// would load.
+    pub fn is_archived(&self) -> bool {
+        matches!(self, IngestError::Store(StoreError::Archived { .. }))
     }
 }

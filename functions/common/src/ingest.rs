@@ -179,7 +179,7 @@ fn ingest_one(
         // Not the object's fault and not fixed by a retry within the
         // hour: reported, so that a backfill over old raw data goes on past
         // it, and restored if so configured, to be ingested on completion.
-        Err(e) if e.archived_in().is_some() => {
+        Err(e) if e.is_archived() => {
             outcome.status = "archived";
             let mut error = format!("s3://{}/{}", object.bucket, e);
             match restore {
@@ -187,16 +187,14 @@ fn ingest_one(
                     error.push_str("; restores are off (RESTORE_ARCHIVED_DAYS = 0): restore it, then ingest it again")
                 }
                 Some(policy) => {
-                    let requested = raw.request_restore(&object.key, policy.days, &policy.tier)?;
-                    outcome.restore = Some(match requested {
-                        RestoreRequest::Requested => "requested",
-                        RestoreRequest::AlreadyInProgress => "in_progress",
-                    });
+                    let (restore, phrase) = match raw.request_restore(&object.key, policy.days, &policy.tier)? {
+                        RestoreRequest::Requested => ("requested", "requested"),
+                        RestoreRequest::AlreadyInProgress => ("in_progress", "already under way"),
+                    };
+                    outcome.restore = Some(restore);
                     error.push_str(&format!(
-                        "; a {} restore for {} days is {}: the raw bucket's restore-completed notification ingests it",
-                        policy.tier,
-                        policy.days,
-                        if requested == RestoreRequest::Requested { "requested" } else { "already under way" }
+                        "; a {} restore for {} days is {phrase}: the raw bucket's restore-completed notification ingests it",
+                        policy.tier, policy.days
                     ));
                 }
             }
