@@ -309,6 +309,9 @@ def check_warehouse(outputs):
         sql = "\n".join(line for line in f.read().splitlines() if not line.lstrip().startswith("--"))
     sql = sql.replace("{date}", "2031-03-02").replace("{limit}", "10").strip().rstrip(";")
 
+    # What the last query saw, so that a failure says how far the load got.
+    seen = {"rows": "no query finished"}
+
     def query():
         try:
             sid = data.execute_statement(WorkgroupName=outputs["RedshiftWorkgroupName"],
@@ -319,17 +322,20 @@ def check_warehouse(outputs):
                     break
                 time.sleep(0.2)
             if status["Status"] != "FINISHED":
+                seen["rows"] = f"statement {status['Status']}: {status.get('Error')}"
                 return None
             records = data.get_statement_result(Id=sid)["Records"]
-        except data.exceptions.ClientError:
+        except data.exceptions.ClientError as e:
+            seen["rows"] = f"client error: {e}"
             return None
         rows = [tuple(list(field.values())[0] for field in record) for record in records]
         rows = [(r[0], r[1], float(r[2]), int(r[3])) for r in rows if str(r[0]).startswith(ids("sam-"))]
+        seen["rows"] = rows
         # Both channels, with the channel names once the channels file is loaded too.
         return rows if len(rows) == 2 and rows[0][1] != "Unknown" and rows[0][2] == 5400 else None
     rows = wait_for(query, 180)
     check(rows == [(ids("sam-c1"), "Sam One", 5400.0, 2), (ids("sam-c2"), "Sam Two", 600.0, 1)],
-          f"the lake notification loaded the warehouse: top channels on 2031-03-02 = {rows}")
+          f"the lake notification loaded the warehouse: top channels on 2031-03-02 = {rows or seen['rows']}")
 
 
 def check_state_machine(outputs):
