@@ -16,3 +16,30 @@ use_test_lambda_builds() {
   export TVETL_LAMBDA_TARGET=x86_64-unknown-linux-gnu
   export CARGO_LAMBDA_COMPILER=cargo
 }
+
+# Cargo records the files a crate reads from outside its package (the tests
+# under tests/, the SQL under infra/sql/ that tvetl-core includes) by absolute
+# path. With one target dir for several checkouts, a build in one checkout
+# then checks the other checkout's copies of those files, and can take a
+# binary built from old sources as fresh. So when the target dir was last
+# used from another checkout, the build records that name another checkout's
+# files are dropped: those workspace crates rebuild, their dependencies
+# (DuckDB, the AWS SDK) do not.
+forget_other_checkouts() {
+  local repo marker
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  marker="$CARGO_TARGET_DIR/.tvetl-checkout"
+  [ -d "$CARGO_TARGET_DIR" ] || return 0
+  [ "$(cat "$marker" 2>/dev/null)" = "$repo" ] && return 0
+  local dep paths
+  while IFS= read -r -d '' dep; do
+    paths=$(grep -aoE '/[^[:cntrl:]]*/\.\./(\.\./)?(tests|infra)/[^[:cntrl:]]*' "$dep" || true)
+    [ -n "$paths" ] || continue
+    # Not a pipe into grep -q: under pipefail its early exit fails the pipe.
+    if [ -n "$(grep -v "^$repo/" <<<"$paths" || true)" ]; then
+      rm -rf "$(dirname "$dep")"
+    fi
+  done < <(find "$CARGO_TARGET_DIR" -path '*/.fingerprint/*' -name 'dep-*' -print0 2>/dev/null)
+  echo "$repo" > "$marker"
+}
+forget_other_checkouts
