@@ -488,6 +488,63 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     .await
     .unwrap();
     assert_eq!(ids, 2, "one load id per load");
+
+    a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(&clients, &load, &stream, &lake).await;
+}
+
+/// Redshift fails one of two overlapping transactions with a serializable
+/// isolation violation (error 1023). The loser's COPY, ledger and deletes
+/// roll back with it, the error is retryable, and the retry loads the rows
+/// exactly once. The stand-in makes that conflict on request (see
+/// `tests/redshift_standin/standin.py`): batches never overlap there.
+async fn a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(
+    clients: &AwsClients,
+    load: &LoadWarehouse,
+    stream: &IngestStream,
+    lake: &str,
+) {
+    let sessions = [("cf-1", "u1", "2032-08-01T20:00:00Z", 900), ("cf-2", "u2", "2032-08-01T21:00:00Z", 300)];
+    stream.handle(kinesis_event(&sessions, 30)).await.expect("the batch is ingested");
+    let in_core = || async {
+        let (client, handle) = (clients.redshift_data.clone(), Handle::current());
+        tokio::task::spawn_blocking(move || {
+            let mut wh =
+                RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+            let mut count = |sql: &str| wh.query(sql).unwrap().int(0, "n").unwrap();
+            (
+                count("SELECT COUNT(*) AS n FROM core.viewing_sessions WHERE event_id IN ('cf-1', 'cf-2')"),
+                count("SELECT COUNT(*) AS n FROM core.load_ledger WHERE event_date = DATE '2032-08-01'"),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let (client, handle, marker) = (clients.redshift_data.clone(), Handle::current(), lake.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        wh.execute_transaction(&[format!("CALL standin_conflict('{marker}', 1)")]).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let request = LoadRequest::Prefix { prefix: "staging/viewership/event_date=2032-08-01/".into() };
+    let err = load.handle(&request).await.expect_err("the load loses the conflict");
+    assert!(err.is_retryable(), "a lost conflict is retried: {err}");
+    assert!(err.to_string().contains("Serializable isolation violation"), "{err}");
+    assert_eq!(in_core().await, (0, 0), "nothing of the losing load is kept: no sessions, no ledger rows");
+
+    let loaded = load.handle(&request).await.expect("the retry loads");
+    let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+    assert_eq!((stats.rows_staged, stats.rows_already_loaded, stats.rows_merged), (2, 0, 2), "{stats:?}");
+    assert_eq!(in_core().await, (2, 1), "both sessions, one ledger row for the staged file's day");
+    let top = reports_via_data_api(clients, vec!["2032-08-01".into()]).await.0;
+    assert_eq!(top[0]["channels"][0]["watch_seconds"], 1200.0, "{top:?}");
+    assert_eq!(top[0]["channels"][0]["reach"], 2, "{top:?}");
+
+    let again = load.handle(&request).await.expect("a replay after the retry");
+    assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+    assert_eq!(in_core().await, (2, 1));
 }
 
 /// A Kinesis event of sessions on channel `ch-s`, with sequence numbers from

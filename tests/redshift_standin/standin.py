@@ -10,6 +10,13 @@ emulator) and inserting them with read_parquet. A failed COPY also leaves a
 row in sys_load_error_detail, as Redshift does. `LOCK <table>` is accepted
 and does nothing: batches run here one at a time anyway.
 
+Because batches never overlap here, Redshift's serializable isolation
+conflicts (error 1023, when a concurrent transaction wins) cannot happen on
+their own. A test makes them: `CALL standin_conflict('<marker>', <n>)` makes
+the next n batches whose SQL contains marker (say, the test's own bucket
+name, which its COPY names) fail at their first MERGE with Redshift's
+message, after the statements before it ran, and roll back.
+
     python standin.py --port 4577 --db /path/warehouse.duckdb [--s3-endpoint URL] [--page-size N]
 """
 
@@ -29,6 +36,8 @@ import boto3
 import duckdb
 
 LOCK_RE = re.compile(r"^\s*LOCK\s+(TABLE\s+)?[\w.]+(\s*,\s*[\w.]+)*\s*$", re.IGNORECASE)
+CONFLICT_RE = re.compile(r"^\s*CALL\s+standin_conflict\s*\(\s*'([^']+)'\s*,\s*(\d+)\s*\)\s*$", re.IGNORECASE)
+MERGE_RE = re.compile(r"^\s*MERGE\s", re.IGNORECASE)
 COPY_RE = re.compile(
     r"^\s*COPY\s+([\w.]+)\s+FROM\s+'s3://([^/']+)/([^']*)'(.*)$", re.IGNORECASE | re.DOTALL
 )
@@ -58,6 +67,8 @@ class Engine:
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
         )
         self.query_ids = 0
+        # marker -> batches still to fail with a serializable isolation conflict
+        self.conflicts = {}
 
     def _has_timezone(self):
         try:
@@ -123,6 +134,10 @@ class Engine:
 
     def _one(self, sql):
         """Runs one statement; returns (columns, rows) or None."""
+        match = CONFLICT_RE.match(sql)
+        if match:
+            self.conflicts[match.group(1)] = int(match.group(2))
+            return None
         match = COPY_RE.match(sql)
         if match:
             return self._copy(match)
@@ -144,10 +159,17 @@ class Engine:
         with self.lock:
             self.load_errors = []
             results = []
+            conflict = self._take_conflict(sqls)
             if transaction:
                 self.con.execute("BEGIN TRANSACTION")
             for i, sql in enumerate(sqls):
                 try:
+                    if conflict and MERGE_RE.match(sql):
+                        self.query_ids += 1
+                        raise StatementError(
+                            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 106518, "
+                            f"transactions forming the cycle are: {self.query_ids}, {self.query_ids + 1} (pid:4242)"
+                        )
                     results.append(self._one(sql))
                 except StatementError as e:
                     if transaction:
@@ -158,6 +180,14 @@ class Engine:
                 self.con.execute("COMMIT")
             self._record_load_errors()
             return results, None
+
+    def _take_conflict(self, sqls):
+        """Whether this batch is one that a standin_conflict call set to fail."""
+        for marker, left in self.conflicts.items():
+            if left > 0 and any(marker in sql for sql in sqls) and any(MERGE_RE.match(sql) for sql in sqls):
+                self.conflicts[marker] = left - 1
+                return True
+        return False
 
     def _record_load_errors(self):
         # Outside the failed transaction, so the rows survive its rollback.
