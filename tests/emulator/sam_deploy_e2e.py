@@ -216,7 +216,11 @@ def check_batch(outputs):
         keys = lake_keys(lake)
         days = sorted(k.split("/")[2] for k in keys if k.startswith("staging/viewership/event_date=2031-03-0")
                       and "kinesis" not in k)
-        return keys if days == ["event_date=2031-03-01", "event_date=2031-03-02"] else None
+        # The quarantine file too: the ingest writes it after the staging
+        # files, so a listing between the two misses it.
+        quarantined = any(k.startswith("quarantine/viewership/") and not k.split("/")[-1].startswith("kinesis")
+                          for k in keys)
+        return keys if days == ["event_date=2031-03-01", "event_date=2031-03-02"] and quarantined else None
     keys = wait_for(staged, 120) or lake_keys(lake)
     day1 = [k for k in keys if k.startswith("staging/viewership/event_date=2031-03-01/") and k.endswith(".parquet")]
     day2 = [k for k in keys if k.startswith("staging/viewership/event_date=2031-03-02/") and k.endswith(".parquet")]
