@@ -21,6 +21,17 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// The emulator's clients, and a new bucket for each of `names` (made unique).
+async fn clients_with_buckets<const N: usize>(names: [&str; N]) -> (AwsClients, [String; N]) {
+    emulator_endpoint();
+    let clients = AwsClients::load().await;
+    let buckets = names.map(unique);
+    for bucket in &buckets {
+        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    (clients, buckets)
+}
+
 /// An S3 notification with keys encoded as S3 encodes them.
 fn s3_event(bucket: &str, keys: &[&str]) -> S3Event {
     let records: Vec<serde_json::Value> = keys
@@ -74,12 +85,8 @@ fn dirty_csv() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the emulator: run scripts/test.sh"]
 async fn an_s3_event_lands_parquet_quarantine_and_glue_partitions_and_a_replay_changes_nothing() {
-    emulator_endpoint();
-    let clients = AwsClients::load().await;
-    let (raw, lake, database) = (unique("raw"), unique("lake"), unique("tvetl_db").replace('-', "_"));
-    for bucket in [&raw, &lake] {
-        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
+    let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
+    let database = unique("tvetl_db").replace('-', "_");
     let csv_key = "viewership/day 1/sessions+late.csv";
     let gz_key = "viewership/broken.csv.gz";
     let channels_key = "channels/channels.json";
@@ -222,12 +229,7 @@ async fn lake_bytes(clients: &AwsClients, bucket: &str, prefix: &str) -> BTreeMa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the emulator: run scripts/test.sh"]
 async fn uploads_over_their_memory_budget_spill_to_disk_and_stage_the_same_bytes() {
-    emulator_endpoint();
-    let clients = AwsClients::load().await;
-    let (raw, roomy, tight) = (unique("raw"), unique("lake-roomy"), unique("lake-tight"));
-    for bucket in [&raw, &roomy, &tight] {
-        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
+    let (clients, [raw, roomy, tight]) = clients_with_buckets(["raw", "lake-roomy", "lake-tight"]).await;
     // Six days, interleaved, of several row groups each: every day's upload
     // holds bytes while the others fill, as an object spanning many days has
     // its row groups written out early (StagingOptions' limits).
@@ -284,12 +286,8 @@ async fn uploads_over_their_memory_budget_spill_to_disk_and_stage_the_same_bytes
 #[ignore = "needs the emulator: run scripts/test.sh"]
 async fn an_archived_object_is_reported_restored_and_then_loaded_while_the_rest_loads_at_once() {
     use aws_sdk_s3::types::StorageClass;
-    emulator_endpoint();
-    let clients = AwsClients::load().await;
-    let (raw, lake, database) = (unique("raw"), unique("lake"), unique("tvetl_db").replace('-', "_"));
-    for bucket in [&raw, &lake] {
-        clients.s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
+    let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
+    let database = unique("tvetl_db").replace('-', "_");
     // Glacier Flexible Retrieval is unreadable until restored; Glacier
     // Instant Retrieval reads like Standard.
     let (archived_key, instant_key, fresh_key) =

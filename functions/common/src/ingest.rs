@@ -187,11 +187,11 @@ fn ingest_one(
                     error.push_str("; restores are off (RESTORE_ARCHIVED_DAYS = 0): restore it, then ingest it again")
                 }
                 Some(policy) => {
-                    let (restore, phrase) = match raw.request_restore(&object.key, policy.days, &policy.tier)? {
+                    let (state, phrase) = match raw.request_restore(&object.key, policy.days, &policy.tier)? {
                         RestoreRequest::Requested => ("requested", "requested"),
                         RestoreRequest::AlreadyInProgress => ("in_progress", "already under way"),
                     };
-                    outcome.restore = Some(restore);
+                    outcome.restore = Some(state);
                     error.push_str(&format!(
                         "; a {} restore for {} days is {phrase}: the raw bucket's restore-completed notification ingests it",
                         policy.tier, policy.days
