@@ -43,9 +43,10 @@ STATEMENTS = {
 }
 
 
-def schema():
-    """schema.sql with core's ids uncompressed, as the local warehouse stores them."""
-    sql = open(os.path.join(HERE, "..", "infra", "sql", "schema.sql")).read()
+def schema(path=os.path.join(HERE, "..", "infra", "sql", "schema.sql")):
+    """schema.sql (or the one at `path`) with core's ids uncompressed, as the
+    local warehouse stores them."""
+    sql = open(path).read()
     head, rest = sql.split("CREATE TABLE IF NOT EXISTS core.viewing_sessions (", 1)
     body, tail = rest.split(");", 1)
     for column in ("event_id", "user_id", "device_id"):
