@@ -54,6 +54,12 @@ def schema(path=os.path.join(HERE, "..", "infra", "sql", "schema.sql")):
     return head + "CREATE TABLE IF NOT EXISTS core.viewing_sessions (" + body + ");" + tail
 
 
+def engine_settings(memory_limit="320MB", threads=2):
+    """The local warehouse's engine settings for a load (cli/src/warehouse.rs)."""
+    return (f"SET memory_limit = '{memory_limit}'; SET threads = {threads}; "
+            "SET preserve_insertion_order = false")
+
+
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -62,7 +68,7 @@ def cpu():
 def replay(lake, mode):
     with tempfile.TemporaryDirectory() as work:
         conn = duckdb.connect(os.path.join(work, "replay.duckdb"))
-        conn.execute("SET memory_limit = '320MB'; SET threads = 2; SET preserve_insertion_order = false")
+        conn.execute(engine_settings())
         conn.execute(schema())
         files = os.path.join(lake, "staging", "viewership", "*", "*.parquet")
         # Typed like the staging table, as the load's copy-in is: read on its
