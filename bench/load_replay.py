@@ -35,7 +35,7 @@ import tempfile
 import duckdb
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
-from merge_replay import cpu, engine_settings, schema  # noqa: E402
+from merge_replay import MEMORY_LIMIT, THREADS, cpu, engine_settings, schema  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # source folder in the lake -> (staging table, load file)
@@ -105,8 +105,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("lake")
     parser.add_argument("--sql-dir", default=os.path.join(HERE, "..", "infra", "sql"))
-    parser.add_argument("--memory-limit", default="320MB")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-limit", default=MEMORY_LIMIT)
+    parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--explain", metavar="TEXT")
     args = parser.parse_args()
 

@@ -54,7 +54,12 @@ def schema(path=os.path.join(HERE, "..", "infra", "sql", "schema.sql")):
     return head + "CREATE TABLE IF NOT EXISTS core.viewing_sessions (" + body + ");" + tail
 
 
-def engine_settings(memory_limit="320MB", threads=2):
+# The local warehouse's defaults on this 2-core machine (cli/src/warehouse.rs;
+# `tvetl run` takes one thread per core).
+MEMORY_LIMIT, THREADS = "320MB", 2
+
+
+def engine_settings(memory_limit=MEMORY_LIMIT, threads=THREADS):
     """The local warehouse's engine settings for a load (cli/src/warehouse.rs)."""
     return (f"SET memory_limit = '{memory_limit}'; SET threads = {threads}; "
             "SET preserve_insertion_order = false")
