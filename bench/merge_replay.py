@@ -3,8 +3,8 @@
     bench/.venv/bin/python bench/merge_replay.py LAKE [MODE ...]
 
 LAKE is a lake that `tvetl run` wrote (e.g. /tmp/bench/lake-1000000). Each
-mode runs in a fresh database with the local warehouse's settings (320 MB,
-2 threads, core ids uncompressed), over the lake's staged sessions
+mode runs in a fresh database with the local warehouse's settings
+(MEMORY_LIMIT, THREADS, core ids uncompressed), over the lake's staged sessions
 deduplicated by event_id into an empty core, and prints the statement's CPU
 seconds (getrusage, all threads). Modes: merge (as loaded), merge_insert_only,
 insert_not_exists, insert.
