@@ -16,7 +16,14 @@ use crate::schema::{TableDef, quarantine_table_def, table_def};
 pub enum CatalogError {
     /// The catalog could not be read or written.
     #[error("catalog {what}: {message}")]
-    Unavailable { what: String, message: String, retryable: bool },
+    Unavailable {
+        /// What failed: the catalog file, or the database, table or column.
+        what: String,
+        /// The underlying failure, as its service or the file system gave it.
+        message: String,
+        /// Whether a retry may succeed (a throttle or a timeout, not a refusal).
+        retryable: bool,
+    },
 }
 
 impl CatalogError {

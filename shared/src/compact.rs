@@ -92,10 +92,22 @@ pub enum CompactionError {
     /// The merged file does not hold what its members held; it was removed
     /// and the members kept.
     #[error("{output}: wrote {written} rows, the members hold {expected}; members kept")]
-    RowCountMismatch { output: String, written: u64, expected: u64 },
+    RowCountMismatch {
+        /// The key of the merged file.
+        output: String,
+        /// Rows the merged file holds.
+        written: u64,
+        /// Rows its members hold together.
+        expected: u64,
+    },
     /// A journal that cannot be read.
     #[error("{key}: unreadable compaction journal: {message}")]
-    Journal { key: String, message: String },
+    Journal {
+        /// The journal's key.
+        key: String,
+        /// Why it cannot be read.
+        message: String,
+    },
 }
 
 impl CompactionError {

@@ -31,9 +31,19 @@ pub struct Record<'a> {
 /// What a record holds.
 pub enum RecordBody<'a> {
     /// Field values in canonical order (`None`: absent or JSON null).
-    Fields { values: &'a [Option<&'a str>], original: Original<'a> },
+    Fields {
+        /// One value per canonical field of the source.
+        values: &'a [Option<&'a str>],
+        /// The record as delivered, kept for quarantine.
+        original: Original<'a>,
+    },
     /// Not a record of the format.
-    Malformed { message: String, original: Original<'a> },
+    Malformed {
+        /// What is wrong with it, for the quarantine row.
+        message: String,
+        /// The record as delivered, kept for quarantine.
+        original: Original<'a>,
+    },
 }
 
 /// The original text of a record, rendered only when it is quarantined.

@@ -10,12 +10,22 @@ pub enum IngestError {
     #[error(
         "{key}: not a raw input of the contract (expected viewership/, channels/ or demographics/ with .csv, .jsonl, .ndjson or .json, optionally .gz)"
     )]
-    Unsupported { key: String },
+    Unsupported {
+        /// The object's key.
+        key: String,
+    },
     /// The object's bytes cannot be decoded at all: not gzip, truncated, a
     /// JSON array broken mid-way. Records before the fault are discarded so
     /// that an object loads entirely or not at all.
     #[error("{key}: unreadable{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
-    Unreadable { key: String, line: Option<u64>, message: String },
+    Unreadable {
+        /// The object's key.
+        key: String,
+        /// The line of the fault, when the decoder knows it.
+        line: Option<u64>,
+        /// The decoder's or decompressor's message.
+        message: String,
+    },
     /// Reading the object or writing the lake failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -29,8 +29,11 @@ pub struct IngestOptions {
 /// Records read, accepted and quarantined; `read = accepted + quarantined`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RecordCounts {
+    /// Records decoded, malformed ones included.
     pub rows_read: u64,
+    /// Records that passed validation and were staged.
     pub rows_accepted: u64,
+    /// Records sent to quarantine, per reason code.
     pub quarantined: QuarantineCounts,
 }
 

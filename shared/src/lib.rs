@@ -28,6 +28,9 @@
 //! assert_eq!(report.counts.quarantined.missing_field, 1);
 //! ```
 
+// A warning, so CI's `clippy -D warnings` fails on an undocumented public item.
+#![warn(missing_docs)]
+
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalog;

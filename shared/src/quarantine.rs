@@ -73,14 +73,19 @@ impl Rejection {
 /// Quarantined-record counts per code, serialized with the contract's codes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QuarantineCounts {
+    /// [`QuarantineReason::Malformed`].
     #[serde(rename = "MALFORMED")]
     pub malformed: u64,
+    /// [`QuarantineReason::MissingField`].
     #[serde(rename = "MISSING_FIELD")]
     pub missing_field: u64,
+    /// [`QuarantineReason::BadTimestamp`].
     #[serde(rename = "BAD_TIMESTAMP")]
     pub bad_timestamp: u64,
+    /// [`QuarantineReason::BadDuration`].
     #[serde(rename = "BAD_DURATION")]
     pub bad_duration: u64,
+    /// [`QuarantineReason::TooLong`].
     #[serde(rename = "TOO_LONG")]
     pub too_long: u64,
 }

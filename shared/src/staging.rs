@@ -86,8 +86,12 @@ pub struct WrittenFile {
 /// Where a record came from, stored with every staging row.
 #[derive(Debug, Clone, Copy)]
 pub struct Lineage<'a> {
+    /// The source object's key.
     pub key: &'a str,
+    /// The source object's version ([`crate::store::ObjectMeta::version`]).
     pub version: &'a str,
+    /// The record's number in its object, from 1 (header excluded); within
+    /// one object the later record wins.
     pub record_no: u64,
 }
 

@@ -14,19 +14,39 @@ use xxhash_rust::xxh3::Xxh3;
 pub enum StoreError {
     /// No object under that key.
     #[error("{key}: no such object")]
-    NotFound { key: String },
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
     /// A local I/O failure.
     #[error("{key}: {source}")]
-    Io { key: String, source: std::io::Error },
+    Io {
+        /// The object's key.
+        key: String,
+        /// The file system's error.
+        source: std::io::Error,
+    },
     /// A remote service failure, as classified by its adapter.
     #[error("{key}: {message}")]
-    Service { key: String, message: String, retryable: bool },
+    Service {
+        /// The object's key.
+        key: String,
+        /// The service's error, with its code.
+        message: String,
+        /// Whether a retry may succeed (a throttle, a timeout, a 5xx).
+        retryable: bool,
+    },
     /// The object is in an archive storage class (S3 Glacier Flexible
     /// Retrieval or Deep Archive) and has no restored copy: it cannot be
     /// read until it is restored, which takes hours, so a retry now cannot
     /// help either. Its bytes are not at fault, so it is not quarantined.
     #[error("{key}: archived in {storage_class}, not readable until it is restored (S3 RestoreObject)")]
-    Archived { key: String, storage_class: String },
+    Archived {
+        /// The object's key.
+        key: String,
+        /// Its storage class, e.g. `GLACIER` or `DEEP_ARCHIVE`.
+        storage_class: String,
+    },
 }
 
 impl StoreError {

@@ -77,6 +77,7 @@ impl StreamKind {
 /// One shard of one stream (a Kinesis shard, or a Kafka topic partition).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ShardId {
+    /// Which kind of stream it is.
     pub kind: StreamKind,
     /// The stream name or topic.
     pub stream: String,
@@ -168,6 +169,7 @@ impl StreamError {
 pub struct StreamFailure {
     /// The first record not known to be written, as the source spelled it.
     pub position: String,
+    /// Why it stopped there.
     pub error: StreamError,
 }
 

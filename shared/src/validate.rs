@@ -32,10 +32,15 @@ pub const MAX_SESSION_MICROS: i64 = MICROS_PER_DAY;
 /// The platforms the contract names; anything else is stored as `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
+    /// A set-top box (`stb`).
     Stb,
+    /// A smart TV's own app (`smart_tv`).
     SmartTv,
+    /// A phone or tablet app (`mobile`).
     Mobile,
+    /// A browser (`web`).
     Web,
+    /// Any other delivered name, stored as `other`.
     Other,
 }
 
@@ -71,10 +76,16 @@ impl Platform {
 /// A valid viewing session, borrowing its text from the decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewingSession<'a> {
+    /// The session's natural key: deliveries with the same id are versions
+    /// of one session, and the last delivery wins.
     pub event_id: &'a str,
+    /// The viewer.
     pub user_id: &'a str,
+    /// The device, when delivered.
     pub device_id: Option<&'a str>,
+    /// The channel watched; it need not be in the channel metadata.
     pub channel_id: &'a str,
+    /// The programme, when delivered.
     pub program_id: Option<&'a str>,
     /// UTC microseconds.
     pub start_us: i64,
@@ -82,6 +93,7 @@ pub struct ViewingSession<'a> {
     pub end_us: i64,
     /// The delivered duration, when the end was derived from it.
     pub duration_seconds: Option<i64>,
+    /// The normalized platform, when delivered.
     pub platform: Option<Platform>,
 }
 

@@ -43,15 +43,34 @@ pub const USER_FEATURES_SQL: &str = include_str!("../../infra/sql/exports/user_f
 pub enum WarehouseError {
     /// A statement failed; nothing of its transaction is kept.
     #[error("statement {index} failed: {message}\n  in: {}", abbreviate(statement))]
-    Statement { index: usize, statement: String, message: String },
+    Statement {
+        /// The statement's place in its transaction, from 0.
+        index: usize,
+        /// The statement's text.
+        statement: String,
+        /// The engine's error.
+        message: String,
+    },
     /// A statement's transaction lost to a concurrent one (Redshift's
     /// serializable isolation, error 1023); nothing of it is kept, and
     /// running it again may succeed.
     #[error("statement {index} conflicted with a concurrent transaction: {message}\n  in: {}", abbreviate(statement))]
-    Conflict { index: usize, statement: String, message: String },
+    Conflict {
+        /// The statement's place in its transaction, from 0.
+        index: usize,
+        /// The statement's text.
+        statement: String,
+        /// The engine's error.
+        message: String,
+    },
     /// The warehouse could not be reached or timed out.
     #[error("warehouse unavailable: {message}")]
-    Unavailable { message: String, retryable: bool },
+    Unavailable {
+        /// The engine's or the service's error.
+        message: String,
+        /// Whether a retry may succeed (a throttle, a timeout, a busy cluster).
+        retryable: bool,
+    },
     /// A result did not have the expected shape.
     #[error("unexpected result: {0}")]
     Result(String),
@@ -88,7 +107,9 @@ impl WarehouseError {
 /// Rows as JSON values, column names first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ResultSet {
+    /// The result's column names, in order.
     pub columns: Vec<String>,
+    /// One value per column in each row; SQL NULL is JSON null.
     pub rows: Vec<Vec<serde_json::Value>>,
 }
 
@@ -327,8 +348,11 @@ pub fn user_features_sql(from: Option<&str>, to: Option<&str>) -> Result<String,
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Demographic {
+    /// `age_band`, e.g. `25-34`.
     AgeBand,
+    /// `gender`.
     Gender,
+    /// `region`.
     Region,
 }
 
@@ -356,10 +380,16 @@ pub fn audience_sql(by: Demographic, from: Option<&str>, to: Option<&str>) -> Re
 /// One row of the top-channels report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChannelRank {
+    /// 1 for the most watched; ties are ranked by `channel_id`.
     pub rank: u32,
+    /// The channel as the sessions name it.
     pub channel_id: String,
+    /// Its latest metadata's name, or `Unknown` for a channel without metadata.
     pub channel_name: String,
+    /// The seconds of its sessions that fall in the day (midnight-crossing
+    /// sessions split at UTC midnight).
     pub watch_seconds: f64,
+    /// Distinct users with any watch seconds on it that day.
     pub reach: u64,
 }
 
@@ -386,9 +416,11 @@ pub fn top_channels(
 /// One row of the top-genres report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GenreRank {
+    /// 1 for the most watched; ties are ranked by genre.
     pub rank: u32,
     /// The channels' genre, or `Unknown` for channels without one.
     pub genre: String,
+    /// The seconds of its channels' sessions that fall in the day.
     pub watch_seconds: f64,
     /// Distinct users who watched any channel of the genre that day.
     pub reach: u64,
@@ -419,8 +451,11 @@ pub fn top_genres(
 /// One row of the user-average report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DailyUserAverage {
+    /// The UTC day, `YYYY-MM-DD`.
     pub date: String,
+    /// Distinct users with any watch seconds that day.
     pub active_users: u64,
+    /// The day's total watch seconds over `active_users`.
     pub avg_watch_seconds_per_user: f64,
 }
 
@@ -447,8 +482,11 @@ pub fn user_average(
 pub struct SegmentViewing {
     /// The attribute's value, or `Unknown` for users without one.
     pub segment: String,
+    /// Distinct users of the segment with any watch seconds that day.
     pub active_users: u64,
+    /// Their watch seconds that day.
     pub watch_seconds: f64,
+    /// `watch_seconds` over `active_users`.
     pub avg_watch_seconds_per_user: f64,
 }
 
@@ -456,7 +494,9 @@ pub struct SegmentViewing {
 /// names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DailyAudience {
+    /// The UTC day, `YYYY-MM-DD`.
     pub date: String,
+    /// The day's segments with viewing.
     pub segments: Vec<SegmentViewing>,
 }
 

@@ -25,6 +25,7 @@ pub enum RedshiftTarget {
 pub struct Polling {
     /// First wait between DescribeStatement calls; doubles up to `max_delay`.
     pub first_delay: Duration,
+    /// The longest wait between two DescribeStatement calls.
     pub max_delay: Duration,
     /// Give up (and cancel) after this long.
     pub deadline: Duration,
