@@ -14,6 +14,7 @@ use crate::{AwsClients, CompactConfig, HandlerError};
 /// What one run compacted, per table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CompactResponse {
+    /// Each staging table and what its compaction wrote and removed.
     pub tables: Vec<(Source, CompactionReport)>,
 }
 
@@ -46,7 +47,9 @@ pub fn compact_lake(
 
 /// The compact-partitions function.
 pub struct CompactPartitions {
+    /// The AWS clients, loaded once per execution environment.
     pub clients: AwsClients,
+    /// The environment's configuration.
     pub config: CompactConfig,
 }
 

@@ -6,7 +6,9 @@ use aws_config::BehaviorVersion;
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
 pub struct ConfigError {
+    /// The variable's name.
     pub name: &'static str,
+    /// What is wrong with it: absent, or the value and why it is invalid.
     pub problem: String,
 }
 
@@ -106,9 +108,13 @@ impl IngestConfig {
 /// `AWS_ENDPOINT_URL_S3`, …) points them all at an emulator.
 #[derive(Clone)]
 pub struct AwsClients {
+    /// S3, path-style when an emulator's endpoint is set.
     pub s3: aws_sdk_s3::Client,
+    /// The Glue Data Catalog.
     pub glue: aws_sdk_glue::Client,
+    /// The Redshift Data API.
     pub redshift_data: aws_sdk_redshiftdata::Client,
+    /// SQS, for the lake queue's message visibility.
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -155,7 +161,9 @@ pub struct LoadConfig {
 /// the queue's whole visibility timeout, 90 minutes.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryBackoff {
+    /// The wait after a message's first receive.
     pub base_seconds: u32,
+    /// The longest wait.
     pub max_seconds: u32,
 }
 

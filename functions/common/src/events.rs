@@ -8,7 +8,9 @@ use serde::Deserialize;
 /// An object named by an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
+    /// The bucket's name.
     pub bucket: String,
+    /// The object's key, decoded (as stored, not as the notification spells it).
     pub key: String,
 }
 
@@ -39,6 +41,7 @@ pub fn s3_objects(event: &S3Event) -> Vec<ObjectRef> {
 /// would pull in `serde_with` for fields this project never looks at.)
 #[derive(Debug, Clone, Deserialize)]
 pub struct SqsEvent {
+    /// The messages, in the order Lambda delivered them.
     #[serde(rename = "Records")]
     pub records: Vec<SqsMessage>,
 }
@@ -46,18 +49,22 @@ pub struct SqsEvent {
 /// One SQS message of a [`SqsEvent`].
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SqsMessage {
+    /// The message's id, which a partial batch failure names.
     #[serde(rename = "messageId", default)]
     pub message_id: String,
     /// Names this receive of the message (to change its visibility).
     #[serde(rename = "receiptHandle", default)]
     pub receipt_handle: String,
+    /// `aws:sqs`.
     #[serde(rename = "eventSource")]
     pub event_source: String,
     /// The queue's ARN.
     #[serde(rename = "eventSourceARN", default)]
     pub event_source_arn: String,
+    /// Its system attributes.
     #[serde(default)]
     pub attributes: SqsMessageAttributes,
+    /// The message's text: here, an S3 notification as JSON.
     pub body: String,
 }
 

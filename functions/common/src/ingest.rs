@@ -16,7 +16,9 @@ use crate::{AwsClients, HandlerError, IngestConfig, RestorePolicy};
 /// How one object of the event fared.
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectOutcome {
+    /// The raw object's bucket.
     pub bucket: String,
+    /// The raw object's key.
     pub key: String,
     /// `loaded`, `failed` (unreadable or unsupported: recorded in the
     /// quarantine), `archived` (in Glacier with no restored copy: not read,
@@ -24,10 +26,15 @@ pub struct ObjectOutcome {
     /// `skipped` (a folder marker: a key ending in `/`, as the S3 console
     /// makes).
     pub status: &'static str,
+    /// Why it was not loaded; absent when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its records read, accepted and quarantined.
     pub counts: RecordCounts,
+    /// The lake keys of the staging files it wrote.
     pub staged: Vec<String>,
+    /// The lake key of its quarantine file, when it had rejected records or
+    /// could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine_key: Option<String>,
     /// For an `archived` object: `requested` when this invocation asked S3
@@ -40,7 +47,9 @@ pub struct ObjectOutcome {
 /// The handler's answer: every object, and the totals.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IngestResponse {
+    /// Each object of the request, in its order.
     pub objects: Vec<ObjectOutcome>,
+    /// The objects' counts added up.
     pub totals: RecordCounts,
 }
 
@@ -51,7 +60,14 @@ pub struct IngestResponse {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum IngestRequest {
-    Object { bucket: String, key: String },
+    /// One object, named directly.
+    Object {
+        /// The raw bucket.
+        bucket: String,
+        /// The object's key, as stored.
+        key: String,
+    },
+    /// An S3 ObjectCreated notification.
     S3(S3Event),
 }
 
@@ -77,7 +93,9 @@ impl From<S3Event> for IngestRequest {
 /// The ingest-batch function: configuration and clients, loaded once per
 /// execution environment.
 pub struct IngestBatch {
+    /// The AWS clients.
     pub clients: AwsClients,
+    /// The environment's configuration.
     pub config: IngestConfig,
 }
 

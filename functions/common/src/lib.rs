@@ -4,6 +4,9 @@
 //!
 //! The handlers' `main.rs` files only wire these to `lambda_runtime`.
 
+// A warning, so CI's `clippy -D warnings` fails on an undocumented public item.
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod compact;
 pub mod config;
@@ -37,6 +40,7 @@ impl HandlerError {
 
 /// A core error that knows whether a retry may help.
 pub trait Retryability: std::fmt::Display {
+    /// True when a retry may succeed.
     fn retryable(&self) -> bool;
 }
 

@@ -31,18 +31,26 @@ use crate::{AwsClients, HandlerError};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum LoadRequest {
+    /// `{"objects": [...]}`: these staging files.
     Keys {
+        /// Lake keys under `staging/`.
         objects: Vec<String>,
     },
+    /// `{"prefix": "staging/…"}`: every staging file under the prefix.
     Prefix {
+        /// A lake prefix under `staging/`.
         prefix: String,
     },
+    /// `{"rebuild_analytics": {...}}`: rebuild these days' analytics, loading
+    /// nothing.
     RebuildAnalytics {
+        /// The days.
         rebuild_analytics: RebuildDays,
     },
     /// A batch of the lake queue's messages, each an S3 notification. Before
     /// `S3`: an S3 record has no `body`, so it is never taken for one.
     Sqs(SqsEvent),
+    /// An S3 ObjectCreated notification on the lake's `staging/` prefix.
     S3(S3Event),
 }
 
@@ -50,10 +58,13 @@ pub enum LoadRequest {
 /// up to today, or `from`..=`to` (`YYYY-MM-DD`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RebuildDays {
+    /// Today and this many days before it (at most 366).
     #[serde(default)]
     pub days_back: Option<u32>,
+    /// The first day, `YYYY-MM-DD`, with `to`.
     #[serde(default)]
     pub from: Option<String>,
+    /// The last day, `YYYY-MM-DD`, with `from`.
     #[serde(default)]
     pub to: Option<String>,
 }
@@ -90,7 +101,9 @@ impl RebuildDays {
 /// (`id: why`) because they are not S3 notifications.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestedKeys {
+    /// Lake keys of staging files.
     pub keys: Vec<String>,
+    /// `message id: why` for each message set aside.
     pub ignored_messages: Vec<String>,
 }
 
@@ -188,6 +201,7 @@ pub fn manifest(source: Source, bucket: &str, files: &[(String, u64)]) -> (Strin
 /// What one invocation loaded.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadResponse {
+    /// What each table's load did, for the tables with files to load.
     pub loads: BTreeMap<Source, LoadStats>,
     /// Days whose analytics were rebuilt: those of a `rebuild_analytics`
     /// request, or after loads, the days they changed (and any an earlier

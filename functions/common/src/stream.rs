@@ -23,6 +23,7 @@ use crate::{AwsClients, HandlerError, IngestConfig};
 /// One shard's records of an event, with owned bytes.
 #[derive(Debug, Clone)]
 pub struct ShardBatch {
+    /// The shard or topic partition.
     pub shard: ShardId,
     /// (position, arrival time in UTC microseconds, data), in event order.
     pub records: Vec<(String, i64, Vec<u8>)>,
@@ -44,11 +45,14 @@ impl ShardBatch {
 /// How one shard's batch fared.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardOutcome {
+    /// The shard or topic partition.
     pub shard: ShardId,
+    /// What its batch staged and quarantined.
     pub report: StreamReport,
     /// The first record not written, when the batch stopped part-way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<String>,
+    /// Why it stopped, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip)]
@@ -158,7 +162,9 @@ pub fn kafka_result(outcomes: &[ShardOutcome]) -> Result<(), HandlerError> {
 /// An event this function takes.
 #[derive(Debug, Clone)]
 pub enum StreamEvent {
+    /// A batch of a Kinesis stream's records.
     Kinesis(KinesisEvent),
+    /// A batch of Kafka records (Amazon MSK or self-managed).
     Kafka(KafkaEvent),
 }
 
@@ -179,7 +185,9 @@ impl StreamEvent {
 
 /// The ingest-stream function.
 pub struct IngestStream {
+    /// The AWS clients.
     pub clients: AwsClients,
+    /// The environment's configuration.
     pub config: IngestConfig,
 }
 
