@@ -31,7 +31,7 @@ pub enum StoreError {
     Service {
         /// The object's key.
         key: String,
-        /// The service's error, with its code.
+        /// The service's error, with its code when the service returned one.
         message: String,
         /// Whether a retry may succeed (a throttle, a timeout, a 5xx).
         retryable: bool,

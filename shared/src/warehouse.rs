@@ -348,7 +348,7 @@ pub fn user_features_sql(from: Option<&str>, to: Option<&str>) -> Result<String,
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Demographic {
-    /// `age_band`, e.g. `25-34`.
+    /// `age_band`, e.g. `18-24`.
     AgeBand,
     /// `gender`.
     Gender,
