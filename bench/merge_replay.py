@@ -54,9 +54,10 @@ def schema(path=os.path.join(HERE, "..", "infra", "sql", "schema.sql")):
     return head + "CREATE TABLE IF NOT EXISTS core.viewing_sessions (" + body + ");" + tail
 
 
-# The local warehouse's defaults on this 2-core machine (cli/src/warehouse.rs;
-# `tvetl run` takes one thread per core).
-MEMORY_LIMIT, THREADS = "320MB", 2
+# `tvetl run`'s defaults: DEFAULT_MEMORY_LIMIT of cli/src/warehouse.rs, and
+# one thread per core it may run on (available_parallelism in cli/src/main.rs).
+MEMORY_LIMIT = "320MB"
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
 
 
 def engine_settings(memory_limit=MEMORY_LIMIT, threads=THREADS):
