@@ -58,7 +58,7 @@ pub enum LoadRequest {
 /// up to today, or `from`..=`to` (`YYYY-MM-DD`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RebuildDays {
-    /// Today and this many days before it (at most 366).
+    /// Today and this many days before it; more than 366 counts as 366.
     #[serde(default)]
     pub days_back: Option<u32>,
     /// The first day, `YYYY-MM-DD`, with `to`.
