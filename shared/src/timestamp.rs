@@ -25,14 +25,29 @@ pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 #[error("not a timestamp (expected RFC 3339, 'YYYY-MM-DD HH:MM:SS[.fff]' UTC or epoch milliseconds): {0:?}")]
 pub struct TimestampError(pub String);
 
+/// Epoch milliseconds of 0001-01-01T00:00:00Z, the earliest instant an
+/// integer timestamp may name.
+pub const MIN_EPOCH_MILLIS: i64 = -62_135_596_800_000;
+/// Epoch milliseconds of 9999-12-31T23:59:59.999Z, the latest instant an
+/// integer timestamp may name.
+pub const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
+
 /// Parses RFC 3339 (`Z` or an offset, optional fraction), `YYYY-MM-DD
 /// HH:MM:SS[.fff]` as UTC, or an integer of epoch milliseconds.
+///
+/// Epoch milliseconds must name an instant of the years 1 to 9999, the
+/// years the two text forms can write: a larger integer is rejected rather
+/// than staged under a partition like `event_date=+12000-01-01`, which no
+/// `YYYY-MM-DD` reader takes (and near chrono's limits it had no date at all).
 pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     let s = crate::text::trim(text);
     let bad = || TimestampError(text.to_owned());
     if is_integer(s) {
         let millis: i64 = s.parse().map_err(|_| bad())?;
-        return millis.checked_mul(1000).ok_or_else(bad);
+        if !(MIN_EPOCH_MILLIS..=MAX_EPOCH_MILLIS).contains(&millis) {
+            return Err(bad());
+        }
+        return Ok(millis * 1000);
     }
     // The UTC form needs a space after the date's 10 bytes; RFC 3339 allows
     // a space there too (with a zone), so that form is tried second.
@@ -67,7 +82,7 @@ pub fn utc_day(micros: i64) -> i32 {
 /// `YYYY-MM-DD` of a day number (days since the Unix epoch).
 pub fn format_day(day: i32) -> String {
     let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
-        .expect("day numbers derived from i64 micros are in chrono's range");
+        .expect("day numbers of parsed timestamps are in chrono's range (years 1-9999, and a day after)");
     date.format("%Y-%m-%d").to_string()
 }
 
@@ -135,6 +150,28 @@ mod tests {
             "-",
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn epoch_milliseconds_name_only_the_years_1_to_9999() {
+        let first = parse_timestamp(&MIN_EPOCH_MILLIS.to_string()).unwrap();
+        let last = parse_timestamp(&MAX_EPOCH_MILLIS.to_string()).unwrap();
+        assert_eq!(format_day(utc_day(first)), "0001-01-01");
+        assert_eq!(format_day(utc_day(last)), "9999-12-31");
+        assert_eq!(parse_timestamp("9999-12-31T23:59:59.999Z"), Ok(last));
+        assert_eq!(parse_timestamp("0001-01-01 00:00:00"), Ok(first));
+        // Each fits an i64 of microseconds; the first two are past chrono's
+        // last date, where formatting the day used to panic.
+        let beyond = [
+            MAX_EPOCH_MILLIS + 1,
+            MIN_EPOCH_MILLIS - 1,
+            300_000_000_000_000,
+            9_000_000_000_000_000,
+            -9_000_000_000_000_000,
+        ];
+        for out in beyond.map(|ms| ms.to_string()) {
+            assert!(parse_timestamp(&out).is_err(), "{out} parsed");
         }
     }
 

@@ -306,6 +306,29 @@ mod tests {
     }
 
     #[test]
+    fn the_extremes_of_the_timestamp_range_are_checked_not_overflowed() {
+        use QuarantineReason::*;
+        // The earliest start and the latest end there are: a session of ten
+        // thousand years, whose length still fits an i64 of microseconds.
+        let r = validate_session(&with(&[("start_time", "-62135596800000"), ("end_time", "253402300799999")]));
+        assert_eq!(r.unwrap_err().reason, TooLong);
+        // Integers past the year 9999 (here, past chrono's last date) are not
+        // timestamps, whichever field holds them.
+        let r = validate_session(&with(&[
+            ("start_time", "9000000000000000"),
+            ("end_time", ""),
+            ("duration_seconds", "60"),
+        ]));
+        let r = r.unwrap_err();
+        assert_eq!((r.reason, r.field), (BadTimestamp, Some("start_time")));
+        assert_eq!(
+            reason(&with(&[("start_time", "-8000000000000000"), ("end_time", "8000000000000000")])),
+            BadTimestamp
+        );
+        assert_eq!(reason(&with(&[("end_time", "8300000000000000")])), BadTimestamp);
+    }
+
+    #[test]
     fn rejections_name_the_field() {
         let r = validate_session(&with(&[("start_time", "nope")])).unwrap_err();
         assert_eq!(r.field, Some("start_time"));

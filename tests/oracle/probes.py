@@ -67,6 +67,10 @@ probe("ties_bytewise", True, "ties by channel_id ascending, byte-wise",
 probe("epoch_ms_zero_and_seconds_like", True, "integers are epoch MILLISECONDS: 0 and 1704103200 are in 1970",
       {"viewership/e.csv": csvf("e1,u1,c1,0,,60", "e2,u2,c1,1704103200,1704103260,")},
       )
+probe("epoch_ms_past_year_9999", True, "epoch ms whose instant has no YYYY-MM-DD date (year > 9999, or < 1) is BAD_TIMESTAMP",
+      {"viewership/e.csv": csvf("e1,u1,c1,300000000000000,,60", "e2,u2,c1,9000000000000000,,60",
+                                "e3,u3,c1,-9000000000000000,,60", "e4,u4,c1,1704103200000,8300000000000000,",
+                                "e5,u5,c1,253402300739999,,59", OK)})
 probe("empty_object_and_empty_row", True, "{} and an all-empty CSV row are MISSING_FIELD",
       {"viewership/a.jsonl": b"{}\n", "viewership/b.csv": csvf(",,,,,", OK)})
 probe("bad_utf8_in_unknown_column", True, "bad UTF-8 anywhere in the row is MALFORMED",
