@@ -510,6 +510,120 @@ mod tests {
         assert_eq!(averages[0], 600_000.0 / 1e6 / 3.0);
     }
 
+    mod day_split {
+        //! The day split the reports rest on is the SQL's
+        //! (`infra/sql/analytics_days.sql`), so it is held here against
+        //! `tvetl_core::daysplit::split_by_day` on random sessions, through a
+        //! real load (staging -> core) and the analytics rebuild that follows.
+
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+        use tvetl_core::Source;
+        use tvetl_core::daysplit::split_by_day;
+        use tvetl_core::timestamp::{MICROS_PER_DAY, format_day};
+        use tvetl_core::warehouse::{load_statements, rebuild_pending_analytics};
+
+        use super::super::*;
+
+        /// (start, length) in microseconds: at most 24 hours, as validation
+        /// allows, in 1900-2100. A third start anywhere; a third start
+        /// within seconds of a midnight and end just before, on or just
+        /// after it, where the split has its edges; a third start at one.
+        fn session() -> impl Strategy<Value = (i64, i64)> {
+            let day = || -25_567i64..47_482;
+            prop_oneof![
+                (day(), 0..MICROS_PER_DAY, 1..=MICROS_PER_DAY)
+                    .prop_map(|(day, offset, length)| (day * MICROS_PER_DAY + offset, length)),
+                (day(), 1..=5_000_000i64, -1_000_000..=5_000_000i64).prop_map(|(day, before, after)| {
+                    ((day + 1) * MICROS_PER_DAY - before, (before + after).max(1))
+                }),
+                (day(), prop_oneof![1..=MICROS_PER_DAY, Just(MICROS_PER_DAY)])
+                    .prop_map(|(day, length)| (day * MICROS_PER_DAY, length)),
+            ]
+        }
+
+        fn timestamp_sql(us: i64) -> String {
+            format!("make_timestamp({us}::BIGINT)")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+            #[test]
+            fn each_day_gets_the_parts_of_the_sessions_that_fall_in_it(
+                sessions in prop::collection::vec((session(), 0u8..4, 0u8..3), 1..40)
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+                let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+                let rows: Vec<String> = sessions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ((start, length), user, channel))| {
+                        format!(
+                            "('e{i}', 'u{user}', NULL, 'c{channel}', NULL, {}, {}, NULL, NULL, 'k', 'v', {i})",
+                            timestamp_sql(*start),
+                            timestamp_sql(start + length)
+                        )
+                    })
+                    .collect();
+                let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
+                wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], 1)).unwrap();
+                rebuild_pending_analytics(&mut wh, &[]).unwrap();
+
+                // The reference: each session's parts per day, summed per
+                // (day, channel) and (day, user) in microseconds.
+                let mut channel_us: BTreeMap<(String, String), i64> = BTreeMap::new();
+                let mut channel_users: BTreeMap<(String, String), BTreeSet<u8>> = BTreeMap::new();
+                let mut user_us: BTreeMap<(String, String), i64> = BTreeMap::new();
+                for ((start, length), user, channel) in &sessions {
+                    let parts = split_by_day(*start, start + length);
+                    prop_assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), *length);
+                    for (day, us) in parts {
+                        let day = format_day(day);
+                        *channel_us.entry((day.clone(), format!("c{channel}"))).or_default() += us;
+                        channel_users.entry((day.clone(), format!("c{channel}"))).or_default().insert(*user);
+                        *user_us.entry((day, format!("u{user}"))).or_default() += us;
+                    }
+                }
+
+                let got = wh
+                    .query("SELECT CAST(view_date AS VARCHAR) AS d, channel_id, watch_seconds, reach \
+                            FROM analytics.daily_channel_viewing ORDER BY 1, 2")
+                    .unwrap();
+                let got: Vec<(String, String, f64, i64)> = (0..got.rows.len())
+                    .map(|r| {
+                        (
+                            got.text(r, "d").unwrap().unwrap(),
+                            got.text(r, "channel_id").unwrap().unwrap(),
+                            got.float(r, "watch_seconds").unwrap(),
+                            got.int(r, "reach").unwrap(),
+                        )
+                    })
+                    .collect();
+                let want: Vec<(String, String, f64, i64)> = channel_us
+                    .iter()
+                    .map(|((d, c), us)| (d.clone(), c.clone(), *us as f64 / 1e6, channel_users[&(d.clone(), c.clone())].len() as i64))
+                    .collect();
+                prop_assert_eq!(got, want);
+
+                let got = wh
+                    .query("SELECT CAST(view_date AS VARCHAR) AS d, user_id, watch_seconds \
+                            FROM analytics.daily_user_viewing ORDER BY 1, 2")
+                    .unwrap();
+                let got: Vec<(String, String, f64)> = (0..got.rows.len())
+                    .map(|r| {
+                        (got.text(r, "d").unwrap().unwrap(), got.text(r, "user_id").unwrap().unwrap(), got.float(r, "watch_seconds").unwrap())
+                    })
+                    .collect();
+                let want: Vec<(String, String, f64)> =
+                    user_us.iter().map(|((d, u), us)| (d.clone(), u.clone(), *us as f64 / 1e6)).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
     #[test]
     fn staging_tables_are_temporary_and_empty_after_a_load() {
         let dir = tempfile::tempdir().unwrap();

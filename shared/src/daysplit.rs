@@ -1,7 +1,10 @@
 //! Splitting a session into the parts that fall on each UTC day.
 //!
-//! The warehouse does this in SQL (`infra/sql/`); this is the reference the
-//! tests hold both against.
+//! The warehouse does this in SQL (`infra/sql/analytics_days.sql`); this is
+//! the reference that SQL is held against: a property test of the local
+//! runner (`tvetl`'s warehouse tests) loads random sessions, many of them
+//! crossing a midnight, rebuilds their days' analytics and compares every
+//! day's watch time and reach with the parts this function gives.
 
 use crate::timestamp::MICROS_PER_DAY;
 
