@@ -371,6 +371,23 @@ fn running_twice_changes_nothing() {
 }
 
 #[test]
+fn the_generator_gives_the_same_bytes_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let generate = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        tvetl(&["generate", "--out", path(&out), "--rows", "2000", "--days", "2", "--seed", seed, "--dirty", "0.05"]);
+        snapshot(&out)
+    };
+    let first = generate("a", "5");
+    assert!(first.keys().any(|k| k.starts_with("viewership")), "{:?}", first.keys());
+    assert!(first.keys().any(|k| k.extension().is_some_and(|e| e == "gz")), "a gzip file among {:?}", first.keys());
+    let again = generate("b", "5");
+    let differ: Vec<&PathBuf> = first.keys().chain(again.keys()).filter(|k| first.get(*k) != again.get(*k)).collect();
+    assert!(differ.is_empty(), "the same seed gave other files or bytes: {differ:?}");
+    assert_ne!(generate("c", "6"), first, "another seed gives other data");
+}
+
+#[test]
 fn days_a_failed_rebuild_left_pending_are_rebuilt_by_the_next_run() {
     let (_dir, input, lake) = workspace();
     tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "3", "--seed", "5", "--dirty", "0.04"]);
