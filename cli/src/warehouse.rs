@@ -604,7 +604,10 @@ mod tests {
                     .collect();
                 let want: Vec<(String, String, f64, i64)> = channel_us
                     .iter()
-                    .map(|((d, c), us)| (d.clone(), c.clone(), *us as f64 / 1e6, channel_users[&(d.clone(), c.clone())].len() as i64))
+                    .map(|(key, us)| {
+                        let reach = channel_users[key].len() as i64;
+                        (key.0.clone(), key.1.clone(), *us as f64 / 1e6, reach)
+                    })
                     .collect();
                 prop_assert_eq!(got, want);
 
@@ -614,7 +617,8 @@ mod tests {
                     .unwrap();
                 let got: Vec<(String, String, f64)> = (0..got.rows.len())
                     .map(|r| {
-                        (got.text(r, "d").unwrap().unwrap(), got.text(r, "user_id").unwrap().unwrap(), got.float(r, "watch_seconds").unwrap())
+                        let text = |column| got.text(r, column).unwrap().unwrap();
+                        (text("d"), text("user_id"), got.float(r, "watch_seconds").unwrap())
                     })
                     .collect();
                 let want: Vec<(String, String, f64)> =

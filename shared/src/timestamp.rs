@@ -82,7 +82,7 @@ pub fn utc_day(micros: i64) -> i32 {
 /// `YYYY-MM-DD` of a day number (days since the Unix epoch).
 pub fn format_day(day: i32) -> String {
     let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
-        .expect("day numbers of parsed timestamps are in chrono's range (years 1-9999, and a day after)");
+        .expect("day numbers of parsed timestamps are in chrono's range (years 1 to 9999)");
     date.format("%Y-%m-%d").to_string()
 }
 
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(format_day(utc_day(last)), "9999-12-31");
         assert_eq!(parse_timestamp("9999-12-31T23:59:59.999Z"), Ok(last));
         assert_eq!(parse_timestamp("0001-01-01 00:00:00"), Ok(first));
-        // Each fits an i64 of microseconds; the first two are past chrono's
+        // Each fits an i64 of microseconds; the last two are past chrono's
         // last date, where formatting the day used to panic.
         let beyond = [
             MAX_EPOCH_MILLIS + 1,
