@@ -315,6 +315,36 @@ fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
     assert!(failed[0]["error"].as_str().unwrap().contains("sessions-9999-truncated.csv.gz"));
     assert!(files.iter().filter(|f| f["status"] == "loaded").count() >= 8);
 
+    // Each CSV file lists the columns of its header that are not fields,
+    // and the run lists every one of them.
+    let mut with_extra = 0;
+    for f in files.iter().filter(|f| f["status"] == "loaded") {
+        let key = f["key"].as_str().unwrap();
+        let listed: Vec<&str> =
+            f["unknown_columns"].as_array().map_or(Vec::new(), |a| a.iter().map(|c| c.as_str().unwrap()).collect());
+        for column in &listed {
+            assert!(summary["unknown_columns"].as_array().unwrap().iter().any(|c| c == column), "{key}: {column}");
+        }
+        if !key.starts_with("viewership/") || !(key.ends_with(".csv") || key.ends_with(".csv.gz")) {
+            continue;
+        }
+        let raw = std::fs::read(input.join(key)).unwrap();
+        let raw = if key.ends_with(".gz") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out).unwrap();
+            out
+        } else {
+            raw
+        };
+        let text = String::from_utf8_lossy(&raw);
+        let header = text.trim_start_matches('\u{feff}').lines().next().unwrap().to_lowercase();
+        let extra: Vec<&str> =
+            header.split(',').filter(|c| !tvetl_core::validate::SESSION_FIELDS.contains(c)).collect();
+        assert_eq!(listed, extra, "{key}");
+        with_extra += usize::from(!extra.is_empty());
+    }
+    assert!(with_extra > 0, "the generator adds an unknown column to some CSV file");
+
     // Dimensions: one bad record each, quarantined.
     assert_eq!(summary["dimensions"]["channels"]["quarantined"]["MISSING_FIELD"], expected["channels_quarantined"]);
     assert_eq!(

@@ -48,6 +48,10 @@ pub struct FileOutcome {
     pub source: Option<Source>,
     pub rows_read: u64,
     pub rows_accepted: u64,
+    /// Columns (or JSON keys) of this file that are not fields of its
+    /// source, and so were ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_columns: Vec<String>,
 }
 
 /// The contract's summary of a run (counts are of viewing-session records),
@@ -168,6 +172,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     source: Some(report.source),
                     rows_read: report.counts.rows_read,
                     rows_accepted: report.counts.rows_accepted,
+                    unknown_columns: report.unknown_columns,
                 });
             }
             Ingested::Failed { source, error } => files.push(FileOutcome {
@@ -177,6 +182,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 source,
                 rows_read: 0,
                 rows_accepted: 0,
+                unknown_columns: Vec::new(),
             }),
         }
     }
@@ -312,7 +318,9 @@ pub fn print_table(summary: &RunSummary) {
         );
     }
     if !summary.unknown_columns.is_empty() {
-        println!("ignored unknown columns: {}", summary.unknown_columns.join(", "));
+        let in_files = summary.files.iter().filter(|f| !f.unknown_columns.is_empty()).count();
+        let files = if in_files == 1 { "1 file".to_owned() } else { format!("{in_files} files") };
+        println!("ignored unknown columns: {} (in {files})", summary.unknown_columns.join(", "));
     }
     let days = summary.analytics_days_rebuilt;
     println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
