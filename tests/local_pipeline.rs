@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use tvetl_core::source::format_of;
+use tvetl_core::{Compression, InputFormat, Source};
 
 const DAY_US: i64 = 86_400_000_000;
 
@@ -177,6 +179,18 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
 }
 
 /// The local catalog (`LAKE/_catalog/catalog.json`).
+/// The header line of a raw CSV file, lower-cased, without its BOM.
+fn csv_header(file: &Path, compression: Compression) -> String {
+    let file = std::fs::File::open(file).unwrap();
+    let reader: Box<dyn std::io::Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::None => Box::new(file),
+    };
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut header).unwrap();
+    header.trim_start_matches('\u{feff}').trim_end().to_lowercase()
+}
+
 fn catalog(lake: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(lake.join("_catalog/catalog.json")).unwrap()).unwrap()
 }
@@ -325,21 +339,12 @@ fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
         for column in &listed {
             assert!(summary["unknown_columns"].as_array().unwrap().iter().any(|c| c == column), "{key}: {column}");
         }
-        if !key.starts_with("viewership/") || !(key.ends_with(".csv") || key.ends_with(".csv.gz")) {
+        let (Some(Source::Viewership), Some((InputFormat::Csv, compression))) = (Source::from_key(key), format_of(key))
+        else {
             continue;
-        }
-        let raw = std::fs::read(input.join(key)).unwrap();
-        let raw = if key.ends_with(".gz") {
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out).unwrap();
-            out
-        } else {
-            raw
         };
-        let text = String::from_utf8_lossy(&raw);
-        let header = text.trim_start_matches('\u{feff}').lines().next().unwrap().to_lowercase();
-        let extra: Vec<&str> =
-            header.split(',').filter(|c| !tvetl_core::validate::SESSION_FIELDS.contains(c)).collect();
+        let header = csv_header(&input.join(key), compression);
+        let extra: Vec<&str> = header.split(',').filter(|c| !Source::Viewership.fields().contains(c)).collect();
         assert_eq!(listed, extra, "{key}");
         with_extra += usize::from(!extra.is_empty());
     }

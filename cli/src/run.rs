@@ -151,7 +151,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
     let mut files = Vec::with_capacity(objects.len());
-    let mut unknown_columns: Vec<String> = Vec::new();
     for (object, result) in objects.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
             Ingested::Loaded(report) => {
@@ -160,11 +159,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     other => dimensions.entry(other).or_default().merge(&report.counts),
                 }
                 staged.entry(report.source).or_default().extend(report.staged.iter().map(|f| lake.join(&f.key)));
-                for column in &report.unknown_columns {
-                    if !unknown_columns.contains(column) {
-                        unknown_columns.push(column.clone());
-                    }
-                }
                 files.push(FileOutcome {
                     key: object.key.clone(),
                     status: "loaded",
@@ -184,6 +178,13 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 rows_accepted: 0,
                 unknown_columns: Vec::new(),
             }),
+        }
+    }
+    // The run's list is the files' lists, each name once, in file order.
+    let mut unknown_columns: Vec<String> = Vec::new();
+    for column in files.iter().flat_map(|f| &f.unknown_columns) {
+        if !unknown_columns.contains(column) {
+            unknown_columns.push(column.clone());
         }
     }
 

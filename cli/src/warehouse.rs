@@ -574,16 +574,16 @@ mod tests {
 
                 // The reference: each session's parts per day, summed per
                 // (day, channel) and (day, user) in microseconds.
-                let mut channel_us: BTreeMap<(String, String), i64> = BTreeMap::new();
-                let mut channel_users: BTreeMap<(String, String), BTreeSet<u8>> = BTreeMap::new();
+                let mut by_channel: BTreeMap<(String, String), (i64, BTreeSet<u8>)> = BTreeMap::new();
                 let mut user_us: BTreeMap<(String, String), i64> = BTreeMap::new();
                 for ((start, length), user, channel) in &sessions {
                     let parts = split_by_day(*start, start + length);
                     prop_assert_eq!(parts.iter().map(|p| p.1).sum::<i64>(), *length);
                     for (day, us) in parts {
                         let day = format_day(day);
-                        *channel_us.entry((day.clone(), format!("c{channel}"))).or_default() += us;
-                        channel_users.entry((day.clone(), format!("c{channel}"))).or_default().insert(*user);
+                        let (watch_us, users) = by_channel.entry((day.clone(), format!("c{channel}"))).or_default();
+                        *watch_us += us;
+                        users.insert(*user);
                         *user_us.entry((day, format!("u{user}"))).or_default() += us;
                     }
                 }
@@ -602,12 +602,9 @@ mod tests {
                         )
                     })
                     .collect();
-                let want: Vec<(String, String, f64, i64)> = channel_us
-                    .iter()
-                    .map(|(key, us)| {
-                        let reach = channel_users[key].len() as i64;
-                        (key.0.clone(), key.1.clone(), *us as f64 / 1e6, reach)
-                    })
+                let want: Vec<(String, String, f64, i64)> = by_channel
+                    .into_iter()
+                    .map(|((day, channel), (us, users))| (day, channel, us as f64 / 1e6, users.len() as i64))
                     .collect();
                 prop_assert_eq!(got, want);
 
