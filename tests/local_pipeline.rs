@@ -1238,3 +1238,25 @@ fn bad_arguments_get_clear_errors() {
     let stderr = tvetl_fails(&["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"]);
     assert!(stderr.contains("does not exist"));
 }
+
+/// `--input` pointed one folder too high (the demo's root instead of its
+/// `raw/`) fails, names the folder to use and creates no lake; a folder that
+/// has the prefixes but no files yet is a quiet run with nothing to load.
+#[test]
+fn input_without_raw_prefixes_is_an_error_with_a_hint() {
+    let (dir, input, lake) = workspace();
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,duration_seconds\ne1,u1,c1,2024-01-01T10:00:00Z,60\n",
+    );
+    let stderr = tvetl_fails(&["run", "--input", path(dir.path()), "--lake", path(&lake), "--quiet"]);
+    assert!(stderr.contains("has none of channels/, demographics/, viewership/"), "{stderr}");
+    assert!(stderr.contains(&format!("did you mean --input {}?", input.display())), "{stderr}");
+    assert!(!lake.exists(), "a refused run created {}", lake.display());
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("viewership")).unwrap();
+    let summary = run(&empty, &lake);
+    assert_eq!((summary["rows_read"].as_u64(), summary["files"].as_array().map(Vec::len)), (Some(0), Some(0)));
+}

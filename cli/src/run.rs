@@ -101,6 +101,7 @@ enum Ingested {
 /// Runs the pipeline over `input` into `lake`.
 pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(input.is_dir(), "input folder {} does not exist", input.display());
+    check_input_layout(input)?;
     std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
     // Absolute paths: the warehouse reads the staging files by path.
     let lake = &lake.canonicalize().with_context(|| format!("resolving {}", lake.display()))?;
@@ -239,6 +240,33 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 }
 
 /// The warehouse step's spinner on stderr, or a hidden one.
+/// An input folder with none of the contract's raw prefixes can never yield
+/// a row, so it is almost always a wrong `--input` (the demo's root instead
+/// of its `raw/`). Saying so beats a run that reports nothing and exits 0. A
+/// prefix folder that is present but empty stays a valid, quiet run: a
+/// scheduled run with nothing new to load.
+fn check_input_layout(input: &Path) -> anyhow::Result<()> {
+    let has_prefix = |dir: &Path| Source::ALL.iter().any(|s| dir.join(s.name()).is_dir());
+    if has_prefix(input) {
+        return Ok(());
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(input)
+        .with_context(|| format!("listing {}", input.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_dir() && has_prefix(path))
+        .collect();
+    candidates.sort();
+    let prefixes = Source::ALL.map(|s| format!("{}/", s.name())).join(", ");
+    let hint = match candidates.as_slice() {
+        [] => String::new(),
+        found => format!(
+            "; did you mean {}?",
+            found.iter().map(|p| format!("--input {}", p.display())).collect::<Vec<_>>().join(" or ")
+        ),
+    };
+    anyhow::bail!("input folder {} has none of {prefixes}, so there is nothing to load{hint}", input.display())
+}
+
 fn warehouse_spinner(visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
