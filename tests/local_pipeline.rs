@@ -1237,6 +1237,15 @@ fn bad_arguments_get_clear_errors() {
     assert!(stderr.contains("no warehouse"));
     let stderr = tvetl_fails(&["run", "--input", "/nonexistent-in", "--lake", "/tmp/x"]);
     assert!(stderr.contains("does not exist"));
+    // Checked as arguments, before the report runs: the lake does not even
+    // exist, yet the message is about the argument.
+    let ranked = ["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"];
+    let stderr = tvetl_fails(&[&ranked[..], &["--chart", "top.jpg"]].concat());
+    assert!(stderr.contains("a chart is written as .png or .svg"), "{stderr}");
+    let stderr = tvetl_fails(&[&ranked[..], &["--limit", "0"]].concat());
+    assert!(stderr.contains("invalid value '0' for '--limit"), "{stderr}");
+    let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "user-average", "--chart", "avg.PDF"]);
+    assert!(stderr.contains("a chart is written as .png or .svg"), "{stderr}");
 }
 
 /// `--input` pointed one folder too high (the demo's root instead of its

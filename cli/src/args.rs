@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tvetl_core::quarantine::QuarantineReason;
 use tvetl_core::warehouse::Demographic;
 
+use crate::chart::ChartFormat;
 use crate::generate;
 use crate::report::OutputFormat;
 use crate::warehouse;
@@ -142,13 +143,13 @@ pub(crate) struct RankedDay {
     /// The UTC day (YYYY-MM-DD).
     #[arg(long)]
     pub(crate) date: String,
-    /// How many to list.
-    #[arg(long, default_value_t = 10)]
+    /// How many to list (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) limit: u32,
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: OutputFormat,
     /// Also draw a ranked bar chart (.png or .svg).
-    #[arg(long)]
+    #[arg(long, value_parser = chart_path)]
     pub(crate) chart: Option<PathBuf>,
 }
 
@@ -161,7 +162,7 @@ pub(crate) struct DailyReport {
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: OutputFormat,
     /// Also draw a line chart, a line per segment for `audience` (.png or .svg).
-    #[arg(long)]
+    #[arg(long, value_parser = chart_path)]
     pub(crate) chart: Option<PathBuf>,
 }
 
@@ -238,5 +239,15 @@ impl From<AudienceBy> for Demographic {
             AudienceBy::Gender => Demographic::Gender,
             AudienceBy::Region => Demographic::Region,
         }
+    }
+}
+
+/// A chart's file name, checked before the report runs so that a wrong
+/// extension fails at once instead of after the report is printed.
+fn chart_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match ChartFormat::of(&path) {
+        Some(_) => Ok(path),
+        None => Err(ChartFormat::EXPECTED.into()),
     }
 }

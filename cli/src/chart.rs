@@ -27,10 +27,30 @@ fn with_backend(
     draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     ensure_font();
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => draw(BitMapBackend::new(path, SIZE).into_drawing_area()),
-        Some("svg") => draw_svg(SVGBackend::new(path, SIZE).into_drawing_area()),
-        _ => bail!("{}: a chart is written as .png or .svg", path.display()),
+    match ChartFormat::of(path) {
+        Some(ChartFormat::Png) => draw(BitMapBackend::new(path, SIZE).into_drawing_area()),
+        Some(ChartFormat::Svg) => draw_svg(SVGBackend::new(path, SIZE).into_drawing_area()),
+        None => bail!("{}: {}", path.display(), ChartFormat::EXPECTED),
+    }
+}
+
+/// The image formats a chart is drawn in, chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChartFormat {
+    Png,
+    Svg,
+}
+
+impl ChartFormat {
+    pub(crate) const EXPECTED: &'static str = "a chart is written as .png or .svg";
+
+    /// The format `path`'s extension names (any case), if it is one.
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "png" => Some(ChartFormat::Png),
+            "svg" => Some(ChartFormat::Svg),
+            _ => None,
+        }
     }
 }
 
