@@ -10,7 +10,18 @@ out="${DEMO_DIR:-demo}"
 cargo build -p tvetl
 tvetl="$CARGO_TARGET_DIR/debug/tvetl"
 
+# A lake keeps what it loaded, as a warehouse should, so a lake loaded from
+# another ROWS would mix both datasets into the reports: the demo starts a
+# fresh lake when the data it generates is not the data the lake was loaded
+# from. With the same data it keeps the lake, and the run shows that loading
+# the same files again changes nothing.
+params="rows=$rows days=7 start=2024-01-01 seed=42 dirty=0.02"
+if [ -e "$out/lake" ] && [ "$(cat "$out/.demo-params" 2>/dev/null)" != "$params" ]; then
+  echo "== $out/lake was loaded from other generated data: starting a fresh lake"
+  rm -rf "$out/lake"
+fi
 "$tvetl" generate --out "$out/raw" --rows "$rows" --days 7 --start 2024-01-01 --seed 42 --dirty 0.02
+echo "$params" >"$out/.demo-params"
 "$tvetl" run --input "$out/raw" --lake "$out/lake"
 echo
 "$tvetl" report --lake "$out/lake" top-channels --date 2024-01-01 --limit 10 --chart "$out/top-channels-2024-01-01.png"

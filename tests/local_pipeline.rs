@@ -422,6 +422,43 @@ fn the_generator_gives_the_same_bytes_for_the_same_seed() {
     assert_ne!(generate("c", "6"), first, "another seed gives other data");
 }
 
+/// A second generate into the same folder replaces the first one's files,
+/// even when it writes fewer: the folder then holds what its manifest lists
+/// and a run reads only the new data. A raw file of the user's is never
+/// removed; the generation is refused instead.
+#[test]
+fn generate_replaces_its_earlier_output_and_refuses_foreign_files() {
+    let (_dir, input, lake) = workspace();
+    let generate = |rows: &str, dirty: &str| {
+        tvetl(&["generate", "--out", path(&input), "--rows", rows, "--rows-per-file", "250", "--dirty", dirty]);
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(input.join("generator-manifest.json")).unwrap()).unwrap();
+        let on_disk: BTreeSet<String> = snapshot(&input)
+            .into_keys()
+            .map(|p| p.to_str().unwrap().to_owned())
+            .filter(|k| k != "generator-manifest.json")
+            .collect();
+        let listed: BTreeSet<String> =
+            manifest["objects"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+        assert_eq!(on_disk, listed, "the folder holds exactly what the manifest lists");
+        (manifest, on_disk)
+    };
+    let (_, big) = generate("2000", "0.05");
+    assert!(big.contains("viewership/sessions-0008.csv") && big.contains("viewership/sessions-9999-truncated.csv.gz"));
+    let (small_manifest, small) = generate("600", "0");
+    assert_eq!(small.iter().filter(|k| k.starts_with("viewership/")).count(), 3, "{small:?}");
+    assert!(!small.contains("channels/updates/channels-update-0001.jsonl"), "{small:?}");
+    let summary = run(&input, &lake);
+    assert_eq!(summary["rows_read"], small_manifest["records_written"]);
+    assert_eq!(summary["rows_accepted"], 600);
+
+    write(&input, "viewership/mine.csv", b"event_id,user_id,channel_id,start_time,duration_seconds\n");
+    let before = snapshot(&input);
+    let stderr = tvetl_fails(&["generate", "--out", path(&input), "--rows", "100"]);
+    assert!(stderr.contains("did not write (viewership/mine.csv)"), "{stderr}");
+    assert_eq!(snapshot(&input), before, "a refused generate changed the folder");
+}
+
 #[test]
 fn days_a_failed_rebuild_left_pending_are_rebuilt_by_the_next_run() {
     let (_dir, input, lake) = workspace();

@@ -9,10 +9,12 @@
 //! unknown channels, midnight-crossing sessions, and one truncated gzip file.
 //!
 //! `OUT/generator-manifest.json` says what was injected, so tests can check
-//! the pipeline's counts against it; `--truth FILE` writes the sessions that
-//! should survive (after last-delivery-wins) and the final channel names.
+//! the pipeline's counts against it, and which objects were written, so that
+//! the next generation into the folder replaces them; `--truth FILE` writes
+//! the sessions that should survive (after last-delivery-wins) and the final
+//! channel names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +25,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
-use tvetl_core::QuarantineReason;
+use tvetl_core::store::{LocalObjectStore, ObjectStore};
 use tvetl_core::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_day};
+use tvetl_core::{QuarantineReason, Source};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
@@ -63,6 +66,9 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Files that cannot be read at all (their records are not counted).
     pub unreadable_files: Vec<String>,
+    /// Every object written, in byte-wise key order: what a later `generate`
+    /// into the same folder replaces.
+    pub objects: Vec<String>,
     /// What `tvetl run --format json` should report on a fresh lake.
     pub expected: Expected,
 }
@@ -391,11 +397,73 @@ fn write_json_lines(mut out: Box<dyn Write>, shape: Shape, rows: &[Row]) -> anyh
     Ok(())
 }
 
+const MANIFEST_NAME: &str = "generator-manifest.json";
+const CHANNELS_KEY: &str = "channels/channels.json";
+const CHANNEL_UPDATE_KEY: &str = "channels/updates/channels-update-0001.jsonl";
+const DEMOGRAPHICS_KEY: &str = "demographics/users.csv";
+
+/// The channel and demographics objects a generation writes.
+fn dimension_keys(dirty: bool) -> impl Iterator<Item = &'static str> {
+    [CHANNELS_KEY, DEMOGRAPHICS_KEY].into_iter().chain(dirty.then_some(CHANNEL_UPDATE_KEY))
+}
+
+/// Makes `out` ready for a new generation: removes what an earlier one
+/// wrote there (its manifest lists it), so that a smaller or clean dataset
+/// does not leave the earlier one's extra files behind for `run` to read.
+/// Raw files that no earlier generation wrote are the user's: they are left
+/// alone, and the generation is refused, since `run` would read them with it.
+fn clear_earlier_generation(out: &Path) -> anyhow::Result<()> {
+    let manifest_path = out.join(MANIFEST_NAME);
+    let earlier: BTreeSet<String> = match std::fs::read(&manifest_path) {
+        Ok(bytes) => earlier_objects(&bytes).with_context(|| format!("reading {}", manifest_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", manifest_path.display())),
+    };
+    let store = LocalObjectStore::new(out);
+    let mut present = Vec::new();
+    for source in Source::ALL {
+        present
+            .extend(store.keys(&format!("{}/", source.name())).with_context(|| format!("listing {}", out.display()))?);
+    }
+    let foreign: Vec<&String> = present.iter().filter(|k| !earlier.contains(*k)).collect();
+    if let Some(first) = foreign.first() {
+        let more = match foreign.len() - 1 {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        anyhow::bail!(
+            "{} already holds raw files that tvetl generate did not write ({first}{more}); \
+             generate into an empty folder, or one an earlier generate wrote, so that a run reads only the generated data",
+            out.display()
+        );
+    }
+    for key in &present {
+        store.delete(key).with_context(|| format!("removing the earlier generation's {key}"))?;
+    }
+    Ok(())
+}
+
+/// The objects an earlier manifest says its generation wrote. Manifests from
+/// before `objects` was recorded list the session files; the dimension files
+/// then are the ones every generation writes.
+fn earlier_objects(manifest: &[u8]) -> anyhow::Result<BTreeSet<String>> {
+    let value: serde_json::Value = serde_json::from_slice(manifest)?;
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+    };
+    if value.get("objects").is_some() {
+        return Ok(strings(&value["objects"]).into_iter().collect());
+    }
+    let files = value["files"].as_array().into_iter().flatten().filter_map(|f| f["key"].as_str().map(str::to_owned));
+    Ok(files.chain(strings(&value["unreadable_files"])).chain(dimension_keys(true).map(str::to_owned)).collect())
+}
+
 /// Writes the dataset; returns its manifest.
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
     anyhow::ensure!((0.0..=0.4).contains(&args.dirty), "--dirty is a fraction between 0 and 0.4");
     anyhow::ensure!(args.days >= 1, "--days must be at least 1");
     let day0 = parse_day(&args.start).with_context(|| format!("--start {:?} is not YYYY-MM-DD", args.start))?;
+    clear_earlier_generation(&args.out)?;
     let dirty = args.dirty > 0.0;
     let mut g = Generator {
         rng: ChaCha8Rng::seed_from_u64(args.seed),
@@ -501,18 +569,18 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
         channels.push(json!({"channel_id": "ch999", "channel_name": "", "genre": "news"}));
         expected.channels_quarantined += 1;
     }
-    let mut out = create(&args.out.join("channels/channels.json"), false)?;
+    let mut out = create(&args.out.join(CHANNELS_KEY), false)?;
     serde_json::to_writer_pretty(&mut out, &channels)?;
     out.flush()?;
     if dirty {
         let renamed = format!("{} HD", channel_name(2));
-        let mut out = create(&args.out.join("channels/updates/channels-update-0001.jsonl"), false)?;
+        let mut out = create(&args.out.join(CHANNEL_UPDATE_KEY), false)?;
         writeln!(out, "{}", json!({"Channel_ID": "ch003", "channel_name": renamed, "genre": "news"}))?;
         out.flush()?;
         names.insert("ch003".into(), renamed);
     }
 
-    let mut out = create(&args.out.join("demographics/users.csv"), false)?;
+    let mut out = create(&args.out.join(DEMOGRAPHICS_KEY), false)?;
     writeln!(out, "user_id,age_band,gender,region")?;
     const BANDS: [&str; 6] = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
     for u in 1..=g.users {
@@ -526,9 +594,20 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
 
     expected.rows_read = written;
     expected.rows_accepted = written - expected.quarantined.values().sum::<u64>();
-    let manifest =
-        Manifest { seed: args.seed, dirty: args.dirty, records_written: written, files, unreadable_files, expected };
-    std::fs::write(args.out.join("generator-manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    let mut objects: Vec<String> =
+        files.iter().map(|f| f.key.clone()).chain(unreadable_files.iter().cloned()).collect();
+    objects.extend(dimension_keys(dirty).map(str::to_owned));
+    objects.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let manifest = Manifest {
+        seed: args.seed,
+        dirty: args.dirty,
+        records_written: written,
+        files,
+        unreadable_files,
+        objects,
+        expected,
+    };
+    std::fs::write(args.out.join(MANIFEST_NAME), serde_json::to_vec_pretty(&manifest)?)?;
 
     if let Some(path) = &args.truth {
         let mut sessions: Vec<_> = truth

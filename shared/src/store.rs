@@ -137,6 +137,18 @@ impl LocalObjectStore {
         self.root.join(key)
     }
 
+    /// The keys [`ObjectStore::list`] gives for `prefix`, in the same order,
+    /// without reading each object for its version.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Walk from the deepest folder the prefix names, then filter.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut found = Vec::new();
+        self.walk(&self.path(dir_part), dir_part, &mut found)?;
+        found.retain(|k| k.starts_with(prefix));
+        found.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(found)
+    }
+
     fn meta(&self, key: String, path: &Path) -> Result<ObjectMeta, StoreError> {
         let file = File::open(path).map_err(|e| StoreError::io(&key, e))?;
         let stat = file.metadata().map_err(|e| StoreError::io(&key, e))?;
@@ -158,7 +170,7 @@ impl LocalObjectStore {
         Ok(ObjectMeta { key, size: stat.len(), version: format!("{:016x}", hasher.digest()), last_modified_us })
     }
 
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), StoreError> {
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -178,7 +190,7 @@ impl LocalObjectStore {
             if kind.is_dir() {
                 self.walk(&entry.path(), &key, out)?;
             } else {
-                out.push((key, entry.path()));
+                out.push(key);
             }
         }
         Ok(())
@@ -187,13 +199,7 @@ impl LocalObjectStore {
 
 impl ObjectStore for LocalObjectStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        // Walk from the deepest folder the prefix names, then filter.
-        let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
-        let mut found = Vec::new();
-        self.walk(&self.path(dir_part), dir_part, &mut found)?;
-        found.retain(|(k, _)| k.starts_with(prefix));
-        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        found.into_iter().map(|(key, path)| self.meta(key, &path)).collect()
+        self.keys(prefix)?.into_iter().map(|key| self.meta(key.clone(), &self.path(&key))).collect()
     }
 
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
@@ -485,6 +491,8 @@ mod tests {
         std::fs::write(dir.path().join("v/.c.csv.tmp-77"), b"left by a crash").unwrap();
         let keys: Vec<_> = store.list("v/").unwrap().into_iter().map(|m| m.key).collect();
         assert_eq!(keys, ["v/.early.csv", "v/_incoming/z.csv", "v/_late.csv", "v/a.csv"]);
+        assert_eq!(store.keys("v/").unwrap(), keys, "keys lists what list does, without the versions");
+        assert_eq!(store.keys("v/_").unwrap(), ["v/_incoming/z.csv", "v/_late.csv"]);
         assert!(is_upload_in_flight(".b.csv.tmp-123"));
         assert!(!is_upload_in_flight(".b.csv.tmp-"));
         assert!(!is_upload_in_flight("b.csv.tmp-1"));
