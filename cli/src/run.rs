@@ -110,15 +110,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));
 
-    let mut objects: Vec<ObjectMeta> = Vec::new();
+    // Keys only: an object's version (its content hash) is read by the worker
+    // that ingests it, so a file that cannot be read fails alone.
+    let mut keys: Vec<String> = Vec::new();
     for source in Source::ALL {
-        objects
-            .extend(raw.list(&format!("{}/", source.name())).with_context(|| format!("listing {}", input.display()))?);
+        keys.extend(raw.keys(&format!("{}/", source.name())).with_context(|| format!("listing {}", input.display()))?);
     }
-    objects.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let sizes: Vec<u64> = keys.iter().map(|k| std::fs::metadata(input.join(k)).map_or(0, |m| m.len())).collect();
 
     let ingest_watch = Stopwatch::start();
-    let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let total_bytes: u64 = sizes.iter().sum();
     let bar = if options.progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
     if options.progress {
         bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -130,17 +132,20 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
 
     // Files are independent: a few workers take them in turn.
-    let results: Vec<Mutex<Option<Ingested>>> = objects.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Ingested>>> = keys.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..options.jobs.max(1).min(objects.len().max(1)) {
+        for _ in 0..options.jobs.max(1).min(keys.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(object) = objects.get(i) else { break };
-                    bar.set_message(object.key.clone());
-                    let outcome = ingest_one(&raw, object, &lake_store, &catalog, &options.ingest);
-                    bar.inc(object.size);
+                    let Some(key) = keys.get(i) else { break };
+                    bar.set_message(key.clone());
+                    let outcome = match raw.head(key) {
+                        Ok(object) => ingest_one(&raw, &object, &lake_store, &catalog, &options.ingest),
+                        Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
+                    };
+                    bar.inc(sizes[i]);
                     *results[i].lock().expect("no worker panics holding it") = Some(outcome);
                 }
             });
@@ -151,8 +156,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut sessions = RecordCounts::default();
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
-    let mut files = Vec::with_capacity(objects.len());
-    for (object, result) in objects.iter().zip(results) {
+    let mut files = Vec::with_capacity(keys.len());
+    for (key, result) in keys.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
             Ingested::Loaded(report) => {
                 match report.source {
@@ -161,7 +166,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 }
                 staged.entry(report.source).or_default().extend(report.staged.iter().map(|f| lake.join(&f.key)));
                 files.push(FileOutcome {
-                    key: object.key.clone(),
+                    key: key.clone(),
                     status: "loaded",
                     error: None,
                     source: Some(report.source),
@@ -171,7 +176,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 });
             }
             Ingested::Failed { source, error } => files.push(FileOutcome {
-                key: object.key.clone(),
+                key: key.clone(),
                 status: "failed",
                 error: Some(error),
                 source,

@@ -150,7 +150,16 @@ impl LocalObjectStore {
     }
 
     fn meta(&self, key: String, path: &Path) -> Result<ObjectMeta, StoreError> {
-        let file = File::open(path).map_err(|e| StoreError::io(&key, e))?;
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound if self.is_non_utf8_name(&key) => StoreError::io(
+                &key,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the file's name is not valid UTF-8, and object keys are UTF-8 (as in S3): rename the file",
+                ),
+            ),
+            _ => StoreError::io(&key, e),
+        })?;
         let stat = file.metadata().map_err(|e| StoreError::io(&key, e))?;
         let last_modified_us = stat
             .modified()
@@ -168,6 +177,17 @@ impl LocalObjectStore {
             hasher.update(&buf[..n]);
         }
         Ok(ObjectMeta { key, size: stat.len(), version: format!("{:016x}", hasher.digest()), last_modified_us })
+    }
+
+    /// Whether `key` is the lossy listing of a file whose name is not UTF-8
+    /// (its `\u{FFFD}` stand for the bytes that are not), so that no path
+    /// leads back to it.
+    fn is_non_utf8_name(&self, key: &str) -> bool {
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        name.contains('\u{FFFD}')
+            && std::fs::read_dir(self.path(dir)).is_ok_and(|entries| {
+                entries.flatten().any(|e| e.file_name().to_str().is_none() && e.file_name().to_string_lossy() == name)
+            })
     }
 
     fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
@@ -497,6 +517,23 @@ mod tests {
         assert!(!is_upload_in_flight(".b.csv.tmp-"));
         assert!(!is_upload_in_flight("b.csv.tmp-1"));
         assert!(!is_upload_in_flight(".tmp-notes"));
+    }
+
+    #[test]
+    fn a_file_named_in_other_than_utf8_is_listed_and_fails_alone() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("v/ok.csv", b"x").unwrap();
+        std::fs::write(dir.path().join("v").join(std::ffi::OsStr::from_bytes(b"caf\xe9.csv")), b"y").unwrap();
+        assert_eq!(store.keys("v/").unwrap(), ["v/caf\u{FFFD}.csv", "v/ok.csv"]);
+        let error = store.head("v/caf\u{FFFD}.csv").unwrap_err().to_string();
+        assert!(error.contains("name is not valid UTF-8"), "{error}");
+        assert!(store.head("v/ok.csv").is_ok());
+        // A key with U+FFFD in a UTF-8 name is an ordinary object.
+        store.put("v/odd\u{FFFD}.csv", b"z").unwrap();
+        assert_eq!(store.head("v/odd\u{FFFD}.csv").unwrap().size, 1);
+        assert!(matches!(store.head("v/gone\u{FFFD}.csv"), Err(StoreError::NotFound { .. })));
     }
 
     #[test]
