@@ -1287,7 +1287,7 @@ fn bad_arguments_get_clear_errors() {
 
 /// A raw file whose name is not UTF-8 (a Latin-1 name from an SFTP client)
 /// cannot be an object key: it fails alone, with a message that says why,
-/// and the other files of the run still load.
+/// as does a file that cannot be opened, and the other files still load.
 #[test]
 fn a_file_name_that_is_not_utf8_fails_alone() {
     use std::os::unix::ffi::OsStrExt;
@@ -1295,12 +1295,16 @@ fn a_file_name_that_is_not_utf8_fails_alone() {
     let body = b"event_id,user_id,channel_id,start_time,duration_seconds\ne1,u1,c1,2024-01-01T10:00:00Z,60\n";
     write(&input, "viewership/ok.csv", body);
     std::fs::write(input.join("viewership").join(std::ffi::OsStr::from_bytes(b"r\xe9sum\xe9.csv")), body).unwrap();
+    // And one that cannot be opened: a link to nowhere.
+    std::os::unix::fs::symlink("/nonexistent/sessions.csv", input.join("viewership/dangling.csv")).unwrap();
     let summary = run(&input, &lake);
     let files = summary["files"].as_array().unwrap();
     let failed: Vec<&Value> = files.iter().filter(|f| f["status"] == "failed").collect();
-    assert_eq!(failed.len(), 1, "{files:?}");
-    assert_eq!(failed[0]["key"], "viewership/r\u{FFFD}sum\u{FFFD}.csv");
-    assert!(failed[0]["error"].as_str().unwrap().contains("name is not valid UTF-8"), "{failed:?}");
+    assert_eq!(failed.len(), 2, "{files:?}");
+    assert_eq!(failed[0]["key"], "viewership/dangling.csv");
+    assert!(failed[0]["error"].as_str().unwrap().contains("no such object"), "{failed:?}");
+    assert_eq!(failed[1]["key"], "viewership/r\u{FFFD}sum\u{FFFD}.csv");
+    assert!(failed[1]["error"].as_str().unwrap().contains("name is not valid UTF-8"), "{failed:?}");
     assert_eq!((summary["rows_read"].as_u64(), summary["rows_accepted"].as_u64()), (Some(1), Some(1)));
     assert_eq!(summary["loads"]["viewership"]["rows_merged"], 1);
 }
