@@ -620,3 +620,33 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
     }
     Ok(manifest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_manifest_names_the_objects_to_replace() {
+        let now = br#"{"files": [{"key": "viewership/sessions-0001.csv", "records": 5}],
+                       "objects": ["channels/channels.json", "viewership/sessions-0001.csv"]}"#;
+        assert_eq!(
+            earlier_objects(now).unwrap().into_iter().collect::<Vec<_>>(),
+            ["channels/channels.json", "viewership/sessions-0001.csv"]
+        );
+        // Written before `objects` was: its session files, and every
+        // dimension file a generation may write.
+        let before = br#"{"files": [{"key": "viewership/sessions-0002.csv.gz", "records": 5}],
+                          "unreadable_files": ["viewership/sessions-9999-truncated.csv.gz"]}"#;
+        assert_eq!(
+            earlier_objects(before).unwrap().into_iter().collect::<Vec<_>>(),
+            [
+                CHANNELS_KEY,
+                CHANNEL_UPDATE_KEY,
+                DEMOGRAPHICS_KEY,
+                "viewership/sessions-0002.csv.gz",
+                "viewership/sessions-9999-truncated.csv.gz"
+            ]
+        );
+        assert!(earlier_objects(b"not json").is_err());
+    }
+}
