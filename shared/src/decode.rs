@@ -5,8 +5,9 @@
 //! nothing but the current record is held, so memory does not grow with the
 //! object. Records that cannot be framed (wrong column count, bad JSON, bad
 //! UTF-8) are handed over as [`RecordBody::Malformed`]; faults that make the
-//! rest of the object unreadable (bad gzip, a broken JSON array) end decoding
-//! with [`IngestError::Unreadable`].
+//! rest of the object unreadable (bad gzip, a broken JSON array, a record
+//! that runs past [`MAX_RECORD_BYTES`], as after an unclosed quote) end
+//! decoding with [`IngestError::Unreadable`].
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -141,6 +142,20 @@ fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {
 /// The most fields any source has (viewing sessions: 9).
 const MAX_FIELDS: usize = 16;
 
+/// The most bytes one record may take. A record of the contract is a few
+/// hundred bytes; one that runs on past this is a framing fault (a CSV quote
+/// that is never closed makes the rest of the object one field, a JSON Lines
+/// file without line breaks one line), and holding it whole would make the
+/// decoder's memory grow with the object. Such an object is unreadable, like
+/// a truncated gzip: it fails alone and the run's other objects load.
+/// Stream records (1 MiB at most in Kinesis) always fit.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// Why decoding stopped at a record that does not end: `what` names it.
+fn record_too_long(what: &str) -> String {
+    format!("{what} runs past {} MiB without ending (an unclosed quote?)", MAX_RECORD_BYTES >> 20)
+}
+
 fn normalize_name(name: &str) -> String {
     name.trim_start_matches('\u{feff}').trim().to_ascii_lowercase()
 }
@@ -155,6 +170,7 @@ where
         unreadable(key, line, e)
     };
     let header = csv.byte_headers().map_err(csv_error)?.clone();
+    csv.get_mut().next_record_at = csv.position().byte();
     let names: Vec<String> = header.iter().map(|h| normalize_name(&String::from_utf8_lossy(h))).collect();
     // For each canonical field, the column holding it. A name the header
     // repeats (in any case) is its last column, as a repeated JSON key is its
@@ -176,6 +192,7 @@ where
         record_no += 1;
         let start = record.position().map_or(0, |p| p.byte());
         let end = csv.position().byte();
+        csv.get_mut().next_record_at = end;
         let line = csv.get_mut().line_at(start);
         // Bytes before this record are not needed again.
         csv.get_mut().release_before(start);
@@ -237,10 +254,22 @@ struct RecordTracker<R> {
     ///
     /// [`line_at`]: RecordTracker::line_at
     counted_to: u64,
+    /// Where the record the reader is on starts (the end of the last one).
+    next_record_at: u64,
 }
 
 impl<R: Read> Read for RecordTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // The csv reader reads a few KiB at a time, so a record that does not
+        // end is stopped before it holds much more than the limit.
+        let read_to = self.retained_from + self.retained.len() as u64;
+        if read_to.saturating_sub(self.next_record_at) > MAX_RECORD_BYTES {
+            let line = self.line_at(self.next_record_at);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                record_too_long(&format!("the record from line {line}")),
+            ));
+        }
         let n = self.inner.read(buf)?;
         self.retained.extend_from_slice(&buf[..n]);
         Ok(n)
@@ -257,7 +286,7 @@ fn is_line_break(b: &u8) -> bool {
 
 impl<R> RecordTracker<R> {
     fn new(inner: R) -> Self {
-        RecordTracker { inner, retained: Vec::new(), retained_from: 0, newlines: 0, counted_to: 0 }
+        RecordTracker { inner, retained: Vec::new(), retained_from: 0, newlines: 0, counted_to: 0, next_record_at: 0 }
     }
 
     /// The retained bytes from offset `from` on, up to offset `to` if given.
@@ -499,11 +528,18 @@ where
     let mut unknown: Vec<String> = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| unreadable(key, line + 1, e))?;
+        let n = (&mut reader)
+            .take(MAX_RECORD_BYTES + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| unreadable(key, line + 1, e))?;
         if n == 0 {
             break;
         }
         line += 1;
+        if n as u64 > MAX_RECORD_BYTES && buf.last() != Some(&b'\n') {
+            let message = format!("the line runs past {} MiB without a line break", MAX_RECORD_BYTES >> 20);
+            return Err(unreadable(key, line, message));
+        }
         let mut bytes = buf.as_slice();
         if line == 1 {
             bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
@@ -531,18 +567,40 @@ where
     Ok(DecodeSummary { unknown_columns: unknown })
 }
 
-/// Counts the lines a JSON array's deserializer has consumed so far; the
-/// count is shared with the visitor, which cannot reach the reader itself.
+/// How far a JSON array's deserializer has read, shared between the reader
+/// that counts it and the visitor, which cannot reach the reader itself.
+#[derive(Default)]
+struct ArrayProgress {
+    /// Lines consumed so far.
+    lines: Cell<u64>,
+    /// Bytes consumed since the visitor last took an element.
+    since_element: Cell<u64>,
+    /// The line on which the bytes since the last element began.
+    since_line: Cell<u64>,
+}
+
+impl ArrayProgress {
+    fn element_taken(&self) {
+        self.since_element.set(0);
+        self.since_line.set(self.lines.get() + 1);
+    }
+}
+
 struct LineCounter<R> {
     inner: R,
-    lines: Rc<Cell<u64>>,
+    progress: Rc<ArrayProgress>,
 }
 
 impl<R: Read> Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        self.lines.set(self.lines.get() + newlines);
+        let p = &self.progress;
+        p.lines.set(p.lines.get() + buf[..n].iter().filter(|&&b| b == b'\n').count() as u64);
+        p.since_element.set(p.since_element.get() + n as u64);
+        if p.since_element.get() > MAX_RECORD_BYTES {
+            let message = record_too_long(&format!("the element from line {}", p.since_line.get().max(1)));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+        }
         Ok(n)
     }
 }
@@ -550,7 +608,7 @@ impl<R: Read> Read for LineCounter<R> {
 struct ArrayVisitor<'f, F> {
     fields: &'f [&'f str],
     on_record: F,
-    lines: Rc<Cell<u64>>,
+    progress: Rc<ArrayProgress>,
     callback_error: Option<IngestError>,
     unknown: Vec<String>,
 }
@@ -573,7 +631,8 @@ where
             record_no += 1;
             let text = element.get();
             // The deserializer has read up to the element's last byte.
-            let line = self.lines.get() + 1 - text.bytes().filter(|&b| b == b'\n').count() as u64;
+            let line = self.progress.lines.get() + 1 - text.bytes().filter(|&b| b == b'\n').count() as u64;
+            self.progress.element_taken();
             let result = decode_json_record(text, record_no, line, self.fields, &mut self.unknown, &mut self.on_record);
             if let Err(e) = result {
                 self.callback_error = Some(e);
@@ -599,9 +658,9 @@ where
     if reader.fill_buf().map_err(|e| unreadable(key, 1, e))?.starts_with("\u{feff}".as_bytes()) {
         reader.consume(3);
     }
-    let lines = Rc::new(Cell::new(0));
-    let mut de = serde_json::Deserializer::from_reader(LineCounter { inner: reader, lines: lines.clone() });
-    let mut visitor = ArrayVisitor { fields, on_record, lines, callback_error: None, unknown: Vec::new() };
+    let progress = Rc::new(ArrayProgress::default());
+    let mut de = serde_json::Deserializer::from_reader(LineCounter { inner: reader, progress: progress.clone() });
+    let mut visitor = ArrayVisitor { fields, on_record, progress, callback_error: None, unknown: Vec::new() };
     let result = (&mut de).deserialize_seq(&mut visitor);
     if let Some(e) = visitor.callback_error.take() {
         return Err(e);

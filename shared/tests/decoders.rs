@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
 
-use tvetl_core::decode::{DecodeSummary, RecordBody, decode};
+use tvetl_core::decode::{DecodeSummary, MAX_RECORD_BYTES, RecordBody, decode};
 use tvetl_core::error::IngestError;
 use tvetl_core::validate::SESSION_FIELDS;
 use tvetl_core::{Compression, InputFormat};
@@ -681,6 +681,82 @@ fn a_large_stream_is_decoded_record_by_record() {
     assert_eq!(produced.get(), header_len + ROWS * ROW_LEN as u64, "the whole stream was read");
     assert!(max_ahead < 2 * 1024 * 1024, "the decoder read {max_ahead} bytes ahead of the record it handed over");
     eprintln!("decoded {ROWS} CSV records ({} MB) in {elapsed:?}", produced.get() / 1_000_000);
+}
+
+/// Bytes `head` then `filler` for as long as asked, counting what was read.
+struct EndlessAfter {
+    head: Vec<u8>,
+    filler: u8,
+    left: u64,
+    read: Rc<Cell<u64>>,
+}
+
+impl Read for EndlessAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = if !self.head.is_empty() {
+            let n = buf.len().min(self.head.len());
+            buf[..n].copy_from_slice(&self.head[..n]);
+            self.head.drain(..n);
+            n
+        } else {
+            let n = buf.len().min(self.left as usize);
+            buf[..n].fill(self.filler);
+            self.left -= n as u64;
+            n
+        };
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// A record that never ends (an unclosed CSV quote, a JSON Lines file
+/// without line breaks, a JSON string never closed) makes the object
+/// unreadable once it passes MAX_RECORD_BYTES, naming where it began. The
+/// decoder stops reading soon after that limit, so its memory stays bounded
+/// however large the object is (here 64 MiB).
+#[test]
+fn a_record_that_never_ends_stops_the_object_near_the_limit() {
+    let good = "e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb";
+    let cases: [(InputFormat, String, &str); 3] = [
+        (InputFormat::Csv, format!("{HEADER}\n{good}\n{good}\ne3,\"u3"), "the record from line 4 runs past 1 MiB"),
+        (
+            InputFormat::JsonLines,
+            "{\"event_id\":\"j1\"}\n\n{\"event_id\":\"".to_owned(),
+            "unreadable at line 3: the line runs past 1 MiB without a line break",
+        ),
+        (
+            InputFormat::JsonArray,
+            "[\n{\"event_id\":\"a1\"},\n{\"event_id\":\"".to_owned(),
+            "the element from line 2 runs past 1 MiB",
+        ),
+    ];
+    for (format, head, expected) in cases {
+        let read = Rc::new(Cell::new(0u64));
+        let endless = EndlessAfter { head: head.into_bytes(), filler: b'x', left: 64 << 20, read: read.clone() };
+        let mut handed = 0;
+        let result = decode("viewership/x", endless, format, Compression::None, &SESSION_FIELDS, |_| {
+            handed += 1;
+            Ok(())
+        });
+        let error = match result {
+            Err(e @ IngestError::Unreadable { .. }) => e.to_string(),
+            other => panic!("{format:?}: expected the object to be unreadable, got {other:?}"),
+        };
+        assert!(error.contains(expected), "{format:?}: {error}");
+        assert!(handed >= 1, "{format:?}: the records before it were handed over");
+        // The limit, plus the read buffer of 256 KiB and the CSV tracker's slack.
+        assert!(read.get() < MAX_RECORD_BYTES + (1 << 20), "{format:?}: read {} bytes before stopping", read.get());
+    }
+
+    // Long but ending records are records: a quoted CSV field of 900 KiB with
+    // line breaks in it, and a JSON line as long.
+    let long = "ab\n".repeat(300 * 1024);
+    let (records, _) = csv(format!("{HEADER}\ne1,u1,,c1,\"{long}\",2024-01-01T10:00:00Z,,60,stb\n{good}\n").as_bytes());
+    assert_eq!((records.len(), records[0].get("program_id").map(str::len)), (2, Some(long.len())));
+    assert_eq!(records[1].line, 2 + 300 * 1024 + 1);
+    let line = format!("{{\"event_id\":\"e1\",\"program_id\":\"{}\"}}\n", "p".repeat(900 * 1024));
+    let (records, _) = jsonl(line.as_bytes());
+    assert_eq!(records.len(), 1);
 }
 
 #[test]
