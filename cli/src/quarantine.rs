@@ -222,10 +222,11 @@ pub fn render_quarantine(report: &QuarantineReport, format: OutputFormat) -> Str
                 .iter()
                 .map(|o| (&o.source_key, &o.ingest_date))
                 .collect::<std::collections::BTreeSet<_>>();
+            let counted = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
             let mut out = format!(
-                "Quarantine: {} records from {} objects; unreadable files: {}\n",
-                report.records_quarantined,
-                objects.len(),
+                "Quarantine: {} from {}; unreadable files: {}\n",
+                counted(report.records_quarantined as usize, "record", "records"),
+                counted(objects.len(), "object", "objects"),
                 report.unreadable.len()
             );
             for (reason, n) in &report.by_reason {
