@@ -244,7 +244,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     })
 }
 
-/// The warehouse step's spinner on stderr, or a hidden one.
 /// An input folder with none of the contract's raw prefixes can never yield
 /// a row, so it is almost always a wrong `--input` (the demo's root instead
 /// of its `raw/`). Saying so beats a run that reports nothing and exits 0. A
@@ -272,6 +271,7 @@ fn check_input_layout(input: &Path) -> anyhow::Result<()> {
     anyhow::bail!("input folder {} has none of {prefixes}, so there is nothing to load{hint}", input.display())
 }
 
+/// The warehouse step's spinner on stderr, or a hidden one.
 fn warehouse_spinner(visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();

@@ -219,7 +219,13 @@ impl LocalObjectStore {
 
 impl ObjectStore for LocalObjectStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.keys(prefix)?.into_iter().map(|key| self.meta(key.clone(), &self.path(&key))).collect()
+        self.keys(prefix)?
+            .into_iter()
+            .map(|key| {
+                let path = self.path(&key);
+                self.meta(key, &path)
+            })
+            .collect()
     }
 
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
