@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
+use tvetl_core::decode::MAX_UNKNOWN_COLUMNS;
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
@@ -52,6 +53,10 @@ pub struct FileOutcome {
     /// source, and so were ignored.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown_columns: Vec<String>,
+    /// Whether the file had more unknown columns than those listed (at most
+    /// `tvetl_core::decode::MAX_UNKNOWN_COLUMNS`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub more_unknown_columns: bool,
 }
 
 /// The contract's summary of a run (counts are of viewing-session records),
@@ -68,7 +73,12 @@ pub struct RunSummary {
     /// Days whose analytics were rebuilt after the loads: those the loads
     /// changed, and any an earlier run left pending.
     pub analytics_days_rebuilt: u64,
+    /// The files' unknown columns, each once, at most
+    /// `tvetl_core::decode::MAX_UNKNOWN_COLUMNS`.
     pub unknown_columns: Vec<String>,
+    /// Whether the files had more unknown columns than those listed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub more_unknown_columns: bool,
     /// Wall-clock seconds per phase.
     pub seconds: PhaseSeconds,
 }
@@ -173,6 +183,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     rows_read: report.counts.rows_read,
                     rows_accepted: report.counts.rows_accepted,
                     unknown_columns: report.unknown_columns,
+                    more_unknown_columns: report.more_unknown_columns,
                 });
             }
             Ingested::Failed { source, error } => files.push(FileOutcome {
@@ -183,14 +194,21 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 rows_read: 0,
                 rows_accepted: 0,
                 unknown_columns: Vec::new(),
+                more_unknown_columns: false,
             }),
         }
     }
     // The run's list is the files' lists, each name once, in file order.
     let mut unknown_columns: Vec<String> = Vec::new();
+    let mut more_unknown_columns = files.iter().any(|f| f.more_unknown_columns);
     for column in files.iter().flat_map(|f| &f.unknown_columns) {
-        if !unknown_columns.contains(column) {
+        if unknown_columns.contains(column) {
+            continue;
+        }
+        if unknown_columns.len() < MAX_UNKNOWN_COLUMNS {
             unknown_columns.push(column.clone());
+        } else {
+            more_unknown_columns = true;
         }
     }
 
@@ -240,6 +258,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         loads,
         analytics_days_rebuilt,
         unknown_columns,
+        more_unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
 }
@@ -354,7 +373,17 @@ pub fn print_table(summary: &RunSummary) {
     if !summary.unknown_columns.is_empty() {
         let in_files = summary.files.iter().filter(|f| !f.unknown_columns.is_empty()).count();
         let files = if in_files == 1 { "1 file".to_owned() } else { format!("{in_files} files") };
-        println!("ignored unknown columns: {} (in {files})", summary.unknown_columns.join(", "));
+        // The JSON summary lists them all (up to MAX_UNKNOWN_COLUMNS); the
+        // table keeps to one line.
+        const SHOWN: usize = 10;
+        let names = &summary.unknown_columns;
+        let shown = names[..names.len().min(SHOWN)].join(", ");
+        let more = match (names.len().saturating_sub(SHOWN), summary.more_unknown_columns) {
+            (0, false) => String::new(),
+            (n, false) => format!(" and {n} more"),
+            (n, true) => format!(" and over {n} more"),
+        };
+        println!("ignored unknown columns: {shown}{more} (in {files})");
     }
     let days = summary.analytics_days_rebuilt;
     println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });

@@ -71,8 +71,43 @@ impl Original<'_> {
 /// What the decoder saw besides records.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DecodeSummary {
-    /// Columns or keys that are not fields of the source (ignored).
+    /// Columns or keys that are not fields of the source (ignored), in the
+    /// order first seen, lower-cased, at most [`MAX_UNKNOWN_COLUMNS`].
     pub unknown_columns: Vec<String>,
+    /// Whether the object had more distinct unknown columns than the list
+    /// holds.
+    pub more_unknown_columns: bool,
+}
+
+/// How many distinct unknown columns an object's summary names. The names
+/// are there to trace an extra column to its files; an object whose records
+/// each carry keys of their own (a map written as top-level keys) would
+/// otherwise grow the list, and the time to check each name against it,
+/// with every record: 200,000 such JSON lines took 86 CPU seconds.
+pub const MAX_UNKNOWN_COLUMNS: usize = 64;
+
+/// The unknown columns seen so far: what becomes the summary's list.
+#[derive(Debug, Default)]
+struct UnknownColumns {
+    names: Vec<String>,
+    more: bool,
+}
+
+impl UnknownColumns {
+    fn note(&mut self, name: &str) {
+        if self.names.iter().any(|u| name.eq_ignore_ascii_case(u)) {
+            return;
+        }
+        if self.names.len() < MAX_UNKNOWN_COLUMNS {
+            self.names.push(name.to_ascii_lowercase());
+        } else {
+            self.more = true;
+        }
+    }
+
+    fn into_summary(self) -> DecodeSummary {
+        DecodeSummary { unknown_columns: self.names, more_unknown_columns: self.more }
+    }
 }
 
 /// Decodes `reader` as `format`, calling `on_record` for every record.
@@ -126,9 +161,9 @@ where
     {
         let leading = &data[..data.len() - data.trim_ascii_start().len()];
         let line = 1 + leading.iter().filter(|&&b| b == b'\n').count() as u64;
-        let mut unknown = Vec::new();
+        let mut unknown = UnknownColumns::default();
         decode_json_record(text, 1, line, fields, &mut unknown, &mut on_record)?;
-        return Ok(DecodeSummary { unknown_columns: unknown });
+        return Ok(unknown.into_summary());
     }
     decode_json_lines(key, data, fields, on_record)
 }
@@ -176,7 +211,10 @@ where
     // repeats (in any case) is its last column, as a repeated JSON key is its
     // last member.
     let column_of: Vec<Option<usize>> = fields.iter().map(|f| names.iter().rposition(|n| n == f)).collect();
-    let unknown_columns = names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()).cloned().collect();
+    let mut unknown = UnknownColumns::default();
+    for name in names.iter().filter(|n| !fields.contains(&n.as_str()) && !n.is_empty()) {
+        unknown.note(name);
+    }
 
     // The record is moved into a `StringRecord` to check its UTF-8 (all of it
     // at once when it is ASCII) and moved back for the next read.
@@ -234,7 +272,7 @@ where
             }
         }
     }
-    Ok(DecodeSummary { unknown_columns })
+    Ok(unknown.into_summary())
 }
 
 /// Keeps the bytes the CSV reader takes, from the current record on, for two
@@ -449,7 +487,7 @@ fn fill_from_entries<'a>(
     fields: &[&str],
     entries: &'a mut [(Cow<'_, str>, Option<Cow<'_, str>>)],
     values: &mut [Option<&'a str>; MAX_FIELDS],
-    unknown: &mut Vec<String>,
+    unknown: &mut UnknownColumns,
 ) {
     // Stable: members with the same key stay in document order. (Producers
     // often write keys sorted already; checking is cheaper than sorting.)
@@ -469,11 +507,7 @@ fn fill_from_entries<'a>(
         match field {
             Some(f) if values[f].is_none() => values[f] = value.as_deref(),
             Some(_) => {}
-            None => {
-                if !unknown.iter().any(|u| name.eq_ignore_ascii_case(u)) {
-                    unknown.push(name.to_ascii_lowercase());
-                }
-            }
+            None => unknown.note(name),
         }
     }
 }
@@ -485,7 +519,7 @@ fn decode_json_record<F>(
     record_no: u64,
     line: u64,
     fields: &[&str],
-    unknown: &mut Vec<String>,
+    unknown: &mut UnknownColumns,
     on_record: &mut F,
 ) -> Result<(), IngestError>
 where
@@ -525,7 +559,7 @@ where
     let mut buf = Vec::with_capacity(1024);
     let mut line = 0u64;
     let mut record_no = 0u64;
-    let mut unknown: Vec<String> = Vec::new();
+    let mut unknown = UnknownColumns::default();
     loop {
         buf.clear();
         let n = (&mut reader)
@@ -564,7 +598,7 @@ where
         };
         decode_json_record(text, record_no, line, fields, &mut unknown, &mut on_record)?;
     }
-    Ok(DecodeSummary { unknown_columns: unknown })
+    Ok(unknown.into_summary())
 }
 
 /// How far a JSON array's deserializer has read, shared between the reader
@@ -610,7 +644,7 @@ struct ArrayVisitor<'f, F> {
     on_record: F,
     progress: Rc<ArrayProgress>,
     callback_error: Option<IngestError>,
-    unknown: Vec<String>,
+    unknown: UnknownColumns,
 }
 
 impl<'de, F> serde::de::Visitor<'de> for &mut ArrayVisitor<'_, F>
@@ -660,13 +694,14 @@ where
     }
     let progress = Rc::new(ArrayProgress::default());
     let mut de = serde_json::Deserializer::from_reader(LineCounter { inner: reader, progress: progress.clone() });
-    let mut visitor = ArrayVisitor { fields, on_record, progress, callback_error: None, unknown: Vec::new() };
+    let mut visitor =
+        ArrayVisitor { fields, on_record, progress, callback_error: None, unknown: UnknownColumns::default() };
     let result = (&mut de).deserialize_seq(&mut visitor);
     if let Some(e) = visitor.callback_error.take() {
         return Err(e);
     }
     result.and_then(|()| de.end()).map_err(|e| unreadable(key, e.line() as u64, e))?;
-    Ok(DecodeSummary { unknown_columns: visitor.unknown })
+    Ok(visitor.unknown.into_summary())
 }
 
 #[cfg(test)]
@@ -756,7 +791,7 @@ mod tests {
         Ok(unknown.values.clone())
     }
 
-    fn by_members(line: &str, unknown: &mut Vec<String>) -> Result<Vec<Option<String>>, String> {
+    fn by_members(line: &str, unknown: &mut UnknownColumns) -> Result<Vec<Option<String>>, String> {
         match serde_json::from_str::<JsonLine<'_>>(line).map_err(|e| format!("not valid JSON: {e}"))? {
             JsonLine::Object(mut entries) => {
                 let mut values = [None; MAX_FIELDS];
@@ -778,7 +813,7 @@ mod tests {
 
     fn assert_same(lines: &[String]) {
         let mut old = JsonFields::new(FIELDS.len());
-        let mut unknown = Vec::new();
+        let mut unknown = UnknownColumns::default();
         // An error in a string's escapes is placed at the string's end,
         // where the reference places it at the escape: compare the lines.
         let respell = |r: Result<Vec<Option<String>>, String>| {
@@ -788,19 +823,19 @@ mod tests {
         for line in lines {
             assert_eq!(respell(by_members(line, &mut unknown)), respell(by_value(line, &mut old)), "{line}");
         }
-        assert_eq!(unknown, old.unknown);
+        assert_eq!(unknown.names, old.unknown);
     }
 
     #[test]
     fn members_keep_the_spelling_of_what_is_not_a_string() {
         let line = r#"{"event_id": 123456789012345678901234567891, "user_id": [1, {"b": 2}], "start_time": 1e999, "duration_seconds": 6.0e1}"#;
         assert_eq!(
-            by_members(line, &mut Vec::new()).unwrap(),
+            by_members(line, &mut UnknownColumns::default()).unwrap(),
             ["123456789012345678901234567891", "[1, {\"b\": 2}]", "1e999", "6.0e1"].map(|t| Some(t.to_owned()))
         );
         let line = r#"{"event_id": "e\u0031", "user_id": null, "start_time": -0, "duration_seconds": true}"#;
         assert_eq!(
-            by_members(line, &mut Vec::new()).unwrap(),
+            by_members(line, &mut UnknownColumns::default()).unwrap(),
             [Some("e1"), None, Some("-0"), Some("true")].map(|t| t.map(str::to_owned))
         );
     }

@@ -59,8 +59,11 @@ pub struct IngestReport {
     pub staged: Vec<WrittenFile>,
     /// The quarantine file, if any record was rejected.
     pub quarantine_key: Option<String>,
-    /// Columns or keys that are not fields of the source (ignored).
+    /// Columns or keys that are not fields of the source (ignored), at most
+    /// [`crate::decode::MAX_UNKNOWN_COLUMNS`].
     pub unknown_columns: Vec<String>,
+    /// Whether the object had more unknown columns than those listed.
+    pub more_unknown_columns: bool,
 }
 
 /// Ingests one raw object from `raw` into the `lake`.
@@ -159,6 +162,7 @@ pub fn ingest_object(
         staged,
         quarantine_key,
         unknown_columns: summary.unknown_columns,
+        more_unknown_columns: summary.more_unknown_columns,
     })
 }
 

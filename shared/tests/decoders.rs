@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
 
-use tvetl_core::decode::{DecodeSummary, MAX_RECORD_BYTES, RecordBody, decode};
+use tvetl_core::decode::{DecodeSummary, MAX_RECORD_BYTES, MAX_UNKNOWN_COLUMNS, RecordBody, decode};
 use tvetl_core::error::IngestError;
 use tvetl_core::validate::SESSION_FIELDS;
 use tvetl_core::{Compression, InputFormat};
@@ -681,6 +681,36 @@ fn a_large_stream_is_decoded_record_by_record() {
     assert_eq!(produced.get(), header_len + ROWS * ROW_LEN as u64, "the whole stream was read");
     assert!(max_ahead < 2 * 1024 * 1024, "the decoder read {max_ahead} bytes ahead of the record it handed over");
     eprintln!("decoded {ROWS} CSV records ({} MB) in {elapsed:?}", produced.get() / 1_000_000);
+}
+
+/// Records that each carry keys of their own (a map written as top-level
+/// keys) are decoded as ever, but the summary names only the first
+/// MAX_UNKNOWN_COLUMNS distinct unknown columns and says there were more;
+/// a CSV header with too many extra columns the same.
+#[test]
+fn unknown_columns_are_listed_up_to_a_limit() {
+    let lines: String = (0..5_000).map(|i| format!("{{\"event_id\":\"e{i}\",\"X_{i}\":1,\"ad_slot\":2}}\n")).collect();
+    let (records, summary) = jsonl(lines.as_bytes());
+    assert_eq!(records.len(), 5_000);
+    assert_eq!(records[4_999].get("event_id"), Some("e4999"));
+    assert_eq!(summary.unknown_columns.len(), MAX_UNKNOWN_COLUMNS);
+    // In the order seen (an object's keys in byte order: `X_0` before
+    // `ad_slot`), lower-cased.
+    assert_eq!(&summary.unknown_columns[..3], ["x_0", "ad_slot", "x_1"]);
+    assert!(summary.more_unknown_columns);
+
+    let extra: Vec<String> = (0..MAX_UNKNOWN_COLUMNS + 6).map(|i| format!("extra{i}")).collect();
+    let header = format!("{HEADER},{}", extra.join(","));
+    let row = format!("e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb{}", ",x".repeat(extra.len()));
+    let (records, summary) = csv(format!("{header}\n{row}\n").as_bytes());
+    assert_eq!(records[0].get("platform"), Some("stb"));
+    assert_eq!(summary.unknown_columns, extra[..MAX_UNKNOWN_COLUMNS]);
+    assert!(summary.more_unknown_columns);
+
+    // At the limit exactly, nothing is left out.
+    let header = format!("{HEADER},{}", extra[..MAX_UNKNOWN_COLUMNS].join(","));
+    let (_, summary) = csv(format!("{header}\n").as_bytes());
+    assert_eq!((summary.unknown_columns.len(), summary.more_unknown_columns), (MAX_UNKNOWN_COLUMNS, false));
 }
 
 /// Bytes `head` then `filler` for as long as asked, counting what was read.
