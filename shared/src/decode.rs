@@ -133,7 +133,7 @@ where
     let reader = BufReader::with_capacity(256 * 1024, reader);
     match format {
         InputFormat::Csv => decode_csv(key, reader, fields, on_record),
-        InputFormat::JsonLines => decode_json_lines(key, reader, fields, on_record),
+        InputFormat::JsonLines => decode_json_lines(key, reader, MAX_RECORD_BYTES, fields, on_record),
         InputFormat::JsonArray => decode_json_array(key, reader, fields, on_record),
     }
 }
@@ -165,7 +165,9 @@ where
         decode_json_record(text, 1, line, fields, &mut unknown, &mut on_record)?;
         return Ok(unknown.into_summary());
     }
-    decode_json_lines(key, data, fields, on_record)
+    // The message is in memory already, its size bounded by the stream: a
+    // long line in it is a record like any other.
+    decode_json_lines(key, data, u64::MAX, fields, on_record)
 }
 
 /// An object-level fault; `line` 0 means the position is not known (a gzip
@@ -183,7 +185,8 @@ const MAX_FIELDS: usize = 16;
 /// file without line breaks one line), and holding it whole would make the
 /// decoder's memory grow with the object. Such an object is unreadable, like
 /// a truncated gzip: it fails alone and the run's other objects load.
-/// Stream records (1 MiB at most in Kinesis) always fit.
+/// A stream message ([`decode_json_message`]) is in memory already, so it has
+/// no such limit.
 pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// Why decoding stopped at a record that does not end: `what` names it.
@@ -547,9 +550,12 @@ where
     }
 }
 
+/// Decodes JSON Lines; a line longer than `max_line` bytes makes the object
+/// unreadable (see [`MAX_RECORD_BYTES`]).
 fn decode_json_lines<R: BufRead, F>(
     key: &str,
     mut reader: R,
+    max_line: u64,
     fields: &[&str],
     mut on_record: F,
 ) -> Result<DecodeSummary, IngestError>
@@ -563,14 +569,14 @@ where
     loop {
         buf.clear();
         let n = (&mut reader)
-            .take(MAX_RECORD_BYTES + 1)
+            .take(max_line.saturating_add(1))
             .read_until(b'\n', &mut buf)
             .map_err(|e| unreadable(key, line + 1, e))?;
         if n == 0 {
             break;
         }
         line += 1;
-        if n as u64 > MAX_RECORD_BYTES && buf.last() != Some(&b'\n') {
+        if n as u64 > max_line && buf.last() != Some(&b'\n') {
             let message = format!("the line runs past {} MiB without a line break", MAX_RECORD_BYTES >> 20);
             return Err(unreadable(key, line, message));
         }

@@ -468,8 +468,9 @@ fn each_line(stem: &str, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line
         on_line(line);
         Ok(())
     });
-    // Decoding a byte slice fails only on I/O, which a slice has none of;
-    // the record is then kept as malformed all the same.
+    // Decoding a message held in memory has no limit on a line's length and
+    // no I/O to fail; should it fail all the same, the record is kept as
+    // malformed.
     if let Err(e) = decoded {
         lines += 1;
         on_line(Line::Rejected {

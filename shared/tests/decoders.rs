@@ -5,7 +5,9 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::rc::Rc;
 
-use tvetl_core::decode::{DecodeSummary, MAX_RECORD_BYTES, MAX_UNKNOWN_COLUMNS, RecordBody, decode};
+use tvetl_core::decode::{
+    DecodeSummary, MAX_RECORD_BYTES, MAX_UNKNOWN_COLUMNS, RecordBody, decode, decode_json_message,
+};
 use tvetl_core::error::IngestError;
 use tvetl_core::validate::SESSION_FIELDS;
 use tvetl_core::{Compression, InputFormat};
@@ -777,6 +779,18 @@ fn a_record_that_never_ends_stops_the_object_near_the_limit() {
         // The limit, plus the read buffer of 256 KiB and the CSV tracker's slack.
         assert!(read.get() < MAX_RECORD_BYTES + (1 << 20), "{format:?}: read {} bytes before stopping", read.get());
     }
+
+    // A stream message is in memory already: a line of 2 MiB in it is a
+    // record like any other (a Kafka message may be that large).
+    let line = format!("{{\"event_id\":\"k1\",\"program_id\":\"{}\"}}", "p".repeat(2 << 20));
+    let mut program_ids = Vec::new();
+    decode_json_message("kafka~t~0~7", line.as_bytes(), &SESSION_FIELDS, |r| {
+        let RecordBody::Fields { values, .. } = r.body else { panic!("record {} is malformed", r.record_no) };
+        program_ids.push(values[4].map(str::len));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(program_ids, [Some(2 << 20)]);
 
     // Long but ending records are records: a quoted CSV field of 900 KiB with
     // line breaks in it, and a JSON line as long.
