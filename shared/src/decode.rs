@@ -130,7 +130,20 @@ where
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
     };
-    let reader = BufReader::with_capacity(256 * 1024, reader);
+    let mut reader = BufReader::with_capacity(256 * 1024, reader);
+    // Read as text, a gzip file would give rows of binary noise, each
+    // quarantined as malformed; the file is better refused as the one fault
+    // it has. (0x1f 0x8b cannot begin UTF-8 text.)
+    if compression == Compression::None
+        && reader.fill_buf().map_err(|e| unreadable(key, 1, e))?.starts_with(&GZIP_MAGIC)
+    {
+        return Err(unreadable(
+            key,
+            0,
+            "the object is gzip-compressed but its name does not end in .gz, \
+             and the contract takes the compression from the name: rename it",
+        ));
+    }
     match format {
         InputFormat::Csv => decode_csv(key, reader, fields, on_record),
         InputFormat::JsonLines => decode_json_lines(key, reader, MAX_RECORD_BYTES, fields, on_record),
@@ -175,6 +188,9 @@ where
 fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {
     IngestError::Unreadable { key: key.to_owned(), line: (line > 0).then_some(line), message: message.to_string() }
 }
+
+/// The first bytes of every gzip member.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The most fields any source has (viewing sessions: 9).
 const MAX_FIELDS: usize = 16;

@@ -532,6 +532,23 @@ fn gzip_decodes_like_plain() {
     assert_eq!(gz, json_array(array_text.as_bytes()).0);
 }
 
+/// A gzip file whose name lacks `.gz` is refused as one fault, instead of
+/// its binary noise being quarantined row by row.
+#[test]
+fn gzip_under_a_plain_name_is_refused_whole() {
+    for (format, text) in [
+        (InputFormat::Csv, sample_csv(20)),
+        (InputFormat::JsonLines, "{\"event_id\":\"e1\"}\n".to_owned()),
+        (InputFormat::JsonArray, "[{\"event_id\":\"e1\"}]".to_owned()),
+    ] {
+        let (records, result) = run(&gzip(text.as_bytes()), format, Compression::None);
+        let error = result.expect_err("a gzip body under a plain name");
+        assert!(matches!(error, IngestError::Unreadable { .. }), "{format:?}: {error:?}");
+        assert!(error.to_string().contains("does not end in .gz"), "{format:?}: {error}");
+        assert!(records.is_empty(), "{format:?}: no record of it is handed over");
+    }
+}
+
 #[test]
 fn multi_member_gzip_yields_the_records_of_every_member() {
     let text = sample_csv(300);

@@ -240,6 +240,9 @@ probe("json_array_bom", False, "channels JSON array file starting with a UTF-8 B
 probe("multimember_gzip", False, "gzip of two concatenated members (valid per RFC 1952)",
       {"viewership/a.csv.gz": gz_multi(csvf("e1,u1,c1,2024-01-01T10:00:00Z,,60"),
                                        b"e2,u2,c1,2024-01-01T10:00:00Z,,60\n")})
+probe("gzip_under_plain_name", False, "a gzip body named .csv (the contract takes the compression from the name)",
+      {"viewership/a.csv": gzip.compress(csvf("e1,u1,c1,2024-01-01T10:00:00Z,,60"), mtime=0),
+       "viewership/b.csv": csvf(OK)})
 probe("zero_byte_files", False, "0-byte .csv, .jsonl, .csv.gz",
       {"viewership/a.csv": b"", "viewership/b.jsonl": b"", "viewership/c.csv.gz": b"",
        "viewership/d.csv": csvf(OK)})
