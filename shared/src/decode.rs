@@ -131,18 +131,9 @@ where
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
     };
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    // Read as text, a gzip file would give rows of binary noise, each
-    // quarantined as malformed; the file is better refused as the one fault
-    // it has. (0x1f 0x8b cannot begin UTF-8 text.)
-    if compression == Compression::None
-        && reader.fill_buf().map_err(|e| unreadable(key, 1, e))?.starts_with(&GZIP_MAGIC)
-    {
-        return Err(unreadable(
-            key,
-            0,
-            "the object is gzip-compressed but its name does not end in .gz, \
-             and the contract takes the compression from the name: rename it",
-        ));
+    let head = reader.fill_buf().map_err(|e| unreadable(key, 1, e))?;
+    if let Some(fault) = not_utf8_text(head, compression) {
+        return Err(unreadable(key, 0, fault));
     }
     match format {
         InputFormat::Csv => decode_csv(key, reader, fields, on_record),
@@ -189,8 +180,24 @@ fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {
     IngestError::Unreadable { key: key.to_owned(), line: (line > 0).then_some(line), message: message.to_string() }
 }
 
-/// The first bytes of every gzip member.
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Why an object whose (decompressed) text begins with `head` cannot be
+/// the UTF-8 text the contract asks for, when its first bytes say so. Read
+/// as UTF-8 anyway, such an object gives rows of noise, each quarantined as
+/// malformed; it is better refused as the one fault it has. Neither a gzip
+/// header (0x1f 0x8b) nor a UTF-16 byte-order mark (0xff 0xfe, 0xfe 0xff)
+/// can begin UTF-8 text.
+fn not_utf8_text(head: &[u8], compression: Compression) -> Option<&'static str> {
+    if compression == Compression::None && head.starts_with(&[0x1f, 0x8b]) {
+        Some(
+            "the object is gzip-compressed but its name does not end in .gz, \
+             and the contract takes the compression from the name: rename it",
+        )
+    } else if head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) {
+        Some("the object is UTF-16 text (it begins with a UTF-16 byte-order mark); the contract's inputs are UTF-8")
+    } else {
+        None
+    }
+}
 
 /// The most fields any source has (viewing sessions: 9).
 const MAX_FIELDS: usize = 16;

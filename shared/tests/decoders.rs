@@ -549,6 +549,23 @@ fn gzip_under_a_plain_name_is_refused_whole() {
     }
 }
 
+/// UTF-16 text (what spreadsheet programs write as "Unicode text") is
+/// refused whole, plain or inside gzip, rather than read as noise.
+#[test]
+fn utf16_text_is_refused_whole() {
+    let text = "user_id,age_band\r\nu1,18-24\r\n";
+    let le: Vec<u8> = [0xff, 0xfe].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+    let be: Vec<u8> = [0xfe, 0xff].into_iter().chain(text.encode_utf16().flat_map(u16::to_be_bytes)).collect();
+    for (bytes, compression) in
+        [(le.clone(), Compression::None), (be, Compression::None), (gzip(&le), Compression::Gzip)]
+    {
+        let (records, result) = run(&bytes, InputFormat::Csv, compression);
+        let error = result.expect_err("UTF-16 text");
+        assert!(error.to_string().contains("UTF-16"), "{compression:?}: {error}");
+        assert!(records.is_empty());
+    }
+}
+
 #[test]
 fn multi_member_gzip_yields_the_records_of_every_member() {
     let text = sample_csv(300);
