@@ -232,6 +232,7 @@ where
     };
     let header = csv.byte_headers().map_err(csv_error)?.clone();
     csv.get_mut().next_record_at = csv.position().byte();
+    csv.get_mut().detect_line_ends();
     let names: Vec<String> = header.iter().map(|h| normalize_name(&String::from_utf8_lossy(h))).collect();
     // For each canonical field, the column holding it. A name the header
     // repeats (in any case) is its last column, as a repeated JSON key is its
@@ -320,6 +321,8 @@ struct RecordTracker<R> {
     counted_to: u64,
     /// Where the record the reader is on starts (the end of the last one).
     next_record_at: u64,
+    /// Whether a lone `\r` ends a line (see [`RecordTracker::detect_line_ends`]).
+    cr_lines: bool,
 }
 
 impl<R: Read> Read for RecordTracker<R> {
@@ -350,7 +353,15 @@ fn is_line_break(b: &u8) -> bool {
 
 impl<R> RecordTracker<R> {
     fn new(inner: R) -> Self {
-        RecordTracker { inner, retained: Vec::new(), retained_from: 0, newlines: 0, counted_to: 0, next_record_at: 0 }
+        RecordTracker {
+            inner,
+            retained: Vec::new(),
+            retained_from: 0,
+            newlines: 0,
+            counted_to: 0,
+            next_record_at: 0,
+            cr_lines: false,
+        }
     }
 
     /// The retained bytes from offset `from` on, up to offset `to` if given.
@@ -386,12 +397,37 @@ impl<R> RecordTracker<R> {
     /// line break: where a record read from `offset` starts. Offsets must not
     /// decrease from one call to the next.
     fn line_at(&mut self, offset: u64) -> u64 {
-        let passed = self.bytes(self.counted_to, Some(offset)).iter().filter(|&&b| b == b'\n').count();
-        self.newlines += passed as u64;
+        let next = self.bytes(offset, None).first().copied();
+        self.newlines += line_breaks(self.bytes(self.counted_to, Some(offset)), next, self.cr_lines);
         self.counted_to = self.counted_to.max(offset);
-        let leading = self.bytes(offset, None).iter().take_while(|b| is_line_break(b)).filter(|&&b| b == b'\n').count();
-        1 + self.newlines + leading as u64
+        let ahead = self.bytes(offset, None);
+        let run = ahead.iter().take_while(|b| is_line_break(b)).count();
+        1 + self.newlines + line_breaks(&ahead[..run], ahead.get(run).copied(), self.cr_lines)
     }
+
+    /// Sets how lines end from the first line break read: a file whose first
+    /// line ends in a lone `\r` (as old Mac files do) has its lines counted
+    /// at each `\r`, which the csv reader also takes as a record end; any
+    /// other file at each `\n`, so a `\r` inside a quoted field of a LF or
+    /// CRLF file is not a line, as in an editor.
+    fn detect_line_ends(&mut self) {
+        let first = self.retained.iter().position(is_line_break);
+        self.cr_lines = first.is_some_and(|i| self.retained[i] == b'\r' && self.retained.get(i + 1) != Some(&b'\n'));
+    }
+}
+
+/// The line breaks in `bytes`, followed by `next`: each `\n`, and with
+/// `cr_lines` also each `\r` that no `\n` follows.
+fn line_breaks(bytes: &[u8], next: Option<u8>, cr_lines: bool) -> u64 {
+    let lf = bytes.iter().filter(|&&b| b == b'\n').count();
+    if !cr_lines {
+        return lf as u64;
+    }
+    let cr = bytes.iter().filter(|&&b| b == b'\r').count();
+    // A `\r` followed by `\n` is one break with it.
+    let crlf = bytes.windows(2).filter(|w| w == b"\r\n").count()
+        + usize::from(bytes.last() == Some(&b'\r') && next == Some(b'\n'));
+    (lf + cr - crlf) as u64
 }
 
 /// One JSON record (a JSON Lines line, or an element of a JSON array),
@@ -804,10 +840,16 @@ mod tests {
             offsets.sort_unstable();
             let mut tracker = RecordTracker::new(bytes.as_slice());
             std::io::copy(&mut tracker, &mut std::io::sink()).unwrap();
+            tracker.detect_line_ends();
+            // A file whose first line break is a lone `\r` counts lines at
+            // each `\n` and each lone `\r`; any other at each `\n`.
+            let lone_cr = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+            let cr_file = bytes.iter().position(is_line_break).is_some_and(lone_cr);
             for offset in offsets {
                 let at = (offset as usize).min(bytes.len());
                 let start = at + bytes[at..].iter().take_while(|b| is_line_break(b)).count();
-                let expected = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64;
+                let breaks = (0..start).filter(|&i| bytes[i] == b'\n' || (cr_file && lone_cr(i))).count();
+                let expected = 1 + breaks as u64;
                 prop_assert_eq!(tracker.line_at(offset), expected, "offset {}", offset);
             }
         }

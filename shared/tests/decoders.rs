@@ -875,7 +875,14 @@ fn csv_lines_after_blank_lines_and_crlf() {
     assert_eq!(lines(&records), [2, 5, 6], "CRLF endings count one line each");
     assert_eq!(records[1].get("platform"), Some("stb"));
 
-    // A bare CR inside a quoted field is not a line break.
+    // Old Mac files end lines in a lone CR, which the csv reader takes as a
+    // record end: their lines are counted at each CR.
+    let cr = lf.replace('\n', "\r");
+    let (records, _) = csv(cr.as_bytes());
+    assert_eq!(record_nos(&records), [1, 2, 3]);
+    assert_eq!(lines(&records), [2, 5, 6], "CR endings count one line each");
+
+    // In a LF or CRLF file, a bare CR inside a quoted field is not a line break.
     let text = format!("{HEADER}\r\ne1,u1,,c1,\"a\rb\",2024-01-01T10:00:00Z,,60,stb\r\ne2,u2,,c2,,x,,60,stb\r\n");
     let (records, _) = csv(text.as_bytes());
     assert_eq!(records[0].get("program_id"), Some("a\rb"));
