@@ -2,8 +2,10 @@
 //! carrying one of the contract's reason codes.
 //!
 //! The checks run in the contract's order, so a record with several faults
-//! gets the first code: `MISSING_FIELD`, `BAD_TIMESTAMP`, `BAD_DURATION`,
-//! `TOO_LONG` (`MALFORMED` is decided by the decoder).
+//! gets the first code: `MALFORMED`, `MISSING_FIELD`, `BAD_TIMESTAMP`,
+//! `BAD_DURATION`, `TOO_LONG`. The decoder decides most of `MALFORMED`; here
+//! it is a value wider than the warehouse's column for it (see
+//! [`SESSION_WIDTHS`]).
 
 use crate::quarantine::{QuarantineReason, Rejection};
 use crate::text::trim;
@@ -25,6 +27,35 @@ pub const SESSION_FIELDS: [&str; 9] = [
 pub const CHANNEL_FIELDS: [&str; 5] = ["channel_id", "channel_name", "genre", "network", "language"];
 /// Canonical demographics fields.
 pub const DEMOGRAPHIC_FIELDS: [&str; 4] = ["user_id", "age_band", "gender", "region"];
+
+/// The widest value, in UTF-8 bytes, that each of [`SESSION_FIELDS`] may
+/// hold once trimmed: the `VARCHAR` widths of the warehouse's staging tables
+/// (`infra/sql/schema.sql`). Redshift enforces them, and one longer value
+/// fails the whole `COPY` it is in, and with it every retry of that load;
+/// so a record that would not fit is quarantined as `MALFORMED` here, on
+/// every path alike. `None`: the field is not stored as text.
+pub const SESSION_WIDTHS: [Option<usize>; 9] =
+    [Some(256), Some(256), Some(256), Some(256), Some(256), None, None, None, None];
+/// The widths of [`CHANNEL_FIELDS`], as [`SESSION_WIDTHS`].
+pub const CHANNEL_WIDTHS: [Option<usize>; 5] = [Some(256), Some(1024), Some(256), Some(256), Some(64)];
+/// The widths of [`DEMOGRAPHIC_FIELDS`], as [`SESSION_WIDTHS`].
+pub const DEMOGRAPHIC_WIDTHS: [Option<usize>; 4] = [Some(256), Some(32), Some(32), Some(256)];
+
+/// The first value wider than its column, as a `MALFORMED` rejection.
+fn check_widths(values: &[Option<&str>], fields: &[&'static str], widths: &[Option<usize>]) -> Result<(), Rejection> {
+    for (i, width) in widths.iter().enumerate() {
+        if let (Some(width), Some(value)) = (width, present(values, i))
+            && value.len() > *width
+        {
+            return Err(Rejection::field(
+                QuarantineReason::Malformed,
+                fields[i],
+                format!("{} is {} bytes long; the warehouse's column holds at most {width}", fields[i], value.len()),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The longest session the contract accepts.
 pub const MAX_SESSION_MICROS: i64 = MICROS_PER_DAY;
@@ -115,6 +146,7 @@ fn required<'a>(values: &[Option<&'a str>], fields: &[&'static str], i: usize) -
 /// Validates one viewing session given its values in [`SESSION_FIELDS`] order.
 pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession<'a>, Rejection> {
     let f = &SESSION_FIELDS;
+    check_widths(values, f, &SESSION_WIDTHS)?;
     let event_id = required(values, f, 0)?;
     let user_id = required(values, f, 1)?;
     let channel_id = required(values, f, 3)?;
@@ -209,6 +241,7 @@ fn parse_duration(text: &str) -> Duration {
 /// Validates a channel-metadata record ([`CHANNEL_FIELDS`] order): the id and
 /// name are required; returns the trimmed values.
 pub fn validate_channel<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 5], Rejection> {
+    check_widths(values, &CHANNEL_FIELDS, &CHANNEL_WIDTHS)?;
     required(values, &CHANNEL_FIELDS, 0)?;
     required(values, &CHANNEL_FIELDS, 1)?;
     Ok(std::array::from_fn(|i| present(values, i)))
@@ -217,6 +250,7 @@ pub fn validate_channel<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a st
 /// Validates a demographics record ([`DEMOGRAPHIC_FIELDS`] order): the user id
 /// is required; returns the trimmed values.
 pub fn validate_demographic<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 4], Rejection> {
+    check_widths(values, &DEMOGRAPHIC_FIELDS, &DEMOGRAPHIC_WIDTHS)?;
     required(values, &DEMOGRAPHIC_FIELDS, 0)?;
     Ok(std::array::from_fn(|i| present(values, i)))
 }
@@ -345,5 +379,66 @@ mod tests {
         );
         assert!(validate_demographic(&[Some("u1"), None, None, None]).is_ok());
         assert!(validate_demographic(&[None, Some("18-24"), None, None]).is_err());
+    }
+
+    /// A value wider than its warehouse column is MALFORMED, counted in
+    /// UTF-8 bytes as Redshift counts them, and before any other fault.
+    #[test]
+    fn values_wider_than_the_warehouse_are_malformed() {
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let fits = leak("e".repeat(256));
+        assert!(validate_session(&with(&[("event_id", fits)])).is_ok());
+        // Surrounding space is trimmed before it is measured, as before it is stored.
+        assert!(validate_session(&with(&[("event_id", leak(format!("  {fits}  ")))])).is_ok());
+        for (field, value) in
+            [("event_id", "e".repeat(257)), ("user_id", "é".repeat(129)), ("program_id", "p".repeat(300))]
+        {
+            let r = validate_session(&with(&[(field, leak(value.clone()))])).unwrap_err();
+            assert_eq!((r.reason, r.field), (QuarantineReason::Malformed, Some(field)), "{}", r.message);
+            assert!(r.message.contains(&format!("{} bytes", value.len())), "{}", r.message);
+        }
+        // Before a missing field or a bad timestamp.
+        let r =
+            validate_session(&with(&[("device_id", leak("d".repeat(257))), ("start_time", "nope"), ("user_id", "")]));
+        assert_eq!(r.unwrap_err().reason, QuarantineReason::Malformed);
+
+        let name = leak("n".repeat(1025));
+        let r = validate_channel(&[Some("c1"), Some(name), None, None, None]).unwrap_err();
+        assert_eq!((r.reason, r.field), (QuarantineReason::Malformed, Some("channel_name")));
+        assert!(validate_channel(&[Some("c1"), Some(&name[1..]), None, None, None]).is_ok());
+        let r = validate_demographic(&[Some("u1"), Some(leak("a".repeat(33))), None, None]).unwrap_err();
+        assert_eq!((r.reason, r.field), (QuarantineReason::Malformed, Some("age_band")));
+    }
+
+    /// The widths are the staging tables' VARCHAR widths in the schema that
+    /// Redshift runs, so the two cannot drift apart.
+    #[test]
+    fn the_widths_are_the_schemas() {
+        let widths_in = |table: &str| -> std::collections::BTreeMap<String, usize> {
+            let ddl = crate::warehouse::SCHEMA_SQL;
+            let start = ddl.find(&format!("CREATE TABLE IF NOT EXISTS {table} (")).expect("the table is in the schema");
+            let body = &ddl[start..start + ddl[start..].find(");").expect("the table ends")];
+            body.lines()
+                .filter_map(|line| {
+                    let (name, rest) = line.trim().split_once(' ')?;
+                    let width = rest.strip_prefix("VARCHAR(")?.split(')').next()?.parse().ok()?;
+                    Some((name.to_owned(), width))
+                })
+                .collect()
+        };
+        let check = |table: &str, fields: &[&str], widths: &[Option<usize>]| {
+            let ddl = widths_in(table);
+            for (field, width) in fields.iter().zip(widths) {
+                match width {
+                    Some(w) => assert_eq!(ddl.get(*field), Some(w), "{table}.{field}"),
+                    // Stored normalized: every stored platform name fits.
+                    None if *field == "platform" => assert!(ddl["platform"] >= "smart_tv".len()),
+                    None => assert!(!ddl.contains_key(*field), "{table}.{field} is text in the schema"),
+                }
+            }
+        };
+        check("staging.viewing_sessions", &SESSION_FIELDS, &SESSION_WIDTHS);
+        check("staging.channels", &CHANNEL_FIELDS, &CHANNEL_WIDTHS);
+        check("staging.demographics", &DEMOGRAPHIC_FIELDS, &DEMOGRAPHIC_WIDTHS);
     }
 }

@@ -243,6 +243,8 @@ probe("multimember_gzip", False, "gzip of two concatenated members (valid per RF
 probe("gzip_under_plain_name", False, "a gzip body named .csv (the contract takes the compression from the name)",
       {"viewership/a.csv": gzip.compress(csvf("e1,u1,c1,2024-01-01T10:00:00Z,,60"), mtime=0),
        "viewership/b.csv": csvf(OK)})
+probe("wider_than_warehouse", False, "an event_id of 257 bytes (Redshift's column is VARCHAR(256))",
+      {"viewership/a.csv": csvf("%s,u1,c1,2024-01-01T10:00:00Z,,60" % ("e" * 257), OK)})
 probe("zero_byte_files", False, "0-byte .csv, .jsonl, .csv.gz",
       {"viewership/a.csv": b"", "viewership/b.jsonl": b"", "viewership/c.csv.gz": b"",
        "viewership/d.csv": csvf(OK)})
