@@ -32,8 +32,9 @@ pub const DEMOGRAPHIC_FIELDS: [&str; 4] = ["user_id", "age_band", "gender", "reg
 /// hold once trimmed: the `VARCHAR` widths of the warehouse's staging tables
 /// (`infra/sql/schema.sql`). Redshift enforces them, and one longer value
 /// fails the whole `COPY` it is in, and with it every retry of that load;
-/// so a record that would not fit is quarantined as `MALFORMED` here, on
-/// every path alike. `None`: the field is not stored as text.
+/// so a record that would not fit, or that holds a NUL character, which
+/// fails a `COPY` too, is quarantined as `MALFORMED` here, on every path
+/// alike. `None`: the field is not stored as text.
 pub const SESSION_WIDTHS: [Option<usize>; 9] =
     [Some(256), Some(256), Some(256), Some(256), Some(256), None, None, None, None];
 /// The widths of [`CHANNEL_FIELDS`], as [`SESSION_WIDTHS`].
@@ -41,18 +42,20 @@ pub const CHANNEL_WIDTHS: [Option<usize>; 5] = [Some(256), Some(1024), Some(256)
 /// The widths of [`DEMOGRAPHIC_FIELDS`], as [`SESSION_WIDTHS`].
 pub const DEMOGRAPHIC_WIDTHS: [Option<usize>; 4] = [Some(256), Some(32), Some(32), Some(256)];
 
-/// The first value wider than its column, as a `MALFORMED` rejection.
-fn check_widths(values: &[Option<&str>], fields: &[&'static str], widths: &[Option<usize>]) -> Result<(), Rejection> {
+/// The first stored text the warehouse cannot hold, as a `MALFORMED`
+/// rejection: wider than its column, or with a NUL character in it (which
+/// Redshift's `COPY` also fails on).
+fn check_storable(values: &[Option<&str>], fields: &[&'static str], widths: &[Option<usize>]) -> Result<(), Rejection> {
     for (i, width) in widths.iter().enumerate() {
-        if let (Some(width), Some(value)) = (width, present(values, i))
-            && value.len() > *width
-        {
-            return Err(Rejection::field(
-                QuarantineReason::Malformed,
-                fields[i],
-                format!("{} is {} bytes long; the warehouse's column holds at most {width}", fields[i], value.len()),
-            ));
-        }
+        let (Some(width), Some(value)) = (width, present(values, i)) else { continue };
+        let fault = if value.len() > *width {
+            format!("{} is {} bytes long; the warehouse's column holds at most {width}", fields[i], value.len())
+        } else if value.contains('\0') {
+            format!("{} holds a NUL character, which the warehouse cannot store", fields[i])
+        } else {
+            continue;
+        };
+        return Err(Rejection::field(QuarantineReason::Malformed, fields[i], fault));
     }
     Ok(())
 }
@@ -146,7 +149,7 @@ fn required<'a>(values: &[Option<&'a str>], fields: &[&'static str], i: usize) -
 /// Validates one viewing session given its values in [`SESSION_FIELDS`] order.
 pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession<'a>, Rejection> {
     let f = &SESSION_FIELDS;
-    check_widths(values, f, &SESSION_WIDTHS)?;
+    check_storable(values, f, &SESSION_WIDTHS)?;
     let event_id = required(values, f, 0)?;
     let user_id = required(values, f, 1)?;
     let channel_id = required(values, f, 3)?;
@@ -241,7 +244,7 @@ fn parse_duration(text: &str) -> Duration {
 /// Validates a channel-metadata record ([`CHANNEL_FIELDS`] order): the id and
 /// name are required; returns the trimmed values.
 pub fn validate_channel<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 5], Rejection> {
-    check_widths(values, &CHANNEL_FIELDS, &CHANNEL_WIDTHS)?;
+    check_storable(values, &CHANNEL_FIELDS, &CHANNEL_WIDTHS)?;
     required(values, &CHANNEL_FIELDS, 0)?;
     required(values, &CHANNEL_FIELDS, 1)?;
     Ok(std::array::from_fn(|i| present(values, i)))
@@ -250,7 +253,7 @@ pub fn validate_channel<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a st
 /// Validates a demographics record ([`DEMOGRAPHIC_FIELDS`] order): the user id
 /// is required; returns the trimmed values.
 pub fn validate_demographic<'a>(values: &[Option<&'a str>]) -> Result<[Option<&'a str>; 4], Rejection> {
-    check_widths(values, &DEMOGRAPHIC_FIELDS, &DEMOGRAPHIC_WIDTHS)?;
+    check_storable(values, &DEMOGRAPHIC_FIELDS, &DEMOGRAPHIC_WIDTHS)?;
     required(values, &DEMOGRAPHIC_FIELDS, 0)?;
     Ok(std::array::from_fn(|i| present(values, i)))
 }
@@ -382,9 +385,10 @@ mod tests {
     }
 
     /// A value wider than its warehouse column is MALFORMED, counted in
-    /// UTF-8 bytes as Redshift counts them, and before any other fault.
+    /// UTF-8 bytes as Redshift counts them, and before any other fault; so
+    /// is one with a NUL character.
     #[test]
-    fn values_wider_than_the_warehouse_are_malformed() {
+    fn values_the_warehouse_cannot_hold_are_malformed() {
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         let fits = leak("e".repeat(256));
         assert!(validate_session(&with(&[("event_id", fits)])).is_ok());
@@ -397,6 +401,10 @@ mod tests {
             assert_eq!((r.reason, r.field), (QuarantineReason::Malformed, Some(field)), "{}", r.message);
             assert!(r.message.contains(&format!("{} bytes", value.len())), "{}", r.message);
         }
+        // A NUL character, which Redshift's COPY fails on as well.
+        let r = validate_session(&with(&[("channel_id", "c\u{0}1")])).unwrap_err();
+        assert_eq!((r.reason, r.field), (QuarantineReason::Malformed, Some("channel_id")));
+        assert!(r.message.contains("NUL"), "{}", r.message);
         // Before a missing field or a bad timestamp.
         let r =
             validate_session(&with(&[("device_id", leak("d".repeat(257))), ("start_time", "nope"), ("user_id", "")]));
