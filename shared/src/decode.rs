@@ -412,7 +412,10 @@ impl<R> RecordTracker<R> {
     /// CRLF file is not a line, as in an editor.
     fn detect_line_ends(&mut self) {
         let first = self.retained.iter().position(is_line_break);
-        self.cr_lines = first.is_some_and(|i| self.retained[i] == b'\r' && self.retained.get(i + 1) != Some(&b'\n'));
+        // A `\r` whose next byte is not read yet counts as CRLF, the
+        // contract's: only a file with more after a lone `\r` has CR lines.
+        self.cr_lines =
+            first.is_some_and(|i| self.retained[i] == b'\r' && self.retained.get(i + 1).is_some_and(|b| *b != b'\n'));
     }
 }
 
@@ -844,7 +847,10 @@ mod tests {
             // A file whose first line break is a lone `\r` counts lines at
             // each `\n` and each lone `\r`; any other at each `\n`.
             let lone_cr = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
-            let cr_file = bytes.iter().position(is_line_break).is_some_and(lone_cr);
+            let cr_file = bytes
+                .iter()
+                .position(is_line_break)
+                .is_some_and(|i| bytes[i] == b'\r' && bytes.get(i + 1).is_some_and(|b| *b != b'\n'));
             for offset in offsets {
                 let at = (offset as usize).min(bytes.len());
                 let start = at + bytes[at..].iter().take_while(|b| is_line_break(b)).count();
