@@ -178,7 +178,6 @@ fn warehouse_rows(lake: &Path) -> Vec<String> {
     out
 }
 
-/// The local catalog (`LAKE/_catalog/catalog.json`).
 /// The header line of a raw CSV file, lower-cased, without its BOM.
 fn csv_header(file: &Path, compression: Compression) -> String {
     let file = std::fs::File::open(file).unwrap();
@@ -191,6 +190,7 @@ fn csv_header(file: &Path, compression: Compression) -> String {
     header.trim_start_matches('\u{feff}').trim_end().to_lowercase()
 }
 
+/// The local catalog (`LAKE/_catalog/catalog.json`).
 fn catalog(lake: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(lake.join("_catalog/catalog.json")).unwrap()).unwrap()
 }

@@ -25,9 +25,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
+use tvetl_core::QuarantineReason;
 use tvetl_core::store::{LocalObjectStore, ObjectStore};
 use tvetl_core::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_day};
-use tvetl_core::{QuarantineReason, Source};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
@@ -420,11 +420,7 @@ fn clear_earlier_generation(out: &Path) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", manifest_path.display())),
     };
     let store = LocalObjectStore::new(out);
-    let mut present = Vec::new();
-    for source in Source::ALL {
-        present
-            .extend(store.keys(&format!("{}/", source.name())).with_context(|| format!("listing {}", out.display()))?);
-    }
+    let present = crate::run::raw_keys(&store).with_context(|| format!("listing {}", out.display()))?;
     let foreign: Vec<&String> = present.iter().filter(|k| !earlier.contains(*k)).collect();
     if let Some(first) = foreign.first() {
         let more = match foreign.len() - 1 {

@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
-use tvetl_core::decode::MAX_UNKNOWN_COLUMNS;
+use tvetl_core::decode::UnknownColumns;
 use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
-use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
+use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
@@ -122,11 +122,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 
     // Keys only: an object's version (its content hash) is read by the worker
     // that ingests it, so a file that cannot be read fails alone.
-    let mut keys: Vec<String> = Vec::new();
-    for source in Source::ALL {
-        keys.extend(raw.keys(&format!("{}/", source.name())).with_context(|| format!("listing {}", input.display()))?);
-    }
-    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let keys = raw_keys(&raw).with_context(|| format!("listing {}", input.display()))?;
     let sizes: Vec<u64> = keys.iter().map(|k| std::fs::metadata(input.join(k)).map_or(0, |m| m.len())).collect();
 
     let ingest_watch = Stopwatch::start();
@@ -199,18 +195,11 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
     // The run's list is the files' lists, each name once, in file order.
-    let mut unknown_columns: Vec<String> = Vec::new();
-    let mut more_unknown_columns = files.iter().any(|f| f.more_unknown_columns);
-    for column in files.iter().flat_map(|f| &f.unknown_columns) {
-        if unknown_columns.contains(column) {
-            continue;
-        }
-        if unknown_columns.len() < MAX_UNKNOWN_COLUMNS {
-            unknown_columns.push(column.clone());
-        } else {
-            more_unknown_columns = true;
-        }
+    let mut unknown = UnknownColumns::default();
+    for f in &files {
+        unknown.merge(&f.unknown_columns, f.more_unknown_columns);
     }
+    let (unknown_columns, more_unknown_columns) = unknown.into_parts();
 
     let (ingest_seconds, ingest_cpu) = (ingest_watch.wall(), ingest_watch.cpu());
     let warehouse_watch = Stopwatch::start();
@@ -261,6 +250,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         more_unknown_columns,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
+}
+
+/// Every object under the raw prefixes (`viewership/`, `channels/`,
+/// `demographics/`) of a folder used as the raw bucket, in byte-wise order.
+pub(crate) fn raw_keys(raw: &LocalObjectStore) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for source in Source::ALL {
+        keys.extend(raw.keys(&format!("{}/", source.name()))?);
+    }
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(keys)
 }
 
 /// An input folder with none of the contract's raw prefixes can never yield

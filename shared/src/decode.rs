@@ -86,15 +86,18 @@ pub struct DecodeSummary {
 /// with every record: 200,000 such JSON lines took 86 CPU seconds.
 pub const MAX_UNKNOWN_COLUMNS: usize = 64;
 
-/// The unknown columns seen so far: what becomes the summary's list.
+/// Unknown column names as they are seen, each once (case aside),
+/// lower-cased, at most [`MAX_UNKNOWN_COLUMNS`], and whether there were
+/// more: what an object's summary lists, and a run's over its objects.
 #[derive(Debug, Default)]
-struct UnknownColumns {
+pub struct UnknownColumns {
     names: Vec<String>,
     more: bool,
 }
 
 impl UnknownColumns {
-    fn note(&mut self, name: &str) {
+    /// Notes one name.
+    pub fn note(&mut self, name: &str) {
         if self.names.iter().any(|u| name.eq_ignore_ascii_case(u)) {
             return;
         }
@@ -105,8 +108,20 @@ impl UnknownColumns {
         }
     }
 
+    /// Notes another list's names, and whether it had more.
+    pub fn merge(&mut self, names: &[String], more: bool) {
+        names.iter().for_each(|name| self.note(name));
+        self.more |= more;
+    }
+
+    /// The names, and whether there were more than they.
+    pub fn into_parts(self) -> (Vec<String>, bool) {
+        (self.names, self.more)
+    }
+
     fn into_summary(self) -> DecodeSummary {
-        DecodeSummary { unknown_columns: self.names, more_unknown_columns: self.more }
+        let (unknown_columns, more_unknown_columns) = self.into_parts();
+        DecodeSummary { unknown_columns, more_unknown_columns }
     }
 }
 
