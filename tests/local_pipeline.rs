@@ -380,6 +380,42 @@ fn dirty_data_counts_and_reports_match_the_generator_and_a_reference() {
     assert_eq!(misplaced, 0, "every row sits in the partition of its start day");
 }
 
+/// Many small raw files (a set-top box's upload each) stage more files than
+/// one copy statement reads (the local warehouse's `FILES_PER_COPY`, 500), so
+/// the load fills staging in several statements; counts, duplicates across
+/// those statements and both reports must come out as from a few large files.
+#[test]
+fn many_small_files_load_over_several_copy_statements_with_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lake, truth) = (dir.path().join("raw"), dir.path().join("lake"), dir.path().join("truth.json"));
+    #[rustfmt::skip]
+    tvetl(&["generate", "--out", path(&input), "--rows", "3000", "--rows-per-file", "5", "--days", "2",
+        "--seed", "5", "--dirty", "0.04", "--truth", path(&truth)]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(input.join("generator-manifest.json")).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(&input), "--lake", path(&lake), "--format", "json", "--quiet"])
+        .env("TVETL_SQL_TIMINGS", "1")
+        .output()
+        .expect("tvetl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let staged = snapshot(&lake).keys().filter(|k| k.starts_with("staging/viewership/")).count();
+    let copies = String::from_utf8_lossy(&out.stderr).matches("INSERT INTO staging_viewing_sessions SELECT").count();
+    assert!(staged > 2 * 500, "{staged} staged files");
+    assert_eq!(copies, staged.div_ceil(500), "{staged} staged files in copy statements of at most 500");
+
+    let expected = &manifest["expected"];
+    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
+        assert_eq!(summary[field], expected[field], "{field}");
+    }
+    assert!(expected["duplicates_removed"].as_u64().unwrap() > 0, "re-deliveries across files");
+    assert_eq!(summary["loads"]["viewership"]["rows_staged"], summary["rows_accepted"]);
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    assert_reports_match(&lake, &Reference::from_truth(&truth));
+}
+
 #[test]
 fn running_twice_changes_nothing() {
     let (_dir, input, lake) = workspace();

@@ -216,7 +216,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         spinner.set_message(format!("loading {source} ({files})"));
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let load_id = warehouse.next_load_id()?;
-        let statements = load_statements(source, vec![DuckDbWarehouse::copy_statement(source, &refs)], load_id);
+        let statements = load_statements(source, DuckDbWarehouse::copy_statements(source, &refs), load_id);
         let result = warehouse
             .execute_transaction(&statements)
             .map_err(|e| with_memory_hint(e, &options.engine))
