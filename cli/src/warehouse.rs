@@ -153,9 +153,9 @@ impl DuckDbWarehouse {
 /// until the statement ends, outside its memory limit. Thousands of small raw
 /// files (a set-top box's upload each) spread over a week stage tens of
 /// thousands of small files: 16,000 raw files of 25 sessions over 7 days
-/// stage 110K, and one statement over all of them took the run to 821 MB of
-/// RSS. In statements of 500 files the same run peaks at 334 MB, for the
-/// same CPU (60 s of copy-in either way). The Python package, replaying the
+/// stage 110K, and one statement over all of them took the run to 821-866 MB
+/// of RSS. In statements of 500 files the same run peaks at 334-383 MB, for
+/// the same CPU (60 s of copy-in either way). The Python package, replaying the
 /// copy-in alone, peaks at 272, 314 and 365 MB with 100, 500 and 1,000 files
 /// a statement.
 pub const FILES_PER_COPY: usize = 500;
