@@ -402,9 +402,12 @@ const CHANNELS_KEY: &str = "channels/channels.json";
 const CHANNEL_UPDATE_KEY: &str = "channels/updates/channels-update-0001.jsonl";
 const DEMOGRAPHICS_KEY: &str = "demographics/users.csv";
 
-/// The channel and demographics objects a generation writes.
-fn dimension_keys(dirty: bool) -> impl Iterator<Item = &'static str> {
-    [CHANNELS_KEY, DEMOGRAPHICS_KEY].into_iter().chain(dirty.then_some(CHANNEL_UPDATE_KEY))
+/// Every object of a generation whose session files (readable or not) are
+/// `session_keys`: those and its channel and demographics files, in
+/// byte-wise key order (`String`'s order).
+fn generated_objects(session_keys: impl IntoIterator<Item = String>, dirty: bool) -> BTreeSet<String> {
+    let dimensions = [CHANNELS_KEY, DEMOGRAPHICS_KEY].into_iter().chain(dirty.then_some(CHANNEL_UPDATE_KEY));
+    session_keys.into_iter().chain(dimensions.map(str::to_owned)).collect()
 }
 
 /// Makes `out` ready for a new generation: removes what an earlier one
@@ -451,7 +454,7 @@ fn earlier_objects(manifest: &[u8]) -> anyhow::Result<BTreeSet<String>> {
         return Ok(strings(&value["objects"]).into_iter().collect());
     }
     let files = value["files"].as_array().into_iter().flatten().filter_map(|f| f["key"].as_str().map(str::to_owned));
-    Ok(files.chain(strings(&value["unreadable_files"])).chain(dimension_keys(true).map(str::to_owned)).collect())
+    Ok(generated_objects(files.chain(strings(&value["unreadable_files"])), true))
 }
 
 /// Writes the dataset; returns its manifest.
@@ -590,10 +593,8 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
 
     expected.rows_read = written;
     expected.rows_accepted = written - expected.quarantined.values().sum::<u64>();
-    let mut objects: Vec<String> =
-        files.iter().map(|f| f.key.clone()).chain(unreadable_files.iter().cloned()).collect();
-    objects.extend(dimension_keys(dirty).map(str::to_owned));
-    objects.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let sessions = files.iter().map(|f| f.key.clone()).chain(unreadable_files.iter().cloned());
+    let objects = generated_objects(sessions, dirty).into_iter().collect();
     let manifest = Manifest {
         seed: args.seed,
         dirty: args.dirty,

@@ -219,13 +219,7 @@ impl LocalObjectStore {
 
 impl ObjectStore for LocalObjectStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-        self.keys(prefix)?
-            .into_iter()
-            .map(|key| {
-                let path = self.path(&key);
-                self.meta(key, &path)
-            })
-            .collect()
+        self.keys(prefix)?.iter().map(|key| self.head(key)).collect()
     }
 
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
