@@ -726,6 +726,36 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
     assert!(svg.starts_with("<svg") && svg.contains("2024-01-03"));
 }
 
+#[test]
+fn a_load_of_one_day_rebuilds_it_with_the_sessions_crossing_in_from_the_day_before() {
+    let (_dir, input, lake) = workspace();
+    // e1 crosses from 2024-01-01 into 2024-01-02 (an hour each side); e2 is
+    // on 2024-01-01 alone.
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,end_time\n\
+          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z\n\
+          e2,u2,c1,2024-01-01T10:00:00Z,2024-01-01T10:30:00Z\n",
+    );
+    run(&input, &lake);
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-02")), [(s("c1"), s("Unknown"), 3600.0, 1)]);
+
+    // A later file holds one session of 2024-01-02: the load touches that day
+    // alone, and its rebuild must still count the hour e1 (loaded earlier,
+    // starting the day before) spends in it.
+    write(
+        &input,
+        "viewership/b.csv",
+        b"event_id,user_id,channel_id,start_time,end_time\ne3,u2,c1,2024-01-02T10:00:00Z,2024-01-02T10:20:00Z\n",
+    );
+    let again = run(&input, &lake);
+    assert_eq!(again["loads"]["viewership"]["days_touched"], 1, "{again}");
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-02")), [(s("c1"), s("Unknown"), 4800.0, 2)]);
+    assert_eq!(ranking(&top_channels(&lake, "2024-01-01")), [(s("c1"), s("Unknown"), 5400.0, 2)]);
+    assert_eq!(averages(&lake), [(s("2024-01-01"), 2, 2700.0), (s("2024-01-02"), 2, 2400.0)]);
+}
+
 /// (date, segment, active users, watch seconds, average) of each row of
 /// the audience report by `by`.
 fn audience(lake: &Path, by: &str) -> Vec<(String, String, u64, f64, f64)> {

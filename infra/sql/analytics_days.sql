@@ -6,6 +6,10 @@
 -- a session falls on its start day and at most the next one. Summed per day,
 -- channel and user once; both analytics tables aggregate that (a user counts
 -- once per channel and day, so reach and channels are plain counts).
+-- Core is selected by its stored event_date (the start day), not by an
+-- expression over start_time: the engines' per-block min/max of a column
+-- (DuckDB's zone maps, Redshift's) then skip the blocks of other days, so a
+-- load that touches a few days reads those days of core, not all of it.
 DROP TABLE IF EXISTS day_viewing;
 CREATE TEMP TABLE day_viewing AS
 SELECT view_date, channel_id, user_id, SUM(watch_us) AS watch_us, COUNT(*) AS sessions
@@ -14,13 +18,13 @@ FROM (
            DATEDIFF('microsecond', start_time,
                     LEAST(end_time, CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP))) AS watch_us
     FROM core.viewing_sessions
-    WHERE CAST(start_time AS DATE) IN (SELECT view_date FROM touched_days)
+    WHERE event_date IN (SELECT view_date FROM touched_days)
     UNION ALL
     SELECT CAST(CAST(start_time AS DATE) + 1 AS DATE) AS view_date, channel_id, user_id,
            DATEDIFF('microsecond', CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP), end_time) AS watch_us
     FROM core.viewing_sessions
-    WHERE end_time > CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP)
-      AND CAST(CAST(start_time AS DATE) + 1 AS DATE) IN (SELECT view_date FROM touched_days)
+    WHERE event_date IN (SELECT CAST(view_date - 1 AS DATE) FROM touched_days)
+      AND end_time > CAST(CAST(start_time AS DATE) + 1 AS TIMESTAMP)
 ) parts
 GROUP BY view_date, channel_id, user_id;
 
