@@ -57,7 +57,16 @@ WHERE staging.viewing_sessions.event_id = d.event_id
   AND staging.viewing_sessions.source_record_no = d.source_record_no;
 
 -- Days whose analytics change: those of the new sessions (now all that is
--- staged) and of the versions they replace.
+-- staged) and of the versions they replace. Finding those versions reads
+-- every event id in core, a cost that grows with the warehouse, so it is
+-- done in one join that keeps each distinct pair of days, not one join per
+-- day column.
+DROP TABLE IF EXISTS replaced_days;
+CREATE TEMP TABLE replaced_days AS
+SELECT DISTINCT c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
+FROM core.viewing_sessions c
+JOIN staging.viewing_sessions n ON c.event_id = n.event_id;
+
 DROP TABLE IF EXISTS touched_days;
 CREATE TEMP TABLE touched_days AS
 SELECT DISTINCT view_date FROM (
@@ -65,9 +74,9 @@ SELECT DISTINCT view_date FROM (
     UNION ALL
     SELECT CAST(end_time AS DATE) FROM staging.viewing_sessions
     UNION ALL
-    SELECT CAST(c.start_time AS DATE) FROM core.viewing_sessions c JOIN staging.viewing_sessions n ON c.event_id = n.event_id
+    SELECT start_day FROM replaced_days
     UNION ALL
-    SELECT CAST(c.end_time AS DATE) FROM core.viewing_sessions c JOIN staging.viewing_sessions n ON c.event_id = n.event_id
+    SELECT end_day FROM replaced_days
 ) days;
 
 DROP TABLE IF EXISTS load_counts;
@@ -136,6 +145,7 @@ WHERE rows_merged > 0;
 DELETE FROM staging.viewing_sessions;
 DROP TABLE superseded_deliveries;
 DROP TABLE repeated_ids;
+DROP TABLE replaced_days;
 DROP TABLE touched_days;
 DROP TABLE load_stats;
 
