@@ -7,9 +7,11 @@
 -- channel and user once; both analytics tables aggregate that (a user counts
 -- once per channel and day, so reach and channels are plain counts).
 -- Core is selected by its stored event_date (the start day), not by an
--- expression over start_time: the engines' per-block min/max of a column
--- (DuckDB's zone maps, Redshift's) then skip the blocks of other days, so a
--- load that touches a few days reads those days of core, not all of it.
+-- expression over start_time, so that a block's min/max of the column can
+-- rule it out: DuckDB's zone maps then skip the blocks of days the load did
+-- not touch, and a day's load reads those days of core rather than all of it
+-- (bench/daily_loads.sh). A predicate on a plain column is also what
+-- Redshift's zone maps can use.
 DROP TABLE IF EXISTS day_viewing;
 CREATE TEMP TABLE day_viewing AS
 SELECT view_date, channel_id, user_id, SUM(watch_us) AS watch_us, COUNT(*) AS sessions
