@@ -442,6 +442,55 @@ fn running_twice_changes_nothing() {
 }
 
 #[test]
+fn a_rerun_removes_what_a_run_killed_while_writing_left_and_loads_the_same() {
+    use std::io::Write;
+    use tvetl_core::store::{LocalObjectStore, ObjectStore};
+    let (_dir, input, lake) = workspace();
+    tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "5", "--dirty", "0.04"]);
+    let first = run(&input, &lake);
+    let objects = snapshot(&lake);
+    let rows = warehouse_rows(&lake);
+
+    // What a run killed while writing leaves behind: each upload's
+    // temporary file, half written (no drop runs to remove it), beside a
+    // staged file, in a partition folder of its own, and in the quarantine.
+    let staged = objects.keys().find(|k| k.to_str().unwrap().starts_with("staging/viewership/event_date=")).unwrap();
+    let store = LocalObjectStore::new(&lake);
+    for key in [
+        staged.to_str().unwrap(),
+        "staging/viewership/event_date=2030-01-01/part-0123456789abcdef.parquet",
+        "quarantine/viewership/ingest_date=2030-01-01/part-0123456789abcdef.jsonl",
+    ] {
+        let mut upload = store.create(key).unwrap();
+        upload.write_all(b"PAR1, then nothing").unwrap();
+        std::mem::forget(upload);
+    }
+    assert_eq!(snapshot(&lake).len(), objects.len() + 3);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(&input), "--lake", path(&lake), "--format", "json", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed 2 unfinished file(s)") && stderr.contains("removed 1 unfinished file(s)"),
+        "{stderr}"
+    );
+    let again = snapshot(&lake);
+    let changed: Vec<&PathBuf> =
+        objects.keys().chain(again.keys()).filter(|k| objects.get(*k) != again.get(*k)).collect();
+    assert!(changed.is_empty(), "the lake differs from the uninterrupted run's: {changed:?}");
+    assert!(!lake.join("staging/viewership/event_date=2030-01-01").exists());
+    assert!(!lake.join("quarantine/viewership/ingest_date=2030-01-01").exists());
+    assert_eq!(warehouse_rows(&lake), rows);
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
+        assert_eq!(first[field], second[field], "{field}");
+    }
+}
+
+#[test]
 fn the_generator_gives_the_same_bytes_for_the_same_seed() {
     let dir = tempfile::tempdir().unwrap();
     let generate = |name: &str, seed: &str| {

@@ -119,6 +119,22 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let raw = LocalObjectStore::new(input);
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));
+    // A run killed while writing leaves its uploads' temporary files, which
+    // no reader lists but which would stay in the lake for good. Holding the
+    // lock, this run is the lake's only writer, so any there are abandoned.
+    for folder in ["staging", "quarantine"] {
+        let removed = lake_store
+            .remove_abandoned_uploads(folder)
+            .with_context(|| format!("removing what an interrupted run left under {}", lake.join(folder).display()))?;
+        if !removed.is_empty() {
+            eprintln!(
+                "removed {} unfinished file(s) that an interrupted run left in {}, such as {}",
+                removed.len(),
+                lake.display(),
+                removed[0]
+            );
+        }
+    }
 
     // Keys only: an object's version (its content hash) is read by the worker
     // that ingests it, so a file that cannot be read fails alone.

@@ -119,9 +119,9 @@ pub trait ObjectStore: Send + Sync {
 /// A folder used as a bucket: key `a/b.csv` is the file `ROOT/a/b.csv`.
 ///
 /// Versions are content hashes (xxh3), so a re-copied file with the same bytes
-/// is the same version, and an edited one is a new version. Files and folders
-/// whose names start with `.` or `_` are not objects (temporary uploads, the
-/// local catalog and warehouse).
+/// is the same version, and an edited one is a new version. Every file is an
+/// object, hidden-looking names included, except the temporary file of an
+/// upload not yet committed (`.<name>.tmp-<pid>`).
 #[derive(Debug, Clone)]
 pub struct LocalObjectStore {
     root: PathBuf,
@@ -143,9 +143,41 @@ impl LocalObjectStore {
         // Walk from the deepest folder the prefix names, then filter.
         let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
         let mut found = Vec::new();
-        self.walk(&self.path(dir_part), dir_part, &mut found)?;
+        self.walk(&self.path(dir_part), dir_part, Walked::Objects, &mut found)?;
         found.retain(|k| k.starts_with(prefix));
         found.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(found)
+    }
+
+    /// Removes the temporary files that uploads which never committed left
+    /// in the folder `dir` and below, and the folders below `dir` that this
+    /// leaves empty; returns the files' paths relative to the root, in
+    /// byte-wise order. A writer killed mid-upload leaves its temporary file
+    /// (`.<name>.tmp-<pid>`), in a folder it may have made for it: no listing
+    /// shows the file and nothing else removes it. An upload still at work
+    /// looks the same, so only a caller that knows no other writer uses the
+    /// store may call this (`tvetl run` holds the lake's lock).
+    pub fn remove_abandoned_uploads(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let top = self.path(dir);
+        let mut found = Vec::new();
+        self.walk(&top, dir, Walked::UploadsInFlight, &mut found)?;
+        found.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for path in &found {
+            let file = self.path(path);
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::io(path, e)),
+                _ => {}
+            }
+            // A folder that still holds anything refuses to go, which ends
+            // the climb.
+            let mut folder = file.parent();
+            while let Some(f) = folder.filter(|f| f.starts_with(&top) && *f != top) {
+                if std::fs::remove_dir(f).is_err() {
+                    break;
+                }
+                folder = f.parent();
+            }
+        }
         Ok(found)
     }
 
@@ -190,7 +222,7 @@ impl LocalObjectStore {
             })
     }
 
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+    fn walk(&self, dir: &Path, rel: &str, wanted: Walked, out: &mut Vec<String>) -> Result<(), StoreError> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -202,14 +234,14 @@ impl LocalObjectStore {
             // Every object is listed, hidden-looking names included (S3 has
             // none, and a raw file named `_late.csv` must still load), except
             // this store's own uploads in flight.
-            if is_upload_in_flight(&name) {
-                continue;
-            }
+            let in_flight = is_upload_in_flight(&name);
             let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             let kind = entry.file_type().map_err(|e| StoreError::io(&key, e))?;
             if kind.is_dir() {
-                self.walk(&entry.path(), &key, out)?;
-            } else {
+                if !in_flight {
+                    self.walk(&entry.path(), &key, wanted, out)?;
+                }
+            } else if in_flight == (wanted == Walked::UploadsInFlight) {
                 out.push(key);
             }
         }
@@ -246,6 +278,15 @@ impl ObjectStore for LocalObjectStore {
             _ => Ok(()),
         }
     }
+}
+
+/// Which files a walk of a [`LocalObjectStore`] collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walked {
+    /// The objects.
+    Objects,
+    /// The temporary files of uploads not committed.
+    UploadsInFlight,
 }
 
 /// The temporary name an upload of `name` is written under until commit.
@@ -517,6 +558,37 @@ mod tests {
         assert!(!is_upload_in_flight(".b.csv.tmp-"));
         assert!(!is_upload_in_flight("b.csv.tmp-1"));
         assert!(!is_upload_in_flight(".tmp-notes"));
+    }
+
+    #[test]
+    fn abandoned_uploads_are_removed_and_objects_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        for key in ["s/d=1/part-a.parquet", "s/.hidden.parquet", "q/x.jsonl", "t/keep.csv"] {
+            store.put(key, b"x").unwrap();
+        }
+        // What a writer killed mid-upload leaves: its temporary file, since
+        // no drop runs to remove it.
+        for key in ["s/d=1/part-b.parquet", "s/d=2/part-a.parquet", "q/y.jsonl", "t/z.csv"] {
+            let mut upload = store.create(key).unwrap();
+            upload.write_all(b"half").unwrap();
+            std::mem::forget(upload);
+        }
+        let pid = std::process::id();
+        assert_eq!(
+            store.remove_abandoned_uploads("s").unwrap(),
+            [format!("s/d=1/.part-b.parquet.tmp-{pid}"), format!("s/d=2/.part-a.parquet.tmp-{pid}")]
+        );
+        assert_eq!(store.remove_abandoned_uploads("q").unwrap(), [format!("q/.y.jsonl.tmp-{pid}")]);
+        assert!(store.remove_abandoned_uploads("s").unwrap().is_empty(), "nothing is left to remove");
+        assert!(store.remove_abandoned_uploads("missing").unwrap().is_empty());
+        assert_eq!(store.keys("").unwrap(), ["q/x.jsonl", "s/.hidden.parquet", "s/d=1/part-a.parquet", "t/keep.csv"]);
+        assert!(
+            dir.path().join(format!("t/.z.csv.tmp-{pid}")).exists(),
+            "outside the folders named, nothing is removed"
+        );
+        assert!(!dir.path().join("s/d=2").exists(), "a folder only the abandoned upload was in goes with it");
+        assert!(dir.path().join("s/d=1").is_dir() && dir.path().join("q").is_dir());
     }
 
     #[test]
