@@ -29,6 +29,13 @@ require_gnu_time() {
   [ -x /usr/bin/time ] || { echo "error: needs GNU time at /usr/bin/time (bench/run.sh installs it)" >&2; exit 1; }
 }
 
+# check_baseline: stops unless TVETL_BASELINE is unset or names an executable.
+check_baseline() {
+  if [ -n "${TVETL_BASELINE:-}" ] && [ ! -x "$TVETL_BASELINE" ]; then
+    echo "error: TVETL_BASELINE is not an executable: $TVETL_BASELINE" >&2; exit 1
+  fi
+}
+
 # bench_tvetl REPO: sets $tvetl to $TVETL, or to a dev-profile build of the
 # repo (see Cargo.toml for why the benchmarks do not use --release).
 bench_tvetl() {

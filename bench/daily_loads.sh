@@ -42,9 +42,7 @@ done
 bench_work_dir
 bench_tvetl "$repo" >&2
 require_gnu_time
-if [ -n "${TVETL_BASELINE:-}" ] && [ ! -x "$TVETL_BASELINE" ]; then
-  echo "error: TVETL_BASELINE is not an executable: $TVETL_BASELINE" >&2; exit 1
-fi
+check_baseline
 
 # -- one input per day, with ids of its own -----------------------------
 inputs="$work/daily-$rows-$ids"

@@ -156,6 +156,22 @@ fn snapshot(lake: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Asserts that two [`snapshot`]s of a lake hold the same files with the
+/// same bytes, naming those that differ.
+fn assert_same_lake(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+    let changed: BTreeSet<&PathBuf> =
+        before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).collect();
+    assert!(changed.is_empty(), "{what}: {changed:?}");
+}
+
+/// Asserts that two run summaries have the same counts of the contract's
+/// (rows read and accepted, duplicates removed, quarantined per code).
+fn assert_same_counts(a: &Value, b: &Value) {
+    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+}
+
 fn warehouse_rows(lake: &Path) -> Vec<String> {
     let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
     let mut out = Vec::new();
@@ -407,9 +423,7 @@ fn many_small_files_load_over_several_copy_statements_with_the_same_answers() {
     assert_eq!(copies, staged.div_ceil(500), "{staged} staged files in copy statements of at most 500");
 
     let expected = &manifest["expected"];
-    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
-        assert_eq!(summary[field], expected[field], "{field}");
-    }
+    assert_same_counts(&summary, expected);
     assert!(expected["duplicates_removed"].as_u64().unwrap() > 0, "re-deliveries across files");
     assert_eq!(summary["loads"]["viewership"]["rows_staged"], summary["rows_accepted"]);
     let truth: Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
@@ -428,15 +442,10 @@ fn running_twice_changes_nothing() {
     let reports = (top_channels(&lake, "2024-01-02"), user_average(&lake));
 
     let second = run(&input, &lake);
-    let again = snapshot(&lake);
-    let changed: Vec<&PathBuf> =
-        objects.keys().chain(again.keys()).filter(|k| objects.get(*k) != again.get(*k)).collect();
-    assert!(changed.is_empty(), "a rerun added, removed or changed lake objects: {changed:?}");
+    assert_same_lake(&objects, &snapshot(&lake), "a rerun added, removed or changed lake objects");
     assert_eq!(warehouse_rows(&lake), rows, "same warehouse rows");
     assert_eq!((top_channels(&lake, "2024-01-02"), user_average(&lake)), reports);
-    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
-        assert_eq!(first[field], second[field], "{field}");
-    }
+    assert_same_counts(&first, &second);
     assert_eq!(second["loads"]["viewership"]["rows_merged"], 0, "nothing new to merge");
     assert!(second["loads"]["viewership"]["rows_already_loaded"].as_u64().unwrap() > 0);
 }
@@ -477,17 +486,11 @@ fn a_rerun_removes_what_a_run_killed_while_writing_left_and_loads_the_same() {
         stderr.contains("removed 2 unfinished file(s)") && stderr.contains("removed 1 unfinished file(s)"),
         "{stderr}"
     );
-    let again = snapshot(&lake);
-    let changed: Vec<&PathBuf> =
-        objects.keys().chain(again.keys()).filter(|k| objects.get(*k) != again.get(*k)).collect();
-    assert!(changed.is_empty(), "the lake differs from the uninterrupted run's: {changed:?}");
+    assert_same_lake(&objects, &snapshot(&lake), "the lake differs from the uninterrupted run's");
     assert!(!lake.join("staging/viewership/event_date=2030-01-01").exists());
     assert!(!lake.join("quarantine/viewership/ingest_date=2030-01-01").exists());
     assert_eq!(warehouse_rows(&lake), rows);
-    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
-        assert_eq!(first[field], second[field], "{field}");
-    }
+    assert_same_counts(&first, &serde_json::from_slice(&out.stdout).unwrap());
 }
 
 #[test]
@@ -1228,9 +1231,7 @@ fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything()
     let after = run(&input, &lake);
     let fresh_lake = dir.path().join("fresh");
     let fresh = run(&input, &fresh_lake);
-    for field in ["rows_read", "rows_accepted", "duplicates_removed", "quarantined"] {
-        assert_eq!(after[field], fresh[field], "{field}");
-    }
+    assert_same_counts(&after, &fresh);
     assert_eq!(after["loads"]["viewership"]["rows_merged"], fresh["loads"]["viewership"]["rows_merged"]);
     assert_eq!(
         (top_channels(&lake, "2024-01-01"), user_average(&lake)),
