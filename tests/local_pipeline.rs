@@ -808,6 +808,39 @@ fn a_load_of_one_day_rebuilds_it_with_the_sessions_crossing_in_from_the_day_befo
     assert_eq!(averages(&lake), [(s("2024-01-01"), 2, 2700.0), (s("2024-01-02"), 2, 2400.0)]);
 }
 
+#[test]
+fn the_loads_delete_removes_every_version_it_replaces() {
+    let (_dir, input, lake) = workspace();
+    // e1 crosses midnight, e2 is two days later, e3 stays as it is.
+    write(
+        &input,
+        "viewership/a.csv",
+        b"event_id,user_id,channel_id,start_time,end_time\n\
+          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z\n\
+          e2,u1,c1,2024-01-03T10:00:00Z,2024-01-03T11:00:00Z\n\
+          e3,u2,c1,2024-01-03T12:00:00Z,2024-01-03T13:00:00Z\n",
+    );
+    run(&input, &lake);
+    // The load's DELETE, over staged re-deliveries of e1 and e2 (and a new
+    // e4), must remove both loaded versions, so that the MERGE after it only
+    // inserts. The MERGE would replace them on its own too, so the reports
+    // cannot tell; but an update in place is what DuckDB cannot spill.
+    let sql = include_str!("../infra/sql/load_viewing_sessions.sql");
+    let statement = |start: &str| {
+        let at = sql.find(start).unwrap_or_else(|| panic!("no `{start}` in the load"));
+        sql[at..at + sql[at..].find(';').unwrap()].replace("staging.viewing_sessions", "staged")
+    };
+    let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
+    conn.execute_batch("CREATE TEMP TABLE staged AS SELECT * FROM (VALUES ('e1'), ('e2'), ('e4')) t(event_id)")
+        .unwrap();
+    let deleted = conn.execute(&statement("DELETE FROM core.viewing_sessions"), []).unwrap();
+    assert_eq!(deleted, 2);
+    let left: String = conn
+        .query_row("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM core.viewing_sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, "e3");
+}
+
 /// (date, segment, active users, watch seconds, average) of each row of
 /// the audience report by `by`.
 fn audience(lake: &Path, by: &str) -> Vec<(String, String, u64, f64, f64)> {
