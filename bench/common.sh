@@ -4,16 +4,30 @@
 # The scripts' cargo target folder and build settings (scripts/env.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 
+# require_positive_integers USAGE N...: stops with USAGE unless every N is a
+# positive integer.
+require_positive_integers() {
+  local usage=$1 n
+  shift
+  for n in "$@"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
+      { echo "usage: $usage  (positive integers, got '$n')" >&2; exit 2; }
+  done
+}
+
 # bench_rows_days SCRIPT [ROWS [DAYS]]: sets $rows and $days (default: 3M
 # sessions over 365 days), or stops with SCRIPT's usage.
 bench_rows_days() {
   local script=$1
   rows=${2:-3000000}
   days=${3:-365}
-  for n in "$rows" "$days"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
-      { echo "usage: bench/$script [ROWS [DAYS]]  (positive integers, got '$n')" >&2; exit 2; }
-  done
+  require_positive_integers "bench/$script [ROWS [DAYS]]" "$rows" "$days"
+}
+
+# cpu_seconds TIME_FILE: the user + system CPU seconds a `/usr/bin/time -v`
+# report gives.
+cpu_seconds() {
+  awk '/User time/ { u = $NF } /System time/ { s = $NF } END { printf "%.2f\n", u + s }' "$1"
 }
 
 # bench_work_dir: sets $work to BENCH_DIR (created), or to a new temp folder.

@@ -35,10 +35,7 @@ ids=${3:-ordered}
 case "$ids" in ordered | random) ;; *)
   echo "usage: bench/daily_loads.sh [DAYS [ROWS_PER_DAY [IDS]]]  (IDS: ordered or random, got '$ids')" >&2; exit 2 ;;
 esac
-for n in "$days" "$rows"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
-    { echo "usage: bench/daily_loads.sh [DAYS [ROWS_PER_DAY [IDS]]]  (positive integers, got '$n')" >&2; exit 2; }
-done
+require_positive_integers "bench/daily_loads.sh [DAYS [ROWS_PER_DAY [IDS]]]" "$days" "$rows"
 bench_work_dir
 bench_tvetl "$repo" >&2
 require_gnu_time
@@ -47,8 +44,10 @@ check_baseline
 # -- one input per day, with ids of its own -----------------------------
 inputs="$work/daily-$rows-$ids"
 mkdir -p "$inputs"
+# day_input DAY: the folder of DAY's input.
+day_input() { printf '%s/day-%03d' "$inputs" "$1"; }
 for ((d = 1; d <= days; d++)); do
-  in=$(printf '%s/day-%03d' "$inputs" "$d")
+  in=$(day_input "$d")
   [ -e "$in.done" ] && continue
   start=$(date -u -d "2024-01-01 + $((d - 1)) days" +%F)
   echo "== generating day $d ($start): $rows records into $in" >&2
@@ -77,25 +76,23 @@ EOF
 done
 
 # -- the loads ----------------------------------------------------------
-# load NAME BIN DAY: BIN's run of DAY's input into $work/daily-lake-NAME;
-# prints "run_cpu warehouse_cpu day_viewing_cpu closing_cpu core_before".
+# load NAME BIN DAY: BIN's run of DAY's input into NAME's lake (a fresh one
+# on day 1); writes what it measured to $work/daily-IDS-NAME-DAY.json, with
+# the sessions in core before and after it.
 load() {
-  local name=$1 bin=$2 d=$3 lake="$work/daily-lake-$ids-$1"
-  local in log="$work/daily-$ids-$1-$3"
-  in=$(printf '%s/day-%03d' "$inputs" "$d")
+  local name=$1 bin=$2 d=$3 lake="$work/daily-lake-$ids-$1" log="$work/daily-$ids-$1-$3"
   [ "$d" -gt 1 ] || rm -rf "$lake"
-  local before=0
-  [ "$d" -eq 1 ] || before=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["core"])' "$work/daily-$ids-$1-$((d - 1)).json")
-  TVETL_SQL_TIMINGS=1 /usr/bin/time -v -o "$log.time" "$bin" run --input "$in" --lake "$lake" --format json --quiet \
-    >"$log.out" 2>"$log.err" || { echo "error: $name's run of day $d failed:" >&2; tail -n 5 "$log.err" >&2; exit 1; }
-  python3 - "$log" "$before" <<'EOF'
-import json, re, sys
-log, before = sys.argv[1], int(sys.argv[2])
-text = open(log + ".time").read()
-cpu = sum(float(re.search(rf"{k} time \(seconds\): ([0-9.]+)", text).group(1)) for k in ("User", "System"))
+  TVETL_SQL_TIMINGS=1 /usr/bin/time -v -o "$log.time" "$bin" run --input "$(day_input "$d")" --lake "$lake" \
+    --format json --quiet >"$log.out" 2>"$log.err" ||
+    { echo "error: $name's run of day $d failed:" >&2; tail -n 5 "$log.err" >&2; exit 1; }
+  python3 - "$log" "$(cpu_seconds "$log.time")" "$work/daily-$ids-$1-$((d - 1)).json" <<'EOF'
+import json, os, re, sys
+log, cpu, previous = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+before = json.load(open(previous))["core"] if os.path.exists(previous) else 0
 out = json.load(open(log + ".out"))
+timings = open(log + ".err").read()
 def statement(pattern):
-    return sum(float(m.group(1)) for m in re.finditer(rf"^\s*[0-9.]+s wall\s+([0-9.]+)s cpu  {pattern}", open(log + ".err").read(), re.M))
+    return sum(float(m.group(1)) for m in re.finditer(rf"^\s*[0-9.]+s wall\s+([0-9.]+)s cpu  {pattern}", timings, re.M))
 row = {"run_cpu": cpu, "warehouse_cpu": out["seconds"]["warehouse_cpu"],
        "day_viewing_cpu": statement(r"CREATE TEMP TABLE day_viewing AS"),
        "closing_cpu": statement(r"\(closing the warehouse\)"),

@@ -24,10 +24,7 @@ source "$here/common.sh"
 rows=${1:-400000}
 per_file=${2:-25}
 days=${3:-7}
-for n in "$rows" "$per_file" "$days"; do
-  [[ "$n" =~ ^[1-9][0-9]*$ ]] ||
-    { echo "usage: bench/many_files.sh [ROWS [ROWS_PER_FILE [DAYS]]]  (positive integers, got '$n')" >&2; exit 2; }
-done
+require_positive_integers "bench/many_files.sh [ROWS [ROWS_PER_FILE [DAYS]]]" "$rows" "$per_file" "$days"
 bench_work_dir
 bench_tvetl "$repo" >&2
 require_gnu_time
@@ -44,11 +41,9 @@ measured() {
   timed_run "$name" "$lake" "$in" "$bin"
   local staged
   staged=$(find "$lake/staging/viewership" -name '*.parquet' 2>/dev/null | wc -l)
-  python3 - "$work/$name.time" "$work/$name.out" "$raw_files" "$staged" <<'EOF'
-import json, re, sys
-time_v, out, raw, staged = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-text = open(time_v).read()
-cpu = sum(float(re.search(rf"{k} time \(seconds\): ([0-9.]+)", text).group(1)) for k in ("User", "System"))
+  python3 - "$(cpu_seconds "$work/$name.time")" "$work/$name.out" "$raw_files" "$staged" <<'EOF'
+import json, sys
+cpu, out, raw, staged = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = json.load(open(out))["seconds"]
 print(f"          {raw} raw files, {staged} staged: {1000 * cpu / raw:.2f} ms CPU per raw file "
       f"(ingest {1000 * s['ingest_cpu'] / raw:.2f}), {1000 * s['warehouse_cpu'] / max(staged, 1):.2f} ms "

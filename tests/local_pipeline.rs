@@ -9,6 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use tvetl_core::source::format_of;
+use tvetl_core::warehouse::{LOAD_VIEWING_SESSIONS_SQL, split_statements};
 use tvetl_core::{Compression, InputFormat, Source};
 
 const DAY_US: i64 = 86_400_000_000;
@@ -40,7 +41,21 @@ fn path(p: &Path) -> &str {
 }
 
 fn run(input: &Path, lake: &Path) -> Value {
-    json(&["run", "--input", path(input), "--lake", path(lake), "--format", "json", "--quiet"])
+    run_logged(input, lake, &[]).0
+}
+
+/// Runs `tvetl run` with the environment variables `env` added, expects it
+/// to succeed, and returns its JSON summary and its stderr.
+fn run_logged(input: &Path, lake: &Path, env: &[(&str, &str)]) -> (Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(input), "--lake", path(lake), "--format", "json", "--quiet"])
+        .envs(env.iter().copied())
+        .output()
+        .expect("tvetl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tvetl run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("tvetl run: not JSON: {e}"));
+    (summary, stderr)
 }
 
 fn top_channels(lake: &Path, date: &str) -> Value {
@@ -409,16 +424,10 @@ fn many_small_files_load_over_several_copy_statements_with_the_same_answers() {
         "--seed", "5", "--dirty", "0.04", "--truth", path(&truth)]);
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(input.join("generator-manifest.json")).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
-        .args(["run", "--input", path(&input), "--lake", path(&lake), "--format", "json", "--quiet"])
-        .env("TVETL_SQL_TIMINGS", "1")
-        .output()
-        .expect("tvetl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (summary, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
 
     let staged = snapshot(&lake).keys().filter(|k| k.starts_with("staging/viewership/")).count();
-    let copies = String::from_utf8_lossy(&out.stderr).matches("INSERT INTO staging_viewing_sessions SELECT").count();
+    let copies = timings.matches("INSERT INTO staging_viewing_sessions SELECT").count();
     assert!(staged > 2 * 500, "{staged} staged files");
     assert_eq!(copies, staged.div_ceil(500), "{staged} staged files in copy statements of at most 500");
 
@@ -476,12 +485,7 @@ fn a_rerun_removes_what_a_run_killed_while_writing_left_and_loads_the_same() {
     }
     assert_eq!(snapshot(&lake).len(), objects.len() + 3);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
-        .args(["run", "--input", path(&input), "--lake", path(&lake), "--format", "json", "--quiet"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (second, stderr) = run_logged(&input, &lake, &[]);
     assert!(
         stderr.contains("removed 2 unfinished file(s)") && stderr.contains("removed 1 unfinished file(s)"),
         "{stderr}"
@@ -490,7 +494,7 @@ fn a_rerun_removes_what_a_run_killed_while_writing_left_and_loads_the_same() {
     assert!(!lake.join("staging/viewership/event_date=2030-01-01").exists());
     assert!(!lake.join("quarantine/viewership/ingest_date=2030-01-01").exists());
     assert_eq!(warehouse_rows(&lake), rows);
-    assert_same_counts(&first, &serde_json::from_slice(&out.stdout).unwrap());
+    assert_same_counts(&first, &second);
 }
 
 #[test]
@@ -825,15 +829,15 @@ fn the_loads_delete_removes_every_version_it_replaces() {
     // e4), must remove both loaded versions, so that the MERGE after it only
     // inserts. The MERGE would replace them on its own too, so the reports
     // cannot tell; but an update in place is what DuckDB cannot spill.
-    let sql = include_str!("../infra/sql/load_viewing_sessions.sql");
-    let statement = |start: &str| {
-        let at = sql.find(start).unwrap_or_else(|| panic!("no `{start}` in the load"));
-        sql[at..at + sql[at..].find(';').unwrap()].replace("staging.viewing_sessions", "staged")
-    };
+    let delete = split_statements(LOAD_VIEWING_SESSIONS_SQL)
+        .into_iter()
+        .find(|s| s.starts_with("DELETE FROM core.viewing_sessions"))
+        .expect("the load deletes from core")
+        .replace("staging.viewing_sessions", "staged");
     let conn = duckdb::Connection::open(lake.join("_warehouse/warehouse.duckdb")).unwrap();
     conn.execute_batch("CREATE TEMP TABLE staged AS SELECT * FROM (VALUES ('e1'), ('e2'), ('e4')) t(event_id)")
         .unwrap();
-    let deleted = conn.execute(&statement("DELETE FROM core.viewing_sessions"), []).unwrap();
+    let deleted = conn.execute(&delete, []).unwrap();
     assert_eq!(deleted, 2);
     let left: String = conn
         .query_row("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM core.viewing_sessions", [], |r| r.get(0))
