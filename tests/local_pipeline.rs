@@ -459,6 +459,87 @@ fn running_twice_changes_nothing() {
     assert!(second["loads"]["viewership"]["rows_already_loaded"].as_u64().unwrap() > 0);
 }
 
+/// The files of a run's summary that it did not read again, and those it read.
+fn unchanged_and_read(summary: &Value) -> (Vec<String>, Vec<String>) {
+    let loaded = summary["files"].as_array().unwrap().iter().filter(|f| f["status"] == "loaded");
+    let (unchanged, read): (Vec<&Value>, Vec<&Value>) = loaded.partition(|f| f["unchanged"] == true);
+    let keys = |files: Vec<&Value>| files.iter().map(|f| f["key"].as_str().unwrap().to_owned()).collect();
+    (keys(unchanged), keys(read))
+}
+
+#[test]
+fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
+    let (dir, input, lake) = workspace();
+    tvetl(&["generate", "--out", path(&input), "--rows", "3000", "--days", "3", "--seed", "17", "--dirty", "0.04"]);
+    let first = run(&input, &lake);
+    let (unchanged, loaded) = unchanged_and_read(&first);
+    assert!(unchanged.is_empty() && loaded.len() > 3, "{first}");
+    let objects = snapshot(&lake);
+    assert!(objects.contains_key(Path::new("_ingest/manifest.json")));
+    let rows = warehouse_rows(&lake);
+
+    // Not read at all: a file whose size and time are as they were is taken
+    // to be the same (as make takes it), so even other bytes in it go unseen.
+    let jsonl = loaded.iter().find(|k| k.starts_with("viewership/") && k.ends_with(".jsonl")).unwrap().clone();
+    let file = input.join(&jsonl);
+    let original = std::fs::read(&file).unwrap();
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, vec![b'x'; original.len()]).unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
+    let second = run(&input, &lake);
+    assert_eq!(unchanged_and_read(&second), (loaded.clone(), vec![]), "every file skipped");
+    assert_same_counts(&first, &second);
+    let mut expected = first["files"].clone();
+    for f in expected.as_array_mut().unwrap().iter_mut().filter(|f| f["status"] == "loaded") {
+        f["unchanged"] = Value::Bool(true);
+    }
+    assert_eq!(second["files"], expected, "each file's recorded counts");
+    assert_same_lake(&objects, &snapshot(&lake), "skipping files changed the lake");
+    assert_eq!(warehouse_rows(&lake), rows);
+
+    // The same bytes at a new time: read for their hash, and skipped.
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(unchanged_and_read(&run(&input, &lake)).1, Vec::<String>::new());
+
+    // A changed file (its last record dropped) and a new one are read.
+    let text = String::from_utf8(original).unwrap();
+    let shorter = &text[..text.trim_end().rfind('\n').unwrap() + 1];
+    std::fs::write(&file, shorter).unwrap();
+    std::fs::write(
+        input.join("viewership/zz-late.csv"),
+        "event_id,user_id,channel_id,start_time,end_time\nlate-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z\n",
+    )
+    .unwrap();
+    let third = run(&input, &lake);
+    let (_, read) = unchanged_and_read(&third);
+    assert_eq!(read, [jsonl.clone(), "viewership/zz-late.csv".to_owned()]);
+    assert_eq!(third["rows_read"].as_u64(), Some(first["rows_read"].as_u64().unwrap() - 1 + 1));
+    let top = top_channels(&lake, "2024-01-02");
+    assert!(top["channels"].as_array().unwrap().iter().any(|c| c["channel_id"] == "ch-late"), "{top}");
+
+    // A staging file gone from the lake: its object is read again, and it
+    // comes back as it was.
+    let staged = snapshot(&lake)
+        .into_iter()
+        .find(|(k, _)| k.starts_with("staging/viewership/") && !k.to_str().unwrap().contains("zz-late"))
+        .unwrap();
+    std::fs::remove_file(lake.join(&staged.0)).unwrap();
+    let fourth = run(&input, &lake);
+    assert_eq!(unchanged_and_read(&fourth).1.len(), 1, "the object that wrote it: {fourth}");
+    assert_eq!(std::fs::read(lake.join(&staged.0)).unwrap(), staged.1);
+    assert_same_counts(&third, &fourth);
+
+    // --reingest reads everything, to the same lake and counts; so does a
+    // fresh lake.
+    let objects = snapshot(&lake);
+    let again =
+        json(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--format", "json", "--reingest"]);
+    assert_eq!(unchanged_and_read(&again).0, Vec::<String>::new());
+    assert_same_counts(&third, &again);
+    assert_same_lake(&objects, &snapshot(&lake), "--reingest changed the lake");
+    assert_same_counts(&third, &run(&input, &dir.path().join("fresh")));
+}
+
 #[test]
 fn a_rerun_removes_what_a_run_killed_while_writing_left_and_loads_the_same() {
     use std::io::Write;

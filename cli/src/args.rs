@@ -57,6 +57,11 @@ pub(crate) enum Command {
         /// a scheduler notices; without it only a fatal error fails the run.
         #[arg(long)]
         strict: bool,
+        /// Read every file again, even those an earlier run into this lake
+        /// ingested as they are now (by default they are skipped and their
+        /// recorded counts reported).
+        #[arg(long)]
+        reingest: bool,
     },
     /// Export warehouse tables as files for other tools.
     Export {

@@ -9,6 +9,7 @@ mod chart;
 mod cpu;
 mod export;
 mod generate;
+mod ingest_manifest;
 mod lake_lock;
 mod quarantine;
 mod report;
@@ -68,12 +69,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet, strict } => {
+        Command::Run { input, lake, format, jobs, memory_limit, threads, quiet, strict, reingest } => {
             let options = run::RunOptions {
                 ingest: IngestOptions::default(),
                 engine: EngineLimits { memory_limit, threads: threads.unwrap_or_else(available_cores) },
                 jobs: jobs.unwrap_or_else(available_cores),
                 progress: !quiet && std::io::stderr().is_terminal(),
+                reingest,
             };
             let summary = run::run(&input, &lake, &options)?;
             match format {

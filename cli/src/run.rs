@@ -12,12 +12,13 @@ use serde::Serialize;
 use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
 use tvetl_core::decode::UnknownColumns;
-use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
+use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
-use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
+use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
+use crate::ingest_manifest::{IngestManifest, IngestedObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits};
 
@@ -57,6 +58,10 @@ pub struct FileOutcome {
     /// `tvetl_core::decode::MAX_UNKNOWN_COLUMNS`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub more_unknown_columns: bool,
+    /// Whether the file was not read again: an earlier run ingested it as
+    /// it is now, and its counts are those that ingest recorded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// The contract's summary of a run (counts are of viewing-session records),
@@ -101,11 +106,20 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// Read every file, even those an earlier run ingested as they are now.
+    pub reingest: bool,
 }
 
 enum Ingested {
-    Loaded(IngestReport),
-    Failed { source: Option<Source>, error: String },
+    /// Ingested now, or (`unchanged`) by an earlier run.
+    Loaded {
+        object: IngestedObject,
+        unchanged: bool,
+    },
+    Failed {
+        source: Option<Source>,
+        error: String,
+    },
 }
 
 /// Runs the pipeline over `input` into `lake`.
@@ -136,6 +150,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         }
     }
 
+    let ingester = ingester_fingerprint(&options.ingest);
+    let manifest = match &ingester {
+        Some(ingester) if !options.reingest => {
+            IngestManifest::load(&manifest_path(lake), ingester).unwrap_or_else(|e| {
+                eprintln!("reading every file again: the record of what earlier runs ingested is unreadable ({e})");
+                IngestManifest::empty()
+            })
+        }
+        _ => IngestManifest::empty(),
+    };
+
     // Keys only: an object's version (its content hash) is read by the worker
     // that ingests it, so a file that cannot be read fails alone.
     let keys = raw_keys(&raw).with_context(|| format!("listing {}", input.display()))?;
@@ -163,9 +188,15 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
                     bar.set_message(key.clone());
-                    let outcome = match raw.head(key) {
-                        Ok(object) => ingest_one(&raw, &object, &lake_store, &catalog, &options.ingest),
-                        Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
+                    let outcome = match manifest.unchanged(&raw, key, lake) {
+                        Some(earlier) => match register_outputs(&catalog, &earlier.report) {
+                            Ok(()) => Ingested::Loaded { object: earlier, unchanged: true },
+                            Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
+                        },
+                        None => match raw.head(key) {
+                            Ok(object) => ingest_one(&raw, &object, &lake_store, &catalog, &options.ingest),
+                            Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
+                        },
                     };
                     bar.inc(sizes[i]);
                     *results[i].lock().expect("no worker panics holding it") = Some(outcome);
@@ -179,9 +210,11 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
     let mut files = Vec::with_capacity(keys.len());
+    let mut ingested = BTreeMap::new();
     for (key, result) in keys.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
-            Ingested::Loaded(report) => {
+            Ingested::Loaded { object, unchanged } => {
+                let report = &object.report;
                 match report.source {
                     Source::Viewership => sessions.merge(&report.counts),
                     other => dimensions.entry(other).or_default().merge(&report.counts),
@@ -194,9 +227,11 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     source: Some(report.source),
                     rows_read: report.counts.rows_read,
                     rows_accepted: report.counts.rows_accepted,
-                    unknown_columns: report.unknown_columns,
+                    unknown_columns: report.unknown_columns.clone(),
                     more_unknown_columns: report.more_unknown_columns,
+                    unchanged,
                 });
+                ingested.insert(key.clone(), object);
             }
             Ingested::Failed { source, error } => files.push(FileOutcome {
                 key: key.clone(),
@@ -207,8 +242,16 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 rows_accepted: 0,
                 unknown_columns: Vec::new(),
                 more_unknown_columns: false,
+                unchanged: false,
             }),
         }
+    }
+    // Before the load: what is staged stays staged whether or not the load
+    // commits, and the load ledger says what of it is loaded.
+    if let Some(ingester) = &ingester
+        && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, ingested)
+    {
+        eprintln!("the next run will read every file again: recording what this run ingested failed ({e})");
     }
     // The run's list is the files' lists, each name once, in file order.
     let mut unknown = UnknownColumns::default();
@@ -342,7 +385,14 @@ fn ingest_one(
     let source = Source::from_key(&object.key);
     match ingest_object(raw, object, lake, options) {
         Ok(report) => match register_outputs(catalog, &report) {
-            Ok(()) => Ingested::Loaded(report),
+            Ok(()) => Ingested::Loaded {
+                object: IngestedObject {
+                    stamp: FileStamp { size: object.size, last_modified_us: object.last_modified_us },
+                    version: object.version.clone(),
+                    report,
+                },
+                unchanged: false,
+            },
             Err(e) => Ingested::Failed { source, error: e.to_string() },
         },
         Err(e) => {
@@ -404,7 +454,11 @@ pub fn print_table(summary: &RunSummary) {
     let days = summary.analytics_days_rebuilt;
     println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
     let failed: Vec<_> = summary.files.iter().filter(|f| f.status == "failed").collect();
-    println!("files: {} loaded, {} failed", summary.files.len() - failed.len(), failed.len());
+    let unchanged = match summary.files.iter().filter(|f| f.unchanged).count() {
+        0 => String::new(),
+        n => format!(" ({n} of them unchanged since an earlier run, not read again)"),
+    };
+    println!("files: {} loaded{unchanged}, {} failed", summary.files.len() - failed.len(), failed.len());
     for f in failed {
         // The error names the file already when it comes from the decoder.
         match f.error.as_deref() {

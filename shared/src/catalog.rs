@@ -111,13 +111,18 @@ impl FileCatalog {
 
     fn update(&self, change: impl FnOnce(&mut CatalogFile)) -> Result<(), CatalogError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file: CatalogFile = match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.error(e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+        let (mut file, before): (CatalogFile, Option<Vec<u8>>) = match std::fs::read(&self.path) {
+            Ok(bytes) => (serde_json::from_slice(&bytes).map_err(|e| self.error(e))?, Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (CatalogFile::default(), None),
             Err(e) => return Err(self.error(e)),
         };
         change(&mut file);
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.error(e))?;
+        // Registering what is registered already is the common case (every
+        // file of a day adds that day's partition): no write then.
+        if before.as_deref() == Some(bytes.as_slice()) {
+            return Ok(());
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
         }
@@ -175,9 +180,12 @@ mod tests {
         catalog.ensure_table(&def).unwrap();
         catalog.add_partitions(&def, &["2024-01-02".into(), "2024-01-01".into()]).unwrap();
         let first = std::fs::read(&path).unwrap();
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(long_ago).unwrap();
         catalog.ensure_table(&def).unwrap();
         catalog.add_partitions(&def, &["2024-01-01".into()]).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), first, "re-registering changes nothing");
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), long_ago, "nor writes the file");
 
         def.columns.push(("ad_break".into(), "string".into()));
         catalog.ensure_table(&def).unwrap();

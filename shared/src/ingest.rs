@@ -3,7 +3,7 @@
 //! This is what `functions/ingest-batch` runs for every S3 record and what
 //! `tvetl run` runs for every file; only the stores differ.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::{Record, RecordBody, decode};
 use crate::error::IngestError;
@@ -27,7 +27,7 @@ pub struct IngestOptions {
 }
 
 /// Records read, accepted and quarantined; `read = accepted + quarantined`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordCounts {
     /// Records decoded, malformed ones included.
     pub rows_read: u64,
@@ -47,7 +47,7 @@ impl RecordCounts {
 }
 
 /// What ingesting one object did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestReport {
     /// The raw object.
     pub key: String,

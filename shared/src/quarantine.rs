@@ -71,7 +71,7 @@ impl Rejection {
 }
 
 /// Quarantined-record counts per code, serialized with the contract's codes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineCounts {
     /// [`QuarantineReason::Malformed`].
     #[serde(rename = "MALFORMED")]

@@ -1,10 +1,10 @@
 //! Which source an object belongs to (by key prefix) and how it is encoded
 //! (by key extension).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The three raw sources of the contract, routed by the key's first segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Viewing sessions (`viewership/`).

@@ -116,6 +116,41 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
+/// What a file's metadata says of it: while both stay the same, its content
+/// is taken to be the same (as `make` and git's index take it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, UTC microseconds (0 where the system keeps none).
+    pub last_modified_us: i64,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        let last_modified_us = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64);
+        FileStamp { size: metadata.len(), last_modified_us }
+    }
+}
+
+/// The version [`LocalObjectStore`] gives content: its xxh3 hash, in hex.
+pub fn content_version(mut reader: impl Read) -> std::io::Result<String> {
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(format!("{:016x}", hasher.digest())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A folder used as a bucket: key `a/b.csv` is the file `ROOT/a/b.csv`.
 ///
 /// Versions are content hashes (xxh3), so a re-copied file with the same bytes
@@ -192,23 +227,15 @@ impl LocalObjectStore {
             ),
             _ => StoreError::io(&key, e),
         })?;
-        let stat = file.metadata().map_err(|e| StoreError::io(&key, e))?;
-        let last_modified_us = stat
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_micros() as i64);
-        let mut hasher = Xxh3::new();
-        let mut reader = file;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = reader.read(&mut buf).map_err(|e| StoreError::io(&key, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(ObjectMeta { key, size: stat.len(), version: format!("{:016x}", hasher.digest()), last_modified_us })
+        let stamp = FileStamp::of(&file.metadata().map_err(|e| StoreError::io(&key, e))?);
+        let version = content_version(file).map_err(|e| StoreError::io(&key, e))?;
+        Ok(ObjectMeta { key, size: stamp.size, version, last_modified_us: stamp.last_modified_us })
+    }
+
+    /// The size and modification time of `key`'s file, without reading it
+    /// for its version as [`ObjectStore::head`] does.
+    pub fn stamp(&self, key: &str) -> Result<FileStamp, StoreError> {
+        std::fs::metadata(self.path(key)).map(|m| FileStamp::of(&m)).map_err(|e| StoreError::io(key, e))
     }
 
     /// Whether `key` is the lossy listing of a file whose name is not UTF-8

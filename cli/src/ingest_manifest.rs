@@ -1,0 +1,214 @@
+//! What earlier runs ingested into a lake, so that a run reads only the raw
+//! files that are new or changed since.
+//!
+//! A scheduled `tvetl run` over a folder that files keep landing in (an
+//! SFTP drop) sees every earlier day's files again. Ingesting one of them
+//! again would write the same lake files, whose names and bytes derive from
+//! the object and its content, at the cost of decoding it all again: a run
+//! would cost what the folder holds, not what is new in it. So a run skips
+//! an object that this lake's manifest says it ingested before, when
+//!
+//! - the object is the same: the same size and modification time, or else
+//!   the same content hash (a copied or touched file);
+//! - the same build of tvetl, with the same ingest options, ingested it (a
+//!   new build may stage or quarantine differently); and
+//! - what that ingest wrote (its staging files and quarantine file) is still
+//!   in the lake.
+//!
+//! The run then reports the counts that ingest recorded, so its counts stay
+//! those of every file in its input. The warehouse load is unchanged: the
+//! skipped files' staging files are loaded as ever, and the load ledger
+//! finds them loaded already.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tvetl_core::ingest::{IngestOptions, IngestReport};
+use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectStore, content_version};
+
+/// `LAKE/_ingest/manifest.json`.
+pub fn manifest_path(lake: &Path) -> PathBuf {
+    lake.join("_ingest").join("manifest.json")
+}
+
+/// One raw object as it was ingested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestedObject {
+    /// The object's file when it was ingested.
+    pub stamp: FileStamp,
+    /// Its version (content hash), from which the lake files' names derive.
+    pub version: String,
+    /// What ingesting it did.
+    pub report: IngestReport,
+}
+
+/// The manifest file: which build ingested the objects, and each object by
+/// its key (sorted, so that the same objects give the same bytes).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ManifestFile {
+    ingester: String,
+    objects: BTreeMap<String, IngestedObject>,
+}
+
+/// The objects earlier runs ingested into a lake with this build of tvetl.
+#[derive(Debug, Default)]
+pub struct IngestManifest {
+    earlier: BTreeMap<String, IngestedObject>,
+}
+
+impl IngestManifest {
+    /// Nothing ingested before: every object is read.
+    pub fn empty() -> IngestManifest {
+        IngestManifest::default()
+    }
+
+    /// The manifest at `path`, keeping its objects only if `ingester` wrote
+    /// them. A missing file is an empty manifest; so is one that cannot be
+    /// read, with the reason as the error (the run says so and reads every
+    /// object: nothing is lost but time).
+    pub fn load(path: &Path, ingester: &str) -> Result<IngestManifest, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IngestManifest::empty()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let file: ManifestFile = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.ingester != ingester {
+            return Ok(IngestManifest::empty());
+        }
+        Ok(IngestManifest { earlier: file.objects })
+    }
+
+    /// How `key` was ingested before, if the raw object is unchanged since
+    /// and what that ingest wrote is all still in the lake at `lake_root`.
+    /// An object with the same size but a new modification time is read for
+    /// its content hash; the entry returned then carries the new time.
+    pub fn unchanged(&self, raw: &LocalObjectStore, key: &str, lake_root: &Path) -> Option<IngestedObject> {
+        let earlier = self.earlier.get(key)?;
+        let stamp = raw.stamp(key).ok()?;
+        if stamp != earlier.stamp {
+            if stamp.size != earlier.stamp.size {
+                return None;
+            }
+            if raw.head(key).ok()?.version != earlier.version {
+                return None;
+            }
+        }
+        let report = &earlier.report;
+        let written = report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key);
+        if !written.into_iter().all(|k| lake_root.join(k).is_file()) {
+            return None;
+        }
+        Some(IngestedObject { stamp, ..earlier.clone() })
+    }
+
+    /// Writes the manifest of one run's ingested `objects` to `path`: whole
+    /// or not at all. Objects of earlier runs that are not among them are
+    /// dropped, so it holds what the last run's input held.
+    pub fn save(path: &Path, ingester: &str, objects: BTreeMap<String, IngestedObject>) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&ManifestFile { ingester: ingester.to_owned(), objects })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, bytes)?;
+        std::fs::rename(&temp, path)
+    }
+}
+
+/// Names this build of tvetl and its ingest options: the content hash of
+/// the running executable, so that any rebuild (which may stage or
+/// quarantine differently) reads every object again once. `None` when the
+/// executable cannot be read: then nothing is skipped.
+pub fn ingester_fingerprint(options: &IngestOptions) -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let version = content_version(std::fs::File::open(exe).ok()?).ok()?;
+    Some(format!("tvetl {} {version} {options:?}", env!("CARGO_PKG_VERSION")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvetl_core::ingest::RecordCounts;
+    use tvetl_core::source::Source;
+    use tvetl_core::staging::WrittenFile;
+
+    /// A raw folder with one object and a lake holding what ingesting it
+    /// wrote, and the manifest entry for it.
+    fn ingested(dir: &Path) -> (LocalObjectStore, PathBuf, IngestedObject) {
+        let raw_root = dir.join("raw");
+        let lake = dir.join("lake");
+        std::fs::create_dir_all(raw_root.join("viewership")).unwrap();
+        std::fs::write(raw_root.join("viewership/a.csv"), "some,bytes\n").unwrap();
+        let staged = "staging/viewership/event_date=2024-01-01/part-1.parquet";
+        std::fs::create_dir_all(lake.join(staged).parent().unwrap()).unwrap();
+        std::fs::write(lake.join(staged), "parquet").unwrap();
+        let raw = LocalObjectStore::new(&raw_root);
+        let stamp = raw.stamp("viewership/a.csv").unwrap();
+        let version = content_version("some,bytes\n".as_bytes()).unwrap();
+        let report = IngestReport {
+            key: "viewership/a.csv".into(),
+            source: Source::Viewership,
+            counts: RecordCounts { rows_read: 1, rows_accepted: 1, ..Default::default() },
+            staged: vec![WrittenFile { key: staged.into(), partition: Some("2024-01-01".into()), rows: 1 }],
+            quarantine_key: None,
+            unknown_columns: vec![],
+            more_unknown_columns: false,
+        };
+        (raw, lake, IngestedObject { stamp, version, report })
+    }
+
+    fn manifest_of(entry: &IngestedObject, dir: &Path, ingester: &str) -> IngestManifest {
+        let path = manifest_path(&dir.join("lake"));
+        IngestManifest::save(&path, ingester, BTreeMap::from([(entry.report.key.clone(), entry.clone())])).unwrap();
+        IngestManifest::load(&path, "build 1").unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_object_whose_outputs_are_there_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, entry) = ingested(dir.path());
+        let manifest = manifest_of(&entry, dir.path(), "build 1");
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), Some(entry));
+        assert_eq!(manifest.unchanged(&raw, "viewership/b.csv", &lake), None, "never ingested");
+    }
+
+    #[test]
+    fn another_build_or_a_corrupt_manifest_reads_everything_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, entry) = ingested(dir.path());
+        assert_eq!(manifest_of(&entry, dir.path(), "build 0").unchanged(&raw, "viewership/a.csv", &lake), None);
+        let path = manifest_path(&lake);
+        std::fs::write(&path, "{ not json").unwrap();
+        let error = IngestManifest::load(&path, "build 1").unwrap_err();
+        assert!(error.contains("manifest.json"), "{error}");
+    }
+
+    #[test]
+    fn changed_content_or_missing_outputs_read_the_object_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, entry) = ingested(dir.path());
+        let manifest = manifest_of(&entry, dir.path(), "build 1");
+        let file = dir.path().join("raw/viewership/a.csv");
+        let set_time = |time| std::fs::File::options().write(true).open(&file).unwrap().set_modified(time).unwrap();
+
+        // The same size at another time: read for its hash, which is the same.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        set_time(later);
+        let touched = manifest.unchanged(&raw, "viewership/a.csv", &lake).expect("same content");
+        assert_ne!(touched.stamp, entry.stamp, "the entry takes the new time");
+        assert_eq!((&touched.version, &touched.report), (&entry.version, &entry.report));
+
+        // New content of the same size at another time is read again.
+        std::fs::write(&file, "some,BYTES\n").unwrap();
+        set_time(later + std::time::Duration::from_secs(60));
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "new content");
+        std::fs::write(&file, "more,bytes,\n").unwrap();
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "another size");
+
+        std::fs::write(&file, "some,bytes\n").unwrap();
+        std::fs::remove_file(lake.join(&entry.report.staged[0].key)).unwrap();
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "a staging file is gone");
+    }
+}
