@@ -486,8 +486,12 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
     std::fs::write(&file, vec![b'x'; original.len()]).unwrap();
     std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
-    let second = run(&input, &lake);
+    let (second, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
     assert_eq!(unchanged_and_read(&second), (loaded.clone(), vec![]), "every file skipped");
+    // Sessions loaded before are staged for their ids alone.
+    let (full, thin) =
+        ("INSERT INTO staging_viewing_sessions SELECT *", "INSERT INTO staging_viewing_sessions (event_id,");
+    assert!(!timings.contains(full) && timings.contains(thin), "{timings}");
     assert_same_counts(&first, &second);
     let mut expected = first["files"].clone();
     for f in expected.as_array_mut().unwrap().iter_mut().filter(|f| f["status"] == "loaded") {
@@ -510,7 +514,8 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
         "event_id,user_id,channel_id,start_time,end_time\nlate-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z\n",
     )
     .unwrap();
-    let third = run(&input, &lake);
+    let (third, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
+    assert!(timings.contains(full) && timings.contains(thin), "{timings}");
     let (_, read) = unchanged_and_read(&third);
     assert_eq!(read, [jsonl.clone(), "viewership/zz-late.csv".to_owned()]);
     assert_eq!(third["rows_read"].as_u64(), Some(first["rows_read"].as_u64().unwrap() - 1 + 1));

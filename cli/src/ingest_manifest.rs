@@ -46,9 +46,9 @@ pub struct IngestedObject {
 /// The manifest file: which build ingested the objects, and each object by
 /// its key (sorted, so that the same objects give the same bytes).
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ManifestFile {
-    ingester: String,
-    objects: BTreeMap<String, IngestedObject>,
+struct ManifestFile<I, O> {
+    ingester: I,
+    objects: O,
 }
 
 /// The objects earlier runs ingested into a lake with this build of tvetl.
@@ -73,7 +73,8 @@ impl IngestManifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IngestManifest::empty()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let file: ManifestFile = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: ManifestFile<String, BTreeMap<String, IngestedObject>> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         if file.ingester != ingester {
             return Ok(IngestManifest::empty());
         }
@@ -106,8 +107,8 @@ impl IngestManifest {
     /// Writes the manifest of one run's ingested `objects` to `path`: whole
     /// or not at all. Objects of earlier runs that are not among them are
     /// dropped, so it holds what the last run's input held.
-    pub fn save(path: &Path, ingester: &str, objects: BTreeMap<String, IngestedObject>) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(&ManifestFile { ingester: ingester.to_owned(), objects })?;
+    pub fn save(path: &Path, ingester: &str, objects: &BTreeMap<String, IngestedObject>) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&ManifestFile { ingester, objects })?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -161,7 +162,7 @@ mod tests {
 
     fn manifest_of(entry: &IngestedObject, dir: &Path, ingester: &str) -> IngestManifest {
         let path = manifest_path(&dir.join("lake"));
-        IngestManifest::save(&path, ingester, BTreeMap::from([(entry.report.key.clone(), entry.clone())])).unwrap();
+        IngestManifest::save(&path, ingester, &BTreeMap::from([(entry.report.key.clone(), entry.clone())])).unwrap();
         IngestManifest::load(&path, "build 1").unwrap()
     }
 

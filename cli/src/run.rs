@@ -1,7 +1,7 @@
 //! `tvetl run`: every raw file through the ingest step, the lake into the
 //! warehouse, and one summary whose counts add up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -208,7 +208,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 
     let mut sessions = RecordCounts::default();
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
-    let mut staged: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
     let mut files = Vec::with_capacity(keys.len());
     let mut ingested = BTreeMap::new();
     for (key, result) in keys.iter().zip(results) {
@@ -219,7 +218,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     Source::Viewership => sessions.merge(&report.counts),
                     other => dimensions.entry(other).or_default().merge(&report.counts),
                 }
-                staged.entry(report.source).or_default().extend(report.staged.iter().map(|f| lake.join(&f.key)));
                 files.push(FileOutcome {
                     key: key.clone(),
                     status: "loaded",
@@ -249,7 +247,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Before the load: what is staged stays staged whether or not the load
     // commits, and the load ledger says what of it is loaded.
     if let Some(ingester) = &ingester
-        && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, ingested)
+        && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, &ingested)
     {
         eprintln!("the next run will read every file again: recording what this run ingested failed ({e})");
     }
@@ -270,12 +268,31 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
-        let Some(paths) = staged.get(&source).filter(|p| !p.is_empty()) else { continue };
-        let files = if paths.len() == 1 { "1 staged file".to_owned() } else { format!("{} staged files", paths.len()) };
+        // Of the sessions' staging files, those loaded before are staged
+        // thin (see copy_loaded_statements): over a folder that keeps every
+        // day's files, most of a run's.
+        let loaded = match source {
+            Source::Viewership => warehouse.loaded_session_files()?,
+            _ => HashSet::new(),
+        };
+        let (mut before, mut new) = (Vec::new(), Vec::new());
+        for object in ingested.values().filter(|o| o.report.source == source) {
+            for file in &object.report.staged {
+                let entry = |day: &String| (object.report.key.clone(), object.version.clone(), day.clone());
+                let was_loaded = file.partition.as_ref().is_some_and(|day| loaded.contains(&entry(day)));
+                if was_loaded { &mut before } else { &mut new }.push(lake.join(&file.key));
+            }
+        }
+        let count = before.len() + new.len();
+        if count == 0 {
+            continue;
+        }
+        let files = if count == 1 { "1 staged file".to_owned() } else { format!("{count} staged files") };
         spinner.set_message(format!("loading {source} ({files})"));
-        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let mut copy = DuckDbWarehouse::copy_statements(source, &new);
+        copy.extend(DuckDbWarehouse::copy_loaded_statements(&before));
         let load_id = warehouse.next_load_id()?;
-        let statements = load_statements(source, DuckDbWarehouse::copy_statements(source, &refs), load_id);
+        let statements = load_statements(source, copy, load_id);
         let result = warehouse
             .execute_transaction(&statements)
             .map_err(|e| with_memory_hint(e, &options.engine))
