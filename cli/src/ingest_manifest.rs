@@ -9,7 +9,11 @@
 //! an object that this lake's manifest says it ingested before, when
 //!
 //! - the object is the same: the same size and modification time, or else
-//!   the same content hash (a copied or touched file);
+//!   the same content hash (a copied or touched file). As git does with its
+//!   index, a time is trusted only if it is older than the manifest by more
+//!   than [`RACY_SECONDS`]: a file that changed again, to the same size,
+//!   within one tick of a coarse clock (FAT keeps 2 s) after it was read
+//!   would keep its time, so such a file is hashed instead;
 //! - the same build of tvetl, with the same ingest options, ingested it (a
 //!   new build may stage or quarantine differently); and
 //! - what that ingest wrote (its staging files and quarantine file) is still
@@ -51,10 +55,16 @@ struct ManifestFile<I, O> {
     objects: O,
 }
 
+/// How much older than the manifest a file's modification time must be for
+/// the time alone to vouch for its content.
+pub const RACY_SECONDS: i64 = 3;
+
 /// The objects earlier runs ingested into a lake with this build of tvetl.
 #[derive(Debug, Default)]
 pub struct IngestManifest {
     earlier: BTreeMap<String, IngestedObject>,
+    /// When the manifest was written, UTC microseconds.
+    written_us: i64,
 }
 
 impl IngestManifest {
@@ -78,17 +88,22 @@ impl IngestManifest {
         if file.ingester != ingester {
             return Ok(IngestManifest::empty());
         }
-        Ok(IngestManifest { earlier: file.objects })
+        let written =
+            std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let written_us = written.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        Ok(IngestManifest { earlier: file.objects, written_us })
     }
 
     /// How `key` was ingested before, if the raw object is unchanged since
     /// and what that ingest wrote is all still in the lake at `lake_root`.
-    /// An object with the same size but a new modification time is read for
-    /// its content hash; the entry returned then carries the new time.
+    /// An object of the same size whose time is new, or too recent to vouch
+    /// for it, is read for its content hash; the entry returned then
+    /// carries its time now.
     pub fn unchanged(&self, raw: &LocalObjectStore, key: &str, lake_root: &Path) -> Option<IngestedObject> {
         let earlier = self.earlier.get(key)?;
         let stamp = raw.stamp(key).ok()?;
-        if stamp != earlier.stamp {
+        let settled = stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
+        if stamp != earlier.stamp || !settled {
             if stamp.size != earlier.stamp.size {
                 return None;
             }
@@ -135,6 +150,8 @@ mod tests {
     use tvetl_core::source::Source;
     use tvetl_core::staging::WrittenFile;
 
+    use std::time::{Duration, SystemTime};
+
     /// A raw folder with one object and a lake holding what ingesting it
     /// wrote, and the manifest entry for it.
     fn ingested(dir: &Path) -> (LocalObjectStore, PathBuf, IngestedObject) {
@@ -142,6 +159,7 @@ mod tests {
         let lake = dir.join("lake");
         std::fs::create_dir_all(raw_root.join("viewership")).unwrap();
         std::fs::write(raw_root.join("viewership/a.csv"), "some,bytes\n").unwrap();
+        set_time(&raw_root.join("viewership/a.csv"), SystemTime::now() - Duration::from_secs(3600));
         let staged = "staging/viewership/event_date=2024-01-01/part-1.parquet";
         std::fs::create_dir_all(lake.join(staged).parent().unwrap()).unwrap();
         std::fs::write(lake.join(staged), "parquet").unwrap();
@@ -158,6 +176,10 @@ mod tests {
             more_unknown_columns: false,
         };
         (raw, lake, IngestedObject { stamp, version, report })
+    }
+
+    fn set_time(file: &Path, time: SystemTime) {
+        std::fs::File::options().write(true).open(file).unwrap().set_modified(time).unwrap();
     }
 
     fn manifest_of(entry: &IngestedObject, dir: &Path, ingester: &str) -> IngestManifest {
@@ -192,10 +214,10 @@ mod tests {
         let (raw, lake, entry) = ingested(dir.path());
         let manifest = manifest_of(&entry, dir.path(), "build 1");
         let file = dir.path().join("raw/viewership/a.csv");
-        let set_time = |time| std::fs::File::options().write(true).open(&file).unwrap().set_modified(time).unwrap();
+        let set_time = |time| set_time(&file, time);
 
         // The same size at another time: read for its hash, which is the same.
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let later = SystemTime::now() + Duration::from_secs(60);
         set_time(later);
         let touched = manifest.unchanged(&raw, "viewership/a.csv", &lake).expect("same content");
         assert_ne!(touched.stamp, entry.stamp, "the entry takes the new time");
@@ -203,7 +225,7 @@ mod tests {
 
         // New content of the same size at another time is read again.
         std::fs::write(&file, "some,BYTES\n").unwrap();
-        set_time(later + std::time::Duration::from_secs(60));
+        set_time(later + Duration::from_secs(60));
         assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "new content");
         std::fs::write(&file, "more,bytes,\n").unwrap();
         assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "another size");
@@ -211,5 +233,26 @@ mod tests {
         std::fs::write(&file, "some,bytes\n").unwrap();
         std::fs::remove_file(lake.join(&entry.report.staged[0].key)).unwrap();
         assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "a staging file is gone");
+    }
+
+    #[test]
+    fn a_time_too_close_to_the_manifests_does_not_vouch_for_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, mut entry) = ingested(dir.path());
+        let file = dir.path().join("raw/viewership/a.csv");
+        let now = SystemTime::now();
+        set_time(&file, now);
+        entry.stamp = raw.stamp("viewership/a.csv").unwrap();
+        let manifest = manifest_of(&entry, dir.path(), "build 1");
+
+        // Changed again within one tick of a coarse clock: same size, same time.
+        std::fs::write(&file, "some,BYTES\n").unwrap();
+        set_time(&file, now);
+        assert_eq!(raw.stamp("viewership/a.csv").unwrap(), entry.stamp);
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None);
+        // The same content then is read for its hash, and skipped.
+        std::fs::write(&file, "some,bytes\n").unwrap();
+        set_time(&file, now);
+        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), Some(entry));
     }
 }
