@@ -127,7 +127,8 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+    /// The stamp of a file with this metadata.
+    pub fn of(metadata: &std::fs::Metadata) -> FileStamp {
         let last_modified_us = metadata
             .modified()
             .ok()
@@ -138,7 +139,7 @@ impl FileStamp {
 }
 
 /// The version [`LocalObjectStore`] gives content: its xxh3 hash, in hex.
-pub fn content_version(mut reader: impl Read) -> std::io::Result<String> {
+fn content_version(mut reader: impl Read) -> std::io::Result<String> {
     let mut hasher = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
