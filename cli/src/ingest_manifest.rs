@@ -94,14 +94,20 @@ impl IngestManifest {
         Ok(IngestManifest { earlier: file.objects, written_us })
     }
 
-    /// How `key` was ingested before, if the raw object is unchanged since
-    /// and what that ingest wrote is all still in the lake at `lake_root`.
+    /// How `key` was ingested before, if the raw object (whose file's stamp
+    /// is now `stamp`) is unchanged since and what that ingest wrote is all
+    /// still in the lake at `lake_root`.
     /// An object of the same size whose time is new, or too recent to vouch
     /// for it, is read for its content hash; the entry returned then
     /// carries its time now.
-    pub fn unchanged(&self, raw: &LocalObjectStore, key: &str, lake_root: &Path) -> Option<IngestedObject> {
+    pub fn unchanged(
+        &self,
+        raw: &LocalObjectStore,
+        key: &str,
+        stamp: FileStamp,
+        lake_root: &Path,
+    ) -> Option<IngestedObject> {
         let earlier = self.earlier.get(key)?;
-        let stamp = raw.stamp(key).ok()?;
         let settled = stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
         if stamp != earlier.stamp || !settled {
             if stamp.size != earlier.stamp.size {
@@ -180,6 +186,11 @@ mod tests {
         (raw, lake, IngestedObject { stamp, version, report })
     }
 
+    /// What the run asks: with the file's stamp now, or none for no file.
+    fn unchanged(manifest: &IngestManifest, raw: &LocalObjectStore, key: &str, lake: &Path) -> Option<IngestedObject> {
+        manifest.unchanged(raw, key, raw.stamp(key).ok()?, lake)
+    }
+
     fn set_time(file: &Path, time: SystemTime) {
         std::fs::File::options().write(true).open(file).unwrap().set_modified(time).unwrap();
     }
@@ -195,15 +206,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (raw, lake, entry) = ingested(dir.path());
         let manifest = manifest_of(&entry, dir.path(), "build 1");
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), Some(entry));
-        assert_eq!(manifest.unchanged(&raw, "viewership/b.csv", &lake), None, "never ingested");
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry));
+        std::fs::write(dir.path().join("raw/viewership/b.csv"), "other,bytes\n").unwrap();
+        assert_eq!(unchanged(&manifest, &raw, "viewership/b.csv", &lake), None, "never ingested");
     }
 
     #[test]
     fn another_build_or_a_corrupt_manifest_reads_everything_again() {
         let dir = tempfile::tempdir().unwrap();
         let (raw, lake, entry) = ingested(dir.path());
-        assert_eq!(manifest_of(&entry, dir.path(), "build 0").unchanged(&raw, "viewership/a.csv", &lake), None);
+        assert_eq!(unchanged(&manifest_of(&entry, dir.path(), "build 0"), &raw, "viewership/a.csv", &lake), None);
         let path = manifest_path(&lake);
         std::fs::write(&path, "{ not json").unwrap();
         let error = IngestManifest::load(&path, "build 1").unwrap_err();
@@ -221,20 +233,20 @@ mod tests {
         // The same size at another time: read for its hash, which is the same.
         let later = SystemTime::now() + Duration::from_secs(60);
         set_time(later);
-        let touched = manifest.unchanged(&raw, "viewership/a.csv", &lake).expect("same content");
+        let touched = unchanged(&manifest, &raw, "viewership/a.csv", &lake).expect("same content");
         assert_ne!(touched.stamp, entry.stamp, "the entry takes the new time");
         assert_eq!((&touched.version, &touched.report), (&entry.version, &entry.report));
 
         // New content of the same size at another time is read again.
         std::fs::write(&file, "some,BYTES\n").unwrap();
         set_time(later + Duration::from_secs(60));
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "new content");
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "new content");
         std::fs::write(&file, "more,bytes,\n").unwrap();
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "another size");
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "another size");
 
         std::fs::write(&file, "some,bytes\n").unwrap();
         std::fs::remove_file(lake.join(&entry.report.staged[0].key)).unwrap();
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None, "a staging file is gone");
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "a staging file is gone");
     }
 
     #[test]
@@ -251,10 +263,10 @@ mod tests {
         std::fs::write(&file, "some,BYTES\n").unwrap();
         set_time(&file, now);
         assert_eq!(raw.stamp("viewership/a.csv").unwrap(), entry.stamp);
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), None);
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None);
         // The same content then is read for its hash, and skipped.
         std::fs::write(&file, "some,bytes\n").unwrap();
         set_time(&file, now);
-        assert_eq!(manifest.unchanged(&raw, "viewership/a.csv", &lake), Some(entry));
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry));
     }
 }

@@ -164,7 +164,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Keys only: an object's version (its content hash) is read by the worker
     // that ingests it, so a file that cannot be read fails alone.
     let keys = raw_keys(&raw).with_context(|| format!("listing {}", input.display()))?;
-    let sizes: Vec<u64> = keys.iter().map(|k| std::fs::metadata(input.join(k)).map_or(0, |m| m.len())).collect();
+    // Each file's size and time, for the progress bar and the manifest.
+    let stamps: Vec<Option<FileStamp>> = keys.iter().map(|k| raw.stamp(k).ok()).collect();
+    let sizes: Vec<u64> = stamps.iter().map(|s| s.map_or(0, |s| s.size)).collect();
 
     let ingest_watch = Stopwatch::start();
     let total_bytes: u64 = sizes.iter().sum();
@@ -188,7 +190,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
                     bar.set_message(key.clone());
-                    let outcome = match manifest.unchanged(&raw, key, lake) {
+                    let earlier = stamps[i].and_then(|stamp| manifest.unchanged(&raw, key, stamp, lake));
+                    let outcome = match earlier {
                         Some(earlier) => match register_outputs(&catalog, &earlier.report) {
                             Ok(()) => Ingested::Loaded { object: earlier, unchanged: true },
                             Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
