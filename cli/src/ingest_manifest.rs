@@ -20,9 +20,9 @@
 //!   in the lake.
 //!
 //! The run then reports the counts that ingest recorded, so its counts stay
-//! those of every file in its input. The warehouse load is unchanged: the
-//! skipped files' staging files are loaded as ever, and the load ledger
-//! finds them loaded already.
+//! those of every file in its input. The warehouse load still takes in the
+//! skipped files' staging files, for their event ids alone where its ledger
+//! has loaded them (`DuckDbWarehouse::copy_loaded_statements`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,8 @@ pub struct IngestedObject {
 }
 
 /// The manifest file: which build ingested the objects, and each object by
-/// its key (sorted, so that the same objects give the same bytes).
+/// its key (sorted, so that the same objects give the same bytes). Generic
+/// so that a run writes the objects it holds without copying them.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ManifestFile<I, O> {
     ingester: I,
