@@ -504,9 +504,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert_same_lake(&objects, &snapshot(&lake), "skipping files changed the lake");
     assert_eq!(warehouse_rows(&lake), rows);
 
-    // The same bytes at a new time: read for their hash, and skipped.
+    // The same bytes at a new time: read for their hash, and skipped; and a
+    // skipped file's tables and partitions are catalogued again if the
+    // catalog was lost.
     std::fs::write(&file, &original).unwrap();
+    std::fs::remove_file(lake.join("_catalog/catalog.json")).unwrap();
     assert_eq!(unchanged_and_read(&run(&input, &lake)).1, Vec::<String>::new());
+    let catalog = Path::new("_catalog/catalog.json");
+    assert_eq!(std::fs::read(lake.join(catalog)).ok().as_ref(), objects.get(catalog), "the catalog differs");
 
     // A changed file (its last record dropped) and a new one are read.
     let text = String::from_utf8(original).unwrap();
