@@ -526,16 +526,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert!(timings.contains(full) && timings.contains(thin), "{timings}");
     let (_, read) = unchanged_and_read(&third);
     assert_eq!(read, [jsonl.clone(), "viewership/zz-late.csv".to_owned()]);
-    assert_eq!(third["rows_read"].as_u64(), Some(first["rows_read"].as_u64().unwrap() - 1 + 1));
+    let (dropped, added) = (1, 1);
+    assert_eq!(third["rows_read"].as_u64(), Some(first["rows_read"].as_u64().unwrap() - dropped + added));
     let top = top_channels(&lake, "2024-01-02");
     assert!(top["channels"].as_array().unwrap().iter().any(|c| c["channel_id"] == "ch-late"), "{top}");
 
     // A staging file gone from the lake: its object is read again, and it
     // comes back as it was.
-    let staged = snapshot(&lake)
-        .into_iter()
-        .find(|(k, _)| k.starts_with("staging/viewership/") && !k.to_str().unwrap().contains("zz-late"))
-        .unwrap();
+    let staged = snapshot(&lake).into_iter().find(|(k, _)| k.starts_with("staging/viewership/")).unwrap();
     std::fs::remove_file(lake.join(&staged.0)).unwrap();
     let fourth = run(&input, &lake);
     assert_eq!(unchanged_and_read(&fourth).1.len(), 1, "the object that wrote it: {fourth}");
