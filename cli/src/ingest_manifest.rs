@@ -31,9 +31,11 @@ use serde::{Deserialize, Serialize};
 use tvetl_core::ingest::{IngestOptions, IngestReport};
 use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectStore};
 
-/// `LAKE/_ingest/manifest.json`.
+/// `LAKE/_warehouse/ingested.json`: with the local warehouse and the run
+/// lock, among the runner's own records, not the lake's objects (a rerun
+/// over copies of the same files records their new times).
 pub fn manifest_path(lake: &Path) -> PathBuf {
-    lake.join("_ingest").join("manifest.json")
+    lake.join("_warehouse").join("ingested.json")
 }
 
 /// One raw object as it was ingested.
@@ -220,7 +222,7 @@ mod tests {
         let path = manifest_path(&lake);
         std::fs::write(&path, "{ not json").unwrap();
         let error = IngestManifest::load(&path, "build 1").unwrap_err();
-        assert!(error.contains("manifest.json"), "{error}");
+        assert!(error.contains("ingested.json"), "{error}");
     }
 
     #[test]
