@@ -111,7 +111,8 @@ impl IngestManifest {
         lake_root: &Path,
     ) -> Option<IngestedObject> {
         let earlier = self.earlier.get(key)?;
-        let settled = stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
+        // A time of 0 is no time (a file system that keeps none).
+        let settled = stamp.last_modified_us > 0 && stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
         if stamp != earlier.stamp || !settled {
             if stamp.size != earlier.stamp.size {
                 return None;
@@ -271,5 +272,19 @@ mod tests {
         std::fs::write(&file, "some,bytes\n").unwrap();
         set_time(&file, now);
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry));
+    }
+
+    #[test]
+    fn no_time_does_not_vouch_for_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, mut entry) = ingested(dir.path());
+        let file = dir.path().join("raw/viewership/a.csv");
+        set_time(&file, std::time::UNIX_EPOCH);
+        entry.stamp = raw.stamp("viewership/a.csv").unwrap();
+        assert_eq!(entry.stamp.last_modified_us, 0);
+        let manifest = manifest_of(&entry, dir.path(), "build 1");
+        std::fs::write(&file, "some,BYTES\n").unwrap();
+        set_time(&file, std::time::UNIX_EPOCH);
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None);
     }
 }
