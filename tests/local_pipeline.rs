@@ -516,11 +516,11 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     let text = String::from_utf8(original).unwrap();
     let shorter = &text[..text.trim_end().rfind('\n').unwrap() + 1];
     std::fs::write(&file, shorter).unwrap();
-    std::fs::write(
-        input.join("viewership/zz-late.csv"),
-        "event_id,user_id,channel_id,start_time,end_time\nlate-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z\n",
-    )
-    .unwrap();
+    write_sessions(
+        &input,
+        "viewership/zz-late.csv",
+        &["late-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z"],
+    );
     let (third, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
     assert!(timings.contains(full) && timings.contains(thin), "{timings}");
     let (_, read) = unchanged_and_read(&third);
@@ -752,6 +752,13 @@ fn write(root: &Path, key: &str, body: &[u8]) {
     std::fs::write(p, body).unwrap();
 }
 
+/// Writes a sessions CSV of the contract's required columns and end times:
+/// its header, then `rows`, a line each.
+fn write_sessions(root: &Path, key: &str, rows: &[&str]) {
+    let body = format!("event_id,user_id,channel_id,start_time,end_time\n{}\n", rows.join("\n"));
+    write(root, key, body.as_bytes());
+}
+
 fn ranking(report: &Value) -> Vec<(String, String, f64, u64)> {
     report["channels"]
         .as_array()
@@ -843,11 +850,7 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
     assert_eq!(averages(&lake), [(s("2024-01-01"), 3, 3200.0), (s("2024-01-02"), 1, 3600.0)]);
 
     // A later file re-delivers e1 on another day: both old days are rebuilt.
-    write(
-        &input,
-        "viewership/c.csv",
-        b"event_id,user_id,channel_id,start_time,end_time\ne1,u1,c1,2024-01-03T10:00:00Z,2024-01-03T10:10:00Z\n",
-    );
+    write_sessions(&input, "viewership/c.csv", &["e1,u1,c1,2024-01-03T10:00:00Z,2024-01-03T10:10:00Z"]);
     let again = run(&input, &lake);
     assert_eq!(again["loads"]["viewership"]["rows_merged"], 1, "only the new file is merged");
     assert_eq!(
@@ -878,12 +881,10 @@ fn a_load_of_one_day_rebuilds_it_with_the_sessions_crossing_in_from_the_day_befo
     let (_dir, input, lake) = workspace();
     // e1 crosses from 2024-01-01 into 2024-01-02 (an hour each side); e2 is
     // on 2024-01-01 alone.
-    write(
+    write_sessions(
         &input,
         "viewership/a.csv",
-        b"event_id,user_id,channel_id,start_time,end_time\n\
-          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z\n\
-          e2,u2,c1,2024-01-01T10:00:00Z,2024-01-01T10:30:00Z\n",
+        &["e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z", "e2,u2,c1,2024-01-01T10:00:00Z,2024-01-01T10:30:00Z"],
     );
     run(&input, &lake);
     assert_eq!(ranking(&top_channels(&lake, "2024-01-02")), [(s("c1"), s("Unknown"), 3600.0, 1)]);
@@ -891,11 +892,7 @@ fn a_load_of_one_day_rebuilds_it_with_the_sessions_crossing_in_from_the_day_befo
     // A later file holds one session of 2024-01-02: the load touches that day
     // alone, and its rebuild must still count the hour e1 (loaded earlier,
     // starting the day before) spends in it.
-    write(
-        &input,
-        "viewership/b.csv",
-        b"event_id,user_id,channel_id,start_time,end_time\ne3,u2,c1,2024-01-02T10:00:00Z,2024-01-02T10:20:00Z\n",
-    );
+    write_sessions(&input, "viewership/b.csv", &["e3,u2,c1,2024-01-02T10:00:00Z,2024-01-02T10:20:00Z"]);
     let again = run(&input, &lake);
     assert_eq!(again["loads"]["viewership"]["days_touched"], 1, "{again}");
     assert_eq!(ranking(&top_channels(&lake, "2024-01-02")), [(s("c1"), s("Unknown"), 4800.0, 2)]);
@@ -907,13 +904,14 @@ fn a_load_of_one_day_rebuilds_it_with_the_sessions_crossing_in_from_the_day_befo
 fn the_loads_delete_removes_every_version_it_replaces() {
     let (_dir, input, lake) = workspace();
     // e1 crosses midnight, e2 is two days later, e3 stays as it is.
-    write(
+    write_sessions(
         &input,
         "viewership/a.csv",
-        b"event_id,user_id,channel_id,start_time,end_time\n\
-          e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z\n\
-          e2,u1,c1,2024-01-03T10:00:00Z,2024-01-03T11:00:00Z\n\
-          e3,u2,c1,2024-01-03T12:00:00Z,2024-01-03T13:00:00Z\n",
+        &[
+            "e1,u1,c1,2024-01-01T23:00:00Z,2024-01-02T01:00:00Z",
+            "e2,u1,c1,2024-01-03T10:00:00Z,2024-01-03T11:00:00Z",
+            "e3,u2,c1,2024-01-03T12:00:00Z,2024-01-03T13:00:00Z",
+        ],
     );
     run(&input, &lake);
     // The load's DELETE, over staged re-deliveries of e1 and e2 (and a new
