@@ -50,6 +50,15 @@ check_baseline() {
   fi
 }
 
+# bench_setup: what every script but run.sh starts with: the work folder
+# ($work), the tvetl binary ($tvetl, its build's output on stderr) and GNU
+# time.
+bench_setup() {
+  bench_work_dir
+  bench_tvetl "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" >&2
+  require_gnu_time
+}
+
 # bench_tvetl REPO: sets $tvetl to $TVETL, or to a dev-profile build of the
 # repo (see Cargo.toml for why the benchmarks do not use --release).
 bench_tvetl() {

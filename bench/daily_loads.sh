@@ -32,7 +32,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 source "$here/common.sh"
 days=${1:-30}
 rows=${2:-200000}
@@ -43,9 +42,7 @@ case "$ids/$feed" in ordered/separate | ordered/landing | random/separate | rand
   echo "usage: $usage  (IDS: ordered or random, FEED: separate or landing; got '$ids', '$feed')" >&2; exit 2 ;;
 esac
 require_positive_integers "$usage" "$days" "$rows"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 check_baseline
 
 # -- one input per day, with ids of its own -----------------------------

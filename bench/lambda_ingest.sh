@@ -22,9 +22,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 source "$here/common.sh"
 bench_rows_days lambda_ingest.sh "$@"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 
 # Built for the triple the tests build the Lambda crates for, so that it
 # reuses their artifacts instead of building the AWS side again for the host.

@@ -22,12 +22,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 source "$here/common.sh"
 bench_rows_days many_days.sh "$@"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 if [ -n "${TVETL_BASELINE:-}" ] && [ ! -x "$TVETL_BASELINE" ]; then
   echo "error: TVETL_BASELINE is not an executable: $TVETL_BASELINE" >&2; exit 1
 fi

@@ -19,15 +19,12 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 source "$here/common.sh"
 rows=${1:-400000}
 per_file=${2:-25}
 days=${3:-7}
 require_positive_integers "bench/many_files.sh [ROWS [ROWS_PER_FILE [DAYS]]]" "$rows" "$per_file" "$days"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 check_baseline
 
 bench_input "$work" "$rows" "$days" "$per_file" 0

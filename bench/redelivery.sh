@@ -20,11 +20,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 source "$here/common.sh"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 
 users() {
   local dir=$1 band=$2

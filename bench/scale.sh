@@ -15,12 +15,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
 if [ "$#" -gt 0 ]; then rows_list=("$@"); else rows_list=(10000000 20000000); fi
 source "$here/common.sh"
-bench_work_dir
-bench_tvetl "$repo" >&2
-require_gnu_time
+bench_setup
 
 for rows in "${rows_list[@]}"; do
   bench_input "$work" "$rows"
