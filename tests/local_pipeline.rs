@@ -491,10 +491,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
     let (second, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
     assert_eq!(unchanged_and_read(&second), (loaded.clone(), vec![]), "every file skipped");
-    // Sessions loaded before are staged for their ids alone.
-    let (full, thin) =
-        ("INSERT INTO staging_viewing_sessions SELECT *", "INSERT INTO staging_viewing_sessions (event_id,");
-    assert!(!timings.contains(full) && timings.contains(thin), "{timings}");
+    // Sessions loaded before are not staged: every file the ledger lists is
+    // in the input, so core's ids are theirs, and they are tallied there.
+    let (full, thin, tally) = (
+        "INSERT INTO staging_viewing_sessions SELECT *",
+        "INSERT INTO staging_viewing_sessions (event_id,",
+        "CREATE OR REPLACE TEMP TABLE loaded_tally",
+    );
+    assert!(!timings.contains(full) && !timings.contains(thin) && timings.contains(tally), "{timings}");
     assert_same_counts(&first, &second);
     let mut expected = first["files"].clone();
     for f in expected.as_array_mut().unwrap().iter_mut().filter(|f| f["status"] == "loaded") {
@@ -521,8 +525,10 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
         "viewership/zz-late.csv",
         &["late-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z"],
     );
+    // The changed file's earlier version is in the ledger and not in the
+    // input, so the files loaded before are staged for their ids alone.
     let (third, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
-    assert!(timings.contains(full) && timings.contains(thin), "{timings}");
+    assert!(timings.contains(full) && timings.contains(thin) && !timings.contains(tally), "{timings}");
     let (_, read) = unchanged_and_read(&third);
     assert_eq!(read, [jsonl.clone(), "viewership/zz-late.csv".to_owned()]);
     let (dropped, added) = (1, 1);
@@ -548,6 +554,82 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert_same_counts(&third, &again);
     assert_same_lake(&objects, &snapshot(&lake), "--reingest changed the lake");
     assert_same_counts(&third, &run(&input, &dir.path().join("fresh")));
+}
+
+/// A landing folder that keeps every day's files: each run sees the earlier
+/// days again, whose sessions it does not stage, and still counts the
+/// duplicates of its whole input, among the earlier files, within the new
+/// ones and between them, as a first run over the same files does. A lake
+/// also loaded from elsewhere counts them over its input alone.
+#[test]
+fn a_landing_folders_duplicates_are_counted_over_every_file_without_staging_the_loaded_ones() {
+    let (dir, input, lake) = workspace();
+    let session = |id: &str, user: &str, channel: &str, hour: u32| {
+        format!("{id},{user},{channel},2024-01-01T{hour:02}:00:00Z,2024-01-01T{hour:02}:30:00Z")
+    };
+    let sessions = |rows: &[(&str, &str, &str, u32)]| -> Vec<String> {
+        rows.iter().map(|&(id, user, channel, hour)| session(id, user, channel, hour)).collect()
+    };
+    let write_day = |root: &Path, key: &str, rows: &[(&str, &str, &str, u32)]| {
+        let rows = sessions(rows);
+        write_sessions(root, key, &rows.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    // Day 1: e1 twice in one file, e2 in both files. 6 rows, 4 ids.
+    write_day(
+        &input,
+        "viewership/day-1/a.csv",
+        &[("e1", "u1", "ch1", 1), ("e2", "u2", "ch1", 2), ("e3", "u3", "ch2", 3), ("e1", "u1", "ch1", 4)],
+    );
+    write_day(&input, "viewership/day-1/b.csv", &[("e2", "u2", "ch2", 5), ("e4", "u4", "ch2", 6)]);
+    let first = run(&input, &lake);
+    assert_eq!((first["rows_accepted"].as_u64(), first["duplicates_removed"].as_u64()), (Some(6), Some(2)));
+
+    // Day 2 lands beside it: e3 delivered again, e5 twice. 10 rows, 6 ids.
+    write_day(
+        &input,
+        "viewership/day-2/c.csv",
+        &[("e3", "u3", "ch1", 7), ("e5", "u5", "ch1", 8), ("e6", "u6", "ch2", 9), ("e5", "u5", "ch2", 10)],
+    );
+    let (second, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
+    assert_eq!((second["rows_accepted"].as_u64(), second["duplicates_removed"].as_u64()), (Some(10), Some(4)));
+    let load = &second["loads"]["viewership"];
+    assert_eq!((load["rows_staged"].as_u64(), load["rows_already_loaded"].as_u64()), (Some(10), Some(6)));
+    assert_eq!(load["rows_merged"], 3, "e3 replaced, e5 and e6 added: {load}");
+    // Only day 2's file was staged, whole; day 1's were tallied in core.
+    let staged: Vec<&str> = timings.lines().filter(|l| l.contains("INSERT INTO staging_viewing_sessions")).collect();
+    assert_eq!(staged.len(), 1, "{timings}");
+    assert!(staged[0].contains("SELECT *") && timings.contains("loaded_tally"), "{timings}");
+
+    // The same as one run over both days into a fresh lake: counts, core
+    // and the reports. The later deliveries win: e3 of day 2 on ch1, e5's
+    // second record on ch2, e2 of b.csv on ch2.
+    let fresh = dir.path().join("fresh");
+    let once = run(&input, &fresh);
+    assert_same_counts(&second, &once);
+    assert_eq!(core_sessions(&lake), core_sessions(&fresh));
+    let top = top_channels(&lake, "2024-01-01");
+    assert_eq!(top, top_channels(&fresh, "2024-01-01"));
+    let reach: Vec<(String, u64)> = ranking(&top).into_iter().map(|(id, _, _, reach)| (id, reach)).collect();
+    assert_eq!(reach, [(s("ch2"), 4), (s("ch1"), 2)]);
+
+    // A run over another folder that holds one of day 1's files and a new
+    // one: the ledger lists files that are not in its input, so core also
+    // holds ids this input lacks. Its files loaded before are staged for
+    // their ids, and it counts what a fresh lake counts for its input.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("viewership/day-1")).unwrap();
+    std::fs::copy(input.join("viewership/day-1/b.csv"), other.join("viewership/day-1/b.csv")).unwrap();
+    // e4 again (in b.csv), e1 (in core, not in this input) and a new e7: 5
+    // rows, 4 ids.
+    write_day(
+        &other,
+        "viewership/day-3/d.csv",
+        &[("e4", "u4", "ch1", 11), ("e1", "u1", "ch2", 12), ("e7", "u7", "ch1", 13)],
+    );
+    let (third, timings) = run_logged(&other, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
+    assert!(timings.contains("INSERT INTO staging_viewing_sessions (event_id,") && !timings.contains("loaded_tally"));
+    assert_eq!((third["rows_accepted"].as_u64(), third["duplicates_removed"].as_u64()), (Some(5), Some(1)));
+    assert_same_counts(&third, &run(&other, &dir.path().join("fresh-other")));
 }
 
 #[test]

@@ -20,9 +20,9 @@
 //!   in the lake.
 //!
 //! The run then reports the counts that ingest recorded, so its counts stay
-//! those of every file in its input. The warehouse load still takes in the
-//! skipped files' staging files, for their event ids alone where its ledger
-//! has loaded them (`DuckDbWarehouse::copy_loaded_statements`).
+//! those of every file in its input. The warehouse load still counts the
+//! skipped files' event ids in the run's duplicates, without staging their
+//! rows where its ledger has loaded them (`DuckDbWarehouse::session_copies`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

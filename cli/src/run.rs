@@ -1,7 +1,7 @@
 //! `tvetl run`: every raw file through the ingest step, the lake into the
 //! warehouse, and one summary whose counts add up.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +20,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statement
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, SessionCopies, StagedSessions};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -271,36 +271,51 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
-        // Of the sessions' staging files, those loaded before are staged
-        // thin (see copy_loaded_statements): over a folder that keeps every
-        // day's files, most of a run's.
-        let loaded = match source {
-            Source::Viewership => warehouse.loaded_session_files()?,
-            _ => HashSet::new(),
-        };
-        let (mut before, mut new) = (Vec::new(), Vec::new());
-        for object in ingested.values().filter(|o| o.report.source == source) {
-            for file in &object.report.staged {
-                let entry = |day: &String| (object.report.key.clone(), object.version.clone(), day.clone());
-                let was_loaded = file.partition.as_ref().is_some_and(|day| loaded.contains(&entry(day)));
-                if was_loaded { &mut before } else { &mut new }.push(lake.join(&file.key));
-            }
-        }
-        let count = before.len() + new.len();
-        if count == 0 {
+        let staged: Vec<StagedSessions> = ingested
+            .values()
+            .filter(|o| o.report.source == source)
+            .flat_map(|object| {
+                object.report.staged.iter().map(|file| StagedSessions {
+                    path: lake.join(&file.key),
+                    ledger_entry: (
+                        object.report.key.clone(),
+                        object.version.clone(),
+                        file.partition.clone().unwrap_or_default(),
+                    ),
+                    rows: file.rows,
+                })
+            })
+            .collect();
+        if staged.is_empty() {
             continue;
         }
+        let count = staged.len();
         let files = if count == 1 { "1 staged file".to_owned() } else { format!("{count} staged files") };
         spinner.set_message(format!("loading {source} ({files})"));
-        let mut copy = DuckDbWarehouse::copy_statements(source, &new);
-        copy.extend(DuckDbWarehouse::copy_loaded_statements(&before));
+        // Of the sessions' staging files, those loaded before are tallied
+        // or staged thin (see session_copies): over a folder that keeps
+        // every day's files, most of a run's.
+        let copies = match source {
+            Source::Viewership => warehouse.session_copies(&staged)?,
+            _ => SessionCopies {
+                statements: DuckDbWarehouse::copy_statements(
+                    source,
+                    &staged.iter().map(|f| &f.path).collect::<Vec<_>>(),
+                ),
+                tallied_rows: None,
+            },
+        };
         let load_id = warehouse.next_load_id()?;
-        let statements = load_statements(source, copy, load_id);
+        let statements = load_statements(source, copies.statements, load_id);
         let result = warehouse
             .execute_transaction(&statements)
             .map_err(|e| with_memory_hint(e, &options.engine))
             .with_context(|| format!("loading {source} into the warehouse"))?;
-        loads.insert(source, LoadStats::from_result(&result)?);
+        let mut stats = LoadStats::from_result(&result)?;
+        if let Some(rows) = copies.tallied_rows {
+            warehouse.complete_counts(&mut stats, rows)?;
+        }
+        loads.insert(source, stats);
     }
     // Once the loads have committed, in a transaction of its own (see
     // infra/sql/analytics_pending.sql).

@@ -17,14 +17,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cpu::Stopwatch;
 use duckdb::Connection;
 use duckdb::types::ValueRef;
 use serde_json::Value;
 use tvetl_core::Source;
-use tvetl_core::warehouse::{ResultSet, Warehouse, WarehouseError, schema_statements, staging_table};
+use tvetl_core::warehouse::{LoadStats, ResultSet, Warehouse, WarehouseError, schema_statements, staging_table};
 
 /// Limits of the embedded engine.
 #[derive(Debug, Clone)]
@@ -130,25 +130,77 @@ impl DuckDbWarehouse {
         copies(files, &format!("INSERT INTO {} SELECT *", staging_table(source)))
     }
 
-    /// The statements that stage, of the viewing sessions of staging files
-    /// this warehouse has loaded already, only what the load reads of them
-    /// before its ledger drops them: their event ids, which count in the
-    /// run's duplicates, and what the ledger matches them by. Copying the
-    /// other columns too cost twice the CPU (4.8 s against 2.1 s for the
-    /// benchmark's 5M sessions), which a run over a folder of files loaded
-    /// before spends for nothing.
-    pub fn copy_loaded_statements(files: &[impl AsRef<Path>]) -> Vec<String> {
-        let columns = "event_id, start_time, source_key, source_version";
-        copies(files, &format!("INSERT INTO {} ({columns}) SELECT {columns}", staging_table(Source::Viewership)))
+    /// The statements that stage the viewing sessions of a run's staging
+    /// `files`, and how the load's counts are to be completed.
+    ///
+    /// A run over a folder that keeps every day's files (an SFTP drop that
+    /// is never emptied) holds mostly files loaded before. The load drops
+    /// their rows through its ledger, but counts their event ids in the
+    /// run's duplicates, which are counted over the whole input as a first
+    /// run over the same files counts them. Two ways to have those ids:
+    ///
+    /// - When every file the ledger lists is among `files` (such a folder,
+    ///   loaded by no other run), core holds exactly their ids. Their rows
+    ///   are then not staged at all: the copies end by counting core's ids
+    ///   and those of the new files that core holds, before the load
+    ///   changes core, and [`DuckDbWarehouse::complete_counts`] adds what
+    ///   their staging would have added. A run then costs what is new plus
+    ///   a scan of core's ids, where staging them cost what the folder
+    ///   holds, and their `GROUP BY` ran out of memory past about 40M.
+    /// - Otherwise (the lake was also loaded from other files), they are
+    ///   staged "thin": their event ids alone, with what the ledger matches
+    ///   them by. Copying the other columns too cost twice the CPU (4.8 s
+    ///   against 2.1 s for the benchmark's 5M sessions).
+    pub fn session_copies(&mut self, files: &[StagedSessions]) -> Result<SessionCopies, WarehouseError> {
+        let ledger = self.session_ledger()?;
+        let listed: HashSet<&LedgerEntry> = ledger.iter().collect();
+        let (mut loaded, mut new) = (Vec::new(), Vec::new());
+        let (mut loaded_entries, mut loaded_rows) = (HashSet::new(), 0);
+        for file in files {
+            if listed.contains(&file.ledger_entry) {
+                loaded_entries.insert(&file.ledger_entry);
+                loaded_rows += file.rows;
+                loaded.push(&file.path);
+            } else {
+                new.push(&file.path);
+            }
+        }
+        let mut statements = Self::copy_statements(Source::Viewership, &new);
+        // Each ledger row matched by a file of the run: no row of it lists
+        // files this run does not hold, nor the same file twice.
+        let tallied = !loaded.is_empty() && loaded_entries.len() == ledger.len();
+        if tallied {
+            statements.push(LOADED_TALLY_SQL.to_owned());
+        } else {
+            let columns = "event_id, start_time, source_key, source_version";
+            let insert = format!("INSERT INTO {} ({columns}) SELECT {columns}", staging_table(Source::Viewership));
+            statements.extend(copies(&loaded, &insert));
+        }
+        Ok(SessionCopies { statements, tallied_rows: tallied.then_some(loaded_rows) })
     }
 
-    /// The staging files of the viewing sessions whose rows the load ledger
-    /// holds, as (source key, source version, event date): those a load
-    /// drops from staging.
-    pub fn loaded_session_files(&mut self) -> Result<HashSet<(String, String, String)>, WarehouseError> {
+    /// Completes the counts of a load whose copies tallied the files it
+    /// had loaded before, holding `loaded_rows` sessions
+    /// ([`SessionCopies::tallied_rows`]), to what staging them would have
+    /// counted: their rows are
+    /// staged and already loaded, and every delivery of their ids past the
+    /// first, among them and in the new files, is a duplicate.
+    pub fn complete_counts(&mut self, stats: &mut LoadStats, loaded_rows: u64) -> Result<(), WarehouseError> {
+        let tally = self.query("SELECT ids_loaded, ids_delivered_again FROM loaded_tally")?;
+        let (ids_loaded, ids_delivered_again) =
+            (tally.int(0, "ids_loaded")? as u64, tally.int(0, "ids_delivered_again")? as u64);
+        stats.rows_staged += loaded_rows;
+        stats.rows_already_loaded += loaded_rows;
+        stats.duplicates_removed += loaded_rows.saturating_sub(ids_loaded) + ids_delivered_again;
+        Ok(())
+    }
+
+    /// Every staging file of viewing sessions the load ledger lists: those
+    /// a load drops from staging. A row without a day matches no file.
+    fn session_ledger(&mut self) -> Result<Vec<LedgerEntry>, WarehouseError> {
         let ledger = self.query(
-            "SELECT source_key, source_version, CAST(event_date AS VARCHAR) AS event_date FROM core.load_ledger \
-             WHERE table_name = 'viewing_sessions' AND event_date IS NOT NULL",
+            "SELECT source_key, source_version, COALESCE(CAST(event_date AS VARCHAR), '') AS event_date \
+             FROM core.load_ledger WHERE table_name = 'viewing_sessions'",
         )?;
         (0..ledger.rows.len())
             .map(|row| {
@@ -164,6 +216,41 @@ impl DuckDbWarehouse {
         r.int(0, "next_id")
     }
 }
+
+/// A staging file of viewing sessions as the load ledger lists it: its
+/// source key, source version and event date.
+pub type LedgerEntry = (String, String, String);
+
+/// A staging file of viewing sessions that a run holds.
+pub struct StagedSessions {
+    /// Its path.
+    pub path: PathBuf,
+    /// How the load ledger lists it once loaded.
+    pub ledger_entry: LedgerEntry,
+    /// The sessions in it.
+    pub rows: u64,
+}
+
+/// The copy statements of a viewing-session load
+/// ([`DuckDbWarehouse::session_copies`]).
+pub struct SessionCopies {
+    /// The statements, in order.
+    pub statements: Vec<String>,
+    /// The sessions of the files loaded before, if they were tallied
+    /// instead of staged: the load's counts then need
+    /// [`DuckDbWarehouse::complete_counts`].
+    pub tallied_rows: Option<u64>,
+}
+
+/// Run after the new files are staged and before the load changes core:
+/// core's event ids, which are those of the files loaded before when the
+/// ledger lists no others, and how many of the staged ids core holds.
+/// The join builds on the staged ids, so its memory is the new files', not
+/// core's.
+const LOADED_TALLY_SQL: &str = "CREATE OR REPLACE TEMP TABLE loaded_tally AS SELECT \
+    (SELECT COUNT(*) FROM core.viewing_sessions) AS ids_loaded, \
+    (SELECT COUNT(DISTINCT n.event_id) FROM staging.viewing_sessions n \
+     JOIN core.viewing_sessions c ON c.event_id = n.event_id) AS ids_delivered_again";
 
 /// `insert` (an `INSERT … SELECT` without its `FROM`) from `files`,
 /// [`FILES_PER_COPY`] a statement, in the files' order.
