@@ -20,7 +20,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statement
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits, SessionCopies, StagedSessions};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, SessionCopies, StagedFile};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -271,11 +271,11 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     for source in Source::ALL {
-        let staged: Vec<StagedSessions> = ingested
+        let staged: Vec<StagedFile> = ingested
             .values()
             .filter(|o| o.report.source == source)
             .flat_map(|object| {
-                object.report.staged.iter().map(|file| StagedSessions {
+                object.report.staged.iter().map(|file| StagedFile {
                     path: lake.join(&file.key),
                     ledger_entry: (
                         object.report.key.clone(),

@@ -151,7 +151,7 @@ impl DuckDbWarehouse {
     ///   staged "thin": their event ids alone, with what the ledger matches
     ///   them by. Copying the other columns too cost twice the CPU (4.8 s
     ///   against 2.1 s for the benchmark's 5M sessions).
-    pub fn session_copies(&mut self, files: &[StagedSessions]) -> Result<SessionCopies, WarehouseError> {
+    pub fn session_copies(&mut self, files: &[StagedFile]) -> Result<SessionCopies, WarehouseError> {
         let ledger = self.session_ledger()?;
         let listed: HashSet<&LedgerEntry> = ledger.iter().collect();
         let (mut loaded, mut new) = (Vec::new(), Vec::new());
@@ -221,13 +221,13 @@ impl DuckDbWarehouse {
 /// source key, source version and event date.
 pub type LedgerEntry = (String, String, String);
 
-/// A staging file of viewing sessions that a run holds.
-pub struct StagedSessions {
+/// A staging file that a run holds, as its load takes it in.
+pub struct StagedFile {
     /// Its path.
     pub path: PathBuf,
     /// How the load ledger lists it once loaded.
     pub ledger_entry: LedgerEntry,
-    /// The sessions in it.
+    /// The rows in it.
     pub rows: u64,
 }
 
