@@ -20,7 +20,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statement
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits, SessionCopies, StagedFile};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, LoadCopies, StagedFile};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -297,7 +297,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         // every day's files, most of a run's.
         let copies = match source {
             Source::Viewership => warehouse.session_copies(&staged)?,
-            _ => SessionCopies {
+            _ => LoadCopies {
                 statements: DuckDbWarehouse::copy_statements(
                     source,
                     &staged.iter().map(|f| &f.path).collect::<Vec<_>>(),
