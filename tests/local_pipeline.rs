@@ -473,10 +473,15 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     tvetl(&["generate", "--out", path(&input), "--rows", "3000", "--days", "3", "--seed", "17", "--dirty", "0.04"]);
     let jsonl = "viewership/sessions-0004.jsonl".to_owned();
     let file = input.join(&jsonl);
-    // A file that landed an hour before the run: a time that old vouches
+    let truncated = input.join("viewership/sessions-9999-truncated.csv.gz");
+    // Files that landed an hour before the run: a time that old vouches
     // for the content (a file of the last few seconds is hashed instead).
     let modified = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
+    let set_modified = |file: &Path| {
+        std::fs::File::options().write(true).open(file).unwrap().set_modified(modified).unwrap();
+    };
+    set_modified(&file);
+    set_modified(&truncated);
     let first = run(&input, &lake);
     let (unchanged, loaded) = unchanged_and_read(&first);
     assert!(unchanged.is_empty() && loaded.contains(&jsonl), "{first}");
@@ -486,9 +491,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
 
     // Not read at all: a file whose size and time are as they were is taken
     // to be the same (as make takes it), so even other bytes in it go unseen.
+    // The same goes for a file an earlier run found unreadable (truncated):
+    // garbage in it now would fail as not gzip, were it read.
     let original = std::fs::read(&file).unwrap();
     std::fs::write(&file, vec![b'x'; original.len()]).unwrap();
-    std::fs::File::options().write(true).open(&file).unwrap().set_modified(modified).unwrap();
+    set_modified(&file);
+    let truncated_bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, vec![b'x'; truncated_bytes.len()]).unwrap();
+    set_modified(&truncated);
     let (second, timings) = run_logged(&input, &lake, &[("TVETL_SQL_TIMINGS", "1")]);
     assert_eq!(unchanged_and_read(&second), (loaded.clone(), vec![]), "every file skipped");
     // Sessions loaded before are not staged: every file the ledger lists is
@@ -501,10 +511,11 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert!(!timings.contains(full) && !timings.contains(thin) && timings.contains(tally), "{timings}");
     assert_same_counts(&first, &second);
     let mut expected = first["files"].clone();
-    for f in expected.as_array_mut().unwrap().iter_mut().filter(|f| f["status"] == "loaded") {
+    for f in expected.as_array_mut().unwrap() {
         f["unchanged"] = Value::Bool(true);
     }
-    assert_eq!(second["files"], expected, "each file's recorded counts");
+    assert_eq!(second["files"], expected, "each file's recorded counts, and the truncated file's error");
+    assert!(expected.as_array().unwrap().iter().any(|f| f["status"] == "failed"), "{expected}");
     assert_same_lake(&objects, &snapshot(&lake), "skipping files changed the lake");
     assert_eq!(warehouse_rows(&lake), rows);
 
@@ -512,6 +523,7 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     // skipped file's tables and partitions are catalogued again if the
     // catalog was lost.
     std::fs::write(&file, &original).unwrap();
+    std::fs::write(&truncated, &truncated_bytes).unwrap();
     std::fs::remove_file(lake.join("_catalog/catalog.json")).unwrap();
     assert_eq!(unchanged_and_read(&run(&input, &lake)).1, Vec::<String>::new());
     assert_same_lake(&objects, &snapshot(&lake), "the catalog differs");
@@ -1409,6 +1421,14 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let failed: Vec<&str> = table.lines().filter(|l| l.trim_start().starts_with("FAILED")).collect();
     assert_eq!(failed.len(), 1, "{table}");
     assert_eq!(failed[0].matches("viewership/broken.csv.gz").count(), 1, "{}", failed[0]);
+    let files_line = |table: &str| table.lines().find(|l| l.starts_with("files:")).unwrap().to_owned();
+    assert_eq!(files_line(&table), "files: 1 loaded, 1 failed");
+
+    // A rerun reads neither file again, and reports the same failure.
+    let again = tvetl(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet"]);
+    let not_read = "(1 of them unchanged since an earlier run, not read again)";
+    assert_eq!(files_line(&again), format!("files: 1 loaded {not_read}, 1 failed {not_read}"));
+    assert_eq!(again.lines().filter(|l| l.trim_start().starts_with("FAILED")).collect::<Vec<_>>(), failed);
 
     // --strict: the same summary, and exit status 1 for the failed file.
     let strict = |lake: &Path| {
@@ -1424,6 +1444,7 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["rows_accepted"], 1, "the readable file loaded all the same");
     assert_eq!(top_channels(&fresh, "2024-01-01")["channels"][0]["channel_id"], "c1");
+    assert_eq!(strict(&fresh).status.code(), Some(1), "still failed, though not read again");
     std::fs::remove_file(input.join("viewership/broken.csv.gz")).unwrap();
     assert_eq!(strict(&fresh).status.code(), Some(0));
 }

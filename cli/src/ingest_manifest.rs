@@ -20,7 +20,11 @@
 //!   in the lake.
 //!
 //! The run then reports the counts that ingest recorded, so its counts stay
-//! those of every file in its input. The warehouse load still counts the
+//! those of every file in its input. An object whose bytes could not be
+//! decoded (not gzip, truncated) is recorded too, with its error and its
+//! quarantine record: the same bytes fail the same way, so the run reports
+//! that error again without reading it. Other failures (a file that could
+//! not be opened) are not recorded, and are tried again. The warehouse load still counts the
 //! skipped files' event ids in the run's duplicates, without staging their
 //! rows where its ledger has loaded them (`DuckDbWarehouse::session_copies`).
 
@@ -49,13 +53,28 @@ pub struct IngestedObject {
     pub report: IngestReport,
 }
 
-/// The manifest file: which build ingested the objects, and each object by
-/// its key (sorted, so that the same objects give the same bytes). Generic
-/// so that a run writes the objects it holds without copying them.
+/// A raw object whose bytes could not be decoded, as a run found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableObject {
+    /// The object's file when it was read.
+    pub stamp: FileStamp,
+    /// Its version (content hash).
+    pub version: String,
+    /// The run's error for it.
+    pub error: String,
+    /// The quarantine record of it.
+    pub quarantine_key: String,
+}
+
+/// The manifest file: which build ingested the objects, each object by its
+/// key (sorted, so that the same objects give the same bytes), and the
+/// unreadable ones. Generic so that a run writes the objects it holds
+/// without copying them.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ManifestFile<I, O> {
+struct ManifestFile<I, O, U> {
     ingester: I,
     objects: O,
+    unreadable: U,
 }
 
 /// How much older than the manifest a file's modification time must be for
@@ -66,6 +85,7 @@ pub const RACY_SECONDS: i64 = 3;
 #[derive(Debug, Default)]
 pub struct IngestManifest {
     earlier: BTreeMap<String, IngestedObject>,
+    unreadable: BTreeMap<String, UnreadableObject>,
     /// When the manifest was written, UTC microseconds.
     written_us: i64,
 }
@@ -86,7 +106,7 @@ impl IngestManifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IngestManifest::empty()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let file: ManifestFile<String, BTreeMap<String, IngestedObject>> =
+        let file: ManifestFile<String, BTreeMap<String, IngestedObject>, BTreeMap<String, UnreadableObject>> =
             serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         if file.ingester != ingester {
             return Ok(IngestManifest::empty());
@@ -94,7 +114,7 @@ impl IngestManifest {
         let written =
             std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| format!("{}: {e}", path.display()))?;
         let written_us = written.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
-        Ok(IngestManifest { earlier: file.objects, written_us })
+        Ok(IngestManifest { earlier: file.objects, unreadable: file.unreadable, written_us })
     }
 
     /// How `key` was ingested before, if the raw object (whose file's stamp
@@ -111,15 +131,8 @@ impl IngestManifest {
         lake_root: &Path,
     ) -> Option<IngestedObject> {
         let earlier = self.earlier.get(key)?;
-        // A time of 0 is no time (a file system that keeps none).
-        let settled = stamp.last_modified_us > 0 && stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
-        if stamp != earlier.stamp || !settled {
-            if stamp.size != earlier.stamp.size {
-                return None;
-            }
-            if raw.head(key).ok()?.version != earlier.version {
-                return None;
-            }
+        if !self.same_object(raw, key, stamp, earlier.stamp, &earlier.version) {
+            return None;
         }
         let report = &earlier.report;
         let written = report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key);
@@ -129,11 +142,53 @@ impl IngestManifest {
         Some(IngestedObject { stamp, ..earlier.clone() })
     }
 
-    /// Writes the manifest of one run's ingested `objects` to `path`: whole
-    /// or not at all. Objects of earlier runs that are not among them are
-    /// dropped, so it holds what the last run's input held.
-    pub fn save(path: &Path, ingester: &str, objects: &BTreeMap<String, IngestedObject>) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(&ManifestFile { ingester, objects })?;
+    /// How `key` failed before, if an earlier run found its bytes
+    /// unreadable, the object (whose file's stamp is now `stamp`) is
+    /// unchanged since, and its quarantine record is still in the lake at
+    /// `lake_root`; as [`IngestManifest::unchanged`] judges an object.
+    pub fn unchanged_unreadable(
+        &self,
+        raw: &LocalObjectStore,
+        key: &str,
+        stamp: FileStamp,
+        lake_root: &Path,
+    ) -> Option<UnreadableObject> {
+        let earlier = self.unreadable.get(key)?;
+        let same = self.same_object(raw, key, stamp, earlier.stamp, &earlier.version);
+        (same && lake_root.join(&earlier.quarantine_key).is_file())
+            .then(|| UnreadableObject { stamp, ..earlier.clone() })
+    }
+
+    /// Whether `key`, whose file's stamp is now `stamp`, is the object that
+    /// had `earlier` stamp and `version`: the same stamp, settled before
+    /// the manifest was written, or else the same size and content hash.
+    fn same_object(
+        &self,
+        raw: &LocalObjectStore,
+        key: &str,
+        stamp: FileStamp,
+        earlier: FileStamp,
+        version: &str,
+    ) -> bool {
+        // A time of 0 is no time (a file system that keeps none).
+        let settled = stamp.last_modified_us > 0 && stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
+        if stamp == earlier && settled {
+            return true;
+        }
+        stamp.size == earlier.size && raw.head(key).is_ok_and(|object| object.version == version)
+    }
+
+    /// Writes the manifest of one run's ingested `objects` and `unreadable`
+    /// ones to `path`: whole or not at all. Objects of earlier runs that are
+    /// not among them are dropped, so it holds what the last run's input
+    /// held.
+    pub fn save(
+        path: &Path,
+        ingester: &str,
+        objects: &BTreeMap<String, IngestedObject>,
+        unreadable: &BTreeMap<String, UnreadableObject>,
+    ) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(&ManifestFile { ingester, objects, unreadable })?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -201,7 +256,8 @@ mod tests {
 
     fn manifest_of(entry: &IngestedObject, dir: &Path, ingester: &str) -> IngestManifest {
         let path = manifest_path(&dir.join("lake"));
-        IngestManifest::save(&path, ingester, &BTreeMap::from([(entry.report.key.clone(), entry.clone())])).unwrap();
+        let objects = BTreeMap::from([(entry.report.key.clone(), entry.clone())]);
+        IngestManifest::save(&path, ingester, &objects, &BTreeMap::new()).unwrap();
         IngestManifest::load(&path, "build 1").unwrap()
     }
 
@@ -272,6 +328,42 @@ mod tests {
         std::fs::write(&file, "some,bytes\n").unwrap();
         set_time(&file, now);
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry));
+    }
+
+    #[test]
+    fn an_unreadable_object_is_not_read_again_while_it_and_its_quarantine_record_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, entry) = ingested(dir.path());
+        let record = "quarantine/viewership/ingest_date=2024-01-01/a.csv-unreadable.jsonl";
+        std::fs::create_dir_all(lake.join(record).parent().unwrap()).unwrap();
+        std::fs::write(lake.join(record), "{}\n").unwrap();
+        let failed = UnreadableObject {
+            stamp: entry.stamp,
+            version: entry.version.clone(),
+            error: "viewership/a.csv: truncated".into(),
+            quarantine_key: record.into(),
+        };
+        let path = manifest_path(&lake);
+        let unreadable = BTreeMap::from([("viewership/a.csv".to_owned(), failed.clone())]);
+        IngestManifest::save(&path, "build 1", &BTreeMap::new(), &unreadable).unwrap();
+        let manifest = IngestManifest::load(&path, "build 1").unwrap();
+        let ask = |manifest: &IngestManifest| {
+            manifest.unchanged_unreadable(&raw, "viewership/a.csv", raw.stamp("viewership/a.csv").unwrap(), &lake)
+        };
+        assert_eq!(ask(&manifest), Some(failed.clone()));
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "not an ingested object");
+        assert_eq!(ask(&IngestManifest::load(&path, "build 2").unwrap()), None, "another build");
+
+        // New content of another size is read again; so is the same file
+        // once its quarantine record is gone.
+        let file = dir.path().join("raw/viewership/a.csv");
+        std::fs::write(&file, "now,readable,bytes\n").unwrap();
+        assert_eq!(ask(&manifest), None, "new content");
+        std::fs::write(&file, "some,bytes\n").unwrap();
+        set_time(&file, SystemTime::now() - Duration::from_secs(3600));
+        assert_eq!(ask(&manifest).map(|f| f.error), Some(failed.error), "the same bytes, hashed");
+        std::fs::remove_file(lake.join(record)).unwrap();
+        assert_eq!(ask(&manifest), None, "the quarantine record is gone");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectMeta, ObjectStore, St
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
-use crate::ingest_manifest::{IngestManifest, IngestedObject, ingester_fingerprint, manifest_path};
+use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits, LoadCopies, StagedFile};
 
@@ -59,9 +59,27 @@ pub struct FileOutcome {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub more_unknown_columns: bool,
     /// Whether the file was not read again: an earlier run ingested it as
-    /// it is now, and its counts are those that ingest recorded.
+    /// it is now, and its counts are those that ingest recorded; or it
+    /// found it unreadable, and its error is the one that run reported.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
+}
+
+impl FileOutcome {
+    /// A file that failed with `error`, now or (`unchanged`) in an earlier run.
+    fn failed(key: &str, source: Option<Source>, error: String, unchanged: bool) -> FileOutcome {
+        FileOutcome {
+            key: key.to_owned(),
+            status: "failed",
+            error: Some(error),
+            source,
+            rows_read: 0,
+            rows_accepted: 0,
+            unknown_columns: Vec::new(),
+            more_unknown_columns: false,
+            unchanged,
+        }
+    }
 }
 
 /// The contract's summary of a run (counts are of viewing-session records),
@@ -112,14 +130,12 @@ pub struct RunOptions {
 
 enum Ingested {
     /// Ingested now, or (`unchanged`) by an earlier run.
-    Loaded {
-        object: IngestedObject,
-        unchanged: bool,
-    },
-    Failed {
-        source: Option<Source>,
-        error: String,
-    },
+    Loaded { object: IngestedObject, unchanged: bool },
+    /// Its bytes could not be decoded, now or (`unchanged`) in an earlier
+    /// run, and it is recorded in the quarantine.
+    Unreadable { object: UnreadableObject, unchanged: bool },
+    /// Any other failure, which the next run tries again.
+    Failed { source: Option<Source>, error: String },
 }
 
 /// Runs the pipeline over `input` into `lake`.
@@ -190,16 +206,28 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
                     bar.set_message(key.clone());
+                    let failed = |e: &dyn std::fmt::Display| Ingested::Failed {
+                        source: Source::from_key(key),
+                        error: e.to_string(),
+                    };
                     let earlier = stamps[i].and_then(|stamp| manifest.unchanged(&raw, key, stamp, lake));
-                    let outcome = match earlier {
-                        Some(earlier) => match register_outputs(&catalog, &earlier.report) {
+                    let unreadable =
+                        || stamps[i].and_then(|stamp| manifest.unchanged_unreadable(&raw, key, stamp, lake));
+                    let outcome = if let Some(earlier) = earlier {
+                        match register_outputs(&catalog, &earlier.report) {
                             Ok(()) => Ingested::Loaded { object: earlier, unchanged: true },
-                            Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
-                        },
-                        None => match raw.head(key) {
+                            Err(e) => failed(&e),
+                        }
+                    } else if let Some(earlier) = unreadable() {
+                        match register_quarantine(&catalog, &earlier.quarantine_key) {
+                            Ok(()) => Ingested::Unreadable { object: earlier, unchanged: true },
+                            Err(e) => failed(&e),
+                        }
+                    } else {
+                        match raw.head(key) {
                             Ok(object) => ingest_one(&raw, &object, &lake_store, &catalog, &options.ingest),
-                            Err(e) => Ingested::Failed { source: Source::from_key(key), error: e.to_string() },
-                        },
+                            Err(e) => failed(&e),
+                        }
                     };
                     bar.inc(sizes[i]);
                     *results[i].lock().expect("no worker panics holding it") = Some(outcome);
@@ -212,7 +240,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut sessions = RecordCounts::default();
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut files = Vec::with_capacity(keys.len());
-    let mut ingested = BTreeMap::new();
+    let (mut ingested, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
     for (key, result) in keys.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
             Ingested::Loaded { object, unchanged } => {
@@ -234,23 +262,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 });
                 ingested.insert(key.clone(), object);
             }
-            Ingested::Failed { source, error } => files.push(FileOutcome {
-                key: key.clone(),
-                status: "failed",
-                error: Some(error),
-                source,
-                rows_read: 0,
-                rows_accepted: 0,
-                unknown_columns: Vec::new(),
-                more_unknown_columns: false,
-                unchanged: false,
-            }),
+            Ingested::Unreadable { object, unchanged } => {
+                files.push(FileOutcome::failed(key, Source::from_key(key), object.error.clone(), unchanged));
+                unreadable.insert(key.clone(), object);
+            }
+            Ingested::Failed { source, error } => files.push(FileOutcome::failed(key, source, error, false)),
         }
     }
     // Before the load: what is staged stays staged whether or not the load
     // commits, and the load ledger says what of it is loaded.
     if let Some(ingester) = &ingester
-        && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, &ingested)
+        && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, &ingested, &unreadable)
     {
         eprintln!("the next run will read every file again: recording what this run ingested failed ({e})");
     }
@@ -436,8 +458,14 @@ fn ingest_one(
                 match record_unreadable(lake, object, &e) {
                     Ok(key) => {
                         error.push_str(&format!(" (recorded in {key})"));
-                        if let Err(c) = register_quarantine(catalog, &key) {
-                            error.push_str(&format!(" (and cataloguing it failed: {c})"));
+                        match register_quarantine(catalog, &key) {
+                            Ok(()) => {
+                                let stamp = FileStamp { size: object.size, last_modified_us: object.last_modified_us };
+                                let version = object.version.clone();
+                                let object = UnreadableObject { stamp, version, error, quarantine_key: key };
+                                return Ingested::Unreadable { object, unchanged: false };
+                            }
+                            Err(c) => error.push_str(&format!(" (and cataloguing it failed: {c})")),
                         }
                     }
                     Err(q) => error.push_str(&format!(" (and recording it failed: {q})")),
@@ -488,12 +516,12 @@ pub fn print_table(summary: &RunSummary) {
     }
     let days = summary.analytics_days_rebuilt;
     println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
-    let failed: Vec<_> = summary.files.iter().filter(|f| f.status == "failed").collect();
-    let unchanged = match summary.files.iter().filter(|f| f.unchanged).count() {
+    let (failed, loaded): (Vec<_>, Vec<_>) = summary.files.iter().partition(|f| f.status == "failed");
+    let unchanged = |files: &[&FileOutcome]| match files.iter().filter(|f| f.unchanged).count() {
         0 => String::new(),
         n => format!(" ({n} of them unchanged since an earlier run, not read again)"),
     };
-    println!("files: {} loaded{unchanged}, {} failed", summary.files.len() - failed.len(), failed.len());
+    println!("files: {} loaded{}, {} failed{}", loaded.len(), unchanged(&loaded), failed.len(), unchanged(&failed));
     for f in failed {
         // The error names the file already when it comes from the decoder.
         match f.error.as_deref() {
