@@ -74,6 +74,9 @@ pub struct UnreadableObject {
 struct ManifestFile<I, O, U> {
     ingester: I,
     objects: O,
+    /// Absent from the manifests of builds before it: such a manifest is
+    /// another build's, whose objects are dropped, not an unreadable file.
+    #[serde(default)]
     unreadable: U,
 }
 
@@ -364,6 +367,18 @@ mod tests {
         assert_eq!(ask(&manifest).map(|f| f.error), Some(failed.error), "the same bytes, hashed");
         std::fs::remove_file(lake.join(record)).unwrap();
         assert_eq!(ask(&manifest), None, "the quarantine record is gone");
+    }
+
+    #[test]
+    fn an_earlier_builds_manifest_without_unreadable_objects_is_anothers_not_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, lake, entry) = ingested(dir.path());
+        let path = manifest_path(&lake);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let objects = serde_json::json!({ entry.report.key.clone(): entry });
+        std::fs::write(&path, serde_json::json!({ "ingester": "build 0", "objects": objects }).to_string()).unwrap();
+        let manifest = IngestManifest::load(&path, "build 1").expect("read, not reported unreadable");
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "another build's");
     }
 
     #[test]
