@@ -144,26 +144,25 @@ impl DuckDbWarehouse {
     ///   lists is among them (such a folder, loaded by no other run), or
     ///   when the sessions of those that are not have all been delivered
     ///   again since (a file replaced by a corrected version with the same
-    ///   sessions), which a query of core tells. Their rows
-    ///   are then not staged at all: the copies end by counting core's ids
-    ///   and those of the new files that core holds, before the load
-    ///   changes core, and [`DuckDbWarehouse::complete_counts`] adds what
-    ///   their staging would have added. A run then costs what is new plus
+    ///   sessions), which a query of core tells. Their rows are then not
+    ///   staged at all: the copies end by counting core's ids and those of
+    ///   the new files that core holds, before the load changes core, and
+    ///   [`DuckDbWarehouse::complete_counts`] adds what their staging
+    ///   would have added. A run then costs what is new plus
     ///   a scan of core's ids, where staging them cost what the folder
     ///   holds, and grouping their ids is what a run of 40M sessions ran
     ///   out of memory in.
     /// - Otherwise (core holds sessions last delivered by other files, or
     ///   there are more than [`MAX_FOREIGN_FILES`] of those to ask about),
     ///   they are staged "thin": their event ids alone, with what the
-    ///   ledger matches them by. Copying the other columns too cost twice the CPU (4.8 s
-    ///   against 2.1 s for the benchmark's 5M sessions).
+    ///   ledger matches them by. Copying the other columns too cost twice
+    ///   the CPU (4.8 s against 2.1 s for the benchmark's 5M sessions).
     pub fn session_copies(&mut self, files: &[StagedFile]) -> Result<LoadCopies, WarehouseError> {
         let ledger = self.session_ledger()?;
-        let listed: HashSet<&LedgerEntry> = ledger.iter().collect();
         let (mut loaded, mut new) = (Vec::new(), Vec::new());
         let (mut loaded_entries, mut loaded_rows) = (HashSet::new(), 0);
         for file in files {
-            if listed.contains(&file.ledger_entry) {
+            if ledger.contains(&file.ledger_entry) {
                 loaded_entries.insert(&file.ledger_entry);
                 loaded_rows += file.rows;
                 loaded.push(&file.path);
@@ -172,7 +171,7 @@ impl DuckDbWarehouse {
             }
         }
         let mut statements = Self::copy_statements(Source::Viewership, &new);
-        let foreign: Vec<&LedgerEntry> = listed.into_iter().filter(|e| !loaded_entries.contains(e)).collect();
+        let foreign: Vec<&LedgerEntry> = ledger.iter().filter(|e| !loaded_entries.contains(e)).collect();
         let tallied = !loaded.is_empty() && self.sessions_last_delivered_by(&foreign)? == Some(0);
         if tallied {
             statements.push(LOADED_TALLY_SQL.to_owned());
@@ -227,7 +226,7 @@ impl DuckDbWarehouse {
 
     /// Every staging file of viewing sessions the load ledger lists: those
     /// a load drops from staging. A row without a day matches no file.
-    fn session_ledger(&mut self) -> Result<Vec<LedgerEntry>, WarehouseError> {
+    fn session_ledger(&mut self) -> Result<HashSet<LedgerEntry>, WarehouseError> {
         let ledger = self.query(
             "SELECT source_key, source_version, COALESCE(CAST(event_date AS VARCHAR), '') AS event_date \
              FROM core.load_ledger WHERE table_name = 'viewing_sessions'",
