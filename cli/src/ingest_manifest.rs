@@ -26,7 +26,7 @@
 //! that error again without reading it. Other failures (a file that could
 //! not be opened) are not recorded, and are tried again. The warehouse load still counts the
 //! skipped files' event ids in the run's duplicates, without staging their
-//! rows where its ledger has loaded them (`DuckDbWarehouse::session_copies`).
+//! rows where its ledger has loaded them (`DuckDbWarehouse::load_copies`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -257,6 +257,22 @@ mod tests {
         std::fs::File::options().write(true).open(file).unwrap().set_modified(time).unwrap();
     }
 
+    /// [`ingested`] with the raw file's time set to `time` first, and a
+    /// manifest of it written by "build 1".
+    fn ingested_at(dir: &Path, time: SystemTime) -> (LocalObjectStore, PathBuf, IngestedObject, IngestManifest) {
+        let (raw, lake, mut entry) = ingested(dir);
+        set_time(&dir.join("raw/viewership/a.csv"), time);
+        entry.stamp = raw.stamp("viewership/a.csv").unwrap();
+        let manifest = manifest_of(&entry, dir, "build 1");
+        (raw, lake, entry, manifest)
+    }
+
+    /// Other bytes of the same size in `file`, at `time` again.
+    fn rewrite_keeping_stamp(file: &Path, time: SystemTime) {
+        std::fs::write(file, "some,BYTES\n").unwrap();
+        set_time(file, time);
+    }
+
     fn manifest_of(entry: &IngestedObject, dir: &Path, ingester: &str) -> IngestManifest {
         let path = manifest_path(&dir.join("lake"));
         let objects = BTreeMap::from([(entry.report.key.clone(), entry.clone())]);
@@ -315,16 +331,12 @@ mod tests {
     #[test]
     fn a_time_too_close_to_the_manifests_does_not_vouch_for_the_content() {
         let dir = tempfile::tempdir().unwrap();
-        let (raw, lake, mut entry) = ingested(dir.path());
-        let file = dir.path().join("raw/viewership/a.csv");
         let now = SystemTime::now();
-        set_time(&file, now);
-        entry.stamp = raw.stamp("viewership/a.csv").unwrap();
-        let manifest = manifest_of(&entry, dir.path(), "build 1");
+        let (raw, lake, entry, manifest) = ingested_at(dir.path(), now);
+        let file = dir.path().join("raw/viewership/a.csv");
 
         // Changed again within one tick of a coarse clock: same size, same time.
-        std::fs::write(&file, "some,BYTES\n").unwrap();
-        set_time(&file, now);
+        rewrite_keeping_stamp(&file, now);
         assert_eq!(raw.stamp("viewership/a.csv").unwrap(), entry.stamp);
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None);
         // The same content then is read for its hash, and skipped.
@@ -384,14 +396,9 @@ mod tests {
     #[test]
     fn no_time_does_not_vouch_for_the_content() {
         let dir = tempfile::tempdir().unwrap();
-        let (raw, lake, mut entry) = ingested(dir.path());
-        let file = dir.path().join("raw/viewership/a.csv");
-        set_time(&file, std::time::UNIX_EPOCH);
-        entry.stamp = raw.stamp("viewership/a.csv").unwrap();
+        let (raw, lake, entry, manifest) = ingested_at(dir.path(), std::time::UNIX_EPOCH);
         assert_eq!(entry.stamp.last_modified_us, 0);
-        let manifest = manifest_of(&entry, dir.path(), "build 1");
-        std::fs::write(&file, "some,BYTES\n").unwrap();
-        set_time(&file, std::time::UNIX_EPOCH);
+        rewrite_keeping_stamp(&dir.path().join("raw/viewership/a.csv"), std::time::UNIX_EPOCH);
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None);
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
 use tvetl_core::decode::UnknownColumns;
+use tvetl_core::error::IngestError;
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
@@ -20,7 +21,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statement
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits, LoadCopies, StagedFile};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, StagedFile};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -315,18 +316,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         let files = if count == 1 { "1 staged file".to_owned() } else { format!("{count} staged files") };
         spinner.set_message(format!("loading {source} ({files})"));
         // Of the sessions' staging files, those loaded before are tallied
-        // or staged thin (see session_copies): over a folder that keeps
-        // every day's files, most of a run's.
-        let copies = match source {
-            Source::Viewership => warehouse.session_copies(&staged)?,
-            _ => LoadCopies {
-                statements: DuckDbWarehouse::copy_statements(
-                    source,
-                    &staged.iter().map(|f| &f.path).collect::<Vec<_>>(),
-                ),
-                tallied_rows: None,
-            },
-        };
+        // or staged thin (see load_copies): over a folder that keeps every
+        // day's files, most of a run's.
+        let copies = warehouse.load_copies(source, &staged)?;
         let load_id = warehouse.next_load_id()?;
         let statements = load_statements(source, copies.statements, load_id);
         let result = warehouse
@@ -443,37 +435,34 @@ fn ingest_one(
     match ingest_object(raw, object, lake, options) {
         Ok(report) => match register_outputs(catalog, &report) {
             Ok(()) => Ingested::Loaded {
-                object: IngestedObject {
-                    stamp: FileStamp { size: object.size, last_modified_us: object.last_modified_us },
-                    version: object.version.clone(),
-                    report,
-                },
+                object: IngestedObject { stamp: object.stamp(), version: object.version.clone(), report },
                 unchanged: false,
             },
             Err(e) => Ingested::Failed { source, error: e.to_string() },
         },
-        Err(e) => {
-            let mut error = e.to_string();
-            if e.is_bad_object() {
-                match record_unreadable(lake, object, &e) {
-                    Ok(key) => {
-                        error.push_str(&format!(" (recorded in {key})"));
-                        match register_quarantine(catalog, &key) {
-                            Ok(()) => {
-                                let stamp = FileStamp { size: object.size, last_modified_us: object.last_modified_us };
-                                let version = object.version.clone();
-                                let object = UnreadableObject { stamp, version, error, quarantine_key: key };
-                                return Ingested::Unreadable { object, unchanged: false };
-                            }
-                            Err(c) => error.push_str(&format!(" (and cataloguing it failed: {c})")),
-                        }
-                    }
-                    Err(q) => error.push_str(&format!(" (and recording it failed: {q})")),
-                }
-            }
-            Ingested::Failed { source, error }
-        }
+        Err(e) if e.is_bad_object() => match record_unreadable_object(object, &e, lake, catalog) {
+            Ok(object) => Ingested::Unreadable { object, unchanged: false },
+            Err(error) => Ingested::Failed { source, error },
+        },
+        Err(e) => Ingested::Failed { source, error: e.to_string() },
     }
+}
+
+/// Records `object`, whose bytes could not be decoded (`e`), in the lake's
+/// quarantine and the catalog. What failed of that is added to the error,
+/// and the object is then not recorded as unreadable, so that the next run
+/// tries it again.
+fn record_unreadable_object(
+    object: &ObjectMeta,
+    e: &IngestError,
+    lake: &LocalObjectStore,
+    catalog: &FileCatalog,
+) -> Result<UnreadableObject, String> {
+    let error = e.to_string();
+    let key = record_unreadable(lake, object, e).map_err(|q| format!("{error} (and recording it failed: {q})"))?;
+    let error = format!("{error} (recorded in {key})");
+    register_quarantine(catalog, &key).map_err(|c| format!("{error} (and cataloguing it failed: {c})"))?;
+    Ok(UnreadableObject { stamp: object.stamp(), version: object.version.clone(), error, quarantine_key: key })
 }
 
 /// Prints the summary as a table.

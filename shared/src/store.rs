@@ -86,6 +86,13 @@ pub struct ObjectMeta {
     pub last_modified_us: i64,
 }
 
+impl ObjectMeta {
+    /// Its size and modification time, as a [`FileStamp`].
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp { size: self.size, last_modified_us: self.last_modified_us }
+    }
+}
+
 /// An object being written; it becomes visible only on [`commit`], and a
 /// dropped upload leaves nothing behind.
 ///
