@@ -1474,9 +1474,23 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
 fn a_load_out_of_memory_says_what_to_do_and_a_rerun_with_more_loads_everything() {
     let (dir, input, lake) = workspace();
     tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "9", "--dirty", "0.04"]);
-    let stderr =
-        tvetl_fails(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--memory-limit", "1MB"]);
-    assert!(stderr.contains("ran out of its memory limit (1MB)") && stderr.contains("--memory-limit"), "{stderr}");
+    let stderr = tvetl_fails(&[
+        "run",
+        "--input",
+        path(&input),
+        "--lake",
+        path(&lake),
+        "--quiet",
+        "--memory-limit",
+        "1MB",
+        "--threads",
+        "2",
+    ]);
+    assert!(
+        stderr.contains("ran out of its memory limit (1MB) on 2 threads and again on one")
+            && stderr.contains("--memory-limit"),
+        "{stderr}"
+    );
 
     let after = run(&input, &lake);
     let fresh_lake = dir.path().join("fresh");

@@ -21,7 +21,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statement
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits, StagedFile};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, StagedFile, out_of_memory};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -103,6 +103,11 @@ pub struct RunSummary {
     /// Whether the files had more unknown columns than those listed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub more_unknown_columns: bool,
+    /// The warehouse steps (a source's load, or `analytics`) that ran out
+    /// of the memory limit on more than one thread and were then done on
+    /// one ([`DuckDbWarehouse::with_retry_on_one_thread`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried_on_one_thread: Vec<String>,
     /// Wall-clock seconds per phase.
     pub seconds: PhaseSeconds,
 }
@@ -293,6 +298,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     spinner.set_message("opening");
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
+    let mut retried_on_one_thread = Vec::new();
     for source in Source::ALL {
         let staged: Vec<StagedFile> = ingested
             .values()
@@ -321,10 +327,10 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         let copies = warehouse.load_copies(source, &staged)?;
         let load_id = warehouse.next_load_id()?;
         let statements = load_statements(source, copies.statements, load_id);
-        let result = warehouse
-            .execute_transaction(&statements)
-            .map_err(|e| with_memory_hint(e, &options.engine))
-            .with_context(|| format!("loading {source} into the warehouse"))?;
+        let result = warehouse_step(&mut warehouse, &options.engine, source.name(), &mut retried_on_one_thread, |w| {
+            w.execute_transaction(&statements)
+        })
+        .with_context(|| format!("loading {source} into the warehouse"))?;
         let mut stats = LoadStats::from_result(&result)?;
         if let Some(rows) = copies.tallied_rows {
             warehouse.complete_counts(&mut stats, rows)?;
@@ -334,8 +340,10 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Once the loads have committed, in a transaction of its own (see
     // infra/sql/analytics_pending.sql).
     spinner.set_message("rebuilding the analytics of the days the loads changed");
-    let analytics_days_rebuilt = rebuild_pending_analytics(&mut warehouse, &[])
-        .map_err(|e| with_memory_hint(e, &options.engine))
+    let analytics_days_rebuilt =
+        warehouse_step(&mut warehouse, &options.engine, "analytics", &mut retried_on_one_thread, |w| {
+            rebuild_pending_analytics(w, &[])
+        })
         .context("rebuilding the analytics of the days the loads changed")?;
 
     spinner.set_message("writing the database file");
@@ -356,6 +364,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         analytics_days_rebuilt,
         unknown_columns,
         more_unknown_columns,
+        retried_on_one_thread,
         seconds: PhaseSeconds { ingest: ingest_seconds, warehouse: warehouse_seconds, ingest_cpu, warehouse_cpu },
     })
 }
@@ -410,18 +419,38 @@ fn warehouse_spinner(visible: bool) -> ProgressBar {
     spinner
 }
 
-/// A warehouse error, with what to do about it when DuckDB ran out of its
-/// memory limit: DuckDB's own advice names its settings, not tvetl's flags.
-fn with_memory_hint(e: WarehouseError, limits: &EngineLimits) -> anyhow::Error {
-    if !e.to_string().contains("Out of Memory") {
-        return e.into();
+/// Runs the warehouse step `step`, named `name`, once more on one thread
+/// if it ran out of memory on more (listing it in `retried`), and adds what
+/// to do about it to the error if it ran out of memory all the same:
+/// DuckDB's own advice names its settings, not tvetl's flags.
+fn warehouse_step<T>(
+    warehouse: &mut DuckDbWarehouse,
+    limits: &EngineLimits,
+    name: &str,
+    retried: &mut Vec<String>,
+    step: impl FnMut(&mut DuckDbWarehouse) -> Result<T, WarehouseError>,
+) -> anyhow::Result<T> {
+    let mut on_one_thread = false;
+    let result = warehouse.with_retry_on_one_thread(limits, &mut on_one_thread, step);
+    match result {
+        Ok(done) => {
+            if on_one_thread {
+                retried.push(name.to_owned());
+            }
+            Ok(done)
+        }
+        Err(e) if out_of_memory(&e) => {
+            let threads =
+                if on_one_thread { format!(" on {} threads and again on one", limits.threads) } else { String::new() };
+            Err(anyhow::Error::new(e).context(format!(
+                "the warehouse ran out of its memory limit ({}){threads}; nothing of this step was committed and the \
+                 lake's files are written, so run again with a larger --memory-limit (the process takes about 110 MB \
+                 more than it), or over fewer input files at a time",
+                limits.memory_limit
+            )))
+        }
+        Err(e) => Err(e.into()),
     }
-    anyhow::Error::new(e).context(format!(
-        "the warehouse ran out of its memory limit ({}); nothing of this step was committed and the lake's files \
-         are written, so run again with a larger --memory-limit (the process takes about 110 MB more than it), \
-         or over fewer input files at a time",
-        limits.memory_limit
-    ))
 }
 
 fn ingest_one(
@@ -505,6 +534,12 @@ pub fn print_table(summary: &RunSummary) {
     }
     let days = summary.analytics_days_rebuilt;
     println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
+    if !summary.retried_on_one_thread.is_empty() {
+        println!(
+            "warehouse: out of its memory limit, so done again on one thread (slower; a larger --memory-limit avoids it): {}",
+            summary.retried_on_one_thread.join(", ")
+        );
+    }
     let (failed, loaded): (Vec<_>, Vec<_>) = summary.files.iter().partition(|f| f.status == "failed");
     let unchanged = |files: &[&FileOutcome]| match files.iter().filter(|f| f.unchanged).count() {
         0 => String::new(),
