@@ -56,14 +56,15 @@ WHERE staging.viewing_sessions.event_id = d.event_id
   AND staging.viewing_sessions.source_version = d.source_version
   AND staging.viewing_sessions.source_record_no = d.source_record_no;
 
--- Days whose analytics change: those of the new sessions (now all that is
--- staged) and of the versions they replace. Finding those versions reads
--- every event id in core, a cost that grows with the warehouse, so it is
--- done in one join that keeps each distinct pair of days, not one join per
--- day column.
-DROP TABLE IF EXISTS replaced_days;
-CREATE TEMP TABLE replaced_days AS
-SELECT DISTINCT c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
+-- The loaded versions that the staged sessions replace, with their days.
+-- Finding them reads every event id in core, a cost that grows with the
+-- warehouse, so it is done once, in one join: their days come from it, and
+-- so does the DELETE below, which finds nothing to read in core when
+-- nothing is replaced (a day of new sessions), instead of reading core's
+-- ids again to match them against the staged ones.
+DROP TABLE IF EXISTS replaced_versions;
+CREATE TEMP TABLE replaced_versions AS
+SELECT c.event_id, c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
 FROM core.viewing_sessions c
 JOIN staging.viewing_sessions n ON c.event_id = n.event_id;
 
@@ -74,9 +75,9 @@ SELECT DISTINCT view_date FROM (
     UNION ALL
     SELECT CAST(end_time AS DATE) FROM staging.viewing_sessions
     UNION ALL
-    SELECT start_day FROM replaced_days
+    SELECT start_day FROM replaced_versions
     UNION ALL
-    SELECT end_day FROM replaced_days
+    SELECT end_day FROM replaced_versions
 ) days;
 
 DROP TABLE IF EXISTS load_counts;
@@ -99,8 +100,8 @@ FROM load_stats;
 -- UPDATE action: Redshift's MERGE needs one, and with it the statement is a
 -- complete last-delivery-wins upsert on its own.
 DELETE FROM core.viewing_sessions
-USING staging.viewing_sessions
-WHERE core.viewing_sessions.event_id = staging.viewing_sessions.event_id;
+USING replaced_versions r
+WHERE core.viewing_sessions.event_id = r.event_id;
 
 MERGE INTO core.viewing_sessions
 USING staging.viewing_sessions n ON core.viewing_sessions.event_id = n.event_id
@@ -145,7 +146,7 @@ WHERE rows_merged > 0;
 DELETE FROM staging.viewing_sessions;
 DROP TABLE superseded_deliveries;
 DROP TABLE repeated_ids;
-DROP TABLE replaced_days;
+DROP TABLE replaced_versions;
 DROP TABLE touched_days;
 DROP TABLE load_stats;
 
