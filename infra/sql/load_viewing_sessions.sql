@@ -56,15 +56,14 @@ WHERE staging.viewing_sessions.event_id = d.event_id
   AND staging.viewing_sessions.source_version = d.source_version
   AND staging.viewing_sessions.source_record_no = d.source_record_no;
 
--- The loaded versions that the staged sessions replace, with their days.
--- Finding them reads every event id in core, a cost that grows with the
--- warehouse, so it is done once, in one join: their days come from it, and
--- so does the DELETE below, which finds nothing to read in core when
--- nothing is replaced (a day of new sessions), instead of reading core's
--- ids again to match them against the staged ones.
-DROP TABLE IF EXISTS replaced_versions;
-CREATE TEMP TABLE replaced_versions AS
-SELECT c.event_id, c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
+-- Days whose analytics change: those of the new sessions (now all that is
+-- staged) and of the versions they replace. Finding those versions reads
+-- every event id in core, a cost that grows with the warehouse, so it is
+-- done in one join that keeps each distinct pair of days, not one join per
+-- day column. The DELETE below reads core's ids only if this found any.
+DROP TABLE IF EXISTS replaced_days;
+CREATE TEMP TABLE replaced_days AS
+SELECT DISTINCT c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
 FROM core.viewing_sessions c
 JOIN staging.viewing_sessions n ON c.event_id = n.event_id;
 
@@ -75,9 +74,9 @@ SELECT DISTINCT view_date FROM (
     UNION ALL
     SELECT CAST(end_time AS DATE) FROM staging.viewing_sessions
     UNION ALL
-    SELECT start_day FROM replaced_versions
+    SELECT start_day FROM replaced_days
     UNION ALL
-    SELECT end_day FROM replaced_versions
+    SELECT end_day FROM replaced_days
 ) days;
 
 DROP TABLE IF EXISTS load_counts;
@@ -99,9 +98,18 @@ FROM load_stats;
 -- stores an update as a delete and an insert anyway. The MERGE keeps its
 -- UPDATE action: Redshift's MERGE needs one, and with it the statement is a
 -- complete last-delivery-wins upsert on its own.
+--
+-- When the staged sessions replace none (a day of new sessions), the
+-- DELETE has nothing to do, but matching their ids against core's would
+-- still read all of core's: the condition on replaced_days, which holds a
+-- row whenever a version is replaced, lets the engine see that first. (Keeping
+-- the replaced versions' ids in a table to delete by instead held 0.94M
+-- rows through the MERGE of a large re-delivery, which then ran out of
+-- memory on two threads where it had fitted.)
 DELETE FROM core.viewing_sessions
-USING replaced_versions r
-WHERE core.viewing_sessions.event_id = r.event_id;
+USING staging.viewing_sessions
+WHERE core.viewing_sessions.event_id = staging.viewing_sessions.event_id
+  AND (SELECT COUNT(*) FROM replaced_days) > 0;
 
 MERGE INTO core.viewing_sessions
 USING staging.viewing_sessions n ON core.viewing_sessions.event_id = n.event_id
@@ -146,7 +154,7 @@ WHERE rows_merged > 0;
 DELETE FROM staging.viewing_sessions;
 DROP TABLE superseded_deliveries;
 DROP TABLE repeated_ids;
-DROP TABLE replaced_versions;
+DROP TABLE replaced_days;
 DROP TABLE touched_days;
 DROP TABLE load_stats;
 
