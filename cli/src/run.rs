@@ -105,7 +105,7 @@ pub struct RunSummary {
     pub more_unknown_columns: bool,
     /// The warehouse steps (a source's load, or `analytics`) that ran out
     /// of the memory limit on more than one thread and were then done on
-    /// one ([`DuckDbWarehouse::with_retry_on_one_thread`]).
+    /// one (see `warehouse_step`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retried_on_one_thread: Vec<String>,
     /// Wall-clock seconds per phase.
@@ -419,38 +419,47 @@ fn warehouse_spinner(visible: bool) -> ProgressBar {
     spinner
 }
 
-/// Runs the warehouse step `step`, named `name`, once more on one thread
-/// if it ran out of memory on more (listing it in `retried`), and adds what
-/// to do about it to the error if it ran out of memory all the same:
-/// DuckDB's own advice names its settings, not tvetl's flags.
+/// Runs the warehouse step `step`, named `name`. If DuckDB ran out of its
+/// memory limit on more than one thread, the step runs once more on one
+/// (and `name` goes in `retried`), then the engine goes back to
+/// `limits.threads`. That is the first of DuckDB's own remedies for the
+/// error, and nothing of a failed step is committed, so the step starts
+/// again from what it started from. Near the limit, what decides is each
+/// thread's buffers beside a hash table built in memory: re-delivering
+/// 0.96M of 4.8M loaded sessions under new object keys failed in its
+/// `MERGE` at 320 MB on two threads, and loaded on one. An error that is
+/// still out of memory gets what to do about it: DuckDB's own advice names
+/// its settings, not tvetl's flags.
 fn warehouse_step<T>(
     warehouse: &mut DuckDbWarehouse,
     limits: &EngineLimits,
     name: &str,
     retried: &mut Vec<String>,
-    step: impl FnMut(&mut DuckDbWarehouse) -> Result<T, WarehouseError>,
+    mut step: impl FnMut(&mut DuckDbWarehouse) -> Result<T, WarehouseError>,
 ) -> anyhow::Result<T> {
-    let mut on_one_thread = false;
-    let result = warehouse.with_retry_on_one_thread(limits, &mut on_one_thread, step);
-    match result {
-        Ok(done) => {
-            if on_one_thread {
-                retried.push(name.to_owned());
-            }
-            Ok(done)
+    let mut result = step(warehouse);
+    let on_one_thread = limits.threads > 1 && matches!(&result, Err(e) if out_of_memory(e));
+    if on_one_thread {
+        warehouse.set_threads(1)?;
+        result = step(warehouse);
+        warehouse.set_threads(limits.threads)?;
+        if result.is_ok() {
+            retried.push(name.to_owned());
         }
-        Err(e) if out_of_memory(&e) => {
-            let threads =
-                if on_one_thread { format!(" on {} threads and again on one", limits.threads) } else { String::new() };
-            Err(anyhow::Error::new(e).context(format!(
-                "the warehouse ran out of its memory limit ({}){threads}; nothing of this step was committed and the \
-                 lake's files are written, so run again with a larger --memory-limit (the process takes about 110 MB \
-                 more than it), or over fewer input files at a time",
-                limits.memory_limit
-            )))
-        }
-        Err(e) => Err(e.into()),
     }
+    result.map_err(|e| {
+        if !out_of_memory(&e) {
+            return e.into();
+        }
+        let threads =
+            if on_one_thread { format!(" on {} threads and again on one", limits.threads) } else { String::new() };
+        anyhow::Error::new(e).context(format!(
+            "the warehouse ran out of its memory limit ({}){threads}; nothing of this step was committed and the \
+             lake's files are written, so run again with a larger --memory-limit (the process takes about 110 MB \
+             more than it), or over fewer input files at a time",
+            limits.memory_limit
+        ))
+    })
 }
 
 fn ingest_one(
@@ -552,5 +561,84 @@ pub fn print_table(summary: &RunSummary) {
             Some(error) if error.starts_with(&f.key) => println!("  FAILED {error}"),
             error => println!("  FAILED {}: {}", f.key, error.unwrap_or("")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads(wh: &mut DuckDbWarehouse) -> i64 {
+        wh.query("SELECT CAST(current_setting('threads') AS BIGINT) AS threads").unwrap().int(0, "threads").unwrap()
+    }
+
+    /// DuckDB's error when it runs out of its memory limit, as a load's
+    /// `MERGE` gave it.
+    fn merge_out_of_memory() -> WarehouseError {
+        WarehouseError::Statement {
+            index: 17,
+            statement: "MERGE INTO core.viewing_sessions …".into(),
+            message: "Out of Memory Error: failed to allocate data of size 4.0 KiB (305.1 MiB/305.1 MiB used)".into(),
+        }
+    }
+
+    #[test]
+    fn a_step_out_of_memory_on_two_threads_runs_again_on_one_and_then_the_engine_is_back_on_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { threads: 2, ..EngineLimits::default() };
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let (mut seen, mut retried) = (Vec::new(), Vec::new());
+        let done = warehouse_step(&mut wh, &limits, "viewership", &mut retried, |w| {
+            seen.push(threads(w));
+            if seen.last() == Some(&1) { Ok("loaded") } else { Err(merge_out_of_memory()) }
+        });
+        assert_eq!(done.unwrap(), "loaded");
+        assert_eq!((seen, retried), (vec![2, 1], vec!["viewership".to_owned()]));
+        assert_eq!(threads(&mut wh), 2, "the next step runs on the threads it was given");
+
+        // Another error is not run again, nor is a step already on one thread.
+        let (mut seen, mut retried) = (Vec::new(), Vec::new());
+        let failed = warehouse_step(&mut wh, &limits, "channels", &mut retried, |w| {
+            seen.push(threads(w));
+            w.query("SELECT * FROM core.no_such_table")
+        })
+        .unwrap_err();
+        assert!(!failed.to_string().contains("memory limit"), "{failed:#}");
+        assert_eq!((seen, retried), (vec![2], vec![]));
+        let one = EngineLimits { threads: 1, ..EngineLimits::default() };
+        wh.set_threads(1).unwrap();
+        let (mut seen, mut retried) = (Vec::new(), Vec::new());
+        let failed = warehouse_step(&mut wh, &one, "analytics", &mut retried, |w| {
+            seen.push(threads(w));
+            Err::<(), _>(merge_out_of_memory())
+        })
+        .unwrap_err();
+        assert!(
+            failed.to_string().starts_with("the warehouse ran out of its memory limit (320MB); nothing"),
+            "{failed}"
+        );
+        assert_eq!((seen, retried), (vec![1], vec![]));
+    }
+
+    #[test]
+    fn duckdb_out_of_its_memory_limit_on_one_thread_too_says_so_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { memory_limit: "1MB".into(), threads: 2 };
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let (mut seen, mut retried) = (Vec::new(), Vec::new());
+        let failed = warehouse_step(&mut wh, &limits, "analytics", &mut retried, |w| {
+            seen.push(threads(w));
+            w.query("SELECT COUNT(DISTINCT CAST(i AS VARCHAR) || 'x') AS n FROM range(2000000) t(i)")
+        })
+        .unwrap_err();
+        assert!(
+            failed
+                .to_string()
+                .starts_with("the warehouse ran out of its memory limit (1MB) on 2 threads and again on one"),
+            "{failed}"
+        );
+        assert!(format!("{failed:#}").contains("Out of Memory"), "{failed:#}");
+        assert_eq!((seen, retried), (vec![2, 1], vec![]));
+        assert_eq!(threads(&mut wh), 2);
     }
 }

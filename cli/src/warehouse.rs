@@ -245,35 +245,8 @@ impl DuckDbWarehouse {
             .collect()
     }
 
-    /// Runs the warehouse step `step` and, if DuckDB ran out of its memory
-    /// limit on more than one thread, runs it once more on one (setting
-    /// `retried`), then goes back to `limits.threads`. That is the first of
-    /// DuckDB's own remedies for the error, and nothing of a failed step is
-    /// committed, so the step starts again from what it started from. Near
-    /// the limit, what decides is each thread's buffers beside a hash
-    /// table built in memory: re-delivering 0.96M of 4.8M loaded sessions
-    /// under new object keys failed in its `MERGE` at 320 MB on two
-    /// threads, and loaded on one.
-    pub fn with_retry_on_one_thread<T>(
-        &mut self,
-        limits: &EngineLimits,
-        retried: &mut bool,
-        mut step: impl FnMut(&mut Self) -> Result<T, WarehouseError>,
-    ) -> Result<T, WarehouseError> {
-        match step(self) {
-            Err(e) if out_of_memory(&e) && limits.threads > 1 => {
-                *retried = true;
-                self.set_threads(1)?;
-                let again = step(self);
-                self.set_threads(limits.threads)?;
-                again
-            }
-            done => done,
-        }
-    }
-
     /// Sets how many worker threads DuckDB runs the next statements on.
-    fn set_threads(&mut self, threads: usize) -> Result<(), WarehouseError> {
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), WarehouseError> {
         let sql = format!("SET threads = {}", threads.max(1));
         self.conn.execute_batch(&sql).map_err(|e| engine_error(0, &sql, e))
     }
@@ -707,70 +680,6 @@ mod tests {
         for other in ["channel_id", "platform", "source_key"] {
             assert_ne!(methods[other], "Uncompressed", "{other}: {methods:?}");
         }
-    }
-
-    fn threads(wh: &mut DuckDbWarehouse) -> i64 {
-        wh.query("SELECT CAST(current_setting('threads') AS BIGINT) AS threads").unwrap().int(0, "threads").unwrap()
-    }
-
-    /// DuckDB's error when it runs out of its memory limit, as a load's
-    /// `MERGE` gave it.
-    fn merge_out_of_memory() -> WarehouseError {
-        WarehouseError::Statement {
-            index: 17,
-            statement: "MERGE INTO core.viewing_sessions …".into(),
-            message: "Out of Memory Error: failed to allocate data of size 4.0 KiB (305.1 MiB/305.1 MiB used)".into(),
-        }
-    }
-
-    #[test]
-    fn a_step_out_of_memory_on_two_threads_runs_again_on_one_and_then_the_engine_is_back_on_two() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = EngineLimits { threads: 2, ..EngineLimits::default() };
-        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
-        let (mut seen, mut retried) = (Vec::new(), false);
-        let done = wh.with_retry_on_one_thread(&limits, &mut retried, |w| {
-            seen.push(threads(w));
-            if seen.last() == Some(&1) { Ok("loaded") } else { Err(merge_out_of_memory()) }
-        });
-        assert_eq!(done.unwrap(), "loaded");
-        assert!(retried);
-        assert_eq!(seen, [2, 1]);
-        assert_eq!(threads(&mut wh), 2, "the next step runs on the threads it was given");
-
-        // Another error is not run again, nor is a step already on one thread.
-        let (mut seen, mut retried) = (Vec::new(), false);
-        let failed = wh.with_retry_on_one_thread(&limits, &mut retried, |w| {
-            seen.push(threads(w));
-            w.query("SELECT * FROM core.no_such_table")
-        });
-        assert!(failed.is_err() && !retried && seen == [2], "{seen:?}");
-        let one = EngineLimits { threads: 1, ..EngineLimits::default() };
-        wh.set_threads(1).unwrap();
-        let (mut seen, mut retried) = (Vec::new(), false);
-        let failed = wh.with_retry_on_one_thread(&one, &mut retried, |w| {
-            seen.push(threads(w));
-            Err::<(), _>(merge_out_of_memory())
-        });
-        assert!(failed.is_err() && !retried && seen == [1], "{seen:?}");
-    }
-
-    #[test]
-    fn duckdb_running_out_of_its_memory_limit_is_recognised_on_both_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = EngineLimits { memory_limit: "1MB".into(), threads: 2 };
-        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
-        let (mut seen, mut retried) = (Vec::new(), false);
-        let failed = wh
-            .with_retry_on_one_thread(&limits, &mut retried, |w| {
-                seen.push(threads(w));
-                w.query("SELECT COUNT(DISTINCT CAST(i AS VARCHAR) || 'x') AS n FROM range(2000000) t(i)")
-            })
-            .unwrap_err();
-        assert!(out_of_memory(&failed), "{failed}");
-        assert!(retried);
-        assert_eq!(seen, [2, 1]);
-        assert_eq!(threads(&mut wh), 2);
     }
 
     #[test]

@@ -102,10 +102,10 @@ FROM load_stats;
 -- When the staged sessions replace none (a day of new sessions), the
 -- DELETE has nothing to do, but matching their ids against core's would
 -- still read all of core's: the condition on replaced_days, which holds a
--- row whenever a version is replaced, lets the engine see that first. (Keeping
--- the replaced versions' ids in a table to delete by instead held 0.94M
--- rows through the MERGE of a large re-delivery, which then ran out of
--- memory on two threads where it had fitted.)
+-- row whenever a version is replaced, lets the engine see that first.
+-- (Keeping the replaced versions' ids in a table to delete by instead held
+-- 0.94M rows through the MERGE of a large re-delivery, which then ran out
+-- of memory on two threads where it had fitted.)
 DELETE FROM core.viewing_sessions
 USING staging.viewing_sessions
 WHERE core.viewing_sessions.event_id = staging.viewing_sessions.event_id
