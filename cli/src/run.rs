@@ -16,7 +16,7 @@ use tvetl_core::error::IngestError;
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
-use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, load_statements, rebuild_pending_analytics};
+use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
@@ -325,14 +325,14 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         // or staged thin (see load_copies): over a folder that keeps every
         // day's files, most of a run's.
         let copies = warehouse.load_copies(source, &staged)?;
-        let load_id = warehouse.next_load_id()?;
-        let statements = load_statements(source, copies.statements, load_id);
+        let tallied_rows = copies.tallied_rows;
+        let statements = copies.load_statements(source, warehouse.next_load_id()?);
         let result = warehouse_step(&mut warehouse, &options.engine, source.name(), &mut retried_on_one_thread, |w| {
             w.execute_transaction(&statements)
         })
         .with_context(|| format!("loading {source} into the warehouse"))?;
         let mut stats = LoadStats::from_result(&result)?;
-        if let Some(rows) = copies.tallied_rows {
+        if let Some(rows) = tallied_rows {
             warehouse.complete_counts(&mut stats, rows)?;
         }
         loads.insert(source, stats);
