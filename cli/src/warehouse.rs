@@ -153,10 +153,10 @@ impl DuckDbWarehouse {
     ///   files that core holds, before it changes core
     ///   ([`LoadCopies::load_statements`]), and
     ///   [`DuckDbWarehouse::complete_counts`] adds what their staging
-    ///   would have added. A run then costs what is new plus
-    ///   a scan of core's ids, where staging them cost what the folder
-    ///   holds, and grouping their ids is what a run of 40M sessions ran
-    ///   out of memory in.
+    ///   would have added. A run then costs what is new (plus a scan of
+    ///   core's ids if the new files re-deliver some of its sessions),
+    ///   where staging them cost what the folder holds, and grouping their
+    ///   ids is what a run of 40M sessions ran out of memory in.
     /// - Otherwise (core holds sessions last delivered by other files, or
     ///   there are more than [`MAX_FOREIGN_FILES`] of those to ask about),
     ///   they are staged "thin": their event ids alone, with what the
