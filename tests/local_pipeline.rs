@@ -576,14 +576,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
 #[test]
 fn a_landing_folders_duplicates_are_counted_over_every_file_without_staging_the_loaded_ones() {
     let (dir, input, lake) = workspace();
-    let session = |id: &str, user: &str, channel: &str, hour: u32| {
-        format!("{id},{user},{channel},2024-01-01T{hour:02}:00:00Z,2024-01-01T{hour:02}:30:00Z")
-    };
-    let sessions = |rows: &[(&str, &str, &str, u32)]| -> Vec<String> {
-        rows.iter().map(|&(id, user, channel, hour)| session(id, user, channel, hour)).collect()
-    };
+    // (event id, user, channel, hour): a half-hour session on 2024-01-01.
     let write_day = |root: &Path, key: &str, rows: &[(&str, &str, &str, u32)]| {
-        let rows = sessions(rows);
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|(id, user, channel, hour)| {
+                format!("{id},{user},{channel},2024-01-01T{hour:02}:00:00Z,2024-01-01T{hour:02}:30:00Z")
+            })
+            .collect();
         write_sessions(root, key, &rows.iter().map(String::as_str).collect::<Vec<_>>());
     };
     // Day 1: e1 twice in one file, e2 in both files. 6 rows, 4 ids.

@@ -203,6 +203,14 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
 
     // Files are independent: a few workers take them in turn.
+    let take = FileIngest {
+        raw: &raw,
+        lake: &lake_store,
+        lake_root: lake,
+        catalog: &catalog,
+        manifest: &manifest,
+        options: &options.ingest,
+    };
     let results: Vec<Mutex<Option<Ingested>>> = keys.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -212,29 +220,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = keys.get(i) else { break };
                     bar.set_message(key.clone());
-                    let failed = |e: &dyn std::fmt::Display| Ingested::Failed {
-                        source: Source::from_key(key),
-                        error: e.to_string(),
-                    };
-                    let earlier = stamps[i].and_then(|stamp| manifest.unchanged(&raw, key, stamp, lake));
-                    let unreadable =
-                        || stamps[i].and_then(|stamp| manifest.unchanged_unreadable(&raw, key, stamp, lake));
-                    let outcome = if let Some(earlier) = earlier {
-                        match register_outputs(&catalog, &earlier.report) {
-                            Ok(()) => Ingested::Loaded { object: earlier, unchanged: true },
-                            Err(e) => failed(&e),
-                        }
-                    } else if let Some(earlier) = unreadable() {
-                        match register_quarantine(&catalog, &earlier.quarantine_key) {
-                            Ok(()) => Ingested::Unreadable { object: earlier, unchanged: true },
-                            Err(e) => failed(&e),
-                        }
-                    } else {
-                        match raw.head(key) {
-                            Ok(object) => ingest_one(&raw, &object, &lake_store, &catalog, &options.ingest),
-                            Err(e) => failed(&e),
-                        }
-                    };
+                    let outcome = take.file(key, stamps[i]);
                     bar.inc(sizes[i]);
                     *results[i].lock().expect("no worker panics holding it") = Some(outcome);
                 }
@@ -462,27 +448,62 @@ fn warehouse_step<T>(
     })
 }
 
-fn ingest_one(
-    raw: &LocalObjectStore,
-    object: &ObjectMeta,
-    lake: &LocalObjectStore,
-    catalog: &FileCatalog,
-    options: &IngestOptions,
-) -> Ingested {
-    let source = Source::from_key(&object.key);
-    match ingest_object(raw, object, lake, options) {
-        Ok(report) => match register_outputs(catalog, &report) {
-            Ok(()) => Ingested::Loaded {
-                object: IngestedObject { stamp: object.stamp(), version: object.version.clone(), report },
-                unchanged: false,
+/// What a run's ingest workers share to take a raw file.
+struct FileIngest<'a> {
+    raw: &'a LocalObjectStore,
+    lake: &'a LocalObjectStore,
+    /// The lake's folder, which the manifest checks for what an earlier
+    /// ingest wrote.
+    lake_root: &'a Path,
+    catalog: &'a FileCatalog,
+    manifest: &'a IngestManifest,
+    options: &'a IngestOptions,
+}
+
+impl FileIngest<'_> {
+    /// The raw file `key`, whose stamp was `stamp` when listed (none if it
+    /// could not be read): as an earlier run ingested it, or found it
+    /// unreadable, if the manifest vouches that it is unchanged (its
+    /// outputs are catalogued again); else ingested now.
+    fn file(&self, key: &str, stamp: Option<FileStamp>) -> Ingested {
+        let failed =
+            |e: &dyn std::fmt::Display| Ingested::Failed { source: Source::from_key(key), error: e.to_string() };
+        let (manifest, root) = (self.manifest, self.lake_root);
+        if let Some(earlier) = stamp.and_then(|stamp| manifest.unchanged(self.raw, key, stamp, root)) {
+            return match register_outputs(self.catalog, &earlier.report) {
+                Ok(()) => Ingested::Loaded { object: earlier, unchanged: true },
+                Err(e) => failed(&e),
+            };
+        }
+        if let Some(earlier) = stamp.and_then(|stamp| manifest.unchanged_unreadable(self.raw, key, stamp, root)) {
+            return match register_quarantine(self.catalog, &earlier.quarantine_key) {
+                Ok(()) => Ingested::Unreadable { object: earlier, unchanged: true },
+                Err(e) => failed(&e),
+            };
+        }
+        match self.raw.head(key) {
+            Ok(object) => self.ingest(&object),
+            Err(e) => failed(&e),
+        }
+    }
+
+    /// Ingests `object` now.
+    fn ingest(&self, object: &ObjectMeta) -> Ingested {
+        let source = Source::from_key(&object.key);
+        match ingest_object(self.raw, object, self.lake, self.options) {
+            Ok(report) => match register_outputs(self.catalog, &report) {
+                Ok(()) => Ingested::Loaded {
+                    object: IngestedObject { stamp: object.stamp(), version: object.version.clone(), report },
+                    unchanged: false,
+                },
+                Err(e) => Ingested::Failed { source, error: e.to_string() },
+            },
+            Err(e) if e.is_bad_object() => match record_unreadable_object(object, &e, self.lake, self.catalog) {
+                Ok(object) => Ingested::Unreadable { object, unchanged: false },
+                Err(error) => Ingested::Failed { source, error },
             },
             Err(e) => Ingested::Failed { source, error: e.to_string() },
-        },
-        Err(e) if e.is_bad_object() => match record_unreadable_object(object, &e, lake, catalog) {
-            Ok(object) => Ingested::Unreadable { object, unchanged: false },
-            Err(error) => Ingested::Failed { source, error },
-        },
-        Err(e) => Ingested::Failed { source, error: e.to_string() },
+        }
     }
 }
 

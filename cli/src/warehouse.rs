@@ -126,7 +126,7 @@ impl DuckDbWarehouse {
 
     /// The statements that fill a staging table from staging Parquet files,
     /// [`FILES_PER_COPY`] files each, in the files' order.
-    pub fn copy_statements(source: Source, files: &[impl AsRef<Path>]) -> Vec<String> {
+    fn copy_statements(source: Source, files: &[impl AsRef<Path>]) -> Vec<String> {
         // The partition value is derived from start_time in SQL, as on
         // Redshift, whose COPY does not see the path either.
         copies(files, &format!("INSERT INTO {} SELECT *", staging_table(source)))
