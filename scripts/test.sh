@@ -32,6 +32,9 @@ scripts/emulator.sh reset
 use_test_lambda_builds
 cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions \
   --target "$TVETL_LAMBDA_TARGET" "$@" -- --include-ignored
+# The core's AWS adapters (how SDK failures are classified), which only the
+# Lambdas compile in.
+cargo test -p tvetl-core --features aws --target "$TVETL_LAMBDA_TARGET" --lib "$@" -- aws::
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the
 # bootstrap zip fired by the emulator's S3 notification.

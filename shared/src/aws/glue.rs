@@ -4,6 +4,7 @@
 //! `AlreadyExists` counts as success.
 
 use aws_sdk_glue::Client;
+use aws_sdk_glue::config::http::HttpResponse;
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
 use tokio::runtime::Handle;
@@ -26,10 +27,9 @@ fn unavailable(what: &str, message: String, retryable: bool) -> CatalogError {
     CatalogError::Unavailable { what: what.to_owned(), message, retryable }
 }
 
-fn sdk_error<E, R>(what: &str, error: SdkError<E, R>) -> CatalogError
+fn sdk_error<E>(what: &str, error: SdkError<E, HttpResponse>) -> CatalogError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let retryable = super::is_retryable(&error);
     unavailable(what, super::describe(&error), retryable)

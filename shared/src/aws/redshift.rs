@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_redshiftdata::Client;
+use aws_sdk_redshiftdata::config::http::HttpResponse;
 use aws_sdk_redshiftdata::types::{Field, StatusString};
 use serde_json::Value;
 use tokio::runtime::Handle;
@@ -51,10 +52,9 @@ pub struct RedshiftDataWarehouse {
     handle: Handle,
 }
 
-fn unavailable<E, R>(error: aws_sdk_redshiftdata::error::SdkError<E, R>) -> WarehouseError
+fn unavailable<E>(error: aws_sdk_redshiftdata::error::SdkError<E, HttpResponse>) -> WarehouseError
 where
     E: aws_sdk_redshiftdata::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     WarehouseError::Unavailable { message: super::describe(&error), retryable: super::is_retryable(&error) }
 }
