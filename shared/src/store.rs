@@ -456,13 +456,14 @@ impl ObjectUpload for MemoryUpload<'_> {
 
 /// A [`MemoryObjectStore`] that fails on demand, retryably, the way S3 does
 /// once the SDK's retries are spent: commits after a budget of successes,
-/// deletes while told to. For tests and failure drills.
+/// lists and deletes while told to. For tests and failure drills.
 #[derive(Debug)]
 pub struct FaultyObjectStore {
     /// The objects, as the store holds them.
     pub inner: MemoryObjectStore,
     commits_left: std::sync::atomic::AtomicUsize,
     deletes_fail: std::sync::atomic::AtomicBool,
+    lists_fail: std::sync::atomic::AtomicBool,
 }
 
 impl Default for FaultyObjectStore {
@@ -478,6 +479,7 @@ impl FaultyObjectStore {
             inner: MemoryObjectStore::new(),
             commits_left: std::sync::atomic::AtomicUsize::new(usize::MAX),
             deletes_fail: std::sync::atomic::AtomicBool::new(false),
+            lists_fail: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -491,10 +493,16 @@ impl FaultyObjectStore {
         self.deletes_fail.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Fails every list while `on`.
+    pub fn fail_lists(&self, on: bool) {
+        self.lists_fail.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Stops failing.
     pub fn heal(&self) {
         self.fail_commits_after(usize::MAX);
         self.fail_deletes(false);
+        self.fail_lists(false);
     }
 
     fn unavailable(key: &str) -> StoreError {
@@ -533,6 +541,9 @@ impl ObjectUpload for FaultyUpload<'_> {
 
 impl ObjectStore for FaultyObjectStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        if self.lists_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(FaultyObjectStore::unavailable(prefix));
+        }
         self.inner.list(prefix)
     }
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {

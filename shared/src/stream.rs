@@ -263,7 +263,10 @@ pub fn ingest_stream_batch(
         let written = match written_ranges(lake, &dir, &stem) {
             Ok(ranges) => ranges,
             Err(error) => {
-                let position = sorted[group.first()].position.clone();
+                // Nothing is written before every group is listed, so the
+                // whole batch is still to do: from its first record, not
+                // this group's (groups are listed in day order).
+                let position = sorted[0].position.clone();
                 return (report, Some(StreamFailure { position, error: error.into() }));
             }
         };

@@ -217,6 +217,32 @@ fn a_bisected_retry_completes_the_batch_exactly_once() {
     fail_then_retry(2, Some(6));
 }
 
+/// A listing fails before anything is written: the retry must start at the
+/// batch's first record, even when a later record's day is listed first
+/// (days are listed in date order), or Lambda checkpoints past records that
+/// were never written.
+#[test]
+fn a_listing_failure_names_the_batchs_first_record() {
+    // e1 is on 2024-01-02 and comes first; e2 on 2024-01-01.
+    let batch = Batch::kinesis(&[session("e1", 1, 10), session("e2", 0, 10), session("e3", 1, 11)]);
+    let lake = FaultyObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    let options = StagingOptions::default();
+    let all = batch.data.len();
+    lake.fail_lists(true);
+    let (report, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
+    let failure = failure.expect("the listing fails");
+    assert!(failure.error.is_retryable());
+    assert_eq!(failure.position, seq(1));
+    assert!(report.staged.is_empty() && lake.inner.list("staging/").unwrap().is_empty(), "nothing written");
+
+    lake.heal();
+    let from = batch.index_of(&failure.position);
+    let (_, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, all), &options);
+    assert!(failure.is_none());
+    assert_eq!(ids(&staged_rows(&lake)), ["e1", "e2", "e3"], "every session once");
+}
+
 #[test]
 fn a_catalog_failure_is_retried_from_its_group() {
     let batch = Batch::kinesis(&mixed_lines());
