@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::error::IngestError;
 use crate::source::{Compression, InputFormat};
+use crate::store::StoreBody;
 
 /// One decoded record.
 pub struct Record<'a> {
@@ -146,7 +147,7 @@ where
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
     };
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
-    let head = reader.fill_buf().map_err(|e| unreadable(key, 1, e))?;
+    let head = reader.fill_buf().map_err(|e| read_error(key, 1, e))?;
     if let Some(fault) = not_utf8_text(head, compression) {
         return Err(unreadable(key, 0, fault));
     }
@@ -193,6 +194,15 @@ where
 /// stream does not say where in the text it broke).
 fn unreadable(key: &str, line: u64, message: impl ToString) -> IngestError {
     IngestError::Unreadable { key: key.to_owned(), line: (line > 0).then_some(line), message: message.to_string() }
+}
+
+/// An I/O error met while decoding `key`: the store's own failure when its
+/// reader raised it (see [`StoreBody`]), else a fault of the object's bytes.
+fn read_error(key: &str, line: u64, error: std::io::Error) -> IngestError {
+    match StoreBody::store_failure(key, error) {
+        Ok(failure) => IngestError::Store(failure),
+        Err(error) => unreadable(key, line, error),
+    }
 }
 
 /// Why an object whose (decompressed) text begins with `head` cannot be
@@ -243,7 +253,13 @@ where
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(RecordTracker::new(reader));
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
-        unreadable(key, line, e)
+        if !matches!(e.kind(), csv::ErrorKind::Io(_)) {
+            return unreadable(key, line, e);
+        }
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => read_error(key, line, io),
+            _ => unreachable!("an I/O error, checked above"),
+        }
     };
     let header = csv.byte_headers().map_err(csv_error)?.clone();
     csv.get_mut().next_record_at = csv.position().byte();
@@ -648,7 +664,7 @@ where
         let n = (&mut reader)
             .take(max_line.saturating_add(1))
             .read_until(b'\n', &mut buf)
-            .map_err(|e| unreadable(key, line + 1, e))?;
+            .map_err(|e| read_error(key, line + 1, e))?;
         if n == 0 {
             break;
         }
@@ -772,7 +788,7 @@ where
     use serde::de::Deserializer;
 
     // A BOM is not JSON; skip it like the CSV reader does.
-    if reader.fill_buf().map_err(|e| unreadable(key, 1, e))?.starts_with("\u{feff}".as_bytes()) {
+    if reader.fill_buf().map_err(|e| read_error(key, 1, e))?.starts_with("\u{feff}".as_bytes()) {
         reader.consume(3);
     }
     let progress = Rc::new(ArrayProgress::default());
@@ -783,7 +799,10 @@ where
     if let Some(e) = visitor.callback_error.take() {
         return Err(e);
     }
-    result.and_then(|()| de.end()).map_err(|e| unreadable(key, e.line() as u64, e))?;
+    result.and_then(|()| de.end()).map_err(|e| {
+        let line = e.line() as u64;
+        if e.is_io() { read_error(key, line, e.into()) } else { unreadable(key, line, e) }
+    })?;
     Ok(visitor.unknown.into_summary())
 }
 

@@ -12,7 +12,7 @@ use crate::source::{Source, format_of};
 use crate::staging::{
     Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, TextBatch, WrittenFile, quarantine_prefix,
 };
-use crate::store::{ObjectMeta, ObjectStore};
+use crate::store::{ObjectMeta, ObjectStore, StoreBody};
 use crate::timestamp::utc_day;
 use crate::validate::{validate_channel, validate_demographic, validate_session};
 
@@ -80,7 +80,7 @@ pub fn ingest_object(
     let unsupported = || IngestError::Unsupported { key: object.key.clone() };
     let source = Source::from_key(&object.key).ok_or_else(unsupported)?;
     let (format, compression) = format_of(&object.key).ok_or_else(unsupported)?;
-    let reader = raw.open(&object.key)?;
+    let reader = StoreBody::new(raw.open(&object.key)?);
 
     let mut counts = RecordCounts::default();
     let mut quarantine = QuarantineWriter::new(lake, source, object, STEP);

@@ -36,6 +36,16 @@ pub enum StoreError {
         /// Whether a retry may succeed (a throttle, a timeout, a 5xx).
         retryable: bool,
     },
+    /// Reading an object's bytes failed part-way (a connection reset, a
+    /// body that ended early, a disk error). The bytes themselves may be
+    /// fine, so this is not a fault of the object, and a retry may read it.
+    #[error("{key}: reading its bytes failed part-way: {source}")]
+    Read {
+        /// The object's key.
+        key: String,
+        /// The store's error, as the object's reader raised it.
+        source: std::io::Error,
+    },
     /// The object is in an archive storage class (S3 Glacier Flexible
     /// Retrieval or Deep Archive) and has no restored copy: it cannot be
     /// read until it is restored, which takes hours, so a retry now cannot
@@ -59,6 +69,7 @@ impl StoreError {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
             StoreError::Service { retryable, .. } => *retryable,
+            StoreError::Read { .. } => true,
             StoreError::Archived { .. } => false,
         }
     }
@@ -100,6 +111,50 @@ impl ObjectMeta {
 pub trait ObjectUpload: Write + Send {
     /// Makes the object visible under its key, replacing any previous one.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// An object's bytes as its store streams them, with every I/O error the
+/// store raises marked as the store's ([`StoreBody::store_failure`]). A decoder
+/// reading through a decompressor and a parser then tells a broken
+/// connection, which a retry may get past, from broken bytes, which it
+/// cannot: both reach it as `std::io::Error`s.
+pub struct StoreBody<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+}
+
+/// The mark of an I/O error raised by the store under a [`StoreBody`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct StoreReadFault(std::io::Error);
+
+impl<'a> StoreBody<'a> {
+    /// Marks the errors of `inner`, a reader from [`ObjectStore::open`].
+    pub fn new(inner: Box<dyn Read + Send + 'a>) -> Self {
+        StoreBody { inner }
+    }
+
+    /// The store's failure behind `error` when a [`StoreBody`] raised it
+    /// (through any reader that passes its inner errors on, as the gzip,
+    /// CSV and JSON readers do), or `error` given back when the fault is in
+    /// the bytes.
+    pub fn store_failure(key: &str, error: std::io::Error) -> Result<StoreError, std::io::Error> {
+        if error.get_ref().is_some_and(|inner| inner.is::<StoreReadFault>()) {
+            let fault = error.into_inner().expect("checked above").downcast::<StoreReadFault>().expect("checked above");
+            Ok(StoreError::Read { key: key.to_owned(), source: fault.0 })
+        } else {
+            Err(error)
+        }
+    }
+}
+
+impl Read for StoreBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| match e.kind() {
+            // Readers retry on this kind themselves.
+            std::io::ErrorKind::Interrupted => e,
+            kind => std::io::Error::new(kind, StoreReadFault(e)),
+        })
+    }
 }
 
 /// A bucket.

@@ -18,7 +18,7 @@ use tvetl_core::error::IngestError;
 use tvetl_core::ingest::{IngestOptions, IngestReport, ingest_object, record_unreadable};
 use tvetl_core::schema::staging_schema;
 use tvetl_core::staging::StagingOptions;
-use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore};
+use tvetl_core::store::{LocalObjectStore, ObjectMeta, ObjectStore, ObjectUpload, StoreError};
 use tvetl_core::{QuarantineReason, Source};
 
 /// 2024-03-05T12:00:00Z: the raw objects' last-modified time, hence the
@@ -694,6 +694,90 @@ fn a_fresh_lake_stays_empty_when_the_only_object_is_unreadable() {
         let source = key.split('/').next().unwrap();
         assert!(recorded.starts_with(&format!("quarantine/{source}/ingest_date={INGEST_DATE}/unreadable-")));
         assert_eq!(files_under(env.lake_root()), [recorded]);
+    }
+}
+
+/// A raw store whose reads break after `after` bytes of each object, as an
+/// S3 body does when its connection is reset part-way.
+struct BreaksPartWay<'a> {
+    inner: &'a LocalObjectStore,
+    after: usize,
+}
+
+struct BrokenBody<R> {
+    inner: R,
+    left: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for BrokenBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer"));
+        }
+        let cap = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..cap])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl ObjectStore for BreaksPartWay<'_> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.inner.list(prefix)
+    }
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(key)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+        Ok(Box::new(BrokenBody { inner: self.inner.open(key)?, left: self.after }))
+    }
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        self.inner.create(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+/// A connection that breaks while an object is read is the store's failure,
+/// which a retry may get past: not a fault of the object, which would be
+/// quarantined as unreadable and never loaded. Whatever reads the bytes
+/// (gzip, CSV, JSON Lines, a JSON array) and wherever it breaks.
+#[test]
+fn a_read_that_breaks_part_way_is_a_retryable_store_failure_not_a_bad_object() {
+    let jsonl = "{\"event_id\":\"e1\",\"user_id\":\"u1\",\"channel_id\":\"c1\",\"start_time\":\"2024-03-01T10:00:00Z\",\"duration_seconds\":60}\n".repeat(2000);
+    let channels = format!(
+        "[{}]",
+        (0..2000)
+            .map(|i| format!("{{\"channel_id\":\"c{i}\",\"channel_name\":\"C{i}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (key, bytes) in [
+        ("viewership/day.csv", big_csv().into_bytes()),
+        ("viewership/day.csv.gz", gzip(big_csv().as_bytes())),
+        ("viewership/day.jsonl", jsonl.into_bytes()),
+        ("channels/all.json", channels.into_bytes()),
+    ] {
+        let env = Env::new();
+        let object = env.put(key, &bytes);
+        for after in [0, 10, bytes.len() / 2] {
+            let raw = BreaksPartWay { inner: &env.raw, after };
+            let err = ingest_object(&raw, &object, &env.lake, &IngestOptions::default()).unwrap_err();
+            assert!(!err.is_bad_object() && err.is_retryable(), "{key} after {after} bytes: {err:?}");
+            match &err {
+                IngestError::Store(StoreError::Read { key: read, source }) => {
+                    assert_eq!(read, key);
+                    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionReset, "{key}");
+                }
+                other => panic!("{key} after {after} bytes: expected a store read failure, got {other:?}"),
+            }
+            assert_eq!(files_under(env.lake_root()), Vec::<String>::new(), "{key}: nothing written");
+        }
+        // Read whole, the same object loads.
+        let raw = BreaksPartWay { inner: &env.raw, after: usize::MAX };
+        let report = ingest_object(&raw, &object, &env.lake, &IngestOptions::default()).unwrap();
+        assert!(report.counts.rows_accepted > 0, "{key}");
     }
 }
 
