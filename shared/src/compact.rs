@@ -29,7 +29,7 @@
 //! earlier attempt wrote by file name ([`crate::stream`]), so stream files
 //! must outlive the stream's maximum retry age before they are merged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use parquet::arrow::ArrowWriter;
@@ -252,10 +252,10 @@ fn partition_of(dir: &str) -> Option<String> {
     dir.rsplit_once("event_date=").map(|(_, d)| d.to_owned())
 }
 
-/// Finishes compactions a previous run left between writing the output and
-/// removing its members. Returns how many it finished.
-fn recover(lake: &dyn ObjectStore, source: Source, removed: &mut Vec<String>) -> Result<u64, CompactionError> {
-    let mut finished = 0;
+/// The journals of `source`'s compactions that have not finished, with
+/// their keys.
+fn unfinished(lake: &dyn ObjectStore, source: Source) -> Result<Vec<(String, Journal)>, CompactionError> {
+    let mut journals = Vec::new();
     for entry in lake.list(&format!("compaction/{}/", source.name()))? {
         let mut text = Vec::new();
         lake.open(&entry.key)?
@@ -263,6 +263,49 @@ fn recover(lake: &dyn ObjectStore, source: Source, removed: &mut Vec<String>) ->
             .map_err(|e| StoreError::Io { key: entry.key.clone(), source: e })?;
         let journal: Journal = serde_json::from_slice(&text)
             .map_err(|e| CompactionError::Journal { key: entry.key.clone(), message: e.to_string() })?;
+        journals.push((entry.key, journal));
+    }
+    Ok(journals)
+}
+
+/// The staging files among `files` whose rows a compacted file also among
+/// them holds: the members that a compaction stopped between steps 2 and 3
+/// (see the module's order of effects) has not removed yet. A load must not
+/// stage both. Their copies of a row have the same lineage, so the load's
+/// dedup would take each for the other's superseded delivery and delete
+/// both, and its ledger would then skip that lineage for good. The
+/// journals are read only when `files` holds a compacted file.
+pub fn unremoved_members(
+    lake: &dyn ObjectStore,
+    source: Source,
+    files: &[ObjectMeta],
+) -> Result<BTreeSet<String>, CompactionError> {
+    let is_output = |key: &str| key.rsplit('/').next().is_some_and(|name| name.starts_with(OUTPUT_PREFIX));
+    let outputs: BTreeSet<&str> = files.iter().map(|f| f.key.as_str()).filter(|k| is_output(k)).collect();
+    let mut members = BTreeSet::new();
+    if outputs.is_empty() {
+        return Ok(members);
+    }
+    let versions: BTreeMap<&str, &str> = files.iter().map(|f| (f.key.as_str(), f.version.as_str())).collect();
+    for (_, journal) in unfinished(lake, source)? {
+        if !outputs.contains(journal.output.as_str()) {
+            continue;
+        }
+        for member in journal.members {
+            // A member rewritten since holds rows the output does not.
+            if versions.get(member.key.as_str()) == Some(&member.version.as_str()) {
+                members.insert(member.key);
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Finishes compactions a previous run left between writing the output and
+/// removing its members. Returns how many it finished.
+fn recover(lake: &dyn ObjectStore, source: Source, removed: &mut Vec<String>) -> Result<u64, CompactionError> {
+    let mut finished = 0;
+    for (journal_key, journal) in unfinished(lake, source)? {
         match lake.head(&journal.output) {
             Ok(_) => {
                 for member in &journal.members {
@@ -283,7 +326,7 @@ fn recover(lake: &dyn ObjectStore, source: Source, removed: &mut Vec<String>) ->
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        lake.delete(&entry.key)?;
+        lake.delete(&journal_key)?;
     }
     Ok(finished)
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{MemoryCatalog, StagedRow, seq, session, snapshot, staged_rows};
 use tvetl_core::Source;
-use tvetl_core::compact::{CompactionOptions, compact_table};
+use tvetl_core::compact::{CompactionOptions, compact_table, unremoved_members};
 use tvetl_core::staging::StagingOptions;
 use tvetl_core::store::{FaultyObjectStore, MemoryObjectStore, ObjectMeta, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
@@ -134,4 +134,48 @@ fn an_interrupted_compaction_is_finished_by_the_next_run() {
     assert_eq!(staged_files(&lake).len(), 2);
     assert_eq!(content(&lake), before, "after recovery every row is there once");
     assert!(lake.list("compaction/").unwrap().is_empty());
+}
+
+/// A load given both a compacted file and the members a stopped compaction
+/// left (a prefix load in that window) leaves the members out: their rows
+/// are in the compacted file, and staging both would give every such row
+/// twice with the same lineage.
+#[test]
+fn the_members_a_stopped_compaction_left_are_named_for_a_load_to_skip() {
+    let lake = FaultyObjectStore::new();
+    small_files(&lake);
+    let before = content(&lake);
+    lake.fail_deletes(true);
+    compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
+    lake.fail_deletes(false);
+
+    let files = staged_files(&lake);
+    let output: Vec<&ObjectMeta> = files.iter().filter(|f| f.key.contains("/compacted-")).collect();
+    assert_eq!(output.len(), 1);
+    let members = unremoved_members(&lake, Source::Viewership, &files).unwrap();
+    assert_eq!(members.len(), 30, "one day's files went into the output");
+    let day = output[0].key.rsplit_once('/').unwrap().0;
+    assert!(members.iter().all(|m| m.starts_with(day) && !m.contains("/compacted-")));
+    let mut loaded: Vec<StagedRow> = staged_rows(&lake)
+        .into_iter()
+        .filter(|r| !members.contains(&r.file))
+        .map(|r| StagedRow { file: String::new(), ..r })
+        .collect();
+    loaded.sort();
+    assert_eq!(loaded, before, "without them, every row once");
+
+    // Without the compacted file in the load, its members are all there is.
+    let without_output: Vec<ObjectMeta> = files.iter().filter(|f| f.key != output[0].key).cloned().collect();
+    assert!(unremoved_members(&lake, Source::Viewership, &without_output).unwrap().is_empty());
+
+    // A member rewritten since holds rows the compacted file does not.
+    let rewritten = members.iter().next().unwrap().clone();
+    let other = files.iter().find(|f| !members.contains(&f.key) && f.key != output[0].key).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut lake.open(&other.key).unwrap(), &mut bytes).unwrap();
+    lake.put(&rewritten, &bytes).unwrap();
+    let files = staged_files(&lake);
+    let now = unremoved_members(&lake, Source::Viewership, &files).unwrap();
+    assert_eq!(now.len(), 29);
+    assert!(!now.contains(&rewritten));
 }

@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 use tvetl_core::Source;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
+use tvetl_core::compact::unremoved_members;
 use tvetl_core::store::{ObjectStore, StoreError};
 use tvetl_core::warehouse::{
     LOAD_LOCK_SQL, LoadStats, Warehouse, load_statements, locked, rebuild_analytics_statements,
@@ -312,11 +313,20 @@ impl LoadWarehouse {
                         }
                         Err(other) => return Err(other.into()),
                     };
-                    files.push((key.clone(), meta.size));
+                    files.push(meta);
+                }
+                let merged = unremoved_members(&lake, source, &files)?;
+                if !merged.is_empty() {
+                    tracing::warn!(
+                        files = merged.len(),
+                        "left out: members of a stopped compaction whose compacted file this load takes"
+                    );
+                    files.retain(|f| !merged.contains(&f.key));
                 }
                 if files.is_empty() {
                     continue;
                 }
+                let files: Vec<(String, u64)> = files.into_iter().map(|f| (f.key, f.size)).collect();
                 let (manifest_key, body) = manifest(source, &config.lake_bucket, &files);
                 lake.put(&manifest_key, &body)?;
                 let copy = copy_statement(source, &config.lake_bucket, &manifest_key, &config.copy_role_arn);
