@@ -608,7 +608,10 @@ fn a_landing_folders_duplicates_are_counted_over_every_file_without_staging_the_
     assert_eq!((load["rows_staged"].as_u64(), load["rows_already_loaded"].as_u64()), (Some(10), Some(6)));
     assert_eq!(load["rows_merged"], 3, "e3 replaced, e5 and e6 added: {load}");
     // Only day 2's file was staged, whole; day 1's were tallied in core.
-    let staged: Vec<&str> = timings.lines().filter(|l| l.contains("INSERT INTO staging_viewing_sessions")).collect();
+    let staged: Vec<&str> = timings
+        .lines()
+        .filter(|l| l.contains("INSERT INTO staging_viewing_sessions") && l.contains("read_parquet"))
+        .collect();
     assert_eq!(staged.len(), 1, "{timings}");
     assert!(staged[0].contains("SELECT *") && timings.contains("loaded_tally"), "{timings}");
 

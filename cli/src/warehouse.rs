@@ -710,6 +710,45 @@ mod tests {
         }
     }
 
+    /// Two files can hold the same delivery, lineage and all (a compacted
+    /// file and the members a stopped compaction left, or a stream batch
+    /// written again after compaction): the load must rank it as one
+    /// delivery and keep it once, not take each copy for the other's
+    /// superseded delivery and delete both.
+    #[test]
+    fn a_delivery_staged_twice_with_one_lineage_is_loaded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let row = |id: &str, user: &str, key: &str, record_no: u32| {
+            format!(
+                "('{id}', '{user}', NULL, 'c1', NULL, TIMESTAMP '2024-01-01 10:00:00', \
+                 TIMESTAMP '2024-01-01 10:10:00', NULL, NULL, '{key}', 'v1', {record_no})"
+            )
+        };
+        let rows = [
+            // e1: delivered by k1, then by k2, whose delivery is staged twice.
+            row("e1", "old", "k1", 1),
+            row("e1", "new", "k2", 5),
+            row("e1", "new", "k2", 5),
+            // e2: one delivery, staged twice; e3 and e4: staged once.
+            row("e2", "u2", "k1", 2),
+            row("e2", "u2", "k1", 2),
+            row("e3", "u3", "k1", 3),
+            row("e4", "u4", "k2", 6),
+        ];
+        let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
+        let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], 1)).unwrap();
+        assert_eq!(counts.int(0, "rows_staged").unwrap(), 7);
+        assert_eq!(counts.int(0, "duplicates_removed").unwrap(), 3);
+        assert_eq!(counts.int(0, "rows_merged").unwrap(), 4);
+        let core = wh
+            .query("SELECT event_id || ':' || user_id || ':' || source_key AS s FROM core.viewing_sessions ORDER BY 1")
+            .unwrap();
+        let core: Vec<String> = (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect();
+        assert_eq!(core, ["e1:new:k2", "e2:u2:k1", "e3:u3:k1", "e4:u4:k2"]);
+    }
+
     #[test]
     fn the_tally_runs_once_replaced_days_is_known_and_before_core_changes() {
         let copies =
@@ -721,7 +760,8 @@ mod tests {
         };
         let tally = at("CREATE OR REPLACE TEMP TABLE loaded_tally");
         assert_eq!(tally, at(TALLY_AFTER) + 1);
-        assert!(tally > at("DELETE FROM staging.viewing_sessions USING superseded_deliveries"));
+        assert!(tally > at("DELETE FROM staging.viewing_sessions USING ranked_deliveries"));
+        assert!(tally > at("INSERT INTO staging.viewing_sessions ( event_id"));
         assert!(tally < at("DELETE FROM core.viewing_sessions"));
         assert!(tally < at("MERGE INTO core.viewing_sessions"));
         assert_eq!(tallied[0], "INSERT INTO staging_x SELECT 1");

@@ -37,24 +37,62 @@ GROUP BY source_key, source_version, CAST(start_time AS DATE);
 -- Only repeated ids need ranking, and only by where each delivery came from:
 -- the deliveries they supersede are deleted from staging, and the rest (most
 -- rows) stay where they are. (source_key, source_version, source_record_no)
--- names one staged row: a record number is unique within an object version.
-DROP TABLE IF EXISTS superseded_deliveries;
-CREATE TEMP TABLE superseded_deliveries AS
-SELECT event_id, source_key, source_version, source_record_no
+-- names one delivery: a record number is unique within an object version.
+-- One delivery can still be staged twice, by two files holding the same rows
+-- with the same lineage: a compacted file and members that a stopped
+-- compaction has not removed yet, or a stream batch written again after its
+-- first files were compacted. Such copies are ranked once, as the one
+-- delivery they are (otherwise each would supersede the other, and deleting
+-- by lineage would delete both).
+DROP TABLE IF EXISTS ranked_deliveries;
+CREATE TEMP TABLE ranked_deliveries AS
+SELECT event_id, source_key, source_version, source_record_no, copies,
+       ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
 FROM (
-    SELECT s.event_id, s.source_key, s.source_version, s.source_record_no,
-           ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_key DESC, s.source_record_no DESC) AS delivery_rank
+    SELECT s.event_id, s.source_key, s.source_version, s.source_record_no, COUNT(*) AS copies
     FROM staging.viewing_sessions s
     JOIN repeated_ids r ON s.event_id = r.event_id
-) ranked
-WHERE delivery_rank > 1;
+    GROUP BY s.event_id, s.source_key, s.source_version, s.source_record_no
+) deliveries;
 
 DELETE FROM staging.viewing_sessions
-USING superseded_deliveries d
-WHERE staging.viewing_sessions.event_id = d.event_id
+USING ranked_deliveries d
+WHERE d.delivery_rank > 1
+  AND staging.viewing_sessions.event_id = d.event_id
   AND staging.viewing_sessions.source_key = d.source_key
   AND staging.viewing_sessions.source_version = d.source_version
   AND staging.viewing_sessions.source_record_no = d.source_record_no;
+
+-- A winning delivery staged more than once is kept once. Staged rows have no
+-- id of their own, so one copy is set aside, all are deleted, and it is put
+-- back. (Usually there is none, and these join staging with nothing.)
+DROP TABLE IF EXISTS kept_copies;
+CREATE TEMP TABLE kept_copies AS
+SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time, duration_seconds,
+       platform, source_key, source_version, source_record_no
+FROM (
+    SELECT s.event_id, s.user_id, s.device_id, s.channel_id, s.program_id, s.start_time, s.end_time,
+           s.duration_seconds, s.platform, s.source_key, s.source_version, s.source_record_no,
+           ROW_NUMBER() OVER (PARTITION BY s.event_id ORDER BY s.source_record_no) AS copy_no
+    FROM staging.viewing_sessions s
+    JOIN ranked_deliveries d
+      ON s.event_id = d.event_id AND s.source_key = d.source_key
+     AND s.source_version = d.source_version AND s.source_record_no = d.source_record_no
+    WHERE d.delivery_rank = 1 AND d.copies > 1
+) copied
+WHERE copy_no = 1;
+
+DELETE FROM staging.viewing_sessions
+USING kept_copies k
+WHERE staging.viewing_sessions.event_id = k.event_id;
+
+INSERT INTO staging.viewing_sessions (
+    event_id, user_id, device_id, channel_id, program_id, start_time, end_time, duration_seconds,
+    platform, source_key, source_version, source_record_no
+)
+SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time, duration_seconds,
+       platform, source_key, source_version, source_record_no
+FROM kept_copies;
 
 -- Days whose analytics change: those of the new sessions (now all that is
 -- staged) and of the versions they replace. Finding those versions reads
@@ -152,7 +190,8 @@ FROM load_counts
 WHERE rows_merged > 0;
 
 DELETE FROM staging.viewing_sessions;
-DROP TABLE superseded_deliveries;
+DROP TABLE ranked_deliveries;
+DROP TABLE kept_copies;
 DROP TABLE repeated_ids;
 DROP TABLE replaced_days;
 DROP TABLE touched_days;
