@@ -26,6 +26,18 @@
 //! object, and records after it that are also committed are skipped by the
 //! retry.
 //!
+//! # Lineage: which delivery of a session is the last
+//!
+//! The warehouse keeps, of one `event_id`'s deliveries, the one with the
+//! greatest `(source_key, source_record_no)`. A stream row's `source_key` is
+//! `<kind>/<stream>/<shard>/<first>-<last>` *of its batch*, and its
+//! `source_record_no` is its line's place in the batch, counting every line
+//! of every record in position order. So within a batch the later record
+//! wins even when the two deliveries land in different days' files, and a
+//! later batch's rows rank above an earlier one's. (`source_version` is the
+//! file's own range, which with the day tells its rows apart in the
+//! warehouse's ledger.)
+//!
 //! Compaction must leave stream files alone while a retry can still come
 //! (see [`crate::compact`]'s minimum age), since it renames what the listing
 //! above relies on.
@@ -34,7 +46,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 
 use serde::Serialize;
@@ -209,8 +221,8 @@ impl Group {
     }
 }
 
-/// Lineage of rows decoded before their file is named; [`write_rows`] fills
-/// it in.
+/// Lineage of rows decoded before their file is named, but for their
+/// numbers; [`write_rows`] fills it in.
 const UNNAMED: Lineage<'static> = Lineage { key: "", version: "", record_no: 0 };
 
 /// Ingests one batch of one shard's records into the `lake`, registering the
@@ -237,11 +249,16 @@ pub fn ingest_stream_batch(
     let mut groups: BTreeMap<Target, Group> = BTreeMap::new();
     let mut decoded: BTreeMap<i32, SessionBatch> = BTreeMap::new();
     let mut targets: Vec<(Target, u64)> = Vec::with_capacity(2);
+    let mut lines_before = Vec::with_capacity(sorted.len());
+    let mut line_no = 0u64;
     for (index, record) in sorted.iter().enumerate() {
         targets.clear();
+        lines_before.push(line_no);
         each_line(&stem, record, |line| {
+            line_no += 1;
             if let Line::Accepted(session) = &line {
-                decoded.entry(utc_day(session.start_us)).or_default().append(session, UNNAMED);
+                let lineage = Lineage { record_no: line_no, ..UNNAMED };
+                decoded.entry(utc_day(session.start_us)).or_default().append(session, lineage);
             }
             let target = line.target(record);
             match targets.iter_mut().find(|(t, _)| *t == target) {
@@ -280,6 +297,18 @@ pub fn ingest_stream_batch(
     }
     ordered.sort_by_key(Group::first);
 
+    let batch = BatchLineage {
+        key: match (sorted.first(), sorted.last()) {
+            (Some(first), Some(last)) => format!(
+                "{}/{}-{}",
+                shard.source_key(),
+                shard.name_position(&first.position),
+                shard.name_position(&last.position)
+            ),
+            _ => String::new(),
+        },
+        lines_before,
+    };
     let table = table_def(source);
     let mut table_ready = false;
     let quarantine_table = quarantine_table_def(source);
@@ -290,33 +319,43 @@ pub fn ingest_stream_batch(
             Target::Staging(day) if untouched => decoded.remove(&day),
             _ => None,
         };
-        let result = write_group(lake, shard, &stem, &sorted, group, prebuilt, staging, &mut report).and_then(|()| {
-            match group.target {
-                Target::Staging(day) => {
-                    if !table_ready {
-                        catalog.ensure_table(&table)?;
-                        table_ready = true;
+        let result =
+            write_group(lake, shard, &stem, &sorted, &batch, group, prebuilt, staging, &mut report).and_then(|()| {
+                match group.target {
+                    Target::Staging(day) => {
+                        if !table_ready {
+                            catalog.ensure_table(&table)?;
+                            table_ready = true;
+                        }
+                        let value = format_day(day);
+                        catalog.add_partitions(&table, std::slice::from_ref(&value))?;
+                        report.partitions.push(value);
                     }
-                    let value = format_day(day);
-                    catalog.add_partitions(&table, std::slice::from_ref(&value))?;
-                    report.partitions.push(value);
-                }
-                Target::Quarantine(day) => {
-                    if !quarantine_ready {
-                        catalog.ensure_table(&quarantine_table)?;
-                        quarantine_ready = true;
+                    Target::Quarantine(day) => {
+                        if !quarantine_ready {
+                            catalog.ensure_table(&quarantine_table)?;
+                            quarantine_ready = true;
+                        }
+                        catalog.add_partitions(&quarantine_table, &[format_day(day)])?;
                     }
-                    catalog.add_partitions(&quarantine_table, &[format_day(day)])?;
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         if let Err(error) = result {
             let position = sorted[group.first()].position.clone();
             return (report, Some(StreamFailure { position, error }));
         }
     }
     (report, None)
+}
+
+/// The lineage that a batch gives its rows (see the module's doc).
+struct BatchLineage {
+    /// `<kind>/<stream>/<shard>/<first>-<last>` of the whole batch.
+    key: String,
+    /// For each record (in position order), how many lines the records
+    /// before it hold: its first line is line `lines_before + 1`.
+    lines_before: Vec<u64>,
 }
 
 /// Writes one group's pending records as one object; `prebuilt` holds the
@@ -327,6 +366,7 @@ fn write_group(
     shard: &ShardId,
     stem: &str,
     sorted: &[&StreamRecord<'_>],
+    batch: &BatchLineage,
     group: &Group,
     prebuilt: Option<SessionBatch>,
     staging: &StagingOptions,
@@ -348,19 +388,20 @@ fn write_group(
             let mut rows = prebuilt.unwrap_or_else(|| {
                 let mut rows = SessionBatch::default();
                 for &i in &pending {
+                    let mut line_no = batch.lines_before[i];
                     each_line(stem, sorted[i], |line| {
+                        line_no += 1;
                         if let Line::Accepted(session) = &line
                             && utc_day(session.start_us) == day
                         {
-                            rows.append(session, UNNAMED);
+                            rows.append(session, Lineage { record_no: line_no, ..UNNAMED });
                         }
                     });
                 }
                 rows
             });
-            let lineage_key = format!("{}/{range}", shard.source_key());
             let key = format!("{dir}/{stem}~{range}.parquet");
-            let rows = write_rows(lake, &key, &mut rows, &lineage_key, &range, staging)?;
+            let rows = write_rows(lake, &key, &mut rows, &batch.key, &range, staging)?;
             counts.rows_read += rows;
             counts.rows_accepted += rows;
             report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });
@@ -404,9 +445,9 @@ fn write_group(
     Ok(())
 }
 
-/// Writes rows decoded ahead as one Parquet file, with the lineage of the
-/// file (`lineage_key`, `range`, rows numbered from 1) filled in. Returns the
-/// number of rows.
+/// Writes rows decoded ahead as one Parquet file, with the lineage key and
+/// version (`lineage_key`, `range`) filled in; the rows bring their numbers.
+/// Returns the number of rows.
 fn write_rows(
     lake: &dyn ObjectStore,
     key: &str,
@@ -422,7 +463,6 @@ fn write_rows(
     let width = columns.len();
     columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(lineage_key, n)));
     columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(range, n)));
-    columns[width - 1] = Arc::new(Int64Array::from_iter_values(1..=n as i64));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let props = writer_properties(staging, lineage_metadata(lineage_key, range));
     let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(props))?;

@@ -116,13 +116,20 @@ fn one_file_per_day_and_bad_records_quarantined_with_positions() {
 
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);
-    // Lineage: the file's range, rows numbered in sequence order.
-    let day1: Vec<_> = rows.iter().filter(|r| r.source_key.ends_with(&format!("{}-{}", seq(1), seq(8)))).collect();
-    assert_eq!(
-        day1.iter().map(|r| (r.event_id.as_str(), r.record_no)).collect::<Vec<_>>(),
-        [("e1", 1), ("e3", 2), ("e7", 3), ("e9", 4)]
-    );
-    assert!(day1[0].source_key.starts_with("kinesis/views/shardId-000000000000/"));
+    // Lineage: the batch's range as the key, the file's as the version, and
+    // each row numbered by its line's place in the batch (the record of e7
+    // and e8 holds lines 7 and 8).
+    let batch_key = format!("kinesis/views/shardId-000000000000/{}-{}", seq(1), seq(8));
+    assert!(rows.iter().all(|r| r.source_key == batch_key), "{rows:?}");
+    let in_file = |first: u64, last: u64| {
+        let range = format!("{}-{}", seq(first), seq(last));
+        rows.iter()
+            .filter(|r| r.source_version == range && r.file.ends_with(&format!("~{range}.parquet")))
+            .map(|r| (r.event_id.as_str(), r.record_no))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(in_file(1, 8), [("e1", 1), ("e3", 3), ("e7", 7), ("e9", 9)]);
+    assert_eq!(in_file(2, 7), [("e2", 2), ("e6", 6), ("e8", 8)]);
 
     let bad = quarantined(&lake);
     assert_eq!(bad.len(), 2);
@@ -215,6 +222,43 @@ fn a_retry_after_a_partial_write_completes_the_batch_exactly_once() {
 fn a_bisected_retry_completes_the_batch_exactly_once() {
     fail_then_retry(1, Some(5));
     fail_then_retry(2, Some(6));
+}
+
+/// The warehouse keeps an event's delivery with the greatest (source_key,
+/// source_record_no). Two deliveries of one event in one batch, the later
+/// one moving it to another day, land in two days' files: the later record
+/// must still rank first, and a later batch's above both.
+#[test]
+fn the_later_record_ranks_first_whatever_day_file_it_lands_in() {
+    let batch = Batch::kinesis(&[
+        session("a", 0, 1),
+        session("x", 1, 5), // x first delivered on 2024-01-02 …
+        session("x", 0, 5), // … then corrected to 2024-01-01
+        session("b", 1, 6),
+    ]);
+    let lake = MemoryObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    let options = StagingOptions::default();
+    let (_, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, 4), &options);
+    assert!(failure.is_none());
+    let rank = |rows: &mut Vec<common::StagedRow>| {
+        rows.sort_by(|a, b| b.source_key.cmp(&a.source_key).then(b.record_no.cmp(&a.record_no)));
+    };
+    let mut xs: Vec<_> = staged_rows(&lake).into_iter().filter(|r| r.event_id == "x").collect();
+    assert_eq!(xs.len(), 2);
+    rank(&mut xs);
+    assert_eq!(xs[0].start_us, (JAN_1 + 5 * 3600) * 1_000_000, "record 3's delivery, on 2024-01-01");
+
+    // A later batch delivers x again, on 2024-01-02: it ranks first.
+    let later = Batch {
+        shard: batch.shard.clone(),
+        data: vec![(seq(5), session("x", 1, 7).into_bytes()), (seq(6), session("c", 0, 2).into_bytes())],
+    };
+    let (_, failure) = ingest_stream_batch(&lake, &catalog, &later.shard, &later.records(0, 2), &options);
+    assert!(failure.is_none());
+    let mut xs: Vec<_> = staged_rows(&lake).into_iter().filter(|r| r.event_id == "x").collect();
+    rank(&mut xs);
+    assert_eq!(xs[0].start_us, (JAN_1 + 86_400 + 7 * 3600) * 1_000_000, "the later batch's delivery");
 }
 
 /// A listing fails before anything is written: the retry must start at the
