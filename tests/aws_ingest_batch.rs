@@ -364,3 +364,60 @@ async fn an_archived_object_is_reported_restored_and_then_loaded_while_the_rest_
     assert_eq!(outcome.counts, by_key[instant_key].counts, "the same rows as its readable twin");
     assert!(outcome.quarantine_key.is_some(), "its bad records are quarantined as usual");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn an_object_overwritten_after_its_head_is_refused_retryably_then_read_as_it_now_is() {
+    let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
+    let key = "viewership/day.csv";
+    let csv = |user: &str| {
+        format!("event_id,user_id,channel_id,start_time,duration_seconds\ne1,{user},c1,2024-03-01T10:00:00Z,60\n")
+    };
+    let put = |body: String| clients.s3.put_object().bucket(&raw).key(key).body(body.into_bytes().into()).send();
+    put(csv("first")).await.unwrap();
+
+    let handle = tokio::runtime::Handle::current();
+    let raw_store = tvetl_core::aws::s3::S3ObjectStore::new(clients.s3.clone(), &raw, handle.clone());
+    let lake_store = tvetl_core::aws::s3::S3ObjectStore::new(clients.s3.clone(), &lake, handle);
+    let listed = tokio::task::spawn_blocking({
+        let raw_store = raw_store.clone();
+        move || tvetl_core::store::ObjectStore::head(&raw_store, key).unwrap()
+    })
+    .await
+    .unwrap();
+    // Overwritten between the HEAD and the GET.
+    put(csv("second")).await.unwrap();
+
+    let (refused, now) = tokio::task::spawn_blocking(move || {
+        use tvetl_core::store::ObjectStore;
+        let options = tvetl_core::ingest::IngestOptions::default();
+        let refused = tvetl_core::ingest::ingest_object(&raw_store, &listed, &lake_store, &options).unwrap_err();
+        assert!(lake_store.list("").unwrap().is_empty(), "nothing written under the old ETag");
+        // The retry heads the object again and reads what it holds now.
+        let now = raw_store.head(key).unwrap();
+        assert_ne!(now.version, listed.version);
+        let report = tvetl_core::ingest::ingest_object(&raw_store, &now, &lake_store, &options).unwrap();
+        assert_eq!(report.counts.rows_accepted, 1);
+        (refused, now)
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_retryable() && !refused.is_bad_object(), "{refused:?}");
+    assert!(refused.to_string().contains("changed since it was listed"), "{refused}");
+    let staged = lake_objects(&clients, &lake).await;
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    // The row is the second version's, recorded under that version's ETag.
+    let key = staged.keys().next().unwrap();
+    let body = clients.s3.get_object().bucket(&lake).key(key).send().await.unwrap().body.collect().await.unwrap();
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    let text = |column: &str| {
+        let values = batch.column_by_name(column).unwrap();
+        arrow_array::cast::AsArray::as_string::<i32>(values.as_ref()).value(0).to_owned()
+    };
+    assert_eq!(text("user_id"), "second");
+    assert_eq!(text("source_version"), now.version);
+}

@@ -80,7 +80,7 @@ pub fn ingest_object(
     let unsupported = || IngestError::Unsupported { key: object.key.clone() };
     let source = Source::from_key(&object.key).ok_or_else(unsupported)?;
     let (format, compression) = format_of(&object.key).ok_or_else(unsupported)?;
-    let reader = StoreBody::new(raw.open(&object.key)?);
+    let reader = StoreBody::new(raw.open_listed(object)?);
 
     let mut counts = RecordCounts::default();
     let mut quarantine = QuarantineWriter::new(lake, source, object, STEP);

@@ -165,6 +165,13 @@ pub trait ObjectStore: Send + Sync {
     fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
     /// Streams an object's bytes.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError>;
+    /// Streams the bytes of `object` as it was listed or headed: a store
+    /// that can tell refuses, retryably, when its key holds other bytes
+    /// now, so that what is read and the version it is recorded under
+    /// agree. By default, the key's bytes as they are.
+    fn open_listed(&self, object: &ObjectMeta) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        self.open(&object.key)
+    }
     /// Starts writing an object.
     fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError>;
     /// Removes an object; removing a missing one is not an error.

@@ -89,6 +89,28 @@ impl S3ObjectStore {
             Err(e) => Err(service_error(key, e)),
         }
     }
+
+    /// GetObject, streamed; with `if_match`, only while the object has
+    /// that ETag.
+    fn get(&self, key: &str, if_match: Option<String>) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key).set_if_match(if_match);
+        let object = self.handle.block_on(request.send()).map_err(|e| {
+            if let SdkError::ServiceError(service) = &e {
+                if let GetObjectError::InvalidObjectState(state) = service.err() {
+                    let storage_class = state.storage_class().map_or("an archive storage class", |c| c.as_str());
+                    return StoreError::Archived { key: key.to_owned(), storage_class: storage_class.to_owned() };
+                }
+                if service.raw().status().as_u16() == 412 {
+                    let message = "changed since it was listed (412 Precondition Failed on its ETag)".to_owned();
+                    return StoreError::Service { key: key.to_owned(), message, retryable: true };
+                }
+            }
+            service_error(key, e)
+        })?;
+        // The body streams: the decoder pulls bytes as it needs them.
+        let reader = Box::pin(object.body.into_async_read());
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(reader, self.handle.clone())))
+    }
 }
 
 /// What [`S3ObjectStore::request_restore`] found.
@@ -161,19 +183,17 @@ impl ObjectStore for S3ObjectStore {
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let object =
-            self.handle.block_on(self.client.get_object().bucket(&self.bucket).key(key).send()).map_err(|e| {
-                if let SdkError::ServiceError(service) = &e
-                    && let GetObjectError::InvalidObjectState(state) = service.err()
-                {
-                    let storage_class = state.storage_class().map_or("an archive storage class", |c| c.as_str());
-                    return StoreError::Archived { key: key.to_owned(), storage_class: storage_class.to_owned() };
-                }
-                service_error(key, e)
-            })?;
-        // The body streams: the decoder pulls bytes as it needs them.
-        let reader = Box::pin(object.body.into_async_read());
-        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(reader, self.handle.clone())))
+        self.get(key, None)
+    }
+
+    /// Reads the object only while it has the ETag it was listed with
+    /// (`If-Match`). An object overwritten between the HEAD and the GET is
+    /// refused with 412, retryably: the retry heads it again and reads the
+    /// new bytes under their own ETag, instead of recording them under the
+    /// old one.
+    fn open_listed(&self, object: &ObjectMeta) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let etag = (!object.version.is_empty()).then(|| format!("\"{}\"", object.version));
+        self.get(&object.key, etag)
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
