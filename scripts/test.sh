@@ -30,11 +30,7 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 scripts/emulator.sh reset
 # For the Lambda triple, so that the Lambda builds below reuse this build.
 use_test_lambda_builds
-# tvetl-core again, as the Lambdas build it: with its AWS adapters, whose
-# unit tests (how SDK failures are classified) only this build has. In the
-# same invocation, so that its features unify with theirs and no dependency
-# is built a second time.
-cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions -p tvetl-core \
+cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions \
   --target "$TVETL_LAMBDA_TARGET" "$@" -- --include-ignored
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the

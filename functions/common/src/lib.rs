@@ -99,7 +99,51 @@ impl<E: Retryability> From<E> for HandlerError {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_redshiftdata::config::http::HttpResponse;
+    use aws_sdk_redshiftdata::error::{ErrorMetadata, SdkError};
+    use aws_sdk_redshiftdata::operation::batch_execute_statement::BatchExecuteStatementError;
+    use aws_sdk_s3::primitives::SdkBody;
+    use tvetl_core::aws::is_retryable;
+
     use super::*;
+
+    /// A service's answer with this status and error code.
+    fn answer(status: u16, code: &str) -> SdkError<BatchExecuteStatementError, HttpResponse> {
+        let error = BatchExecuteStatementError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        SdkError::service_error(error, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn the_data_apis_limits_and_any_server_fault_or_throttle_are_retryable() {
+        for code in [
+            "ActiveStatementsExceededException",
+            "ActiveSessionsExceededException",
+            "ActiveWaitingRequestsExceededException",
+            "ThrottlingException",
+        ] {
+            assert!(is_retryable(&answer(400, code)), "{code}");
+        }
+        for (status, code) in [
+            (500, "InternalServerException"),
+            (500, "BatchExecuteStatementException"),
+            (503, "ACodeNotListed"),
+            (429, "ACodeNotListed"),
+        ] {
+            assert!(is_retryable(&answer(status, code)), "{status} {code}");
+        }
+    }
+
+    #[test]
+    fn client_errors_are_not_retryable() {
+        for (status, code) in [
+            (400, "ValidationException"),
+            (400, "ResourceNotFoundException"),
+            (403, "AccessDenied"),
+            (404, "NoSuchKey"),
+        ] {
+            assert!(!is_retryable(&answer(status, code)), "{status} {code}");
+        }
+    }
 
     #[test]
     fn errors_reach_lambda_under_their_class() {

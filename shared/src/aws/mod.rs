@@ -17,14 +17,16 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// Whether an SDK failure is worth retrying: transport failures, timeouts,
-/// throttling and 5xx answers are; client errors are not.
+/// throttling and 5xx answers are; client errors are not. The adapters
+/// classify their failures with it (public for the Lambdas' tests, which
+/// build this module).
 ///
 /// The status decides first: a service answers 5xx for its own faults and
 /// 429 for throttling, whatever its error code. The codes cover the services'
 /// throttling and capacity errors that come as plain 4xx, such as the Data
 /// API's limits on active statements and sessions, which free up as other
 /// loads finish.
-pub(crate) fn is_retryable<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+pub fn is_retryable<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     match error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(e) => {
@@ -70,52 +72,5 @@ where
             format!("{}: {}", e.err().code().unwrap_or("service error"), e.err().message().unwrap_or("(no message)"))
         }
         other => aws_sdk_s3::error::DisplayErrorContext(other).to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use aws_sdk_redshiftdata::error::ErrorMetadata;
-    use aws_sdk_redshiftdata::operation::batch_execute_statement::BatchExecuteStatementError;
-    use aws_sdk_s3::primitives::SdkBody;
-
-    use super::*;
-
-    /// A service's answer with this status and error code.
-    fn answer(status: u16, code: &str) -> SdkError<BatchExecuteStatementError, HttpResponse> {
-        let error = BatchExecuteStatementError::generic(ErrorMetadata::builder().code(code).message("m").build());
-        SdkError::service_error(error, HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()))
-    }
-
-    #[test]
-    fn the_data_apis_limits_and_any_server_fault_or_throttle_are_retryable() {
-        for code in [
-            "ActiveStatementsExceededException",
-            "ActiveSessionsExceededException",
-            "ActiveWaitingRequestsExceededException",
-            "ThrottlingException",
-        ] {
-            assert!(is_retryable(&answer(400, code)), "{code}");
-        }
-        for (status, code) in [
-            (500, "InternalServerException"),
-            (500, "BatchExecuteStatementException"),
-            (503, "ACodeNotListed"),
-            (429, "ACodeNotListed"),
-        ] {
-            assert!(is_retryable(&answer(status, code)), "{status} {code}");
-        }
-    }
-
-    #[test]
-    fn client_errors_are_not_retryable() {
-        for (status, code) in [
-            (400, "ValidationException"),
-            (400, "ResourceNotFoundException"),
-            (403, "AccessDenied"),
-            (404, "NoSuchKey"),
-        ] {
-            assert!(!is_retryable(&answer(status, code)), "{status} {code}");
-        }
     }
 }
