@@ -14,7 +14,7 @@ use tvetl_core::Source;
 use tvetl_core::aws::redshift::{RedshiftDataWarehouse, RedshiftTarget};
 use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::compact::unremoved_members;
-use tvetl_core::store::{ObjectStore, StoreError};
+use tvetl_core::store::{ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{
     LOAD_LOCK_SQL, LoadStats, Warehouse, load_statements, locked, rebuild_analytics_statements,
     rebuild_pending_analytics, schema_statements, staging_table,
@@ -106,6 +106,10 @@ pub struct RequestedKeys {
     pub keys: Vec<String>,
     /// `message id: why` for each message set aside.
     pub ignored_messages: Vec<String>,
+    /// What the listing of a prefix told of the files it found, so that
+    /// they need no HEAD each: a prefix of 100,000 files would otherwise
+    /// spend the Lambda's timeout on them.
+    pub listed: BTreeMap<String, ObjectMeta>,
 }
 
 impl LoadRequest {
@@ -123,6 +127,7 @@ impl LoadRequest {
                 return Ok(RequestedKeys {
                     keys: queued.objects.into_iter().map(|o| o.key).collect(),
                     ignored_messages: queued.ignored.into_iter().map(|(id, why)| format!("{id}: {why}")).collect(),
+                    listed: BTreeMap::new(),
                 });
             }
             LoadRequest::Keys { objects } => objects.clone(),
@@ -130,12 +135,18 @@ impl LoadRequest {
                 if !prefix.starts_with("staging/") {
                     return Err(HandlerError::Permanent(format!("prefix {prefix:?} is not under staging/")));
                 }
-                lake.list(prefix)?.into_iter().map(|o| o.key).collect()
+                let listed: BTreeMap<String, ObjectMeta> =
+                    lake.list(prefix)?.into_iter().map(|o| (o.key.clone(), o)).collect();
+                return Ok(RequestedKeys {
+                    keys: listed.keys().cloned().collect(),
+                    ignored_messages: Vec::new(),
+                    listed,
+                });
             }
             LoadRequest::RebuildAnalytics { .. } => Vec::new(),
             LoadRequest::S3(event) => s3_objects(event).into_iter().map(|o| o.key).collect(),
         };
-        Ok(RequestedKeys { keys, ignored_messages: Vec::new() })
+        Ok(RequestedKeys { keys, ignored_messages: Vec::new(), listed: BTreeMap::new() })
     }
 
     /// True for the notifications of new staging files (direct or queued),
@@ -145,6 +156,50 @@ impl LoadRequest {
     fn is_notification(&self) -> bool {
         matches!(self, LoadRequest::Sqs(_) | LoadRequest::S3(_))
     }
+}
+
+/// The files of one table that a load takes, with their sizes for the
+/// manifest: what a listing told of them, or else a HEAD each. A missing file
+/// is a permanent error, unless a notification named it (a compaction may
+/// have merged it since): then it is added to `missing` and skipped. The
+/// members of a stopped compaction are left out when its compacted file is
+/// among the files ([`unremoved_members`]).
+pub fn files_to_load(
+    lake: &dyn ObjectStore,
+    bucket: &str,
+    request: &LoadRequest,
+    listed: &BTreeMap<String, ObjectMeta>,
+    source: Source,
+    keys: &[String],
+    missing: &mut Vec<String>,
+) -> Result<Vec<ObjectMeta>, HandlerError> {
+    let mut files = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(meta) = listed.get(key) {
+            files.push(meta.clone());
+            continue;
+        }
+        match lake.head(key) {
+            Ok(meta) => files.push(meta),
+            Err(StoreError::NotFound { .. }) if request.is_notification() => {
+                tracing::warn!(key = %key, "notified staging file no longer exists; skipped");
+                missing.push(key.clone());
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return Err(HandlerError::Permanent(format!("staging file s3://{bucket}/{key} does not exist")));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let merged = unremoved_members(lake, source, &files)?;
+    if !merged.is_empty() {
+        tracing::warn!(
+            files = merged.len(),
+            "left out: members of a stopped compaction whose compacted file this load takes"
+        );
+        files.retain(|f| !merged.contains(&f.key));
+    }
+    Ok(files)
 }
 
 /// The staging keys of a request grouped by table, dimensions first; keys
@@ -294,35 +349,15 @@ impl LoadWarehouse {
             for source in Source::ALL {
                 let Some(keys) = groups.get(&source) else { continue };
                 let load_id = fresh_load_id();
-                // Sizes for the manifest. A missing file is a permanent error,
-                // unless a notification named it.
-                let mut files = Vec::with_capacity(keys.len());
-                for key in keys {
-                    let meta = match lake.head(key) {
-                        Ok(meta) => meta,
-                        Err(StoreError::NotFound { .. }) if request.is_notification() => {
-                            tracing::warn!(key = %key, "notified staging file no longer exists; skipped");
-                            response.missing.push(key.clone());
-                            continue;
-                        }
-                        Err(StoreError::NotFound { .. }) => {
-                            return Err(HandlerError::Permanent(format!(
-                                "staging file s3://{}/{key} does not exist",
-                                config.lake_bucket
-                            )));
-                        }
-                        Err(other) => return Err(other.into()),
-                    };
-                    files.push(meta);
-                }
-                let merged = unremoved_members(&lake, source, &files)?;
-                if !merged.is_empty() {
-                    tracing::warn!(
-                        files = merged.len(),
-                        "left out: members of a stopped compaction whose compacted file this load takes"
-                    );
-                    files.retain(|f| !merged.contains(&f.key));
-                }
+                let files = files_to_load(
+                    &lake,
+                    &config.lake_bucket,
+                    &request,
+                    &requested.listed,
+                    source,
+                    keys,
+                    &mut response.missing,
+                )?;
                 if files.is_empty() {
                     continue;
                 }
@@ -415,6 +450,73 @@ mod tests {
         );
         let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::RedshiftSqlDialect {}, &sql);
         assert_eq!(parsed.map(|p| p.len()).map_err(|e| e.to_string()), Ok(1));
+    }
+
+    /// A memory store that counts its HEAD requests.
+    #[derive(Default)]
+    struct CountingHeads {
+        inner: tvetl_core::store::MemoryObjectStore,
+        heads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ObjectStore for CountingHeads {
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            self.inner.list(prefix)
+        }
+        fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+            self.heads.fetch_add(1, Ordering::SeqCst);
+            self.inner.head(key)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+            self.inner.open(key)
+        }
+        fn create(&self, key: &str) -> Result<Box<dyn tvetl_core::store::ObjectUpload + '_>, StoreError> {
+            self.inner.create(key)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+    }
+
+    #[test]
+    fn a_prefix_load_sizes_its_files_from_the_listing_and_named_files_are_headed() {
+        let lake = CountingHeads::default();
+        let day = "staging/viewership/event_date=2024-01-01";
+        for (name, bytes) in [("a.parquet", &b"aa"[..]), ("b.parquet", b"bbb"), ("c.parquet", b"c")] {
+            lake.put(&format!("{day}/{name}"), bytes).unwrap();
+        }
+        let load = |request: &LoadRequest, missing: &mut Vec<String>| {
+            let requested = request.requested(&lake)?;
+            let keys = &group_by_table(&requested.keys)[&Source::Viewership];
+            files_to_load(&lake, "lake", request, &requested.listed, Source::Viewership, keys, missing)
+        };
+        let sizes = |files: Vec<ObjectMeta>| files.into_iter().map(|f| f.size).collect::<Vec<_>>();
+
+        let prefix: LoadRequest = serde_json::from_value(serde_json::json!({"prefix": format!("{day}/")})).unwrap();
+        assert_eq!(sizes(load(&prefix, &mut Vec::new()).unwrap()), [2, 3, 1]);
+        assert_eq!(lake.heads.load(Ordering::SeqCst), 0, "the listing gave every size");
+
+        let named: LoadRequest = serde_json::from_value(
+            serde_json::json!({"objects": [format!("{day}/c.parquet"), format!("{day}/a.parquet")]}),
+        )
+        .unwrap();
+        assert_eq!(sizes(load(&named, &mut Vec::new()).unwrap()), [2, 1]);
+        assert_eq!(lake.heads.load(Ordering::SeqCst), 2);
+
+        let gone: LoadRequest =
+            serde_json::from_value(serde_json::json!({"objects": [format!("{day}/gone.parquet")]})).unwrap();
+        let error = load(&gone, &mut Vec::new()).unwrap_err();
+        assert!(
+            !error.is_retryable()
+                && error.to_string().contains(&format!("s3://lake/{day}/gone.parquet does not exist")),
+            "{error}"
+        );
+        // A notification may name a file a compaction merged since.
+        let notified: LoadRequest =
+            serde_json::from_str(include_str!("../../../infra/events/s3-staging-created.json")).unwrap();
+        let mut missing = Vec::new();
+        assert!(load(&notified, &mut missing).unwrap().is_empty());
+        assert_eq!(missing, ["staging/viewership/event_date=2024-01-01/part-0123456789abcdef.parquet"]);
     }
 
     #[test]
