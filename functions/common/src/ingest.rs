@@ -128,14 +128,14 @@ impl IngestBatch {
             response.objects.push(outcome);
         }
         let count = |status: &str| response.objects.iter().filter(|o| o.status == status).count() as u64;
-        let (loaded, skipped, archived) = (count("loaded"), count("skipped"), count("archived"));
         crate::metrics::emit(
             "ingest-batch",
             &[
-                ("ObjectsLoaded", loaded),
-                ("ObjectsFailed", response.objects.len() as u64 - loaded - skipped - archived),
-                ("ObjectsSkipped", skipped),
-                ("ObjectsArchived", archived),
+                ("ObjectsLoaded", count("loaded")),
+                ("ObjectsFailed", count("failed")),
+                ("ObjectsMissing", count("missing")),
+                ("ObjectsSkipped", count("skipped")),
+                ("ObjectsArchived", count("archived")),
                 ("RowsRead", response.totals.rows_read),
                 ("RowsAccepted", response.totals.rows_accepted),
                 ("RowsQuarantined", response.totals.quarantined.total()),
