@@ -253,12 +253,11 @@ where
     let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(RecordTracker::new(reader));
     let csv_error = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
-        if !matches!(e.kind(), csv::ErrorKind::Io(_)) {
-            return unreadable(key, line, e);
-        }
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => read_error(key, line, io),
-            _ => unreachable!("an I/O error, checked above"),
+        if e.is_io_error() {
+            let csv::ErrorKind::Io(io) = e.into_kind() else { unreachable!("is_io_error") };
+            read_error(key, line, io)
+        } else {
+            unreadable(key, line, e)
         }
     };
     let header = csv.byte_headers().map_err(csv_error)?.clone();

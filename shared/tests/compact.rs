@@ -114,21 +114,27 @@ fn young_files_are_left_alone() {
     assert_eq!(snapshot(&lake), snap);
 }
 
-#[test]
-fn an_interrupted_compaction_is_finished_by_the_next_run() {
+/// A lake of small files whose compaction stopped after writing its first
+/// output (its members could not be removed), with the rows before it.
+fn interrupted_compaction() -> (FaultyObjectStore, Vec<StagedRow>) {
     let lake = FaultyObjectStore::new();
     small_files(&lake);
     let before = content(&lake);
-
     lake.fail_deletes(true);
     let error = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
     assert!(error.is_retryable(), "{error}");
+    lake.fail_deletes(false);
+    (lake, before)
+}
+
+#[test]
+fn an_interrupted_compaction_is_finished_by_the_next_run() {
+    let (lake, before) = interrupted_compaction();
     // Stopped after writing the first output: its rows are also still in
     // the members, never missing.
     assert_eq!(staged_files(&lake).len(), 61);
     assert_eq!(lake.list("compaction/").unwrap().len(), 1, "the journal says what to finish");
 
-    lake.fail_deletes(false);
     let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
     assert_eq!(report.recovered, 1);
     assert_eq!(staged_files(&lake).len(), 2);
@@ -142,12 +148,7 @@ fn an_interrupted_compaction_is_finished_by_the_next_run() {
 /// twice with the same lineage.
 #[test]
 fn the_members_a_stopped_compaction_left_are_named_for_a_load_to_skip() {
-    let lake = FaultyObjectStore::new();
-    small_files(&lake);
-    let before = content(&lake);
-    lake.fail_deletes(true);
-    compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap_err();
-    lake.fail_deletes(false);
+    let (lake, before) = interrupted_compaction();
 
     let files = staged_files(&lake);
     let output: Vec<&ObjectMeta> = files.iter().filter(|f| f.key.contains("/compacted-")).collect();
