@@ -1594,16 +1594,38 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "sessions\n3\n");
 
     // A write is refused, and nothing changes: the file is opened read-only.
-    // A query's result may still go to a file of its own.
+    // A query's result may still go to a file of its own, with --out.
     let before = warehouse_rows(&lake);
     let copy = dir.path().join("daily users.parquet");
-    sql(
-        "csv",
-        &format!(
-            "COPY (SELECT * FROM analytics.daily_user_viewing ORDER BY view_date, user_id) TO '{}' (FORMAT parquet)",
-            path(&copy)
-        ),
+    let wrote = tvetl(&[
+        "sql",
+        "--lake",
+        path(&lake),
+        "--out",
+        path(&copy),
+        "SELECT * FROM analytics.daily_user_viewing ORDER BY view_date, user_id",
+    ]);
+    assert_eq!(wrote.trim(), format!("wrote 3 rows to {}", path(&copy)));
+    let as_csv = dir.path().join("n.csv");
+    tvetl(&["sql", "--lake", path(&lake), "--out", path(&as_csv), "SELECT 1 AS n, 'a, b' AS s"]);
+    assert_eq!(std::fs::read_to_string(&as_csv).unwrap(), "n,s\n1,\"a, b\"\n");
+    // The query runs as confined as on screen; tvetl writes the file, and not
+    // into the warehouse's folder.
+    let (csv_out, in_warehouse, txt) = (
+        path(&as_csv).to_owned(),
+        lake.join("_warehouse/warehouse.csv").display().to_string(),
+        dir.path().join("n.txt").display().to_string(),
     );
+    for (query, out, why) in [
+        ("SELECT 1) TO 'x.csv'; ATTACH 'y.db' AS y; COPY (SELECT 1", &csv_out, "syntax error"),
+        ("SELECT * FROM read_csv('x.csv')", &csv_out, "disabled by configuration"),
+        ("SELECT 1 AS n", &in_warehouse, "warehouse's own folder"),
+        ("SELECT 1 AS n", &txt, ".parquet or .csv"),
+    ] {
+        let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "--out", out, query]);
+        assert!(stderr.contains(why), "{query} -> {out}: {stderr}");
+    }
+    assert!(!Path::new(&in_warehouse).exists() && !Path::new("y.db").exists());
     let copied: Vec<(String, String, f64)> = duckdb::Connection::open_in_memory()
         .unwrap()
         .prepare(&format!(
@@ -1622,6 +1644,22 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
     for write in ["DELETE FROM core.viewing_sessions", "CREATE TABLE core.x AS SELECT 1 AS n"] {
         let stderr = tvetl_fails(&["sql", "--lake", path(&lake), write]);
         assert!(stderr.contains("only reads") && stderr.contains(write), "{stderr}");
+    }
+    // Nor around it: no file written, no database attached read-write (the
+    // warehouse's own, detached first), no setting turned back on.
+    let outside = lake.join("outside.csv");
+    let warehouse_file = lake.join("_warehouse/warehouse.duckdb");
+    for write in [
+        format!("COPY (SELECT 1 AS n) TO '{}' (FORMAT CSV)", path(&outside)),
+        format!("EXPORT DATABASE '{}'", path(&lake.join("exported"))),
+        format!(
+            "DETACH warehouse; ATTACH '{}' AS w (READ_WRITE); DELETE FROM w.core.viewing_sessions",
+            path(&warehouse_file)
+        ),
+        "SET enable_external_access = true".to_owned(),
+    ] {
+        tvetl_fails(&["sql", "--lake", path(&lake), &write]);
+        assert!(!outside.exists() && !lake.join("exported").exists(), "{write}");
     }
     assert_eq!(warehouse_rows(&lake), before);
     let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "SELECT nope FROM core.viewing_sessions"]);

@@ -89,6 +89,10 @@ pub(crate) enum Command {
         /// JSON is one object: {"columns": [...], "rows": [[...], ...]}.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Write the result to this file instead (.parquet or .csv), for
+        /// another tool; the query must then be one SELECT.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

@@ -97,8 +97,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
             run_report(&lake, report)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sql { lake, query, format } => {
-            print!("{}", with_newline(sql::run_sql(&mut open_warehouse(&lake)?, &query, format)?));
+        Command::Sql { lake, query, format, out } => {
+            let mut warehouse = open_warehouse(&lake)?;
+            match out {
+                Some(out) => println!("{}", sql::write_sql(&mut warehouse, &query, &out, &run::warehouse_path(&lake))?),
+                None => print!("{}", with_newline(sql::run_sql(&mut warehouse, &query, format)?)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { lake, export: ExportCommand::UserFeatures { days, out } } => {

@@ -1,14 +1,21 @@
 //! `tvetl sql`: one read-only query on the local warehouse, printed as a
 //! table, JSON or CSV.
 //!
-//! The warehouse file is opened read-only, so exploring it cannot change what
-//! the loads keep; a query that would write fails with DuckDB's own message.
+//! The warehouse file is opened read-only and the connection confined to it
+//! ([`DuckDbWarehouse::confine_to_reads`]), so exploring it cannot change
+//! what the loads keep, nor write files or other databases; a query that
+//! would write fails with DuckDB's own message. With `--out`, tvetl itself
+//! writes the result to a file ([`write_sql`]).
 
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::Context;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 use serde_json::Value;
-use tvetl_core::warehouse::{ResultSet, Warehouse};
+use tvetl_core::warehouse::{ResultSet, Warehouse, WarehouseError};
 
 use crate::report::{OutputFormat, csv_line, truncate};
 use crate::warehouse::DuckDbWarehouse;
@@ -16,9 +23,8 @@ use crate::warehouse::DuckDbWarehouse;
 /// The widest a table column gets; longer values end in `…`.
 const MAX_TABLE_WIDTH: usize = 40;
 
-/// Runs `query` (`-`: read from standard input) on `warehouse`, opened
-/// read-only, and renders its result.
-pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputFormat) -> anyhow::Result<String> {
+/// The query as given: `-` reads it from standard input.
+fn query_text(query: &str) -> anyhow::Result<String> {
     let query = if query == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("reading the query from standard input")?;
@@ -27,6 +33,14 @@ pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputForma
         query.to_owned()
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
+    Ok(query)
+}
+
+/// Runs `query` (`-`: read from standard input) on `warehouse`, opened
+/// read-only, and renders its result.
+pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputFormat) -> anyhow::Result<String> {
+    let query = query_text(query)?;
+    warehouse.confine_to_reads()?;
     let result = warehouse.query(&query).map_err(|e| {
         let read_only = e.to_string().contains("read-only mode");
         let e = anyhow::Error::from(e);
@@ -39,6 +53,53 @@ pub fn run_sql(warehouse: &mut DuckDbWarehouse, query: &str, format: OutputForma
         }
     })?;
     Ok(render_result(&result, format))
+}
+
+/// Writes the result of `query` (`-`: from standard input) to `out`, as
+/// zstd Parquet or CSV by its extension, and says how many rows it wrote.
+/// The query runs as confined as on screen; tvetl writes the file itself,
+/// never inside the warehouse's own folder.
+pub fn write_sql(
+    warehouse: &mut DuckDbWarehouse,
+    query: &str,
+    out: &Path,
+    warehouse_file: &Path,
+) -> anyhow::Result<String> {
+    let query = query_text(query)?;
+    let parquet = match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("parquet") => true,
+        Some("csv") => false,
+        _ => anyhow::bail!("--out {}: the file's name must end in .parquet or .csv", out.display()),
+    };
+    let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
+    anyhow::ensure!(
+        folder(out) != folder(warehouse_file),
+        "--out {}: not in the warehouse's own folder",
+        out.display()
+    );
+    warehouse.confine_to_reads()?;
+    // Written beside `out` and renamed over it once whole: a query that
+    // fails part-way leaves no file, or the one that was there.
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("--out {}", out.display()))?;
+    let rows = if parquet {
+        let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        let handle = file.as_file().try_clone()?;
+        let parquet_error = |e: parquet::errors::ParquetError| WarehouseError::Result(e.to_string());
+        let (writer, rows) = warehouse.query_batches(
+            &query,
+            |schema| ArrowWriter::try_new(handle, schema, Some(properties)).map_err(parquet_error),
+            |writer, batch| writer.write(batch).map_err(parquet_error),
+        )?;
+        writer.close()?;
+        rows
+    } else {
+        let result = warehouse.query(&query)?;
+        std::io::Write::write_all(file.as_file_mut(), render_result(&result, OutputFormat::Csv).as_bytes())?;
+        result.rows.len() as u64
+    };
+    file.persist(out).with_context(|| format!("--out {}", out.display()))?;
+    Ok(format!("wrote {rows} row{} to {}", if rows == 1 { "" } else { "s" }, out.display()))
 }
 
 /// A value as text: strings bare, NULL empty, numbers as Rust prints them

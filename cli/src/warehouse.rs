@@ -124,6 +124,39 @@ impl DuckDbWarehouse {
         Ok(DuckDbWarehouse { conn, local_staging: false })
     }
 
+    /// Confines this connection to reading its own database. Read-only mode
+    /// refuses writes to it, but not writes around it: `COPY … TO` a file,
+    /// `EXPORT DATABASE`, or `ATTACH` of a database file (this warehouse's
+    /// own, after a `DETACH`) in read-write mode. Without external access
+    /// none of these run; with the configuration locked, no query can turn
+    /// it back on. For `tvetl sql`, whose queries are the user's.
+    pub fn confine_to_reads(&self) -> Result<(), WarehouseError> {
+        self.conn
+            .execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+            .map_err(|e| WarehouseError::Unavailable { message: e.to_string(), retryable: false })
+    }
+
+    /// Runs one query and hands its result to a sink that `start` makes
+    /// from the result's Arrow schema, batch by batch (`each`); returns the
+    /// sink and the number of rows. The batches come from DuckDB's Arrow
+    /// interface, typed as DuckDB types them.
+    pub fn query_batches<W>(
+        &self,
+        sql: &str,
+        start: impl FnOnce(arrow_schema::SchemaRef) -> Result<W, WarehouseError>,
+        mut each: impl FnMut(&mut W, &arrow_array::RecordBatch) -> Result<(), WarehouseError>,
+    ) -> Result<(W, u64), WarehouseError> {
+        let mut statement = self.conn.prepare(sql).map_err(|e| engine_error(0, sql, e))?;
+        let batches = statement.query_arrow([]).map_err(|e| engine_error(0, sql, e))?;
+        let mut sink = start(batches.get_schema())?;
+        let mut rows = 0;
+        for batch in batches {
+            rows += batch.num_rows() as u64;
+            each(&mut sink, &batch)?;
+        }
+        Ok((sink, rows))
+    }
+
     /// The statements that fill a staging table from staging Parquet files,
     /// [`FILES_PER_COPY`] files each, in the files' order.
     fn copy_statements(source: Source, files: &[impl AsRef<Path>]) -> Vec<String> {
