@@ -68,12 +68,15 @@ fn ranked_bars_chart<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(plot_err)?;
     let n = bars.len().max(1) as i32;
     let max_hours = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+    // A segmented 0..k has a segment for each of 0..=k, but 0..0 has no
+    // height at all: one bar gets a second, empty segment above it.
+    let top = (n - 1).max(1);
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(230)
-        .build_cartesian_2d(0.0..max_hours, (0..n - 1).into_segmented())
+        .build_cartesian_2d(0.0..max_hours, (0..top).into_segmented())
         .map_err(plot_err)?;
     let label = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) => bars.get((n - 1 - *i) as usize).map(|b| b.0.clone()).unwrap_or_default(),
@@ -225,4 +228,52 @@ pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> a
         |root| daily_lines_chart(root, &caption, &dates, &lines),
         |root| daily_lines_chart(root, &caption, &dates, &lines),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heights of the bars of a top-channels chart of `names`, drawn
+    /// as SVG, and whether each name is labelled.
+    fn drawn_bars(names: &[&str]) -> (Vec<f64>, Vec<bool>) {
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("top.svg");
+        let channels: Vec<ChannelRank> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ChannelRank {
+                rank: i as u32 + 1,
+                channel_id: format!("c{i}"),
+                channel_name: (*name).to_owned(),
+                watch_seconds: 3600.0 * (names.len() - i) as f64,
+                reach: 1,
+            })
+            .collect();
+        top_channels_chart(&svg, "2024-01-01", &channels).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        // The bars are the filled rectangles of the series' colour.
+        let heights = text
+            .split("<rect")
+            .skip(1)
+            .filter(|r| r.contains("#1F77B4"))
+            .map(|r| {
+                let h = r.split("height=\"").nth(1).unwrap();
+                h[..h.find('"').unwrap()].parse::<f64>().unwrap()
+            })
+            .collect();
+        (heights, names.iter().map(|n| text.contains(n)).collect())
+    }
+
+    #[test]
+    fn one_bar_is_drawn_with_its_label_like_several() {
+        let (heights, labelled) = drawn_bars(&["Solo"]);
+        assert_eq!(heights.len(), 1);
+        assert!(heights[0] > 10.0, "{heights:?}");
+        assert_eq!(labelled, [true]);
+        let (heights, labelled) = drawn_bars(&["One", "Two", "Three"]);
+        assert_eq!(heights.len(), 3);
+        assert!(heights.iter().all(|h| *h > 10.0), "{heights:?}");
+        assert_eq!(labelled, [true, true, true]);
+    }
 }
