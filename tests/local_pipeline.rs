@@ -1772,3 +1772,35 @@ fn input_without_raw_prefixes_is_an_error_with_a_hint() {
     let summary = run(&empty, &lake);
     assert_eq!((summary["rows_read"].as_u64(), summary["files"].as_array().map(Vec::len)), (Some(0), Some(0)));
 }
+
+/// A lake's path goes into the warehouse's SQL (its spill folder, the staged
+/// files it reads): a quote in it must not break the statements, and a path
+/// that is not UTF-8, which SQL text cannot name, is refused before anything
+/// is written.
+#[test]
+fn a_lake_path_with_a_quote_loads_and_one_not_utf8_is_refused_up_front() {
+    let (dir, input, _) = workspace();
+    write_sessions(&input, "viewership/a.csv", &["e1,u1,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z"]);
+    let quoted = dir.path().join("o'brien's lake");
+    assert_eq!(run(&input, &quoted)["rows_accepted"], 1);
+    assert_eq!(ranking(&top_channels(&quoted, "2024-01-01")), [(s("c1"), s("Unknown"), 3600.0, 1)]);
+    assert_eq!(
+        tvetl(&["sql", "--lake", path(&quoted), "--format", "csv", "SELECT COUNT(*) AS n FROM core.viewing_sessions"]),
+        "n\n1\n"
+    );
+
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = dir.path().join(std::ffi::OsStr::from_bytes(b"l\xe9ke"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(&input), "--lake"])
+        .arg(&not_utf8)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not valid UTF-8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&not_utf8).unwrap().count(), 0, "nothing written in the lake");
+}

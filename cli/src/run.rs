@@ -149,8 +149,14 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     anyhow::ensure!(input.is_dir(), "input folder {} does not exist", input.display());
     check_input_layout(input)?;
     std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
-    // Absolute paths: the warehouse reads the staging files by path.
+    // Absolute paths: the warehouse reads the staging files by path, in SQL,
+    // which holds text: a path that is not UTF-8 would name other files.
     let lake = &lake.canonicalize().with_context(|| format!("resolving {}", lake.display()))?;
+    anyhow::ensure!(
+        lake.to_str().is_some(),
+        "lake folder {}: its path is not valid UTF-8, which the warehouse needs to read its files",
+        lake.display()
+    );
     let _lock = LakeLock::acquire(lake, &run_lock_path(lake))?;
     let raw = LocalObjectStore::new(input);
     let lake_store = LocalObjectStore::new(lake);

@@ -70,10 +70,10 @@ fn apply_limits(
     keep_insertion_order: bool,
 ) -> Result<(), WarehouseError> {
     let settings = format!(
-        "SET memory_limit = '{}'; SET threads = {}; SET preserve_insertion_order = {keep_insertion_order}; SET temp_directory = '{}';",
-        limits.memory_limit,
+        "SET memory_limit = {}; SET threads = {}; SET preserve_insertion_order = {keep_insertion_order}; SET temp_directory = {};",
+        quoted(&limits.memory_limit),
         limits.threads.max(1),
-        path.with_extension("spill").display()
+        quoted(&path.with_extension("spill").display().to_string())
     );
     conn.execute_batch(&settings).map_err(|e| engine_error(0, &settings, e))
 }
