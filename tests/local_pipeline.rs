@@ -1804,3 +1804,34 @@ fn a_lake_path_with_a_quote_loads_and_one_not_utf8_is_refused_up_front() {
     );
     assert_eq!(std::fs::read_dir(&not_utf8).unwrap().count(), 0, "nothing written in the lake");
 }
+
+/// A quarantine file's partition is its raw file's modification date. Read
+/// again after that date moved (here with --reingest), the same bytes must
+/// not leave their rejected records under both dates.
+#[test]
+fn the_same_file_read_again_after_its_date_moved_is_quarantined_once() {
+    let (_dir, input, lake) = workspace();
+    write_sessions(
+        &input,
+        "viewership/a.csv",
+        &["e1,u1,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z", "e2,,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z"],
+    );
+    write(&input, "viewership/broken.csv.gz", b"not gzip");
+    let dated = |day: u64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200 + day * 86_400);
+        for key in ["viewership/a.csv", "viewership/broken.csv.gz"] {
+            std::fs::File::options().write(true).open(input.join(key)).unwrap().set_modified(at).unwrap();
+        }
+    };
+    dated(4);
+    run(&input, &lake);
+    dated(8);
+    json(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--format", "json", "--reingest"]);
+    let mut files: Vec<String> =
+        snapshot(&lake).into_keys().map(|k| k.display().to_string()).filter(|k| k.starts_with("quarantine/")).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.contains("/ingest_date=2024-01-09/")), "{files:?}");
+    let report = json(&["report", "--lake", path(&lake), "quarantine", "--format", "json"]);
+    assert_eq!(report["records_quarantined"], 1, "{report}");
+}

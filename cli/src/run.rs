@@ -239,6 +239,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut files = Vec::with_capacity(keys.len());
     let (mut ingested, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
+    // Quarantine files this run wrote (not recalled from the manifest).
+    let mut quarantined_now: Vec<String> = Vec::new();
     for (key, result) in keys.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
             Ingested::Loaded { object, unchanged } => {
@@ -258,14 +260,23 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     more_unknown_columns: report.more_unknown_columns,
                     unchanged,
                 });
+                if !unchanged {
+                    quarantined_now.extend(report.quarantine_key.clone());
+                }
                 ingested.insert(key.clone(), object);
             }
             Ingested::Unreadable { object, unchanged } => {
                 files.push(FileOutcome::failed(key, Source::from_key(key), object.error.clone(), unchanged));
+                if !unchanged {
+                    quarantined_now.push(object.quarantine_key.clone());
+                }
                 unreadable.insert(key.clone(), object);
             }
             Ingested::Failed { source, error } => files.push(FileOutcome::failed(key, source, error, false)),
         }
+    }
+    if let Err(e) = remove_earlier_quarantine_copies(lake, &quarantined_now) {
+        eprintln!("the quarantine may list some records twice: removing earlier copies failed ({e})");
     }
     // Before the load: what is staged stays staged whether or not the load
     // commits, and the load ledger says what of it is loaded.
@@ -452,6 +463,42 @@ fn warehouse_step<T>(
             limits.memory_limit
         ))
     })
+}
+
+/// Removes the copies of the quarantine files in `written` (lake keys) that
+/// an earlier ingest of the same object left under another ingest date.
+/// A file's name derives from its object's key and version, and its
+/// partition from the raw file's modification time; so the same bytes read
+/// again after that time moved (`--reingest`, or a new build of tvetl, with
+/// the file touched since) wrote the same records under a new date, and the
+/// quarantine would count them twice. Returns how many it removed.
+fn remove_earlier_quarantine_copies(lake: &Path, written: &[String]) -> std::io::Result<usize> {
+    let mut removed = 0;
+    // Each source's partitions, listed once whatever the number of files.
+    let mut partitions: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for key in written {
+        let path = lake.join(key);
+        let (Some(partition), Some(name)) = (path.parent(), path.file_name()) else { continue };
+        let Some(source_dir) = partition.parent() else { continue };
+        if !partitions.contains_key(source_dir) {
+            let mut dirs = Vec::new();
+            for entry in std::fs::read_dir(source_dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    dirs.push(entry.path());
+                }
+            }
+            partitions.insert(source_dir.to_path_buf(), dirs);
+        }
+        for other in &partitions[source_dir] {
+            let copy = other.join(name);
+            if other.as_path() != partition && copy.is_file() {
+                std::fs::remove_file(&copy)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// What a run's ingest workers share to take a raw file.
