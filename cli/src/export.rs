@@ -7,13 +7,37 @@ use tvetl_core::warehouse::{Warehouse, user_features_sql};
 
 use crate::warehouse::DuckDbWarehouse;
 
-/// The file formats an export writes, by the output's extension.
-fn copy_options(out: &Path) -> anyhow::Result<&'static str> {
-    match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("parquet") => Ok("FORMAT PARQUET, COMPRESSION ZSTD"),
-        Some("csv") => Ok("FORMAT CSV, HEADER"),
-        _ => bail!("{}: an export is written as .parquet or .csv", out.display()),
+/// The formats a result is written to a file in (exports, `tvetl sql
+/// --out`), chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// `.parquet`, zstd-compressed.
+    Parquet,
+    /// `.csv`, with a header line.
+    Csv,
+}
+
+impl FileFormat {
+    /// The format `out`'s extension names, if it names one.
+    pub fn of(out: &Path) -> Option<FileFormat> {
+        match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("parquet") => Some(FileFormat::Parquet),
+            Some("csv") => Some(FileFormat::Csv),
+            _ => None,
+        }
     }
+}
+
+/// A temporary file in `out`'s folder (which must exist), to be persisted
+/// over `out` once whole: a write that fails part-way leaves no file, or the
+/// one that was there.
+pub fn partial_file(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    tempfile::Builder::new()
+        .prefix(".export-")
+        .suffix(&format!(".{}", out.extension().and_then(|e| e.to_str()).unwrap_or("tmp")))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 
 /// Writes the user features over `[from, to]` (infra/sql/exports/user_features.sql)
@@ -26,16 +50,16 @@ pub fn export_user_features(
     to: Option<&str>,
     out: &Path,
 ) -> anyhow::Result<u64> {
-    let options = copy_options(out)?;
+    let options = match FileFormat::of(out) {
+        Some(FileFormat::Parquet) => "FORMAT PARQUET, COMPRESSION ZSTD",
+        Some(FileFormat::Csv) => "FORMAT CSV, HEADER",
+        None => bail!("{}: an export is written as .parquet or .csv", out.display()),
+    };
     let query = user_features_sql(from, to)?;
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = tempfile::Builder::new()
-        .prefix(".export-")
-        .suffix(&format!(".{}", out.extension().and_then(|e| e.to_str()).unwrap_or("tmp")))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?
-        .into_temp_path();
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let partial = partial_file(out)?.into_temp_path();
     let target = partial.to_str().context("the export's folder is not UTF-8")?.replace('\'', "''");
     let result = wh.query(&format!("COPY ({query}) TO '{target}' ({options})"))?;
     let users = result.int(0, "Count")? as u64;

@@ -275,7 +275,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
             Ingested::Failed { source, error } => files.push(FileOutcome::failed(key, source, error, false)),
         }
     }
-    if let Err(e) = remove_earlier_quarantine_copies(lake, &quarantined_now) {
+    if let Err(e) = remove_earlier_quarantine_copies(&lake_store, &quarantined_now) {
         eprintln!("the quarantine may list some records twice: removing earlier copies failed ({e})");
     }
     // Before the load: what is staged stays staged whether or not the load
@@ -472,28 +472,19 @@ fn warehouse_step<T>(
 /// again after that time moved (`--reingest`, or a new build of tvetl, with
 /// the file touched since) wrote the same records under a new date, and the
 /// quarantine would count them twice. Returns how many it removed.
-fn remove_earlier_quarantine_copies(lake: &Path, written: &[String]) -> std::io::Result<usize> {
+fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, written: &[String]) -> Result<usize, StoreError> {
     let mut removed = 0;
-    // Each source's partitions, listed once whatever the number of files.
-    let mut partitions: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    // Each source's quarantine, listed once whatever the number of files.
+    let mut listed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for key in written {
-        let path = lake.join(key);
-        let (Some(partition), Some(name)) = (path.parent(), path.file_name()) else { continue };
-        let Some(source_dir) = partition.parent() else { continue };
-        if !partitions.contains_key(source_dir) {
-            let mut dirs = Vec::new();
-            for entry in std::fs::read_dir(source_dir)? {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    dirs.push(entry.path());
-                }
-            }
-            partitions.insert(source_dir.to_path_buf(), dirs);
+        let Some((partition, name)) = key.rsplit_once('/') else { continue };
+        let Some((source_prefix, _)) = partition.rsplit_once('/') else { continue };
+        if !listed.contains_key(source_prefix) {
+            listed.insert(source_prefix, lake.keys(&format!("{source_prefix}/"))?);
         }
-        for other in &partitions[source_dir] {
-            let copy = other.join(name);
-            if other.as_path() != partition && copy.is_file() {
-                std::fs::remove_file(&copy)?;
+        for copy in &listed[source_prefix] {
+            if copy != key && copy.rsplit_once('/').is_some_and(|(_, n)| n == name) {
+                lake.delete(copy)?;
                 removed += 1;
             }
         }

@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use tvetl_core::warehouse::{ResultSet, Warehouse, WarehouseError};
 
+use crate::export::{FileFormat, partial_file};
 use crate::report::{OutputFormat, csv_line, truncate};
 use crate::warehouse::DuckDbWarehouse;
 
@@ -66,10 +67,8 @@ pub fn write_sql(
     warehouse_file: &Path,
 ) -> anyhow::Result<String> {
     let query = query_text(query)?;
-    let parquet = match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("parquet") => true,
-        Some("csv") => false,
-        _ => anyhow::bail!("--out {}: the file's name must end in .parquet or .csv", out.display()),
+    let Some(format) = FileFormat::of(out) else {
+        anyhow::bail!("--out {}: the file's name must end in .parquet or .csv", out.display())
     };
     let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
     anyhow::ensure!(
@@ -78,11 +77,8 @@ pub fn write_sql(
         out.display()
     );
     warehouse.confine_to_reads()?;
-    // Written beside `out` and renamed over it once whole: a query that
-    // fails part-way leaves no file, or the one that was there.
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("--out {}", out.display()))?;
-    let rows = if parquet {
+    let mut file = partial_file(out)?;
+    let rows = if format == FileFormat::Parquet {
         let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
         let handle = file.as_file().try_clone()?;
         let parquet_error = |e: parquet::errors::ParquetError| WarehouseError::Result(e.to_string());

@@ -131,9 +131,8 @@ impl DuckDbWarehouse {
     /// none of these run; with the configuration locked, no query can turn
     /// it back on. For `tvetl sql`, whose queries are the user's.
     pub fn confine_to_reads(&self) -> Result<(), WarehouseError> {
-        self.conn
-            .execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
-            .map_err(|e| WarehouseError::Unavailable { message: e.to_string(), retryable: false })
+        let sql = "SET enable_external_access = false; SET lock_configuration = true;";
+        self.conn.execute_batch(sql).map_err(|e| engine_error(0, sql, e))
     }
 
     /// Runs one query and hands its result to a sink that `start` makes
