@@ -782,6 +782,56 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_record_of_a_delivery_loaded_after_a_later_one_does_not_replace_it() {
+        // On AWS each staging file is loaded as its queue batch comes, so a
+        // raw object's (or a stream batch's) day files can commit in any
+        // order: here the later record's file first.
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let mut load = |load_id: i64, rows: &[(&str, &str, &str, &str, u32, u32)]| {
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|(id, channel, key, version, day, record_no)| {
+                    format!(
+                        "('{id}', 'u1', NULL, '{channel}', NULL, TIMESTAMP '2024-01-0{day} 10:00:00', \
+                         TIMESTAMP '2024-01-0{day} 10:10:00', NULL, NULL, '{key}', '{version}', {record_no})"
+                    )
+                })
+                .collect();
+            let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
+            let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], load_id)).unwrap();
+            let stats = LoadStats::from_result(&counts).unwrap();
+            (stats.duplicates_removed, stats.rows_merged, stats.days_touched)
+        };
+        let batch = "kinesis/views/shardId-000000000000/100-200";
+        // The later records: e1's record 2 of a.csv (day 2), e2's record 5 of
+        // a stream batch (day 3), e3's record 1 of b.csv.
+        assert_eq!(
+            load(1, &[("e1", "cB", "viewership/a.csv", "v1", 2, 2), ("e2", "cS5", batch, "150-160", 3, 5)]),
+            (0, 2, 2)
+        );
+        assert_eq!(load(2, &[("e3", "cX", "viewership/b.csv", "v1", 1, 1)]), (0, 1, 1));
+        // Their earlier records, in the day files loaded after: each is a
+        // duplicate that changes nothing. A stream batch's day files carry
+        // their own ranges as versions, and are one delivery all the same.
+        assert_eq!(
+            load(3, &[("e1", "cA", "viewership/a.csv", "v1", 1, 1), ("e2", "cS2", batch, "100-140", 2, 2)]),
+            (2, 0, 0)
+        );
+        // Another delivery replaces core's, whatever its record numbers: a
+        // corrected a.csv (a new version), and e3's record 7 of an earlier
+        // key in a later run.
+        assert_eq!(
+            load(4, &[("e1", "cC", "viewership/a.csv", "v2", 1, 1), ("e3", "cY", "viewership/0.csv", "v1", 1, 7)]),
+            (0, 2, 2)
+        );
+        let core = wh.query("SELECT event_id || ':' || channel_id AS s FROM core.viewing_sessions ORDER BY 1").unwrap();
+        let core: Vec<String> = (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect();
+        assert_eq!(core, ["e1:cC", "e2:cS5", "e3:cY"]);
+    }
+
+    #[test]
     fn the_tally_runs_once_replaced_days_is_known_and_before_core_changes() {
         let copies =
             |tallied_rows| LoadCopies { statements: vec!["INSERT INTO staging_x SELECT 1".into()], tallied_rows };

@@ -3,18 +3,23 @@
 -- this file as one transaction and substitutes {load_id} (an integer); the
 -- last statement returns the load's counts. Then it runs
 -- analytics_pending.sql, which rebuilds the analytics of those days.
+--
+-- The temporary tables are dropped at the end, and a failed load's go with
+-- its rollback (in DuckDB as in Redshift, where each Data API batch is a
+-- session of its own), so they need no DROP … IF EXISTS first; only
+-- load_counts, which the last statement reads, stays until the next load.
+-- Redshift's Data API runs at most 40 statements in a batch, and this file
+-- is one with the lock and the COPY (a test counts them).
 
 -- Event ids delivered more than once in this load. Duplicates are counted
 -- over everything staged, before already-loaded files are skipped, so a rerun
 -- over the same files reports the same number.
-DROP TABLE IF EXISTS repeated_ids;
 CREATE TEMP TABLE repeated_ids AS
 SELECT event_id, COUNT(*) AS deliveries
 FROM staging.viewing_sessions
 GROUP BY event_id
 HAVING COUNT(*) > 1;
 
-DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
 SELECT (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_staged,
        (SELECT COALESCE(SUM(deliveries - 1), 0) FROM repeated_ids) AS duplicates;
@@ -44,7 +49,6 @@ GROUP BY source_key, source_version, CAST(start_time AS DATE);
 -- first files were compacted. Such copies are ranked once, as the one
 -- delivery they are (otherwise each would supersede the other, and deleting
 -- by lineage would delete both).
-DROP TABLE IF EXISTS ranked_deliveries;
 CREATE TEMP TABLE ranked_deliveries AS
 SELECT event_id, source_key, source_version, source_record_no, copies,
        ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
@@ -66,7 +70,6 @@ WHERE d.delivery_rank > 1
 -- A winning delivery staged more than once is kept once. Staged rows have no
 -- id of their own, so one copy is set aside, all are deleted, and it is put
 -- back. (Usually there is none, and these join staging with nothing.)
-DROP TABLE IF EXISTS kept_copies;
 CREATE TEMP TABLE kept_copies AS
 SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_time, duration_seconds,
        platform, source_key, source_version, source_record_no
@@ -94,18 +97,51 @@ SELECT event_id, user_id, device_id, channel_id, program_id, start_time, end_tim
        platform, source_key, source_version, source_record_no
 FROM kept_copies;
 
+-- A delivery's rows can reach the warehouse in several loads: a raw object
+-- (or a stream batch) writes one staging file per day, and on AWS each
+-- file's notification is queued on its own and the queue's batches commit
+-- in any order. So a session core already holds from a later record of the
+-- same delivery is not replaced by an earlier record loaded after it: within
+-- a delivery the later record wins, as it does when the files load together.
+-- A delivery is one version of a raw object (the same source_key and
+-- source_version), or one stream batch (the same source_key: its day files
+-- each carry their own range as version). A row from any other delivery
+-- still replaces core's (a later run wins). Only a delivery of which an
+-- earlier load took other files can hold such rows. The ledger names those
+-- (this load's files are in it now), so a load of new deliveries reads
+-- neither staging nor core's ids here.
+CREATE TEMP TABLE continued_deliveries AS
+SELECT DISTINCT this_load.source_key
+FROM core.load_ledger this_load
+JOIN core.load_ledger earlier ON earlier.source_key = this_load.source_key
+WHERE this_load.table_name = 'viewing_sessions' AND this_load.load_id = {load_id}
+  AND earlier.table_name = 'viewing_sessions' AND earlier.load_id <> {load_id}
+  AND (earlier.source_version = this_load.source_version
+       OR this_load.source_key LIKE 'kinesis/%' OR this_load.source_key LIKE 'kafka/%');
+
+CREATE TEMP TABLE superseded_in_core AS
+SELECT n.event_id
+FROM staging.viewing_sessions n
+JOIN continued_deliveries d ON d.source_key = n.source_key
+JOIN core.viewing_sessions c ON c.event_id = n.event_id AND c.source_key = n.source_key
+WHERE c.source_record_no > n.source_record_no
+  AND (c.source_version = n.source_version OR n.source_key LIKE 'kinesis/%' OR n.source_key LIKE 'kafka/%')
+  AND (SELECT COUNT(*) FROM continued_deliveries) > 0;
+
+DELETE FROM staging.viewing_sessions
+USING superseded_in_core s
+WHERE staging.viewing_sessions.event_id = s.event_id;
+
 -- Days whose analytics change: those of the new sessions (now all that is
 -- staged) and of the versions they replace. Finding those versions reads
 -- every event id in core, a cost that grows with the warehouse, so it is
 -- done in one join that keeps each distinct pair of days, not one join per
 -- day column. The DELETE below reads core's ids only if this found any.
-DROP TABLE IF EXISTS replaced_days;
 CREATE TEMP TABLE replaced_days AS
 SELECT DISTINCT c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
 FROM core.viewing_sessions c
 JOIN staging.viewing_sessions n ON c.event_id = n.event_id;
 
-DROP TABLE IF EXISTS touched_days;
 CREATE TEMP TABLE touched_days AS
 SELECT DISTINCT view_date FROM (
     SELECT CAST(start_time AS DATE) AS view_date FROM staging.viewing_sessions
@@ -122,7 +158,7 @@ CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
        load_stats.rows_staged - (SELECT COALESCE(SUM(row_count), 0) FROM core.load_ledger
                                  WHERE load_id = {load_id} AND table_name = 'viewing_sessions') AS rows_already_loaded,
-       load_stats.duplicates AS duplicates_removed,
+       load_stats.duplicates + (SELECT COUNT(*) FROM superseded_in_core) AS duplicates_removed,
        (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_merged,
        (SELECT COUNT(*) FROM touched_days) AS days_touched
 FROM load_stats;
@@ -192,6 +228,8 @@ WHERE rows_merged > 0;
 DELETE FROM staging.viewing_sessions;
 DROP TABLE ranked_deliveries;
 DROP TABLE kept_copies;
+DROP TABLE continued_deliveries;
+DROP TABLE superseded_in_core;
 DROP TABLE repeated_ids;
 DROP TABLE replaced_days;
 DROP TABLE touched_days;

@@ -218,6 +218,11 @@ fn load_sql(source: Source) -> String {
 /// DuckDB has no `LOCK`, so it is not part of the shared SQL files.
 pub const LOAD_LOCK_SQL: &str = "LOCK core.load_ledger";
 
+/// The most statements Redshift's Data API runs in one batch
+/// (`BatchExecuteStatement`), which is how a Redshift loader runs a
+/// transaction: a load is the lock, its `COPY` and the load's SQL.
+pub const MAX_BATCH_STATEMENTS: usize = 40;
+
 /// `statements` as one transaction that waits for the others to end first
 /// ([`LOAD_LOCK_SQL`]).
 pub fn locked(statements: Vec<String>) -> Vec<String> {
@@ -274,7 +279,9 @@ pub struct LoadStats {
     pub rows_already_loaded: u64,
     /// Staged rows superseded by a later delivery of the same key in this
     /// load (counted before files loaded earlier are skipped, so a rerun over
-    /// the same files reports the same number).
+    /// the same files reports the same number), and rows of a delivery whose
+    /// later record of the same key an earlier load took in (its other day
+    /// file: counted when first loaded).
     pub duplicates_removed: u64,
     /// Rows inserted or updated in core.
     pub rows_merged: u64,
@@ -619,6 +626,25 @@ mod tests {
             WarehouseError::failed_statement(0, "SELECT nope".into(), "column \"nope\" does not exist".into());
         assert!(matches!(sql_error, WarehouseError::Statement { .. }));
         assert!(!sql_error.is_retryable());
+    }
+
+    #[test]
+    fn every_transaction_a_redshift_loader_sends_fits_one_data_api_batch() {
+        let copy = || vec!["COPY staging.x FROM 's3://lake/manifest' FORMAT AS PARQUET MANIFEST".to_owned()];
+        let mut transactions: Vec<(String, Vec<String>)> = [Source::Viewership, Source::Channels, Source::Demographics]
+            .into_iter()
+            .map(|source| (format!("load of {source:?}"), locked(load_statements(source, copy(), 7))))
+            .collect();
+        transactions.push(("schema".into(), schema_statements()));
+        transactions.push(("pending analytics".into(), locked(pending_analytics_statements())));
+        transactions.push(("rebuild of a year".into(), locked(rebuild_analytics_statements(0, 366))));
+        for (name, statements) in transactions {
+            assert!(
+                statements.len() <= MAX_BATCH_STATEMENTS,
+                "the {name} is {} statements, more than one Data API batch runs",
+                statements.len()
+            );
+        }
     }
 
     #[test]
