@@ -20,13 +20,15 @@ impl Source {
     /// facts are enriched with the freshest dimensions.
     pub const ALL: [Source; 3] = [Source::Channels, Source::Demographics, Source::Viewership];
 
-    /// Routes a raw key to its source. The prefix may sit under a leading
-    /// path (`landing/viewership/…`) as SFTP users often nest uploads.
+    /// Routes a raw key to its source: the outermost folder that names one.
+    /// The prefix may sit under a leading path (`landing/viewership/…`) as
+    /// SFTP users often nest uploads; folders under it are the producer's
+    /// own, so `viewership/channels/a.csv` is a file of sessions, as the
+    /// local runner lists it and the raw bucket's notification (by prefix)
+    /// delivers it.
     pub fn from_key(key: &str) -> Option<Source> {
-        key.split('/')
-            .rev()
-            .skip(1) // the file name itself is never the prefix
-            .find_map(Source::from_prefix)
+        let folders = key.rsplit_once('/').map_or("", |(folders, _file)| folders);
+        folders.split('/').find_map(Source::from_prefix)
     }
 
     fn from_prefix(segment: &str) -> Option<Source> {
@@ -109,6 +111,9 @@ mod tests {
         assert_eq!(Source::from_key("sftp/acme/channels/x.json"), Some(Source::Channels));
         assert_eq!(Source::from_key("demographics/2024/01/u.csv.gz"), Some(Source::Demographics));
         assert_eq!(Source::from_key("other/viewership"), None);
+        assert_eq!(Source::from_key("viewership/channels/sessions.csv"), Some(Source::Viewership));
+        assert_eq!(Source::from_key("channels/viewership/names.csv"), Some(Source::Channels));
+        assert_eq!(Source::from_key("landing/demographics/viewership/u.csv"), Some(Source::Demographics));
         assert_eq!(Source::from_key("misc/a.csv"), None);
         assert_eq!(format_of("a/B.CSV"), Some((InputFormat::Csv, Compression::None)));
         assert_eq!(format_of("a/b.ndjson.gz"), Some((InputFormat::JsonLines, Compression::Gzip)));
