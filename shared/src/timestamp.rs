@@ -32,37 +32,51 @@ pub const MIN_EPOCH_MILLIS: i64 = -62_135_596_800_000;
 /// integer timestamp may name.
 pub const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
 
+/// UTC microseconds of 0001-01-01T00:00:00Z, the earliest instant kept.
+pub const MIN_MICROS: i64 = MIN_EPOCH_MILLIS * 1000;
+/// UTC microseconds of 9999-12-31T23:59:59.999999Z, the latest instant kept.
+pub const MAX_MICROS: i64 = MAX_EPOCH_MILLIS * 1000 + 999;
+
 /// Parses RFC 3339 (`Z` or an offset, optional fraction), `YYYY-MM-DD
 /// HH:MM:SS[.fff]` as UTC, or an integer of epoch milliseconds.
 ///
-/// Epoch milliseconds must name an instant of the years 1 to 9999, the
-/// years the two text forms can write: a larger integer is rejected rather
-/// than staged under a partition like `event_date=+12000-01-01`, which no
-/// `YYYY-MM-DD` reader takes (and near chrono's limits it had no date at all).
+/// Every form must name an instant of the UTC years 1 to 9999
+/// ([`MIN_MICROS`]..=[`MAX_MICROS`]): anything else is rejected rather than
+/// staged under a partition like `event_date=+10000-01-01` or
+/// `event_date=0000-12-31`, which no `YYYY-MM-DD` reader takes (and near
+/// chrono's limits it had no date at all). An offset can carry a text
+/// timestamp over the edge: `9999-12-31T23:30:00-01:00` is in the year
+/// 10000 in UTC.
 pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     let s = crate::text::trim(text);
     let bad = || TimestampError(text.to_owned());
-    if is_integer(s) {
+    let micros = if is_integer(s) {
         let millis: i64 = s.parse().map_err(|_| bad())?;
-        if !(MIN_EPOCH_MILLIS..=MAX_EPOCH_MILLIS).contains(&millis) {
-            return Err(bad());
-        }
-        return Ok(millis * 1000);
-    }
-    // The UTC form needs a space after the date's 10 bytes; RFC 3339 allows
-    // a space there too (with a zone), so that form is tried second.
-    if s.as_bytes().get(10) == Some(&b' ')
+        millis.checked_mul(1000).ok_or_else(bad)?
+    } else if s.as_bytes().get(10) == Some(&b' ')
         && let Some(t) = parse_utc_naive(s)
     {
-        return Ok(t);
+        // The UTC form needs a space after the date's 10 bytes; RFC 3339
+        // allows a space there too (with a zone), so that form is tried second.
+        t
+    } else {
+        DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_micros()).map_err(|_| bad())?
+    };
+    if !(MIN_MICROS..=MAX_MICROS).contains(&micros) {
+        return Err(bad());
     }
-    DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_micros()).map_err(|_| bad())
+    Ok(micros)
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fff]` as UTC. Same as `NaiveDateTime::parse_from_str`
 /// with that format, whose format string is parsed once here rather than on
 /// every call (it showed in profiles of large runs).
 fn parse_utc_naive(s: &str) -> Option<i64> {
+    // chrono's `%Y` also takes a sign and fewer digits (`+999-01-01`,
+    // `-001-01-01`), which are not this form.
+    if !is_day_layout(s.as_bytes().get(..10)?) {
+        return None;
+    }
     static ITEMS: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| StrftimeItems::new("%Y-%m-%d %H:%M:%S%.f").collect());
     let mut parsed = Parsed::new();
     chrono::format::parse(&mut parsed, s, ITEMS.iter()).ok()?;
@@ -90,14 +104,16 @@ pub fn format_day(day: i32) -> String {
 /// exactly so (`2024-1-2` is refused, as it would be echoed back unpadded).
 pub fn parse_day(text: &str) -> Option<i32> {
     use chrono::Datelike;
-    let b = text.as_bytes();
-    let layout_ok = b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
-    if !layout_ok {
+    if !is_day_layout(text.as_bytes()) {
         return None;
     }
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     Some(date.num_days_from_ce() - EPOCH_DAYS_FROM_CE)
+}
+
+/// Whether `b` is laid out as `YYYY-MM-DD`: ten bytes, digits and two dashes.
+fn is_day_layout(b: &[u8]) -> bool {
+    b.len() == 10 && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
 }
 
 /// `num_days_from_ce` of 1970-01-01.
@@ -172,6 +188,26 @@ mod tests {
         ];
         for out in beyond.map(|ms| ms.to_string()) {
             assert!(parse_timestamp(&out).is_err(), "{out} parsed");
+        }
+    }
+
+    #[test]
+    fn text_forms_name_only_the_utc_years_1_to_9999_too() {
+        assert_eq!(parse_timestamp("9999-12-31T23:59:59.999999Z"), Ok(MAX_MICROS));
+        assert_eq!(parse_timestamp("0001-01-01T01:00:00+01:00"), Ok(MIN_MICROS));
+        for out in [
+            // An offset carries them over the edge in UTC.
+            "9999-12-31T23:30:00-01:00",
+            "9999-12-31 23:30:00-01:00",
+            "0001-01-01T00:30:00+01:00",
+            "0000-01-01 10:00:00",
+            "0000-01-01T10:00:00Z",
+            // Signed or short years are not the UTC form's `YYYY`.
+            "-001-01-01 10:00:00",
+            "+999-01-01 10:00:00",
+            "+2024-01-01 10:00:00",
+        ] {
+            assert!(parse_timestamp(out).is_err(), "{out} parsed");
         }
     }
 

@@ -9,7 +9,10 @@
 
 use crate::quarantine::{QuarantineReason, Rejection};
 use crate::text::trim;
-use crate::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
+use crate::timestamp::{MAX_MICROS, MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
+
+/// [`MAX_MICROS`] as text, for messages.
+const MAX_END: &str = "9999-12-31T23:59:59.999999Z";
 
 /// Canonical viewing-session fields, in decoder order.
 pub const SESSION_FIELDS: [&str; 9] = [
@@ -206,6 +209,16 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
             format!("session lasts {seconds} s ({:.2} h), more than 24 h", seconds / 3600.0),
         ));
     }
+    // Only a derived end can pass the last instant a timestamp may name (a
+    // delivered one would not have parsed): the same session with its end
+    // written out is a BAD_TIMESTAMP, and so is this.
+    if end_us > MAX_MICROS {
+        return Err(Rejection::field(
+            QuarantineReason::BadTimestamp,
+            "end_time",
+            format!("start_time plus duration_seconds ends after {MAX_END}, the last instant kept"),
+        ));
+    }
     Ok(ViewingSession {
         event_id,
         user_id,
@@ -214,7 +227,9 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
         program_id: present(values, 4),
         start_us,
         end_us,
-        duration_seconds,
+        // The contract uses a duration only when end_time is absent; one
+        // delivered beside an end need not agree with it.
+        duration_seconds: duration_seconds.filter(|_| end_given.is_none()),
         platform: present(values, 8).map(Platform::parse),
     })
 }
@@ -307,7 +322,20 @@ mod tests {
         // An end time wins over a duration; a garbled duration is still rejected.
         let s = validate_session(&with(&[("duration_seconds", "60")])).unwrap();
         assert_eq!(s.end_us - s.start_us, 2 * 3_600_000_000);
+        assert_eq!(s.duration_seconds, None, "an unused duration is not kept beside the end it disagrees with");
         assert_eq!(reason(&with(&[("duration_seconds", "abc")])), QuarantineReason::BadDuration);
+    }
+
+    #[test]
+    fn a_derived_end_past_the_year_9999_is_a_bad_timestamp_as_a_written_one_is() {
+        let late = [("start_time", "9999-12-31T23:00:00Z")];
+        let derived = validate_session(&with(&[late[0], ("end_time", ""), ("duration_seconds", "7200")])).unwrap_err();
+        assert_eq!((derived.reason, derived.field), (QuarantineReason::BadTimestamp, Some("end_time")));
+        assert!(derived.message.contains("9999-12-31T23:59:59.999999Z"), "{}", derived.message);
+        let written = validate_session(&with(&[late[0], ("end_time", "10000-01-01T01:00:00Z")])).unwrap_err();
+        assert_eq!((written.reason, written.field), (QuarantineReason::BadTimestamp, Some("end_time")));
+        let to_the_last_instant = with(&[late[0], ("end_time", ""), ("duration_seconds", "3599")]);
+        assert!(validate_session(&to_the_last_instant).is_ok());
     }
 
     #[test]
