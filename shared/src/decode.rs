@@ -709,6 +709,8 @@ struct ArrayProgress {
     since_element: Cell<u64>,
     /// The line on which the bytes since the last element began.
     since_line: Cell<u64>,
+    /// The last byte consumed.
+    last_byte: Cell<u8>,
 }
 
 impl ArrayProgress {
@@ -729,6 +731,9 @@ impl<R: Read> Read for LineCounter<R> {
         let p = &self.progress;
         p.lines.set(p.lines.get() + buf[..n].iter().filter(|&&b| b == b'\n').count() as u64);
         p.since_element.set(p.since_element.get() + n as u64);
+        if let Some(&last) = buf[..n].last() {
+            p.last_byte.set(last);
+        }
         if p.since_element.get() > MAX_RECORD_BYTES {
             let message = record_too_long(&format!("the element from line {}", p.since_line.get().max(1)));
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
@@ -762,8 +767,14 @@ where
         while let Some(element) = seq.next_element::<Box<RawValue>>()? {
             record_no += 1;
             let text = element.get();
-            // The deserializer has read up to the element's last byte.
-            let line = self.progress.lines.get() + 1 - text.bytes().filter(|&b| b == b'\n').count() as u64;
+            // The deserializer has read up to the element's last byte, and
+            // past a number's by one (a number ends where something else
+            // begins; it reads a byte at a time), which may be a line break.
+            let is_number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+            let peeked_break = is_number && self.progress.last_byte.get() == b'\n';
+            let line = self.progress.lines.get() + 1
+                - text.bytes().filter(|&b| b == b'\n').count() as u64
+                - u64::from(peeked_break);
             self.progress.element_taken();
             let result = decode_json_record(text, record_no, line, self.fields, &mut self.unknown, &mut self.on_record);
             if let Err(e) = result {
