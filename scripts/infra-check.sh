@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The SAM template's checks: `sam validate --lint`, `cfn-lint` and `checkov`
-# on infra/template.yaml, and every checkov skip carrying its reason.
+# on infra/template.yaml, every checkov skip carrying its reason, and
+# tests/infra/iam_check.py: each function's role allows the S3 requests its
+# code makes (run with the SAM venv's Python, whose PyYAML it reads the
+# template with).
 #   scripts/infra-check.sh [install|lint]   (no argument: install, then lint)
 # The tools come from pinned requirement files, each in its own venv:
 # infra/requirements.txt (SAM CLI, cfn-lint) and infra/requirements-checkov.txt.
@@ -61,6 +64,7 @@ lint() {
   check "checkov" "$checkov_venv/bin/checkov" --file "$template" --framework cloudformation \
     --compact --quiet --skip-download
   check "checkov skips carry their reasons" skips_have_reasons
+  check "roles allow the functions' S3 requests" "$sam_venv/bin/python" tests/infra/iam_check.py "$template"
   echo "infra-check: $passed passed, $failed failed"
   [ "$failed" -eq 0 ]
 }
