@@ -474,7 +474,10 @@ fn a_number_element_is_placed_on_its_own_line_whatever_follows_it() {
     // reads one byte past it: here a line break, which is not its line.
     let text = "[\n{\"event_id\": \"e1\"},\n1\n,\n-5.5e3\n\n,\"x\"\n,7\r\n,8]\n";
     let (records, _) = json_array(text.as_bytes());
-    assert_eq!(records.iter().map(|r| r.original.as_str()).collect::<Vec<_>>(), ["{\"event_id\": \"e1\"}", "1", "-5.5e3", "\"x\"", "7", "8"]);
+    assert_eq!(
+        records.iter().map(|r| r.original.as_str()).collect::<Vec<_>>(),
+        ["{\"event_id\": \"e1\"}", "1", "-5.5e3", "\"x\"", "7", "8"]
+    );
     assert_eq!(lines(&records), [2, 3, 5, 7, 8, 9]);
 }
 
