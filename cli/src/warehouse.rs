@@ -832,6 +832,33 @@ mod tests {
     }
 
     #[test]
+    fn loads_and_analytics_rebuilds_follow_each_other_on_one_connection() {
+        // As on a Redshift stand-in's one connection, or a local run that
+        // rebuilds the days a failed rebuild left pending: the temporary
+        // tables one leaves must not stop the next.
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let copy = |id: &str| {
+            vec![format!(
+                "INSERT INTO staging.viewing_sessions VALUES ('{id}', 'u1', NULL, 'c1', NULL, \
+                 TIMESTAMP '2024-01-01 10:00:00', TIMESTAMP '2024-01-01 10:10:00', NULL, NULL, 'k', '{id}', 1)"
+            )]
+        };
+        let channels = "INSERT INTO staging.channels VALUES ('c1', 'One', NULL, NULL, NULL, 'c.json', 'v', 1)";
+        for (load_id, id) in [(1, "e1"), (2, "e2")] {
+            wh.execute_transaction(&tvetl_core::warehouse::rebuild_analytics_statements(19_723, 19_723)).unwrap();
+            wh.execute_transaction(&load_statements(Source::Channels, vec![channels.to_owned()], load_id)).unwrap();
+            wh.execute_transaction(&load_statements(Source::Viewership, copy(id), load_id)).unwrap();
+            wh.execute_transaction(&tvetl_core::warehouse::pending_analytics_statements()).unwrap();
+        }
+        let core = wh.query("SELECT COUNT(*) AS n FROM core.viewing_sessions").unwrap();
+        assert_eq!(core.int(0, "n").unwrap(), 2);
+        let day = wh.query("SELECT SUM(reach) AS reach FROM analytics.daily_channel_viewing").unwrap();
+        assert_eq!(day.int(0, "reach").unwrap(), 1, "u1 watched c1 on 2024-01-01");
+    }
+
+    #[test]
     fn the_tally_runs_once_replaced_days_is_known_and_before_core_changes() {
         let copies =
             |tallied_rows| LoadCopies { statements: vec!["INSERT INTO staging_x SELECT 1".into()], tallied_rows };

@@ -6,8 +6,11 @@
 --
 -- The temporary tables are dropped at the end, and a failed load's go with
 -- its rollback (in DuckDB as in Redshift, where each Data API batch is a
--- session of its own), so they need no DROP … IF EXISTS first; only
--- load_counts, which the last statement reads, stays until the next load.
+-- session of its own anyway), so most need no DROP … IF EXISTS first. Those
+-- that do are the names that other statements on the same connection leave
+-- behind: load_counts, which every load's last statement reads, and
+-- touched_days and load_stats, which the analytics rebuilds and the
+-- dimensions' loads use too.
 -- Redshift's Data API runs at most 40 statements in a batch, and this file
 -- is one with the lock and the COPY (a test counts them).
 
@@ -20,6 +23,7 @@ FROM staging.viewing_sessions
 GROUP BY event_id
 HAVING COUNT(*) > 1;
 
+DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
 SELECT (SELECT COUNT(*) FROM staging.viewing_sessions) AS rows_staged,
        (SELECT COALESCE(SUM(deliveries - 1), 0) FROM repeated_ids) AS duplicates;
@@ -142,6 +146,7 @@ SELECT DISTINCT c.event_date AS start_day, CAST(c.end_time AS DATE) AS end_day
 FROM core.viewing_sessions c
 JOIN staging.viewing_sessions n ON c.event_id = n.event_id;
 
+DROP TABLE IF EXISTS touched_days;
 CREATE TEMP TABLE touched_days AS
 SELECT DISTINCT view_date FROM (
     SELECT CAST(start_time AS DATE) AS view_date FROM staging.viewing_sessions
