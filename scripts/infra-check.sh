@@ -2,8 +2,8 @@
 # The SAM template's checks: `sam validate --lint`, `cfn-lint` and `checkov`
 # on infra/template.yaml, every checkov skip carrying its reason, and
 # tests/infra/iam_check.py: each function's role allows the S3 requests its
-# code makes (run with the SAM venv's Python, whose PyYAML it reads the
-# template with).
+# code makes (run with the SAM venv's Python, whose cfn-lint reads the
+# template for it).
 #   scripts/infra-check.sh [install|lint]   (no argument: install, then lint)
 # The tools come from pinned requirement files, each in its own venv:
 # infra/requirements.txt (SAM CLI, cfn-lint) and infra/requirements-checkov.txt.

@@ -654,6 +654,31 @@ impl Warehouse for DuckDbWarehouse {
 mod tests {
     use super::*;
 
+    /// A warehouse in a folder of its own, on one thread (so that what a
+    /// test measures does not depend on the machine's cores).
+    fn one_thread_warehouse() -> (tempfile::TempDir, DuckDbWarehouse) {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        let wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        (dir, wh)
+    }
+
+    /// A staged viewing session's row, as `VALUES` text: 10 minutes from
+    /// 10:00 on 2024-01-0`day`, with the lineage given.
+    fn staged_session(id: &str, user: &str, channel: &str, day: u32, lineage: (&str, &str, u32)) -> String {
+        let (key, version, record_no) = lineage;
+        format!(
+            "('{id}', '{user}', NULL, '{channel}', NULL, TIMESTAMP '2024-01-0{day} 10:00:00', \
+             TIMESTAMP '2024-01-0{day} 10:10:00', NULL, NULL, '{key}', '{version}', {record_no})"
+        )
+    }
+
+    /// Core's sessions as `expression` renders each, in order.
+    fn core_sessions(wh: &mut DuckDbWarehouse, expression: &str) -> Vec<String> {
+        let core = wh.query(&format!("SELECT {expression} AS s FROM core.viewing_sessions ORDER BY 1")).unwrap();
+        (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect()
+    }
+
     #[test]
     fn values_print_as_duckdb_prints_them() {
         use duckdb::types::{TimeUnit, Value as Db};
@@ -749,15 +774,9 @@ mod tests {
     /// superseded delivery and delete both.
     #[test]
     fn a_delivery_staged_twice_with_one_lineage_is_loaded_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
-        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
-        let row = |id: &str, user: &str, key: &str, record_no: u32| {
-            format!(
-                "('{id}', '{user}', NULL, 'c1', NULL, TIMESTAMP '2024-01-01 10:00:00', \
-                 TIMESTAMP '2024-01-01 10:10:00', NULL, NULL, '{key}', 'v1', {record_no})"
-            )
-        };
+        let (_dir, mut wh) = one_thread_warehouse();
+        let row =
+            |id: &str, user: &str, key: &str, record_no: u32| staged_session(id, user, "c1", 1, (key, "v1", record_no));
         let rows = [
             // e1: delivered by k1, then by k2, whose delivery is staged twice.
             row("e1", "old", "k1", 1),
@@ -774,10 +793,7 @@ mod tests {
         assert_eq!(counts.int(0, "rows_staged").unwrap(), 7);
         assert_eq!(counts.int(0, "duplicates_removed").unwrap(), 3);
         assert_eq!(counts.int(0, "rows_merged").unwrap(), 4);
-        let core = wh
-            .query("SELECT event_id || ':' || user_id || ':' || source_key AS s FROM core.viewing_sessions ORDER BY 1")
-            .unwrap();
-        let core: Vec<String> = (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect();
+        let core = core_sessions(&mut wh, "event_id || ':' || user_id || ':' || source_key");
         assert_eq!(core, ["e1:new:k2", "e2:u2:k1", "e3:u3:k1", "e4:u4:k2"]);
     }
 
@@ -786,17 +802,12 @@ mod tests {
         // On AWS each staging file is loaded as its queue batch comes, so a
         // raw object's (or a stream batch's) day files can commit in any
         // order: here the later record's file first.
-        let dir = tempfile::tempdir().unwrap();
-        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
-        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let (_dir, mut wh) = one_thread_warehouse();
         let mut load = |load_id: i64, rows: &[(&str, &str, &str, &str, u32, u32)]| {
             let rows: Vec<String> = rows
                 .iter()
-                .map(|(id, channel, key, version, day, record_no)| {
-                    format!(
-                        "('{id}', 'u1', NULL, '{channel}', NULL, TIMESTAMP '2024-01-0{day} 10:00:00', \
-                         TIMESTAMP '2024-01-0{day} 10:10:00', NULL, NULL, '{key}', '{version}', {record_no})"
-                    )
+                .map(|&(id, channel, key, version, day, record_no)| {
+                    staged_session(id, "u1", channel, day, (key, version, record_no))
                 })
                 .collect();
             let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
@@ -826,9 +837,7 @@ mod tests {
             load(4, &[("e1", "cC", "viewership/a.csv", "v2", 1, 1), ("e3", "cY", "viewership/0.csv", "v1", 1, 7)]),
             (0, 2, 2)
         );
-        let core = wh.query("SELECT event_id || ':' || channel_id AS s FROM core.viewing_sessions ORDER BY 1").unwrap();
-        let core: Vec<String> = (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect();
-        assert_eq!(core, ["e1:cC", "e2:cS5", "e3:cY"]);
+        assert_eq!(core_sessions(&mut wh, "event_id || ':' || channel_id"), ["e1:cC", "e2:cS5", "e3:cY"]);
     }
 
     #[test]
@@ -836,13 +845,11 @@ mod tests {
         // As on a Redshift stand-in's one connection, or a local run that
         // rebuilds the days a failed rebuild left pending: the temporary
         // tables one leaves must not stop the next.
-        let dir = tempfile::tempdir().unwrap();
-        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
-        let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+        let (_dir, mut wh) = one_thread_warehouse();
         let copy = |id: &str| {
             vec![format!(
-                "INSERT INTO staging.viewing_sessions VALUES ('{id}', 'u1', NULL, 'c1', NULL, \
-                 TIMESTAMP '2024-01-01 10:00:00', TIMESTAMP '2024-01-01 10:10:00', NULL, NULL, 'k', '{id}', 1)"
+                "INSERT INTO staging.viewing_sessions VALUES {}",
+                staged_session(id, "u1", "c1", 1, ("k", id, 1))
             )]
         };
         let channels = "INSERT INTO staging.channels VALUES ('c1', 'One', NULL, NULL, NULL, 'c.json', 'v', 1)";
@@ -886,9 +893,7 @@ mod tests {
         // doubles would differ between two loads of the same data.
         let mut averages = Vec::new();
         for order in [["0.1", "0.2", "0.3"], ["0.3", "0.2", "0.1"]] {
-            let dir = tempfile::tempdir().unwrap();
-            let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
-            let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+            let (_dir, mut wh) = one_thread_warehouse();
             let rows: Vec<String> =
                 order.iter().enumerate().map(|(i, w)| format!("(DATE '2024-01-01', 'u{i}', {w}, 1, 1)")).collect();
             wh.execute_transaction(&[format!("INSERT INTO analytics.daily_user_viewing VALUES {}", rows.join(", "))])
@@ -946,9 +951,7 @@ mod tests {
             fn each_day_gets_the_parts_of_the_sessions_that_fall_in_it(
                 sessions in prop::collection::vec((session(), 0u8..4, 0u8..3), 1..40)
             ) {
-                let dir = tempfile::tempdir().unwrap();
-                let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
-                let mut wh = DuckDbWarehouse::open(&dir.path().join("w.duckdb"), &limits).unwrap();
+                let (_dir, mut wh) = super::one_thread_warehouse();
                 let rows: Vec<String> = sessions
                     .iter()
                     .enumerate()

@@ -36,6 +36,8 @@ pub const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
 pub const MIN_MICROS: i64 = MIN_EPOCH_MILLIS * 1000;
 /// UTC microseconds of 9999-12-31T23:59:59.999999Z, the latest instant kept.
 pub const MAX_MICROS: i64 = MAX_EPOCH_MILLIS * 1000 + 999;
+/// [`MAX_MICROS`] as RFC 3339, for messages.
+pub const MAX_MICROS_TEXT: &str = "9999-12-31T23:59:59.999999Z";
 
 /// Parses RFC 3339 (`Z` or an offset, optional fraction), `YYYY-MM-DD
 /// HH:MM:SS[.fff]` as UTC, or an integer of epoch milliseconds.

@@ -9,10 +9,7 @@
 
 use crate::quarantine::{QuarantineReason, Rejection};
 use crate::text::trim;
-use crate::timestamp::{MAX_MICROS, MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
-
-/// [`MAX_MICROS`] as text, for messages.
-const MAX_END: &str = "9999-12-31T23:59:59.999999Z";
+use crate::timestamp::{MAX_MICROS, MAX_MICROS_TEXT, MICROS_PER_DAY, MICROS_PER_SECOND, parse_timestamp};
 
 /// Canonical viewing-session fields, in decoder order.
 pub const SESSION_FIELDS: [&str; 9] = [
@@ -216,7 +213,7 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
         return Err(Rejection::field(
             QuarantineReason::BadTimestamp,
             "end_time",
-            format!("start_time plus duration_seconds ends after {MAX_END}, the last instant kept"),
+            format!("start_time plus duration_seconds ends after {MAX_MICROS_TEXT}, the last instant kept"),
         ));
     }
     Ok(ViewingSession {

@@ -17,8 +17,8 @@ prints the denied requests and a count (with --verbose, every request, the
 statement that allows it and the code that makes it), and exits 1 if any is
 denied, 2 if the template holds what the check does not model.
 
-Run by scripts/infra-check.sh. It needs only PyYAML (in the SAM venv, as a
-dependency of cfn-lint). Bucket names and ARNs are resolved with the
+Run by scripts/infra-check.sh, with the SAM venv's Python: it reads the
+template with cfn-lint's reader (pinned in infra/requirements.txt). Bucket names and ARNs are resolved with the
 parameters' defaults and a fixed account and region; the requests' buckets
 are taken from the template too (the functions' LAKE_BUCKET, RawBucket's
 name), so a policy naming another bucket fails as well.
@@ -45,7 +45,7 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from cfnlint.decode import cfn_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PSEUDO = {
@@ -166,35 +166,11 @@ class CheckError(Exception):
 
 
 # --------------------------------------------------------------- template
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags, read as their long forms
-    (!Sub x -> {"Fn::Sub": x}, !Ref x -> {"Ref": x}, !GetAtt a.b ->
-    {"Fn::GetAtt": ["a", "b"]})."""
-
-
-def _intrinsic(loader, tag_suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {"Fn::" + tag_suffix: value}
-
-
-CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
 class Template:
     def __init__(self, path):
-        with open(path) as f:
-            self.doc = yaml.load(f, Loader=CfnLoader)
+        # cfn-lint's reader: short-form tags come back in their long forms
+        # (!Sub x as {"Fn::Sub": x}, !GetAtt a.b as {"Fn::GetAtt": ["a", "b"]}).
+        self.doc = cfn_yaml.load(str(path))
         self.resources = self.doc["Resources"]
         self.values = dict(PSEUDO)
         for name, param in self.doc.get("Parameters", {}).items():
