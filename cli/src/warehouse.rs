@@ -819,15 +819,15 @@ mod tests {
         // The later records: e1's record 2 of a.csv (day 2), e2's record 5 of
         // a stream batch (day 3), e3's record 1 of b.csv.
         assert_eq!(
-            load(1, &[("e1", "cB", "viewership/a.csv", "v1", 2, 2), ("e2", "cS5", batch, "150-160", 3, 5)]),
+            load(1, &[("e1", "cB", "viewership/a.csv", "v1", 2, 2), ("e2", "cS5", batch, "100-200", 3, 5)]),
             (0, 2, 2)
         );
         assert_eq!(load(2, &[("e3", "cX", "viewership/b.csv", "v1", 1, 1)]), (0, 1, 1));
         // Their earlier records, in the day files loaded after: each is a
-        // duplicate that changes nothing. A stream batch's day files carry
-        // their own ranges as versions, and are one delivery all the same.
+        // duplicate that changes nothing. A stream batch's day files all
+        // carry the batch's range as version.
         assert_eq!(
-            load(3, &[("e1", "cA", "viewership/a.csv", "v1", 1, 1), ("e2", "cS2", batch, "100-140", 2, 2)]),
+            load(3, &[("e1", "cA", "viewership/a.csv", "v1", 1, 1), ("e2", "cS2", batch, "100-200", 2, 2)]),
             (2, 0, 0)
         );
         // Another delivery replaces core's, whatever its record numbers: a
@@ -838,6 +838,26 @@ mod tests {
             (0, 2, 2)
         );
         assert_eq!(core_sessions(&mut wh, "event_id || ':' || channel_id"), ["e1:cC", "e2:cS5", "e3:cY"]);
+    }
+
+    #[test]
+    fn a_corrected_raw_file_in_a_folder_named_after_a_stream_is_another_delivery() {
+        // A raw object's key can start like a stream batch's (an S3 export of
+        // a Kinesis stream landed under kinesis/): its versions are still
+        // separate deliveries, and the corrected one replaces core's rows
+        // whatever their record numbers.
+        let (_dir, mut wh) = one_thread_warehouse();
+        let key = "kinesis/viewership/2024-01-01.csv";
+        let mut load = |load_id: i64, channel: &str, version: &str, record_no: u32| {
+            let row = staged_session("e1", "u1", channel, 1, (key, version, record_no));
+            let copy = format!("INSERT INTO staging.viewing_sessions VALUES {row}");
+            let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], load_id)).unwrap();
+            let stats = LoadStats::from_result(&counts).unwrap();
+            (stats.duplicates_removed, stats.rows_merged)
+        };
+        assert_eq!(load(1, "cA", "v1", 2), (0, 1));
+        assert_eq!(load(2, "cB", "v2", 1), (0, 1), "v2 is a correction of the file, not v1's earlier record");
+        assert_eq!(core_sessions(&mut wh, "event_id || ':' || channel_id"), ["e1:cB"]);
     }
 
     #[test]

@@ -34,9 +34,11 @@
 //! `source_record_no` is its line's place in the batch, counting every line
 //! of every record in position order. So within a batch the later record
 //! wins even when the two deliveries land in different days' files, and a
-//! later batch's rows rank above an earlier one's. (`source_version` is the
-//! file's own range, which with the day tells its rows apart in the
-//! warehouse's ledger.)
+//! later batch's rows rank above an earlier one's. Its `source_version` is
+//! the batch's `<first>-<last>`, the same in every file of the batch, so that
+//! the warehouse takes a batch's day files for one delivery (as it does a raw
+//! object's version) wherever they load. A batch writes one file per day, so
+//! the day tells them apart in the warehouse's ledger.
 //!
 //! Compaction must leave stream files alone while a retry can still come
 //! (see [`crate::compact`]'s minimum age), since it renames what the listing
@@ -106,7 +108,7 @@ impl ShardId {
     }
 
     /// `kinesis/<stream>/<shard>`: the source key of its quarantined records,
-    /// and (with a file's range) of its staged rows.
+    /// and (with a batch's range) of its staged rows.
     fn source_key(&self) -> String {
         format!("{}/{}/{}", self.kind.name(), self.stream, self.shard)
     }
@@ -297,18 +299,13 @@ pub fn ingest_stream_batch(
     }
     ordered.sort_by_key(Group::first);
 
-    let batch = BatchLineage {
-        key: match (sorted.first(), sorted.last()) {
-            (Some(first), Some(last)) => format!(
-                "{}/{}-{}",
-                shard.source_key(),
-                shard.name_position(&first.position),
-                shard.name_position(&last.position)
-            ),
-            _ => String::new(),
-        },
-        lines_before,
+    let range = match (sorted.first(), sorted.last()) {
+        (Some(first), Some(last)) => {
+            format!("{}-{}", shard.name_position(&first.position), shard.name_position(&last.position))
+        }
+        _ => String::new(),
     };
+    let batch = BatchLineage { key: format!("{}/{range}", shard.source_key()), range, lines_before };
     let table = table_def(source);
     let mut table_ready = false;
     let quarantine_table = quarantine_table_def(source);
@@ -353,6 +350,8 @@ pub fn ingest_stream_batch(
 struct BatchLineage {
     /// `<kind>/<stream>/<shard>/<first>-<last>` of the whole batch.
     key: String,
+    /// `<first>-<last>` of the whole batch: its rows' version.
+    range: String,
     /// For each record (in position order), how many lines the records
     /// before it hold: its first line is line `lines_before + 1`.
     lines_before: Vec<u64>,
@@ -401,7 +400,7 @@ fn write_group(
                 rows
             });
             let key = format!("{dir}/{stem}~{range}.parquet");
-            let rows = write_rows(lake, &key, &mut rows, &batch.key, &range, staging)?;
+            let rows = write_rows(lake, &key, &mut rows, batch, staging)?;
             counts.rows_read += rows;
             counts.rows_accepted += rows;
             report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });
@@ -445,15 +444,14 @@ fn write_group(
     Ok(())
 }
 
-/// Writes rows decoded ahead as one Parquet file, with the lineage key and
-/// version (`lineage_key`, `range`) filled in; the rows bring their numbers.
-/// Returns the number of rows.
+/// Writes rows decoded ahead as one Parquet file, with the batch's lineage
+/// key and version filled in; the rows bring their numbers. Returns the
+/// number of rows.
 fn write_rows(
     lake: &dyn ObjectStore,
     key: &str,
     rows: &mut SessionBatch,
-    lineage_key: &str,
-    range: &str,
+    lineage: &BatchLineage,
     staging: &StagingOptions,
 ) -> Result<u64, IngestError> {
     let schema = staging_schema(Source::Viewership);
@@ -461,10 +459,10 @@ fn write_rows(
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let width = columns.len();
-    columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(lineage_key, n)));
-    columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(range, n)));
+    columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&lineage.key, n)));
+    columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&lineage.range, n)));
+    let props = writer_properties(staging, lineage_metadata(&lineage.key, &lineage.range));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let props = writer_properties(staging, lineage_metadata(lineage_key, range));
     let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(props))?;
     writer.write(&batch)?;
     writer.into_inner()?.commit()?;

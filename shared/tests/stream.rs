@@ -116,17 +116,15 @@ fn one_file_per_day_and_bad_records_quarantined_with_positions() {
 
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);
-    // Lineage: the batch's range as the key, the file's as the version, and
-    // each row numbered by its line's place in the batch (the record of e7
-    // and e8 holds lines 7 and 8).
-    let batch_key = format!("kinesis/views/shardId-000000000000/{}-{}", seq(1), seq(8));
-    assert!(rows.iter().all(|r| r.source_key == batch_key), "{rows:?}");
+    // Lineage: the batch's range in the key and as the version of every
+    // file's rows (the files are one delivery), and each row numbered by its
+    // line's place in the batch (the record of e7 and e8 holds lines 7 and 8).
+    let batch_range = format!("{}-{}", seq(1), seq(8));
+    let batch_key = format!("kinesis/views/shardId-000000000000/{batch_range}");
+    assert!(rows.iter().all(|r| r.source_key == batch_key && r.source_version == batch_range), "{rows:?}");
     let in_file = |first: u64, last: u64| {
-        let range = format!("{}-{}", seq(first), seq(last));
-        rows.iter()
-            .filter(|r| r.source_version == range && r.file.ends_with(&format!("~{range}.parquet")))
-            .map(|r| (r.event_id.as_str(), r.record_no))
-            .collect::<Vec<_>>()
+        let file = format!("~{}-{}.parquet", seq(first), seq(last));
+        rows.iter().filter(|r| r.file.ends_with(&file)).map(|r| (r.event_id.as_str(), r.record_no)).collect::<Vec<_>>()
     };
     assert_eq!(in_file(1, 8), [("e1", 1), ("e3", 3), ("e7", 7), ("e9", 9)]);
     assert_eq!(in_file(2, 7), [("e2", 2), ("e6", 6), ("e8", 8)]);
