@@ -110,6 +110,8 @@ REQUESTS = [
      "shared/src/compact.rs unfinished: lake.list(\"compaction/<table>/\") (via load.rs files_to_load -> unremoved_members)"),
     ("LoadWarehouseFunction", "lake", "s3:GetObject", JOURNAL,
      "shared/src/compact.rs unfinished: lake.open(&entry.key) (via load.rs files_to_load -> unremoved_members)"),
+    ("LoadWarehouseFunction", "lake", "s3:ListBucket", f"{DAY}/",
+     "functions/common/src/load.rs vanished_files: lake.list(folder) of a load that failed for good"),
     ("LoadWarehouseFunction", "lake", "s3:PutObject", "manifests/load/viewership/0123456789abcdef.manifest",
      "functions/common/src/load.rs load: lake.put(&manifest_key, &body)"),
     ("LoadWarehouseFunction/REDSHIFT_COPY_ROLE_ARN", "lake", "s3:GetObject",

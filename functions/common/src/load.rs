@@ -16,7 +16,7 @@ use tvetl_core::aws::s3::S3ObjectStore;
 use tvetl_core::compact::unremoved_members;
 use tvetl_core::store::{ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{
-    LOAD_LOCK_SQL, LoadStats, Warehouse, load_statements, locked, rebuild_analytics_statements,
+    LOAD_LOCK_SQL, LoadStats, Warehouse, WarehouseError, load_statements, locked, rebuild_analytics_statements,
     rebuild_pending_analytics, schema_statements, staging_table,
 };
 
@@ -202,6 +202,49 @@ pub fn files_to_load(
     Ok(files)
 }
 
+/// The class of a load's failed transaction. A failure that is permanent on
+/// its own is tried again when some of the load's `files` (key and size) are
+/// gone since the load read them: a compaction merged them in between, and
+/// COPY failed on a file its manifest names. The retry reads its request
+/// again, and takes the compacted file (a prefix load) or skips the
+/// notified files that are gone ([`files_to_load`]). If the check itself
+/// fails, the failure keeps its own class.
+pub fn classify_load_failure(lake: &dyn ObjectStore, files: &[(String, u64)], error: WarehouseError) -> HandlerError {
+    if error.is_retryable() {
+        return error.into();
+    }
+    match vanished_files(lake, files) {
+        Ok(gone) if !gone.is_empty() => HandlerError::Retryable(format!(
+            "{error}\n  {} of the load's {} files were removed since it read them (a compaction merges and removes \
+             staging files), so the load is tried again; the first: {}",
+            gone.len(),
+            files.len(),
+            gone[0]
+        )),
+        Ok(_) => error.into(),
+        Err(check) => {
+            tracing::warn!(%check, "could not check whether the failed load's files still exist");
+            error.into()
+        }
+    }
+}
+
+/// Which of `files` no longer exist: one listing per folder, not a HEAD per
+/// file, as a prefix load can take many thousands.
+fn vanished_files(lake: &dyn ObjectStore, files: &[(String, u64)]) -> Result<Vec<String>, StoreError> {
+    let mut by_folder: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, _) in files {
+        let folder = key.rfind('/').map_or("", |slash| &key[..=slash]);
+        by_folder.entry(folder).or_default().push(key);
+    }
+    let mut gone = Vec::new();
+    for (folder, keys) in by_folder {
+        let listed: std::collections::BTreeSet<String> = lake.list(folder)?.into_iter().map(|o| o.key).collect();
+        gone.extend(keys.into_iter().filter(|k| !listed.contains(*k)).map(str::to_owned));
+    }
+    Ok(gone)
+}
+
 /// The staging keys of a request grouped by table, dimensions first; keys
 /// that are not staging Parquet files are ignored.
 pub fn group_by_table(keys: &[String]) -> BTreeMap<Source, Vec<String>> {
@@ -366,7 +409,9 @@ impl LoadWarehouse {
                 lake.put(&manifest_key, &body)?;
                 let copy = copy_statement(source, &config.lake_bucket, &manifest_key, &config.copy_role_arn);
                 let statements = locked(load_statements(source, vec![copy], load_id));
-                let stats = warehouse.execute_transaction(&statements)?;
+                let stats = warehouse
+                    .execute_transaction(&statements)
+                    .map_err(|error| classify_load_failure(&lake, &files, error))?;
                 let stats = LoadStats::from_result(&stats)?;
                 tracing::info!(table = %source, files = files.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
                 response.loads.insert(source, stats);
@@ -559,5 +604,71 @@ mod tests {
         assert!(both.range(19_725).is_err());
         let backwards = RebuildDays { days_back: None, from: Some("2024-01-03".into()), to: Some("2024-01-01".into()) };
         assert!(backwards.range(0).is_err());
+    }
+
+    #[test]
+    fn a_load_that_failed_for_good_is_retried_when_a_compaction_removed_its_files_since() {
+        let lake = tvetl_core::store::MemoryObjectStore::new();
+        let day = |d: u32| format!("staging/viewership/event_date=2024-01-0{d}");
+        let keys = [
+            format!("{}/part-a.parquet", day(1)),
+            format!("{}/part-b.parquet", day(1)),
+            format!("{}/part-c.parquet", day(2)),
+        ];
+        for key in &keys {
+            lake.put(key, b"PAR1").unwrap();
+        }
+        let files: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 4)).collect();
+        let copy_failed = || WarehouseError::Statement {
+            index: 1,
+            statement: "COPY staging.viewing_sessions FROM 's3://lake/manifests/load/x.manifest' …".into(),
+            message: "ERROR: Problem reading manifest file - S3ServiceException:The specified key does not exist"
+                .into(),
+        };
+
+        // Every file is still there: the failure is the load's own.
+        assert!(matches!(classify_load_failure(&lake, &files, copy_failed()), HandlerError::Permanent(_)));
+
+        // A compaction merged day 1's files into one and removed them.
+        lake.put(&format!("{}/compacted-0123456789abcdef.parquet", day(1)), b"PAR1").unwrap();
+        lake.delete(&keys[0]).unwrap();
+        lake.delete(&keys[1]).unwrap();
+        match classify_load_failure(&lake, &files, copy_failed()) {
+            HandlerError::Retryable(message) => {
+                assert!(message.contains("2 of the load's 3 files were removed"), "{message}");
+                assert!(message.contains(&keys[0]), "{message}");
+                assert!(message.contains("Problem reading manifest file"), "the warehouse's own message: {message}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A retryable failure stays retryable, with no listing needed.
+        let busy = WarehouseError::Unavailable { message: "throttled".into(), retryable: true };
+        assert!(classify_load_failure(&CountingHeads::default(), &files, busy).is_retryable());
+    }
+
+    #[test]
+    fn a_failed_check_of_the_files_leaves_the_failure_its_own_class() {
+        struct Unlistable;
+        impl ObjectStore for Unlistable {
+            fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+                Err(StoreError::Service { key: prefix.into(), message: "503 SlowDown".into(), retryable: true })
+            }
+            fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            fn create(&self, key: &str) -> Result<Box<dyn tvetl_core::store::ObjectUpload + '_>, StoreError> {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            fn delete(&self, _key: &str) -> Result<(), StoreError> {
+                Ok(())
+            }
+        }
+        let files = [("staging/channels/part-a.parquet".to_owned(), 4)];
+        let sql_error = WarehouseError::Statement { index: 5, statement: "MERGE …".into(), message: "boom".into() };
+        assert!(matches!(classify_load_failure(&Unlistable, &files, sql_error), HandlerError::Permanent(_)));
     }
 }
