@@ -27,7 +27,8 @@
 //!
 //! Files younger than `min_age` are left alone. Stream retries find what an
 //! earlier attempt wrote by file name ([`crate::stream`]), so stream files
-//! must outlive the stream's maximum retry age before they are merged.
+//! must outlive the stream's maximum record age, and a retry that started
+//! just before it, before they are merged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;

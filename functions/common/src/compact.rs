@@ -18,15 +18,31 @@ pub struct CompactResponse {
     pub tables: Vec<(Source, CompactionReport)>,
 }
 
-/// Compacts every table of `lake`, as of `now_us`.
+/// The longest a Lambda invocation runs (its maximum timeout). The stream's
+/// maximum record age bounds when Lambda may *start* a retry of a file's
+/// records; the retry lists what the earlier attempt wrote after it starts,
+/// so the file must outlive the record age by as long as an invocation runs.
+pub const RETRY_IN_FLIGHT_SECONDS: u64 = 900;
+
+/// The age below which compaction leaves a file alone: the configured
+/// minimum, and when the stream's maximum record age is known, at least that
+/// age plus [`RETRY_IN_FLIGHT_SECONDS`].
+pub fn min_age_seconds(config: &CompactConfig) -> u64 {
+    let retries_end = config.stream_max_record_age_seconds.map(|age| age.saturating_add(RETRY_IN_FLIGHT_SECONDS));
+    config.min_age_seconds.max(retries_end.unwrap_or(0))
+}
+
+/// Compacts every table of `lake`, as of `now_us`: files older than
+/// [`min_age_seconds`].
 pub fn compact_lake(
     lake: &dyn ObjectStore,
     config: &CompactConfig,
     now_us: i64,
 ) -> Result<CompactResponse, HandlerError> {
+    let min_age_seconds = min_age_seconds(config);
     let options = CompactionOptions {
         target_bytes: config.target_bytes,
-        min_age_us: i64::try_from(config.min_age_seconds).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000),
+        min_age_us: i64::try_from(min_age_seconds).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000),
         now_us,
         staging: StagingOptions::default(),
     };
@@ -74,5 +90,79 @@ impl CompactPartitions {
             ],
         );
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tvetl_core::catalog::{Catalog, CatalogError};
+    use tvetl_core::schema::TableDef;
+    use tvetl_core::store::MemoryObjectStore;
+    use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
+
+    use super::*;
+
+    struct NoCatalog;
+
+    impl Catalog for NoCatalog {
+        fn ensure_table(&self, _table: &TableDef) -> Result<(), CatalogError> {
+            Ok(())
+        }
+        fn add_partitions(&self, _table: &TableDef, _values: &[String]) -> Result<(), CatalogError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stream_files_outlive_the_record_age_by_the_longest_invocation_before_they_are_merged() {
+        // Two stream batches, two small files of one day, written at time 0
+        // (the memory store's modification time).
+        let lake = MemoryObjectStore::new();
+        let shard = ShardId { kind: StreamKind::Kinesis, stream: "views".into(), shard: "shardId-0".into() };
+        for (position, id) in [("100", "e1"), ("200", "e2")] {
+            let data = format!(
+                r#"{{"event_id":"{id}","user_id":"u1","channel_id":"c1","start_time":"2024-01-01T10:00:00Z","duration_seconds":60}}"#
+            );
+            let record = StreamRecord { position: position.into(), arrival_us: 0, data: data.as_bytes() };
+            let (_, failure) = ingest_stream_batch(&lake, &NoCatalog, &shard, &[record], &StagingOptions::default());
+            assert!(failure.is_none());
+        }
+        let staged = || lake.list("staging/viewership/").unwrap().len();
+        assert_eq!(staged(), 2);
+
+        // As the template sets it: the record age as the minimum too.
+        let record_age = 3_600u64;
+        let config = CompactConfig {
+            lake_bucket: "lake".into(),
+            target_bytes: 128 << 20,
+            min_age_seconds: record_age,
+            stream_max_record_age_seconds: Some(record_age),
+            part_size: 8 << 20,
+        };
+        let at = |seconds: u64| (seconds * 1_000_000) as i64;
+        // Past the record age, a retry Lambda started just before it may
+        // still be listing the files: they stay.
+        compact_lake(&lake, &config, at(record_age + RETRY_IN_FLIGHT_SECONDS - 1)).unwrap();
+        assert_eq!(staged(), 2);
+        // Once that invocation must have ended, they are merged.
+        let response = compact_lake(&lake, &config, at(record_age + RETRY_IN_FLIGHT_SECONDS)).unwrap();
+        assert_eq!(staged(), 1);
+        let viewership = &response.tables.iter().find(|(s, _)| *s == Source::Viewership).unwrap().1;
+        assert_eq!(viewership.removed.len(), 2);
+    }
+
+    #[test]
+    fn the_minimum_age_is_the_configured_one_or_the_streams_retries_whichever_is_longer() {
+        let config = |min_age_seconds, stream_max_record_age_seconds| CompactConfig {
+            lake_bucket: "lake".into(),
+            target_bytes: 1,
+            min_age_seconds,
+            stream_max_record_age_seconds,
+            part_size: 1,
+        };
+        assert_eq!(min_age_seconds(&config(0, None)), 0, "no stream: the configured age alone");
+        assert_eq!(min_age_seconds(&config(86_400, Some(3_600))), 86_400);
+        assert_eq!(min_age_seconds(&config(3_600, Some(3_600))), 4_500);
+        assert_eq!(min_age_seconds(&config(0, Some(604_800))), 605_700, "the longest record age");
     }
 }

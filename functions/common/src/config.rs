@@ -244,9 +244,13 @@ pub struct CompactConfig {
     /// filled up to; files at least this large are left alone.
     pub target_bytes: u64,
     /// `COMPACT_MIN_AGE_SECONDS` (default one day): files younger than this
-    /// are left alone. It must exceed the stream mapping's maximum record
-    /// age, since stream retries find earlier writes by file name.
+    /// are left alone.
     pub min_age_seconds: u64,
+    /// `STREAM_MAX_RECORD_AGE_SECONDS` (optional): the stream mappings'
+    /// maximum record age. Stream retries find earlier writes by file name,
+    /// so files are also left alone until older than this plus
+    /// [`crate::compact::RETRY_IN_FLIGHT_SECONDS`].
+    pub stream_max_record_age_seconds: Option<u64>,
     /// `MULTIPART_PART_SIZE` (bytes, default 8 MiB).
     pub part_size: usize,
 }
@@ -268,6 +272,9 @@ impl CompactConfig {
             lake_bucket: required("LAKE_BUCKET")?,
             target_bytes: number("COMPACT_TARGET_BYTES", 128 << 20)?,
             min_age_seconds: number("COMPACT_MIN_AGE_SECONDS", 86_400)?,
+            stream_max_record_age_seconds: optional("STREAM_MAX_RECORD_AGE_SECONDS")
+                .map(|_| number("STREAM_MAX_RECORD_AGE_SECONDS", 0))
+                .transpose()?,
             part_size: number("MULTIPART_PART_SIZE", tvetl_core::aws::s3::DEFAULT_PART_SIZE)?,
         })
     }
