@@ -69,6 +69,9 @@ pub struct CompactionReport {
     pub removed: Vec<String>,
     /// Interrupted compactions finished first.
     pub recovered: u64,
+    /// Small files that could not be read as staging Parquet (`key: why`):
+    /// left where they are, and their bins compacted without them.
+    pub unreadable: Vec<String>,
 }
 
 /// A compaction in progress, written before its output.
@@ -100,6 +103,15 @@ pub enum CompactionError {
         written: u64,
         /// Rows its members hold together.
         expected: u64,
+    },
+    /// A member that cannot be read as staging Parquet (not a fault a retry
+    /// mends); its bin's journal is removed, and nothing was written.
+    #[error("{key}: not readable as staging Parquet: {message}")]
+    UnreadableMember {
+        /// The member's key.
+        key: String,
+        /// Why it cannot be read.
+        message: String,
     },
     /// A journal that cannot be read.
     #[error("{key}: unreadable compaction journal: {message}")]
@@ -149,8 +161,21 @@ pub fn compact_table(
         }
     }
     for (dir, files) in partitions {
-        for bin in bins(files, options.target_bytes) {
-            compact_bin(lake, source, &dir, &bin, options, &mut report)?;
+        for mut bin in bins(files, options.target_bytes) {
+            // A member that cannot be read would otherwise stop every run
+            // here, and no later partition would ever be compacted.
+            while bin.len() > 1 {
+                match compact_bin(lake, source, &dir, &bin, options, &mut report) {
+                    Err(CompactionError::UnreadableMember { key, message }) => {
+                        bin.retain(|m| m.key != key);
+                        report.unreadable.push(format!("{key}: {message}"));
+                    }
+                    result => {
+                        result?;
+                        break;
+                    }
+                }
+            }
         }
     }
     Ok(report)
@@ -206,30 +231,19 @@ fn compact_bin(
         let mut bytes = Vec::with_capacity(member.size as usize);
         lake.open(&member.key)?
             .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::Io { key: member.key.clone(), source: e })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
-        expected += reader.metadata().file_metadata().num_rows() as u64;
-        for batch in reader.build()? {
-            let batch = batch.map_err(IngestError::Arrow)?;
-            // Columns are taken by name, so a member whose columns come in
-            // another order still merges (and one lacking a column fails).
-            let batch = arrow_array::RecordBatch::try_new(
-                schema.clone(),
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                            IngestError::Arrow(arrow_schema::ArrowError::SchemaError(format!(
-                                "{}: no column {}",
-                                member.key,
-                                f.name()
-                            )))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
-            .map_err(IngestError::Arrow)?;
+            .map_err(|e| StoreError::Read { key: member.key.clone(), source: e })?;
+        let rows = match member_batches(bytes, &schema) {
+            Ok(rows) => rows,
+            Err(message) => {
+                // The output's upload is dropped uncommitted; without its
+                // journal, nothing of this attempt is left.
+                drop(writer);
+                lake.delete(&journal_key)?;
+                return Err(CompactionError::UnreadableMember { key: member.key.clone(), message });
+            }
+        };
+        expected += rows.expected;
+        for batch in rows.batches {
             written += batch.num_rows() as u64;
             writer.write(&batch)?;
         }
@@ -246,6 +260,33 @@ fn compact_bin(
     }
     lake.delete(&journal_key)?;
     Ok(())
+}
+
+/// A member's rows in the staging schema, and the count its footer gives.
+struct MemberRows {
+    batches: Vec<arrow_array::RecordBatch>,
+    expected: u64,
+}
+
+/// Decodes a member whole (it is smaller than the target size) so that a
+/// file that cannot be read is found before any of it is written; the error
+/// is the reason.
+fn member_batches(bytes: Vec<u8>, schema: &arrow_schema::SchemaRef) -> Result<MemberRows, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| e.to_string())?;
+    let expected = reader.metadata().file_metadata().num_rows() as u64;
+    let mut batches = Vec::new();
+    for batch in reader.build().map_err(|e| e.to_string())? {
+        let batch = batch.map_err(|e| e.to_string())?;
+        // Columns are taken by name, so a member whose columns come in
+        // another order still merges (and one lacking a column does not).
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| batch.column_by_name(f.name()).cloned().ok_or_else(|| format!("no column {}", f.name())))
+            .collect::<Result<Vec<_>, _>>()?;
+        batches.push(arrow_array::RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
+    }
+    Ok(MemberRows { batches, expected })
 }
 
 /// `2024-01-01` for `…/event_date=2024-01-01`.

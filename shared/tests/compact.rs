@@ -76,6 +76,50 @@ fn many_small_files_become_few_with_the_same_rows_and_a_rerun_changes_nothing() 
 }
 
 #[test]
+fn a_file_that_cannot_be_read_is_left_alone_and_the_rest_is_compacted() {
+    let lake = MemoryObjectStore::new();
+    small_files(&lake);
+    let files = staged_files(&lake);
+    // One file of each day is bad: bytes that are not Parquet, and Parquet
+    // without the staging columns.
+    let garbage = files.iter().find(|f| f.key.contains("2024-01-01")).unwrap().key.clone();
+    let foreign = files.iter().find(|f| f.key.contains("2024-01-02")).unwrap().key.clone();
+    let rows = staged_rows(&lake);
+    let mut kept: Vec<StagedRow> = rows
+        .into_iter()
+        .filter(|r| r.file != garbage && r.file != foreign)
+        .map(|r| StagedRow { file: String::new(), ..r })
+        .collect();
+    kept.sort();
+    lake.put(&garbage, b"not parquet at all").unwrap();
+    let other = arrow_array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(arrow_array::Int32Array::from(vec![1])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, other.schema(), None).unwrap();
+    writer.write(&other).unwrap();
+    writer.close().unwrap();
+    lake.put(&foreign, &bytes).unwrap();
+
+    let report = compact_table(&lake, Source::Viewership, &options(64 << 20)).unwrap();
+    assert_eq!(report.unreadable.len(), 2, "{:?}", report.unreadable);
+    assert!(report.unreadable.iter().any(|u| u.starts_with(&format!("{garbage}: "))), "{:?}", report.unreadable);
+    assert!(report.unreadable.iter().any(|u| u.contains(&foreign) && u.contains("no column event_id")));
+    assert_eq!(report.written.len(), 2, "each day compacted without its bad file");
+    assert_eq!(report.removed.len(), 58);
+    assert!(lake.list("compaction/").unwrap().is_empty(), "no journal left");
+    let mut left: Vec<String> = staged_files(&lake).into_iter().map(|f| f.key).collect();
+    left.retain(|k| !k.contains("/compacted-"));
+    assert_eq!(left, [garbage.clone(), foreign.clone()], "the bad files stay where they were");
+
+    lake.delete(&garbage).unwrap();
+    lake.delete(&foreign).unwrap();
+    assert_eq!(content(&lake), kept, "every other row, with its lineage, exactly once");
+}
+
+#[test]
 fn the_same_small_files_compact_to_the_same_bytes() {
     let (a, b) = (MemoryObjectStore::new(), MemoryObjectStore::new());
     small_files(&a);

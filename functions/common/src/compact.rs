@@ -58,6 +58,18 @@ pub fn compact_lake(
         );
         response.tables.push((source, report));
     }
+    // Every other file was compacted; the run still fails, naming these, as
+    // they need someone to look at them (a load's COPY rejects them too).
+    let unreadable: Vec<&String> = response.tables.iter().flat_map(|(_, r)| &r.unreadable).collect();
+    if let Some(first) = unreadable.first() {
+        for file in &unreadable {
+            tracing::error!(file = %file, "staging file not readable; left uncompacted");
+        }
+        return Err(HandlerError::Permanent(format!(
+            "{} staging file(s) could not be read and were left uncompacted (the rest was compacted); the first: {first}",
+            unreadable.len()
+        )));
+    }
     Ok(response)
 }
 
@@ -113,32 +125,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stream_files_outlive_the_record_age_by_the_longest_invocation_before_they_are_merged() {
-        // Two stream batches, two small files of one day, written at time 0
-        // (the memory store's modification time).
-        let lake = MemoryObjectStore::new();
+    /// One small staging file of 2024-01-01 per id, from a stream batch of
+    /// one record each, written at time 0 (the memory store's).
+    fn stream_files(lake: &MemoryObjectStore, ids: &[&str]) {
         let shard = ShardId { kind: StreamKind::Kinesis, stream: "views".into(), shard: "shardId-0".into() };
-        for (position, id) in [("100", "e1"), ("200", "e2")] {
+        for (n, id) in ids.iter().enumerate() {
             let data = format!(
                 r#"{{"event_id":"{id}","user_id":"u1","channel_id":"c1","start_time":"2024-01-01T10:00:00Z","duration_seconds":60}}"#
             );
-            let record = StreamRecord { position: position.into(), arrival_us: 0, data: data.as_bytes() };
-            let (_, failure) = ingest_stream_batch(&lake, &NoCatalog, &shard, &[record], &StagingOptions::default());
+            let record = StreamRecord { position: format!("{}", 100 * (n + 1)), arrival_us: 0, data: data.as_bytes() };
+            let (_, failure) = ingest_stream_batch(lake, &NoCatalog, &shard, &[record], &StagingOptions::default());
             assert!(failure.is_none());
         }
+    }
+
+    fn config(min_age_seconds: u64, stream_max_record_age_seconds: Option<u64>) -> CompactConfig {
+        CompactConfig {
+            lake_bucket: "lake".into(),
+            target_bytes: 128 << 20,
+            min_age_seconds,
+            stream_max_record_age_seconds,
+            part_size: 8 << 20,
+        }
+    }
+
+    #[test]
+    fn stream_files_outlive_the_record_age_by_the_longest_invocation_before_they_are_merged() {
+        let lake = MemoryObjectStore::new();
+        stream_files(&lake, &["e1", "e2"]);
         let staged = || lake.list("staging/viewership/").unwrap().len();
         assert_eq!(staged(), 2);
 
         // As the template sets it: the record age as the minimum too.
         let record_age = 3_600u64;
-        let config = CompactConfig {
-            lake_bucket: "lake".into(),
-            target_bytes: 128 << 20,
-            min_age_seconds: record_age,
-            stream_max_record_age_seconds: Some(record_age),
-            part_size: 8 << 20,
-        };
+        let config = config(record_age, Some(record_age));
         let at = |seconds: u64| (seconds * 1_000_000) as i64;
         // Past the record age, a retry Lambda started just before it may
         // still be listing the files: they stay.
@@ -153,16 +173,27 @@ mod tests {
 
     #[test]
     fn the_minimum_age_is_the_configured_one_or_the_streams_retries_whichever_is_longer() {
-        let config = |min_age_seconds, stream_max_record_age_seconds| CompactConfig {
-            lake_bucket: "lake".into(),
-            target_bytes: 1,
-            min_age_seconds,
-            stream_max_record_age_seconds,
-            part_size: 1,
-        };
         assert_eq!(min_age_seconds(&config(0, None)), 0, "no stream: the configured age alone");
         assert_eq!(min_age_seconds(&config(86_400, Some(3_600))), 86_400);
         assert_eq!(min_age_seconds(&config(3_600, Some(3_600))), 4_500);
         assert_eq!(min_age_seconds(&config(0, Some(604_800))), 605_700, "the longest record age");
+    }
+
+    #[test]
+    fn a_run_that_left_a_file_it_could_not_read_fails_after_compacting_the_rest() {
+        let lake = MemoryObjectStore::new();
+        stream_files(&lake, &["e1", "e2", "e3"]);
+        let keys: Vec<String> = lake.list("staging/viewership/").unwrap().into_iter().map(|o| o.key).collect();
+        lake.put(&keys[1], b"not parquet").unwrap();
+        match compact_lake(&lake, &config(0, None), 0) {
+            Err(HandlerError::Permanent(message)) => {
+                assert!(message.starts_with("1 staging file(s) could not be read"), "{message}");
+                assert!(message.contains(&keys[1]), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let left: Vec<String> = lake.list("staging/viewership/").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.contains(&keys[1]) && left.iter().any(|k| k.contains("/compacted-")), "{left:?}");
     }
 }
