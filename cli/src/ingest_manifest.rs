@@ -8,9 +8,12 @@
 //! would cost what the folder holds, not what is new in it. So a run skips
 //! an object that this lake's manifest says it ingested before, when
 //!
-//! - the object is the same: the same size and modification time, or else
-//!   the same content hash (a copied or touched file). As git does with its
-//!   index, a time is trusted only if it is older than the manifest by more
+//! - the object is the same: the same size, modification time and inode
+//!   change time, or else the same content hash (a copied or touched file).
+//!   The change time is what tells a file rewritten and given its old
+//!   modification time back (`touch -d`, `cp -p`, an archive extracted
+//!   again) from the file it replaced; no tool can set it. As git does with
+//!   its index, times are trusted only if older than the manifest by more
 //!   than [`RACY_SECONDS`]: a file that changed again, to the same size,
 //!   within one tick of a coarse clock (FAT keeps 2 s) after it was read
 //!   would keep its time, so such a file is hashed instead;
@@ -174,7 +177,7 @@ impl IngestManifest {
         version: &str,
     ) -> bool {
         // A time of 0 is no time (a file system that keeps none).
-        let settled = stamp.last_modified_us > 0 && stamp.last_modified_us < self.written_us - RACY_SECONDS * 1_000_000;
+        let settled = stamp.last_modified_us > 0 && stamp.latest_us() < self.written_us - RACY_SECONDS * 1_000_000;
         if stamp == earlier && settled {
             return true;
         }
@@ -209,7 +212,7 @@ impl IngestManifest {
 /// cannot be found: then nothing is skipped.
 pub fn ingester_fingerprint(options: &IngestOptions) -> Option<String> {
     let exe = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
-    let FileStamp { size, last_modified_us } = FileStamp::of(&exe);
+    let FileStamp { size, last_modified_us, .. } = FileStamp::of(&exe);
     Some(format!("tvetl {} {size} {last_modified_us} {options:?}", env!("CARGO_PKG_VERSION")))
 }
 
@@ -337,12 +340,15 @@ mod tests {
 
         // Changed again within one tick of a coarse clock: same size, same time.
         rewrite_keeping_stamp(&file, now);
-        assert_eq!(raw.stamp("viewership/a.csv").unwrap(), entry.stamp);
+        let stamp = raw.stamp("viewership/a.csv").unwrap();
+        assert_eq!((stamp.size, stamp.last_modified_us), (entry.stamp.size, entry.stamp.last_modified_us));
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None);
-        // The same content then is read for its hash, and skipped.
+        // The same content then is read for its hash, and skipped; the
+        // entry takes the file's stamp now (its change time is new).
         std::fs::write(&file, "some,bytes\n").unwrap();
         set_time(&file, now);
-        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry));
+        let stamp = raw.stamp("viewership/a.csv").unwrap();
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(IngestedObject { stamp, ..entry }));
     }
 
     #[test]
@@ -391,6 +397,29 @@ mod tests {
         std::fs::write(&path, serde_json::json!({ "ingester": "build 0", "objects": objects }).to_string()).unwrap();
         let manifest = IngestManifest::load(&path, "build 1").expect("read, not reported unreadable");
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "another build's");
+    }
+
+    #[test]
+    fn a_file_rewritten_and_given_its_old_time_back_is_read_again() {
+        // As `touch -d`, `cp -p` or an archive extracted again leave a
+        // corrected file of the same size: only the change time tells.
+        let dir = tempfile::tempdir().unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        let (raw, lake, entry, _) = ingested_at(dir.path(), long_ago);
+        // The manifest as written once the file's change time has settled.
+        let settled_after = |stamp: FileStamp| stamp.latest_us() + (RACY_SECONDS + 1) * 1_000_000;
+        let manifest =
+            IngestManifest { written_us: settled_after(entry.stamp), ..manifest_of(&entry, dir.path(), "build 1") };
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), Some(entry.clone()), "settled and unchanged");
+
+        // The kernel's file clock ticks every few milliseconds.
+        std::thread::sleep(Duration::from_millis(50));
+        rewrite_keeping_stamp(&dir.path().join("raw/viewership/a.csv"), long_ago);
+        let stamp = raw.stamp("viewership/a.csv").unwrap();
+        assert_eq!((stamp.size, stamp.last_modified_us), (entry.stamp.size, entry.stamp.last_modified_us));
+        assert_ne!(stamp.changed_us, entry.stamp.changed_us);
+        let manifest = IngestManifest { written_us: settled_after(stamp), ..manifest };
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "new content");
     }
 
     #[test]

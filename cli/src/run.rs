@@ -526,23 +526,24 @@ impl FileIngest<'_> {
             };
         }
         match self.raw.head(key) {
-            Ok(object) => self.ingest(&object),
+            Ok(object) => self.ingest(&object, stamp.unwrap_or_else(|| object.stamp())),
             Err(e) => failed(&e),
         }
     }
 
-    /// Ingests `object` now.
-    fn ingest(&self, object: &ObjectMeta) -> Ingested {
+    /// Ingests `object`, whose file's stamp was `stamp` when listed (taken
+    /// before its bytes were read, so a change since shows in the next run).
+    fn ingest(&self, object: &ObjectMeta, stamp: FileStamp) -> Ingested {
         let source = Source::from_key(&object.key);
         match ingest_object(self.raw, object, self.lake, self.options) {
             Ok(report) => match register_outputs(self.catalog, &report) {
                 Ok(()) => Ingested::Loaded {
-                    object: IngestedObject { stamp: object.stamp(), version: object.version.clone(), report },
+                    object: IngestedObject { stamp, version: object.version.clone(), report },
                     unchanged: false,
                 },
                 Err(e) => Ingested::Failed { source, error: e.to_string() },
             },
-            Err(e) if e.is_bad_object() => match record_unreadable_object(object, &e, self.lake, self.catalog) {
+            Err(e) if e.is_bad_object() => match record_unreadable_object(object, stamp, &e, self.lake, self.catalog) {
                 Ok(object) => Ingested::Unreadable { object, unchanged: false },
                 Err(error) => Ingested::Failed { source, error },
             },
@@ -557,6 +558,7 @@ impl FileIngest<'_> {
 /// tries it again.
 fn record_unreadable_object(
     object: &ObjectMeta,
+    stamp: FileStamp,
     e: &IngestError,
     lake: &LocalObjectStore,
     catalog: &FileCatalog,
@@ -565,7 +567,7 @@ fn record_unreadable_object(
     let key = record_unreadable(lake, object, e).map_err(|q| format!("{error} (and recording it failed: {q})"))?;
     let error = format!("{error} (recorded in {key})");
     register_quarantine(catalog, &key).map_err(|c| format!("{error} (and cataloguing it failed: {c})"))?;
-    Ok(UnreadableObject { stamp: object.stamp(), version: object.version.clone(), error, quarantine_key: key })
+    Ok(UnreadableObject { stamp, version: object.version.clone(), error, quarantine_key: key })
 }
 
 /// Prints the summary as a table.

@@ -98,9 +98,10 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    /// Its size and modification time, as a [`FileStamp`].
+    /// Its size and modification time, as a [`FileStamp`] with no change
+    /// time (an object store keeps none).
     pub fn stamp(&self) -> FileStamp {
-        FileStamp { size: self.size, last_modified_us: self.last_modified_us }
+        FileStamp { size: self.size, last_modified_us: self.last_modified_us, changed_us: 0 }
     }
 }
 
@@ -193,6 +194,13 @@ pub struct FileStamp {
     pub size: u64,
     /// Last modification, UTC microseconds (0 where the system keeps none).
     pub last_modified_us: i64,
+    /// Last change of the file's inode, UTC microseconds (0 where the
+    /// system keeps none, or for an object store's object). Unlike the
+    /// modification time, no tool can set it: a file rewritten and given
+    /// its old time back (`touch -d`, `cp -p`, an archive extracted again)
+    /// still has a new one.
+    #[serde(default)]
+    pub changed_us: i64,
 }
 
 impl FileStamp {
@@ -203,7 +211,19 @@ impl FileStamp {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_micros() as i64);
-        FileStamp { size: metadata.len(), last_modified_us }
+        #[cfg(unix)]
+        let changed_us = {
+            use std::os::unix::fs::MetadataExt;
+            metadata.ctime().saturating_mul(1_000_000).saturating_add(metadata.ctime_nsec() / 1_000)
+        };
+        #[cfg(not(unix))]
+        let changed_us = 0;
+        FileStamp { size: metadata.len(), last_modified_us, changed_us }
+    }
+
+    /// The later of its two times: how recent the last write or change is.
+    pub fn latest_us(&self) -> i64 {
+        self.last_modified_us.max(self.changed_us)
     }
 }
 
