@@ -1730,6 +1730,40 @@ fn a_second_run_on_a_lake_in_use_fails_at_once_and_changes_nothing() {
     assert_eq!(run(&input, &lake)["loads"]["viewership"]["rows_merged"], 1);
 }
 
+/// Output that cannot be written is an error naming stdout, and a reader
+/// that stops early (`| head`) ends the run quietly: never a panic.
+#[test]
+fn stdout_that_cannot_be_written_is_an_error_and_a_closed_pipe_ends_quietly() {
+    let (_dir, input, lake) = workspace();
+    let rows: Vec<String> =
+        (0..2000).map(|i| format!("e{i},u{i},c1,2024-01-01T10:00:00Z,2024-01-01T10:30:00Z")).collect();
+    write_sessions(&input, "viewership/a.csv", &rows.iter().map(String::as_str).collect::<Vec<_>>());
+    let full = || std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["run", "--input", path(&input), "--lake", path(&lake), "--quiet"])
+        .stdout(full())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error: writing to stdout: No space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let query = "SELECT * FROM core.viewing_sessions";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tvetl"))
+        .args(["sql", "--lake", path(&lake), query])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
 #[test]
 fn bad_arguments_get_clear_errors() {
     let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "top-channels", "--date", "2024-01-01"]);

@@ -17,7 +17,7 @@ mod run;
 mod sql;
 mod warehouse;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +48,14 @@ fn open_warehouse(lake: &std::path::Path) -> anyhow::Result<DuckDbWarehouse> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when whoever reads stdout has gone
+    // (`tvetl sql … | head`); Rust ignores SIGPIPE, and each write then fails.
+    #[cfg(unix)]
+    // SAFETY: at the start of main, before any thread exists, setting a
+    // signal's disposition to its default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match real_main() {
         Ok(code) => code,
         Err(e) => {
@@ -79,8 +87,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             };
             let summary = run::run(&input, &lake, &options)?;
             match format {
-                RunFormat::Json => println!("{}", serde_json::to_string(&summary)?),
-                RunFormat::Table => run::print_table(&summary),
+                RunFormat::Json => write_stdout(&with_newline(serde_json::to_string(&summary)?))?,
+                RunFormat::Table => write_stdout(&run::render_table(&summary)?)?,
             }
             // Failed files are reported, not fatal: the rest has loaded.
             let failed = summary.files.iter().filter(|f| f.status == "failed").count();
@@ -100,8 +108,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Sql { lake, query, format, out } => {
             let mut warehouse = open_warehouse(&lake)?;
             match out {
-                Some(out) => println!("{}", sql::write_sql(&mut warehouse, &query, &out, &run::warehouse_path(&lake))?),
-                None => print!("{}", with_newline(sql::run_sql(&mut warehouse, &query, format)?)),
+                Some(out) => write_stdout(&with_newline(sql::write_sql(
+                    &mut warehouse,
+                    &query,
+                    &out,
+                    &run::warehouse_path(&lake),
+                )?))?,
+                None => write_stdout(&with_newline(sql::run_sql(&mut warehouse, &query, format)?))?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -154,10 +167,16 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
             let filter =
                 quarantine::QuarantineFilter { source: source.map(Into::into), reason: reason.map(Into::into), limit };
             let report = quarantine::read_quarantine(lake, &filter)?;
-            print!("{}", with_newline(quarantine::render_quarantine(&report, format)));
-            Ok(())
+            write_stdout(&with_newline(quarantine::render_quarantine(&report, format)))
         }
     }
+}
+
+/// Writes `text` to stdout: a write that fails (a full disk) is an error
+/// naming stdout, not a panic.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing to stdout")
 }
 
 /// Prints a rendered report and, when one was asked for, draws its chart.
@@ -166,7 +185,7 @@ fn emit(
     chart: Option<PathBuf>,
     draw: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    print!("{}", with_newline(rendered));
+    write_stdout(&with_newline(rendered))?;
     if let Some(path) = chart {
         draw(&path).with_context(|| format!("writing {}", path.display()))?;
     }

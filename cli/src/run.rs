@@ -570,8 +570,10 @@ fn record_unreadable_object(
     Ok(UnreadableObject { stamp, version: object.version.clone(), error, quarantine_key: key })
 }
 
-/// Prints the summary as a table.
-pub fn print_table(summary: &RunSummary) {
+/// The summary as a table.
+pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
     let mut rows = vec![
         ("rows read".to_owned(), summary.rows_read),
         ("rows accepted".to_owned(), summary.rows_accepted),
@@ -581,17 +583,18 @@ pub fn print_table(summary: &RunSummary) {
         rows.push((format!("quarantined {}", reason.code()), summary.quarantined.get(reason)));
     }
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
-    println!("viewing sessions");
+    writeln!(out, "viewing sessions")?;
     for (label, count) in rows {
-        println!("  {label:<width$}{count:>12}");
+        writeln!(out, "  {label:<width$}{count:>12}")?;
     }
     for (source, counts) in &summary.dimensions {
-        println!(
+        writeln!(
+            out,
             "{source}: {} read, {} accepted, {} quarantined",
             counts.rows_read,
             counts.rows_accepted,
             counts.quarantined.total()
-        );
+        )?;
     }
     if !summary.unknown_columns.is_empty() {
         let in_files = summary.files.iter().filter(|f| !f.unknown_columns.is_empty()).count();
@@ -606,29 +609,38 @@ pub fn print_table(summary: &RunSummary) {
             (n, false) => format!(" and {n} more"),
             (n, true) => format!(" and over {n} more"),
         };
-        println!("ignored unknown columns: {shown}{more} (in {files})");
+        writeln!(out, "ignored unknown columns: {shown}{more} (in {files})")?;
     }
     let days = summary.analytics_days_rebuilt;
-    println!("analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" });
+    writeln!(out, "analytics: {days} {} rebuilt", if days == 1 { "day" } else { "days" })?;
     if !summary.retried_on_one_thread.is_empty() {
-        println!(
+        writeln!(
+            out,
             "warehouse: out of its memory limit, so done again on one thread (slower; a larger --memory-limit avoids it): {}",
             summary.retried_on_one_thread.join(", ")
-        );
+        )?;
     }
     let (failed, loaded): (Vec<_>, Vec<_>) = summary.files.iter().partition(|f| f.status == "failed");
     let unchanged = |files: &[&FileOutcome]| match files.iter().filter(|f| f.unchanged).count() {
         0 => String::new(),
         n => format!(" ({n} of them unchanged since an earlier run, not read again)"),
     };
-    println!("files: {} loaded{}, {} failed{}", loaded.len(), unchanged(&loaded), failed.len(), unchanged(&failed));
+    writeln!(
+        out,
+        "files: {} loaded{}, {} failed{}",
+        loaded.len(),
+        unchanged(&loaded),
+        failed.len(),
+        unchanged(&failed)
+    )?;
     for f in failed {
         // The error names the file already when it comes from the decoder.
         match f.error.as_deref() {
-            Some(error) if error.starts_with(&f.key) => println!("  FAILED {error}"),
-            error => println!("  FAILED {}: {}", f.key, error.unwrap_or("")),
+            Some(error) if error.starts_with(&f.key) => writeln!(out, "  FAILED {error}")?,
+            error => writeln!(out, "  FAILED {}: {}", f.key, error.unwrap_or(""))?,
         }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
