@@ -1639,7 +1639,9 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
         dir.path().join("n.txt").display().to_string(),
     );
     for (query, out, why) in [
-        ("SELECT 1) TO 'x.csv'; ATTACH 'y.db' AS y; COPY (SELECT 1", &csv_out, "syntax error"),
+        ("SELECT 1) TO 'x.csv'; ATTACH 'y.db' AS y; COPY (SELECT 1", &csv_out, "holds 3 statements"),
+        ("SELECT 1) TO 'x.csv' --", &csv_out, "syntax error"),
+        ("SELECT 1 AS a; SELECT 2 AS b", &csv_out, "runs one query"),
         ("SELECT * FROM read_csv('x.csv')", &csv_out, "disabled by configuration"),
         ("SELECT 1 AS n", &in_warehouse, "warehouse's own folder"),
         ("SELECT 1 AS n", &txt, ".parquet or .csv"),

@@ -34,7 +34,37 @@ fn query_text(query: &str) -> anyhow::Result<String> {
         query.to_owned()
     };
     anyhow::ensure!(!query.trim().is_empty(), "the query is empty");
+    let statements = statement_count(&query);
+    anyhow::ensure!(
+        statements <= 1,
+        "tvetl sql runs one query, and this text holds {statements} statements (separated by `;`): \
+         DuckDB would run each in turn and show the last one's result alone"
+    );
     Ok(query)
+}
+
+/// How many statements `query` holds: runs of tokens between `;`, comments
+/// and whitespace aside. A text the tokenizer cannot read counts as one,
+/// and DuckDB says what is wrong with it.
+fn statement_count(query: &str) -> usize {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&sqlparser::dialect::DuckDbDialect {}, query).tokenize() else {
+        return 1;
+    };
+    let mut statements = 0;
+    let mut in_statement = false;
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => in_statement = false,
+            _ if !in_statement => {
+                statements += 1;
+                in_statement = true;
+            }
+            _ => {}
+        }
+    }
+    statements
 }
 
 /// Runs `query` (`-`: read from standard input) on `warehouse`, opened
@@ -184,6 +214,16 @@ mod tests {
                 vec![json!("c10"), json!(60.5), Value::Null],
             ],
         }
+    }
+
+    #[test]
+    fn statements_are_counted_by_their_semicolons_outside_strings_and_comments() {
+        assert_eq!(statement_count("SELECT 1"), 1);
+        assert_eq!(statement_count("SELECT 1;\n  -- done\n"), 1);
+        assert_eq!(statement_count("SELECT ';' AS s /* ; */ -- ;\n"), 1);
+        assert_eq!(statement_count("SELECT 1; SELECT 2"), 2);
+        assert_eq!(statement_count(";;SELECT 1;;PRAGMA database_list;"), 2);
+        assert_eq!(statement_count("SELECT 'unterminated"), 1, "for DuckDB to refuse");
     }
 
     #[test]
