@@ -1783,6 +1783,22 @@ fn bad_arguments_get_clear_errors() {
     assert!(stderr.contains("invalid value '0' for '--limit"), "{stderr}");
     let stderr = tvetl_fails(&["report", "--lake", "/nonexistent-lake", "user-average", "--chart", "avg.PDF"]);
     assert!(stderr.contains("a chart is written as .png or .svg"), "{stderr}");
+    // A folder that is not a lake (an input folder, say) has no quarantine
+    // to report, rather than an empty one.
+    let input = tempfile::tempdir().unwrap();
+    write_sessions(input.path(), "viewership/a.csv", &["e1,u1,c1,2024-01-01T10:00:00Z,2024-01-01T10:30:00Z"]);
+    let stderr = tvetl_fails(&["report", "--lake", path(input.path()), "quarantine"]);
+    assert!(stderr.contains("is not a lake (it has no _catalog/ or _warehouse/)"), "{stderr}");
+    // A lake inside an input's prefix folder, or an input inside a lake:
+    // each run would read what the last one wrote as raw files.
+    let inside = input.path().join("viewership/lake");
+    let stderr = tvetl_fails(&["run", "--input", path(input.path()), "--lake", path(&inside)]);
+    assert!(stderr.contains("is inside the input's viewership/ folder"), "{stderr}");
+    assert!(!inside.exists(), "refused before anything is written");
+    let stderr = tvetl_fails(&["run", "--input", path(input.path()), "--lake", path(&input.path().join("."))]);
+    assert!(stderr.contains("is inside the lake"), "{stderr}");
+    // Beside the prefix folders is fine.
+    tvetl(&["run", "--input", path(input.path()), "--lake", path(&input.path().join("lake")), "--quiet"]);
 }
 
 /// A raw file whose name is not UTF-8 (a Latin-1 name from an SFTP client)

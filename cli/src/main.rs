@@ -164,6 +164,14 @@ fn run_report(lake: &std::path::Path, report: ReportCommand) -> anyhow::Result<(
                 lake.display(),
                 lake.display()
             );
+            // An input folder given as the lake would otherwise read as a
+            // lake with nothing quarantined.
+            anyhow::ensure!(
+                lake.join("_catalog").is_dir() || run::warehouse_path(lake).exists(),
+                "{} is not a lake (it has no _catalog/ or _warehouse/): run `tvetl run --lake {}` first",
+                lake.display(),
+                lake.display()
+            );
             let filter =
                 quarantine::QuarantineFilter { source: source.map(Into::into), reason: reason.map(Into::into), limit };
             let report = quarantine::read_quarantine(lake, &filter)?;

@@ -148,6 +148,7 @@ enum Ingested {
 pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(input.is_dir(), "input folder {} does not exist", input.display());
     check_input_layout(input)?;
+    check_apart(input, lake)?;
     std::fs::create_dir_all(lake).with_context(|| format!("creating lake folder {}", lake.display()))?;
     // Absolute paths: the warehouse reads the staging files by path, in SQL,
     // which holds text: a path that is not UTF-8 would name other files.
@@ -408,6 +409,48 @@ fn check_input_layout(input: &Path) -> anyhow::Result<()> {
         ),
     };
     anyhow::bail!("input folder {} has none of {prefixes}, so there is nothing to load{hint}", input.display())
+}
+
+/// Refuses a lake inside one of the input's prefix folders, or an input
+/// inside the lake: each run would read what the runs before it wrote (its
+/// catalog, Parquet and quarantine) as raw files.
+fn check_apart(input: &Path, lake: &Path) -> anyhow::Result<()> {
+    let (input_at, lake_at) = (resolved(input)?, resolved(lake)?);
+    for source in Source::ALL {
+        anyhow::ensure!(
+            !lake_at.starts_with(input_at.join(source.name())),
+            "the lake {} is inside the input's {}/ folder, so each run would read what the last one wrote as \
+             input: put the lake elsewhere",
+            lake.display(),
+            source.name()
+        );
+    }
+    anyhow::ensure!(
+        !input_at.starts_with(&lake_at),
+        "the input {} is inside the lake {}, so the run would read the lake's own files as input",
+        input.display(),
+        lake.display()
+    );
+    Ok(())
+}
+
+/// `path` made absolute with its links resolved, as far as it exists.
+fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
 }
 
 /// The warehouse step's spinner on stderr, or a hidden one.
