@@ -1799,6 +1799,20 @@ fn bad_arguments_get_clear_errors() {
     assert!(stderr.contains("is inside the lake"), "{stderr}");
     // Beside the prefix folders is fine.
     tvetl(&["run", "--input", path(input.path()), "--lake", path(&input.path().join("lake")), "--quiet"]);
+
+    // Limits are checked as arguments, before the run writes anything.
+    let elsewhere = input.path().join("lake-2");
+    let run = ["run", "--input", path(input.path()), "--lake", path(&elsewhere)];
+    let stderr = tvetl_fails(&[&run[..], &["--memory-limit", "banana"]].concat());
+    assert!(stderr.contains("invalid value 'banana' for '--memory-limit"), "{stderr}");
+    assert!(stderr.contains("Memory must have a number"), "DuckDB's reason: {stderr}");
+    for flag in ["--jobs", "--threads"] {
+        let stderr = tvetl_fails(&[&run[..], &[flag, "0"]].concat());
+        assert!(stderr.contains(&format!("invalid value '0' for '{flag}")), "{stderr}");
+    }
+    assert!(!elsewhere.exists());
+    let stderr = tvetl_fails(&["generate", "--out", path(&elsewhere), "--rows", "10", "--rows-per-file", "0"]);
+    assert!(stderr.contains("invalid value '0' for '--rows-per-file"), "{stderr}");
 }
 
 /// A raw file whose name is not UTF-8 (a Latin-1 name from an SFTP client)

@@ -38,16 +38,16 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: RunFormat,
         /// Files ingested in parallel (default: the number of cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         jobs: Option<usize>,
         /// DuckDB memory limit (it spills to disk beyond it). The process
         /// peaks about 110 MB above it, so the default keeps a run under
         /// 512 MB of RSS; a lower limit spills more and costs more CPU.
-        #[arg(long, default_value = warehouse::DEFAULT_MEMORY_LIMIT)]
+        #[arg(long, default_value = warehouse::DEFAULT_MEMORY_LIMIT, value_parser = warehouse::parse_memory_limit)]
         memory_limit: String,
         /// DuckDB worker threads for the warehouse load (default: the number
         /// of cores; 1 spends less CPU time in all and more wall time).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         threads: Option<usize>,
         /// Hide the progress bar.
         #[arg(long)]
@@ -259,4 +259,9 @@ fn chart_path(value: &str) -> Result<PathBuf, String> {
         Some(_) => Ok(path),
         None => Err(ChartFormat::EXPECTED.into()),
     }
+}
+
+/// A count of at least 1.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }

@@ -48,8 +48,8 @@ pub struct GenerateArgs {
     /// Fraction of defective records (and, as many again, re-deliveries).
     #[arg(long, default_value_t = 0.0)]
     pub dirty: f64,
-    /// Records per viewership file.
-    #[arg(long, default_value_t = 250_000)]
+    /// Records per viewership file (at least 1).
+    #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rows_per_file: u64,
     /// Write the expected surviving sessions and channel names here (JSON).
     #[arg(long)]
@@ -491,7 +491,7 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
     let mut defect_no = 0usize;
     for f in 0..file_count as usize {
         let shape = Shape::for_file(f, dirty);
-        let key = format!("viewership/sessions-{:04}.{}", f + 1, shape.extension());
+        let key = session_file_key(f, file_count, shape.extension());
         let count = per_file.min(args.rows - written);
         let mut rows = Vec::with_capacity(count as usize);
         for _ in 0..count {
@@ -618,9 +618,26 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
+/// The key of viewership file `index` (from 0) of `file_count`. Keys sort
+/// as the files are written, which carry the later deliveries, as the later
+/// key wins: numbers as wide as the last file's, four digits at least.
+fn session_file_key(index: usize, file_count: u64, extension: &str) -> String {
+    let width = file_count.to_string().len().max(4);
+    format!("viewership/sessions-{:0width$}.{extension}", index + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_keys_sort_in_the_order_the_files_are_written() {
+        assert_eq!(session_file_key(0, 6, "csv"), "viewership/sessions-0001.csv");
+        for count in [9_999u64, 12_000, 123_456] {
+            let keys: Vec<String> = (0..count as usize).map(|i| session_file_key(i, count, "csv")).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "{count} files");
+        }
+    }
 
     #[test]
     fn an_earlier_manifest_names_the_objects_to_replace() {

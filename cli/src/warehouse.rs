@@ -46,6 +46,15 @@ impl Default for EngineLimits {
     }
 }
 
+/// `--memory-limit`'s value, if DuckDB takes it: checked as an argument, so
+/// that a typo fails before the run writes anything, naming the flag.
+pub fn parse_memory_limit(limit: &str) -> Result<String, String> {
+    let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    conn.execute_batch(&format!("SET memory_limit = {}", quoted(limit)))
+        .map_err(|e| e.to_string().trim_start_matches("Parser Error: ").to_owned())?;
+    Ok(limit.to_owned())
+}
+
 /// A DuckDB database file holding the staging, core and analytics schemas.
 pub struct DuckDbWarehouse {
     conn: Connection,
