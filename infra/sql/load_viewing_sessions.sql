@@ -107,27 +107,33 @@ FROM kept_copies;
 -- in any order. So a session core already holds from a later record of the
 -- same delivery is not replaced by an earlier record loaded after it: within
 -- a delivery the later record wins, as it does when the files load together.
--- A delivery is one source_key and source_version: one version of a raw
--- object, or one stream batch (whose day files all carry the batch's range
--- as version). A row from any other delivery still replaces core's (a later
--- run wins). Only a delivery of which an earlier load took other files can
--- hold such rows. The ledger names those (this load's files are in it now),
--- so a load of new deliveries reads neither staging nor core's ids here.
+-- A delivery is one version of a raw object (a source_key and
+-- source_version), or one stream batch: a source_key whose versions start
+-- with ~ (each of its files has its own, ~<first>-<last>, and retries of the
+-- batch may add files; an object's version never starts with ~). A row from
+-- any other delivery still replaces core's (a later run wins). Only a
+-- delivery of which an earlier load took other files can hold such rows. The
+-- ledger names those (this load's files are in it now), so a load of new
+-- deliveries reads neither staging nor core's ids here.
 CREATE TEMP TABLE continued_deliveries AS
-SELECT DISTINCT this_load.source_key, this_load.source_version
+SELECT DISTINCT this_load.source_key,
+       CASE WHEN this_load.source_version LIKE '~%' THEN '~' ELSE this_load.source_version END AS delivery
 FROM core.load_ledger this_load
 JOIN core.load_ledger earlier ON earlier.source_key = this_load.source_key
 WHERE this_load.table_name = 'viewing_sessions' AND this_load.load_id = {load_id}
   AND earlier.table_name = 'viewing_sessions' AND earlier.load_id <> {load_id}
-  AND earlier.source_version = this_load.source_version;
+  AND (earlier.source_version = this_load.source_version
+       OR (earlier.source_version LIKE '~%' AND this_load.source_version LIKE '~%'));
 
 CREATE TEMP TABLE superseded_in_core AS
 SELECT n.event_id
 FROM staging.viewing_sessions n
-JOIN continued_deliveries d ON d.source_key = n.source_key AND d.source_version = n.source_version
-JOIN core.viewing_sessions c
-  ON c.event_id = n.event_id AND c.source_key = n.source_key AND c.source_version = n.source_version
+JOIN continued_deliveries d
+  ON d.source_key = n.source_key
+ AND d.delivery = CASE WHEN n.source_version LIKE '~%' THEN '~' ELSE n.source_version END
+JOIN core.viewing_sessions c ON c.event_id = n.event_id AND c.source_key = n.source_key
 WHERE c.source_record_no > n.source_record_no
+  AND (c.source_version = n.source_version OR (c.source_version LIKE '~%' AND n.source_version LIKE '~%'))
   AND (SELECT COUNT(*) FROM continued_deliveries) > 0;
 
 DELETE FROM staging.viewing_sessions

@@ -17,28 +17,38 @@
 //! whose sequence number lies in `[first, last]`. So, before writing, the
 //! step lists the objects already under each target and skips the records
 //! that an earlier attempt wrote: a replayed batch writes nothing new, and a
-//! retry that starts part-way (Lambda retries from the sequence number a
-//! partial failure names, and may bisect) writes only what is missing.
+//! retry writes only what is missing.
 //!
 //! Groups are written (and their Glue partitions registered) in the order of
 //! their first record. When a write fails, the step stops and reports the
-//! first record of the failed group: every record before it is in a committed
-//! object, and records after it that are also committed are skipped by the
-//! retry.
+//! batch's *first* record as failed, not the failed group's: Lambda then
+//! retries from where this attempt started, so that every attempt at a batch
+//! starts at the same record and gives each row the same lineage (below).
+//! What earlier attempts committed is skipped. (A retry from the failed
+//! group would start a batch of its own, whose rows would rank above later
+//! records that this attempt had written.) For the same reason the Kinesis
+//! mapping does not bisect a failing batch.
 //!
 //! # Lineage: which delivery of a session is the last
 //!
 //! The warehouse keeps, of one `event_id`'s deliveries, the one with the
 //! greatest `(source_key, source_record_no)`. A stream row's `source_key` is
-//! `<kind>/<stream>/<shard>/<first>-<last>` *of its batch*, and its
-//! `source_record_no` is its line's place in the batch, counting every line
-//! of every record in position order. So within a batch the later record
-//! wins even when the two deliveries land in different days' files, and a
-//! later batch's rows rank above an earlier one's. Its `source_version` is
-//! the batch's `<first>-<last>`, the same in every file of the batch, so that
-//! the warehouse takes a batch's day files for one delivery (as it does a raw
-//! object's version) wherever they load. A batch writes one file per day, so
-//! the day tells them apart in the warehouse's ledger.
+//! `<kind>/<stream>/<shard>/<first>`, the position its batch starts at, and
+//! its `source_record_no` is its line's place in the batch, counting every
+//! line of every record in position order from there. Every attempt at a
+//! batch starts at the same record (above), so the same record gets the same
+//! lineage in every attempt, and a retry that brings newer records numbers
+//! them after it. So within a batch the later record wins even when the two
+//! deliveries land in different days' files, or were written by different
+//! attempts; and a later batch's rows rank above an earlier one's.
+//!
+//! Its `source_version` is `~<first>-<last>` of its file, which with the day
+//! tells the files apart in the warehouse's ledger (an attempt may add a file
+//! to a day an earlier attempt wrote, for newer records). The `~` marks a
+//! stream version: the warehouse takes all of a key's stream versions for one
+//! delivery, in whatever loads their files arrive, where a raw object's
+//! versions are each a delivery of its own (an object's version is its
+//! content hash or S3's version or ETag, which never starts with `~`).
 //!
 //! Compaction must leave stream files alone while a retry can still come
 //! (see [`crate::compact`]'s minimum age), since it renames what the listing
@@ -108,7 +118,7 @@ impl ShardId {
     }
 
     /// `kinesis/<stream>/<shard>`: the source key of its quarantined records,
-    /// and (with a batch's range) of its staged rows.
+    /// and (with a batch's first position) of its staged rows.
     fn source_key(&self) -> String {
         format!("{}/{}/{}", self.kind.name(), self.stream, self.shard)
     }
@@ -176,12 +186,14 @@ impl StreamError {
     }
 }
 
-/// A batch that stopped part-way: every record before `position` is written;
-/// a retry from `position` completes the batch.
+/// A batch that stopped part-way. `position` is the batch's first record:
+/// a retry from it completes the batch, skipping what this attempt wrote,
+/// and gives every row the lineage this attempt gave it (see the module's
+/// doc).
 #[derive(Debug, thiserror::Error)]
 #[error("stopped at position {position}: {error}")]
 pub struct StreamFailure {
-    /// The first record not known to be written, as the source spelled it.
+    /// The batch's first record, as the source spelled it.
     pub position: String,
     /// Why it stopped there.
     pub error: StreamError,
@@ -299,13 +311,13 @@ pub fn ingest_stream_batch(
     }
     ordered.sort_by_key(Group::first);
 
-    let range = match (sorted.first(), sorted.last()) {
-        (Some(first), Some(last)) => {
-            format!("{}-{}", shard.name_position(&first.position), shard.name_position(&last.position))
-        }
-        _ => String::new(),
+    let batch = BatchLineage {
+        key: match sorted.first() {
+            Some(first) => format!("{}/{}", shard.source_key(), shard.name_position(&first.position)),
+            None => String::new(),
+        },
+        lines_before,
     };
-    let batch = BatchLineage { key: format!("{}/{range}", shard.source_key()), range, lines_before };
     let table = table_def(source);
     let mut table_ready = false;
     let quarantine_table = quarantine_table_def(source);
@@ -339,7 +351,7 @@ pub fn ingest_stream_batch(
                 Ok(())
             });
         if let Err(error) = result {
-            let position = sorted[group.first()].position.clone();
+            let position = sorted[0].position.clone();
             return (report, Some(StreamFailure { position, error }));
         }
     }
@@ -348,10 +360,8 @@ pub fn ingest_stream_batch(
 
 /// The lineage that a batch gives its rows (see the module's doc).
 struct BatchLineage {
-    /// `<kind>/<stream>/<shard>/<first>-<last>` of the whole batch.
+    /// `<kind>/<stream>/<shard>/<first>`: where the batch starts.
     key: String,
-    /// `<first>-<last>` of the whole batch: its rows' version.
-    range: String,
     /// For each record (in position order), how many lines the records
     /// before it hold: its first line is line `lines_before + 1`.
     lines_before: Vec<u64>,
@@ -400,7 +410,7 @@ fn write_group(
                 rows
             });
             let key = format!("{dir}/{stem}~{range}.parquet");
-            let rows = write_rows(lake, &key, &mut rows, batch, staging)?;
+            let rows = write_rows(lake, &key, &mut rows, &batch.key, &format!("~{range}"), staging)?;
             counts.rows_read += rows;
             counts.rows_accepted += rows;
             report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });
@@ -444,14 +454,15 @@ fn write_group(
     Ok(())
 }
 
-/// Writes rows decoded ahead as one Parquet file, with the batch's lineage
-/// key and version filled in; the rows bring their numbers. Returns the
-/// number of rows.
+/// Writes rows decoded ahead as one Parquet file, with the lineage key and
+/// version filled in; the rows bring their numbers. Returns the number of
+/// rows.
 fn write_rows(
     lake: &dyn ObjectStore,
     key: &str,
     rows: &mut SessionBatch,
-    lineage: &BatchLineage,
+    lineage_key: &str,
+    version: &str,
     staging: &StagingOptions,
 ) -> Result<u64, IngestError> {
     let schema = staging_schema(Source::Viewership);
@@ -459,9 +470,9 @@ fn write_rows(
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let width = columns.len();
-    columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&lineage.key, n)));
-    columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&lineage.range, n)));
-    let props = writer_properties(staging, lineage_metadata(&lineage.key, &lineage.range));
+    columns[width - 3] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(lineage_key, n)));
+    columns[width - 2] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(version, n)));
+    let props = writer_properties(staging, lineage_metadata(lineage_key, version));
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let mut writer = ArrowWriter::try_new(lake.create(key)?, schema, Some(props))?;
     writer.write(&batch)?;

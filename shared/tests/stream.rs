@@ -116,15 +116,17 @@ fn one_file_per_day_and_bad_records_quarantined_with_positions() {
 
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"]);
-    // Lineage: the batch's range in the key and as the version of every
-    // file's rows (the files are one delivery), and each row numbered by its
-    // line's place in the batch (the record of e7 and e8 holds lines 7 and 8).
-    let batch_range = format!("{}-{}", seq(1), seq(8));
-    let batch_key = format!("kinesis/views/shardId-000000000000/{batch_range}");
-    assert!(rows.iter().all(|r| r.source_key == batch_key && r.source_version == batch_range), "{rows:?}");
+    // Lineage: the batch's first position in the key, the file's range
+    // (marked ~) as the version, and each row numbered by its line's place
+    // in the batch (the record of e7 and e8 holds lines 7 and 8).
+    let batch_key = format!("kinesis/views/shardId-000000000000/{}", seq(1));
+    assert!(rows.iter().all(|r| r.source_key == batch_key), "{rows:?}");
     let in_file = |first: u64, last: u64| {
-        let file = format!("~{}-{}.parquet", seq(first), seq(last));
-        rows.iter().filter(|r| r.file.ends_with(&file)).map(|r| (r.event_id.as_str(), r.record_no)).collect::<Vec<_>>()
+        let range = format!("{}-{}", seq(first), seq(last));
+        rows.iter()
+            .filter(|r| r.source_version == format!("~{range}") && r.file.ends_with(&format!("~{range}.parquet")))
+            .map(|r| (r.event_id.as_str(), r.record_no))
+            .collect::<Vec<_>>()
     };
     assert_eq!(in_file(1, 8), [("e1", 1), ("e3", 3), ("e7", 7), ("e9", 9)]);
     assert_eq!(in_file(2, 7), [("e2", 2), ("e6", 6), ("e8", 8)]);
@@ -161,9 +163,8 @@ fn a_replayed_batch_writes_nothing_new() {
 }
 
 /// Fails the lake after `successes` commits, then retries as Lambda does:
-/// from the position the failure names to the end of the batch (or only up to
-/// `bisect_to` first, as with BisectBatchOnFunctionError).
-fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
+/// from the position the failure names to the end of the batch.
+fn fail_then_retry(successes: usize) {
     let batch = Batch::kinesis(&mixed_lines());
     let lake = FaultyObjectStore::new();
     let catalog = MemoryCatalog::default();
@@ -174,29 +175,16 @@ fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
     let (first, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, all), &options);
     let failure = failure.expect("the lake fails part-way");
     assert!(failure.error.is_retryable());
-    // Groups are written in order of their first record: quarantine (e4) goes
-    // after day 1 (e1) and day 2 (e2), so the failed group starts at the
-    // first record it holds.
-    let group_starts = [seq(1), seq(2), seq(4)];
-    assert_eq!(failure.position, group_starts[successes], "the first record of the failed group");
+    // Whichever group failed (day 1, day 2 or the quarantine), the batch's
+    // first record: the retry starts where this attempt did.
+    assert_eq!(failure.position, seq(1), "the batch's first record");
     assert_eq!(first.staged.len() + first.quarantined.len(), successes);
 
     lake.heal();
     let from = batch.index_of(&failure.position);
-    let mut already = 0;
-    if let Some(to) = bisect_to {
-        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, to), &options);
-        assert!(f.is_none());
-        already += r.already_written;
-        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(to, all), &options);
-        assert!(f.is_none());
-        already += r.already_written;
-    } else {
-        let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, all), &options);
-        assert!(f.is_none());
-        already += r.already_written;
-    }
-    assert!(already > 0 || successes == 0, "records after the failure that were written are skipped");
+    let (r, f) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, all), &options);
+    assert!(f.is_none());
+    assert!(r.already_written > 0 || successes == 0, "what the first attempt wrote is skipped");
 
     let rows = staged_rows(&lake);
     assert_eq!(ids(&rows), ["e1", "e2", "e3", "e6", "e7", "e8", "e9"], "every session exactly once");
@@ -207,19 +195,58 @@ fn fail_then_retry(successes: usize, bisect_to: Option<usize>) {
 
 #[test]
 fn a_failure_before_anything_is_written_names_the_first_record() {
-    fail_then_retry(0, None);
+    fail_then_retry(0);
 }
 
 #[test]
 fn a_retry_after_a_partial_write_completes_the_batch_exactly_once() {
-    fail_then_retry(1, None);
-    fail_then_retry(2, None);
+    fail_then_retry(1);
+    fail_then_retry(2);
 }
 
+/// The delivery the warehouse keeps of `id`: the greatest (source_key,
+/// source_record_no), as its load ranks them.
+fn last_delivery(id: &str, rows: Vec<common::StagedRow>) -> common::StagedRow {
+    let mut xs: Vec<_> = rows.into_iter().filter(|r| r.event_id == id).collect();
+    xs.sort_by(|a, b| b.source_key.cmp(&a.source_key).then(b.record_no.cmp(&a.record_no)));
+    xs.into_iter().next().expect("a delivery of the id")
+}
+
+/// x is delivered on 2024-01-02 (record 2), then corrected to 2024-01-01
+/// (record 3). Day 1's file {1, 3} commits and day 2's {2} fails: however
+/// the retries go, record 3 must still rank above record 2, which a retry
+/// writes. (Had the retry started at record 2, a batch of its own, its key
+/// would have ranked above the first attempt's.)
 #[test]
-fn a_bisected_retry_completes_the_batch_exactly_once() {
-    fail_then_retry(1, Some(5));
-    fail_then_retry(2, Some(6));
+fn records_written_by_different_attempts_rank_by_position() {
+    let lines = [session("a", 0, 1), session("x", 1, 5), session("x", 0, 5), session("c", 0, 2)];
+    let batch = Batch::kinesis(&lines);
+    // The retry is the same batch, or the same with a newer record (a Kafka
+    // re-poll, or Kinesis reading on from the first record).
+    for retry_to in [3, 4] {
+        let lake = FaultyObjectStore::new();
+        let catalog = MemoryCatalog::default();
+        let options = StagingOptions::default();
+        lake.fail_commits_after(1);
+        let (_, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, 3), &options);
+        let failure = failure.expect("day 2's file fails");
+        assert_eq!(failure.position, seq(1));
+        lake.heal();
+        let from = batch.index_of(&failure.position);
+        let (report, failure) =
+            ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(from, retry_to), &options);
+        assert!(failure.is_none());
+        assert_eq!(report.already_written, 2, "day 1's file holds records 1 and 3");
+
+        let rows = staged_rows(&lake);
+        let expected: &[&str] = if retry_to == 3 { &["a", "x", "x"] } else { &["a", "c", "x", "x"] };
+        assert_eq!(ids(&rows), expected, "every record once");
+        let versions: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.source_version.as_str()).collect();
+        assert_eq!(versions.len(), if retry_to == 3 { 2 } else { 3 }, "a version per file: {versions:?}");
+        assert!(rows.iter().all(|r| r.source_key.ends_with(&seq(1))), "one key, the batch's first record's");
+        let x = last_delivery("x", rows);
+        assert_eq!(x.start_us, (JAN_1 + 5 * 3600) * 1_000_000, "record 3, on 2024-01-01, retry to {retry_to}");
+    }
 }
 
 /// The warehouse keeps an event's delivery with the greatest (source_key,

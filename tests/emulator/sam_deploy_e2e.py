@@ -10,7 +10,7 @@ checks what the stack created and drives it end to end:
   logging, dead-letter queue), bucket versioning, public access block and
   TLS-only policy, S3 notifications by prefix (the lake's to the load queue,
   which load-warehouse takes in batches), the Kinesis mapping
-  (ReportBatchItemFailures, bisect, retry age, on-failure queue), the Glue
+  (ReportBatchItemFailures, no bisection, retry age, on-failure queue), the Glue
   database and the state machine;
 - a raw CSV dropped in the stack's raw bucket reaches the lake as Parquet in
   each day's partition (read back with DuckDB), with the bad rows quarantined
@@ -195,7 +195,8 @@ def check_resources(outputs, project):
     mappings = [m for m in lam.list_event_source_mappings(FunctionName=f"{project}-dev-ingest-stream")["EventSourceMappings"]
                 if m["EventSourceArn"] == stream_arn]
     mapping = mappings[0] if mappings else {}
-    check(mapping.get("FunctionResponseTypes") == ["ReportBatchItemFailures"] and mapping.get("BisectBatchOnFunctionError")
+    check(mapping.get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+          and not mapping.get("BisectBatchOnFunctionError") and mapping.get("ParallelizationFactor") in (None, 1)
           and mapping.get("MaximumRecordAgeInSeconds") and "stream-failures" in json.dumps(mapping.get("DestinationConfig")),
           f"Kinesis mapping {mapping}")
     check(glue.get_database(Name=outputs["GlueDatabaseName"])["Database"]["Name"] == outputs["GlueDatabaseName"], "Glue database")
