@@ -27,11 +27,26 @@ fn with_backend(
     draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     ensure_font();
-    match ChartFormat::of(path) {
-        Some(ChartFormat::Png) => draw(BitMapBackend::new(path, SIZE).into_drawing_area()),
-        Some(ChartFormat::Svg) => draw_svg(SVGBackend::new(path, SIZE).into_drawing_area()),
+    let (format, suffix) = match ChartFormat::of(path) {
+        Some(ChartFormat::Png) => (ChartFormat::Png, ".png"),
+        Some(ChartFormat::Svg) => (ChartFormat::Svg, ".svg"),
         None => bail!("{}: {}", path.display(), ChartFormat::EXPECTED),
+    };
+    // Drawn beside the file and renamed over it once whole: a chart appears
+    // complete or not at all, and a folder that cannot be written fails with
+    // the system's own reason. (The PNG backend picks its encoder by the
+    // name's extension, so the temporary name keeps it.)
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let partial = tempfile::Builder::new().prefix(".chart-").suffix(suffix).tempfile_in(folder)?;
+    match format {
+        ChartFormat::Png => draw(BitMapBackend::new(partial.path(), SIZE).into_drawing_area())?,
+        ChartFormat::Svg => draw_svg(SVGBackend::new(partial.path(), SIZE).into_drawing_area())?,
     }
+    partial.persist(path)?;
+    Ok(())
 }
 
 /// The image formats a chart is drawn in, chosen by the file's extension.
@@ -127,7 +142,35 @@ pub fn top_genres_chart(path: &Path, date: &str, genres: &[GenreRank]) -> anyhow
 struct DailyLine {
     name: String,
     color: RGBAColor,
+    /// (day, minutes): the day as an index into the chart's dates.
     points: Vec<(i32, f64)>,
+}
+
+/// Every day from the first of `dates` (`YYYY-MM-DD`, ascending) to the
+/// last, as labels, and where each of `dates` falls among them: a day
+/// without viewing keeps its place on the axis, so the line does not run
+/// evenly across a gap.
+fn calendar(dates: &[&str]) -> (Vec<String>, Vec<i32>) {
+    let days: Vec<i32> = dates.iter().map(|d| tvetl_core::timestamp::parse_day(d).unwrap_or(0)).collect();
+    let Some(&first) = days.first() else { return (Vec::new(), Vec::new()) };
+    let last = days.iter().copied().max().unwrap_or(first);
+    let labels = (first..=last).map(tvetl_core::timestamp::format_day).collect();
+    (labels, days.iter().map(|d| d - first).collect())
+}
+
+/// The runs of consecutive days in `points`: a line is not drawn across a
+/// day it has no point on.
+fn runs(points: &[(i32, f64)]) -> Vec<&[(i32, f64)]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=points.len() {
+        if i == points.len() || points[i].0 != points[i - 1].0 + 1 {
+            runs.push(&points[start..i]);
+            start = i;
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
 }
 
 /// A line chart over `dates` of minutes per active user, one line per entry
@@ -161,11 +204,15 @@ fn daily_lines_chart<DB: DrawingBackend>(
         .map_err(plot_err)?;
     for line in lines {
         let color = line.color;
-        chart
-            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(3)))
-            .map_err(plot_err)?
-            .label(line.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        for (n, run) in runs(&line.points).into_iter().enumerate() {
+            let series =
+                chart.draw_series(LineSeries::new(run.iter().copied(), color.stroke_width(3))).map_err(plot_err)?;
+            if n == 0 {
+                series
+                    .label(line.name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            }
+        }
         chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
     }
     if lines.len() > 1 {
@@ -184,11 +231,11 @@ fn daily_lines_chart<DB: DrawingBackend>(
 
 /// A line chart of the daily average viewing per active user (minutes).
 pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Result<()> {
-    let dates: Vec<String> = days.iter().map(|d| d.date.clone()).collect();
+    let (dates, at) = calendar(&days.iter().map(|d| d.date.as_str()).collect::<Vec<_>>());
     let line = DailyLine {
         name: "all users".to_owned(),
         color: RGBColor(214, 39, 40).to_rgba(),
-        points: days.iter().enumerate().map(|(i, d)| (i as i32, d.avg_watch_seconds_per_user / 60.0)).collect(),
+        points: days.iter().zip(&at).map(|(d, &x)| (x, d.avg_watch_seconds_per_user / 60.0)).collect(),
     };
     let lines = [line];
     let caption = "Average viewing per active user";
@@ -202,7 +249,7 @@ pub fn user_average_chart(path: &Path, days: &[DailyUserAverage]) -> anyhow::Res
 /// A line chart per segment of the daily average viewing per active user
 /// (minutes); a segment without viewers on a day has no point that day.
 pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> anyhow::Result<()> {
-    let dates: Vec<String> = days.iter().map(|d| d.date.clone()).collect();
+    let (dates, at) = calendar(&days.iter().map(|d| d.date.as_str()).collect::<Vec<_>>());
     let mut segments: Vec<&str> = days.iter().flat_map(|d| d.segments.iter().map(|s| s.segment.as_str())).collect();
     segments.sort_unstable();
     segments.dedup();
@@ -214,10 +261,10 @@ pub fn audience_chart(path: &Path, by: Demographic, days: &[DailyAudience]) -> a
             color: Palette99::pick(n).to_rgba(),
             points: days
                 .iter()
-                .enumerate()
-                .filter_map(|(i, d)| {
+                .zip(&at)
+                .filter_map(|(d, &x)| {
                     let segment = d.segments.iter().find(|s| s.segment == *name)?;
-                    Some((i as i32, segment.avg_watch_seconds_per_user / 60.0))
+                    Some((x, segment.avg_watch_seconds_per_user / 60.0))
                 })
                 .collect(),
         })
@@ -275,5 +322,42 @@ mod tests {
         assert_eq!(heights.len(), 3);
         assert!(heights.iter().all(|h| *h > 10.0), "{heights:?}");
         assert_eq!(labelled, [true, true, true]);
+    }
+
+    #[test]
+    fn a_day_without_viewing_keeps_its_place_and_breaks_the_line() {
+        let day = |date: &str, avg: f64| DailyUserAverage {
+            date: date.to_owned(),
+            active_users: 1,
+            avg_watch_seconds_per_user: avg,
+        };
+        let days =
+            [day("2024-03-10", 600.0), day("2024-03-11", 1200.0), day("2024-03-13", 900.0), day("2024-03-14", 60.0)];
+        let (labels, at) = calendar(&days.iter().map(|d| d.date.as_str()).collect::<Vec<_>>());
+        assert_eq!(labels, ["2024-03-10", "2024-03-11", "2024-03-12", "2024-03-13", "2024-03-14"]);
+        assert_eq!(at, [0, 1, 3, 4]);
+        let points: Vec<(i32, f64)> = at.iter().map(|&x| (x, 1.0)).collect();
+        assert_eq!(runs(&points).iter().map(|r| r.len()).collect::<Vec<_>>(), [2, 2]);
+        assert!(runs(&[]).is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("avg.svg");
+        user_average_chart(&svg, &days).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("2024-03-12"), "the day without viewing is on the axis");
+        // The line is drawn in its colour (the mesh in others).
+        let line_parts = text.split("<polyline").skip(1).filter(|p| p.split('>').next().unwrap().contains("#D62728"));
+        assert_eq!(line_parts.count(), 2, "one line a side of the gap");
+        let png = dir.path().join("avg.png");
+        user_average_chart(&png, &days).unwrap();
+        assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["avg.png", "avg.svg"], "no partial file left");
+
+        // A folder that does not exist: the system's reason, no panic.
+        let error = user_average_chart(&dir.path().join("missing/avg.png"), &days).unwrap_err();
+        assert!(format!("{error:#}").contains("No such file or directory"), "{error:#}");
     }
 }

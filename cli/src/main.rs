@@ -187,17 +187,17 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing to stdout")
 }
 
-/// Prints a rendered report and, when one was asked for, draws its chart.
+/// Draws a report's chart, when one was asked for, then prints the report:
+/// a chart that cannot be written fails the report before it prints.
 fn emit(
     rendered: String,
     chart: Option<PathBuf>,
     draw: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    write_stdout(&with_newline(rendered))?;
     if let Some(path) = chart {
         draw(&path).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    write_stdout(&with_newline(rendered))
 }
 
 fn with_newline(mut s: String) -> String {
