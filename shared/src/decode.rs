@@ -636,9 +636,21 @@ where
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
         }
         Err(e) => {
-            let message = format!("not valid JSON: {e}");
+            let message = json_error(&e);
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
         }
+    }
+}
+
+/// serde_json's reason with its position made the record's: its "at line 1
+/// column 2" counts within the record's text, and read beside the file's
+/// line number the record is reported at, it would name another line.
+fn json_error(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let reason = message.rsplit_once(" at line ").map_or(message.as_str(), |(reason, _)| reason);
+    match e.line() {
+        0 | 1 => format!("not valid JSON: {reason} at column {} of the record", e.column()),
+        line => format!("not valid JSON: {reason} at line {line}, column {} of the record", e.column()),
     }
 }
 
@@ -945,6 +957,19 @@ mod tests {
             assert_eq!(respell(by_members(line, &mut unknown)), respell(by_value(line, &mut old)), "{line}");
         }
         assert_eq!(unknown.names, old.unknown);
+    }
+
+    #[test]
+    fn a_json_error_counts_its_position_within_the_record() {
+        let error = |text: &str| match serde_json::from_str::<JsonLine<'_>>(text) {
+            Err(e) => json_error(&e),
+            Ok(_) => panic!("{text} parsed"),
+        };
+        assert_eq!(error("{not json"), "not valid JSON: key must be a string at column 2 of the record");
+        assert_eq!(
+            error("{\n  \"a\": 1,\n  oops\n}"),
+            "not valid JSON: key must be a string at line 3, column 3 of the record"
+        );
     }
 
     #[test]

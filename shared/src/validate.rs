@@ -201,8 +201,12 @@ pub fn validate_session<'a>(values: &[Option<&'a str>]) -> Result<ViewingSession
     }
     if end_us - start_us > MAX_SESSION_MICROS {
         let seconds = (end_us - start_us) as f64 / 1e6;
-        return Err(Rejection::record(
+        // The field that set the end: the one to look at, as start_time is
+        // what every other check of the record reads too.
+        let field = if end_given.is_some() { "end_time" } else { "duration_seconds" };
+        return Err(Rejection::field(
             QuarantineReason::TooLong,
+            field,
             format!("session lasts {seconds} s ({:.2} h), more than 24 h", seconds / 3600.0),
         ));
     }
@@ -352,6 +356,11 @@ mod tests {
         }
         assert_eq!(reason(&with(&[("end_time", "2024-01-03T00:00:01Z")])), TooLong);
         assert_eq!(reason(&with(&[("end_time", ""), ("duration_seconds", "86401")])), TooLong);
+        // Named by the field that set the end.
+        let given = validate_session(&with(&[("end_time", "2024-01-03T00:00:01Z")])).unwrap_err();
+        assert_eq!(given.field, Some("end_time"));
+        let derived = validate_session(&with(&[("end_time", ""), ("duration_seconds", "86401")])).unwrap_err();
+        assert_eq!(derived.field, Some("duration_seconds"));
         // A positive integer beyond 64 bits is still a positive integer: too long.
         for huge in ["100000000000000000000", "9223372036854775808"] {
             let r = validate_session(&with(&[("end_time", ""), ("duration_seconds", huge)])).unwrap_err();
