@@ -497,6 +497,16 @@ fn json_value(v: ValueRef<'_>) -> Value {
     json_of(v.to_owned())
 }
 
+/// A double as JSON: NaN and the infinities, which JSON has no number for,
+/// as DuckDB prints them (`nan`, `inf`, `-inf`), not as NULL.
+fn float(f: f64) -> Value {
+    match f {
+        f if f.is_nan() => Value::String("nan".into()),
+        f if f.is_infinite() => Value::String(if f > 0.0 { "inf" } else { "-inf" }.into()),
+        f => f.into(),
+    }
+}
+
 fn json_of(v: duckdb::types::Value) -> Value {
     use duckdb::types::Value as Db;
     match v {
@@ -512,8 +522,8 @@ fn json_of(v: duckdb::types::Value) -> Value {
         Db::USmallInt(i) => i.into(),
         Db::UInt(i) => i.into(),
         Db::UBigInt(i) => i.into(),
-        Db::Float(f) => f64::from(f).into(),
-        Db::Double(f) => f.into(),
+        Db::Float(f) => float(f64::from(f)),
+        Db::Double(f) => float(f),
         Db::Decimal(d) => d.to_string().parse::<f64>().map_or(Value::Null, Value::from),
         Db::Text(t) | Db::Enum(t) => Value::String(t),
         Db::Blob(b) | Db::Geometry(b) => Value::String(b.iter().map(|byte| format!("\\x{byte:02X}")).collect()),
@@ -698,6 +708,11 @@ mod tests {
         assert_eq!(text(Db::Date32(19_724)), "2024-01-02");
         assert_eq!(text(Db::Date32(i32::MAX)), "infinity");
         assert_eq!(text(Db::Timestamp(TimeUnit::Microsecond, -i64::MAX)), "-infinity");
+        // Doubles JSON has no number for, not NULL.
+        assert_eq!(text(Db::Double(f64::NAN)), "nan");
+        assert_eq!(text(Db::Double(f64::INFINITY)), "inf");
+        assert_eq!(text(Db::Float(f32::NEG_INFINITY)), "-inf");
+        assert_eq!(json_of(Db::Double(0.5)), Value::from(0.5));
         assert_eq!(text(Db::Time64(TimeUnit::Microsecond, 3_723_040_000)), "01:02:03.04");
         assert_eq!(
             text(Db::Interval { months: 14, days: 3, nanos: 3_723_500_000_000 }),
