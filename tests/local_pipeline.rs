@@ -1649,7 +1649,11 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
         let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "--out", out, query]);
         assert!(stderr.contains(why), "{query} -> {out}: {stderr}");
     }
-    assert!(!Path::new(&in_warehouse).exists() && !Path::new("y.db").exists());
+    let in_warehouse_parquet = in_warehouse.replace(".csv", ".parquet");
+    let stderr = tvetl_fails(&["export", "--lake", path(&lake), "user-features", "--out", &in_warehouse_parquet]);
+    assert!(stderr.contains("warehouse's own folder"), "export: {stderr}");
+    assert!(!Path::new(&in_warehouse).exists() && !Path::new(&in_warehouse_parquet).exists());
+    assert!(!Path::new("y.db").exists());
     let copied: Vec<(String, String, f64)> = duckdb::Connection::open_in_memory()
         .unwrap()
         .prepare(&format!(

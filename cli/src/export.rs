@@ -40,6 +40,19 @@ pub fn partial_file(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 
+/// Refuses an output file in the warehouse's own folder, which holds the
+/// database, its write-ahead log and the runner's records: a file of ours
+/// there could be taken for one of them, or be lost with the folder.
+pub fn outside_warehouse(out: &Path, warehouse_file: &Path) -> anyhow::Result<()> {
+    let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
+    anyhow::ensure!(
+        folder(out).is_none() || folder(out) != folder(warehouse_file),
+        "--out {}: not in the warehouse's own folder",
+        out.display()
+    );
+    Ok(())
+}
+
 /// Writes the user features over `[from, to]` (infra/sql/exports/user_features.sql)
 /// to `out`, Parquet or CSV by its extension, and returns how many users it
 /// holds. The file appears whole or not at all: DuckDB writes a temporary

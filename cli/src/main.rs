@@ -119,6 +119,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { lake, export: ExportCommand::UserFeatures { days, out } } => {
+            export::outside_warehouse(&out, &run::warehouse_path(&lake))?;
             let users = export::export_user_features(
                 &mut open_warehouse(&lake)?,
                 days.from.as_deref(),

@@ -17,7 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::Value;
 use tvetl_core::warehouse::{ResultSet, Warehouse, WarehouseError};
 
-use crate::export::{FileFormat, partial_file};
+use crate::export::{FileFormat, outside_warehouse, partial_file};
 use crate::report::{OutputFormat, csv_line, truncate};
 use crate::warehouse::DuckDbWarehouse;
 
@@ -100,12 +100,7 @@ pub fn write_sql(
     let Some(format) = FileFormat::of(out) else {
         anyhow::bail!("--out {}: the file's name must end in .parquet or .csv", out.display())
     };
-    let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
-    anyhow::ensure!(
-        folder(out) != folder(warehouse_file),
-        "--out {}: not in the warehouse's own folder",
-        out.display()
-    );
+    outside_warehouse(out, warehouse_file)?;
     warehouse.confine_to_reads()?;
     let mut file = partial_file(out)?;
     let rows = if format == FileFormat::Parquet {
