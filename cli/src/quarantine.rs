@@ -266,7 +266,7 @@ pub fn render_quarantine(report: &QuarantineReport, format: OutputFormat) -> Str
                         r.reason.code(),
                         field,
                         r.message,
-                        truncate(&r.original.replace('\n', "\\n").replace('\r', "\\r"), 100)
+                        truncate(&r.original, 100)
                     ));
                 }
             }

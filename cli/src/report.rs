@@ -276,11 +276,21 @@ fn audience_rows(by: Demographic, days: &[DailyAudience]) -> String {
     out
 }
 
+/// `s` as a table cell: control characters escaped (a newline as `\n`), so
+/// a value keeps to its row, and cut to `width` characters with `…`.
 pub(crate) fn truncate(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_owned()
+    let mut cell = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            cell.extend(c.escape_default());
+        } else {
+            cell.push(c);
+        }
+    }
+    if cell.chars().count() <= width {
+        cell
     } else {
-        let mut t: String = s.chars().take(width - 1).collect();
+        let mut t: String = cell.chars().take(width - 1).collect();
         t.push('…');
         t
     }
@@ -337,6 +347,14 @@ mod tests {
         assert_eq!(lines.len(), 2 + 12, "{table}");
         assert!(lines[2].starts_with("2024-01-01   region-0 "), "{table}");
         assert!(lines.iter().all(|l| l.chars().count() <= AUDIENCE_PIVOT_MAX_WIDTH));
+    }
+
+    #[test]
+    fn a_cell_keeps_to_its_row_and_its_width() {
+        assert_eq!(truncate("News\nOne", 28), "News\\nOne");
+        assert_eq!(truncate("a\tb\r\u{1b}", 28), "a\\tb\\r\\u{1b}");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("Café", 4), "Café");
     }
 
     #[test]
