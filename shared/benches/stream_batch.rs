@@ -5,25 +5,13 @@
 //! `cargo bench -p tvetl-core --bench stream_batch`
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use tvetl_core::catalog::{Catalog, CatalogError};
+use tvetl_core::catalog::NoCatalog;
 use tvetl_core::ingest::{IngestOptions, ingest_object};
-use tvetl_core::schema::TableDef;
 use tvetl_core::staging::StagingOptions;
 use tvetl_core::store::{MemoryObjectStore, ObjectStore};
 use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
 const RECORDS: usize = 10_000;
-
-struct NoCatalog;
-
-impl Catalog for NoCatalog {
-    fn ensure_table(&self, _: &TableDef) -> Result<(), CatalogError> {
-        Ok(())
-    }
-    fn add_partitions(&self, _: &TableDef, _: &[String]) -> Result<(), CatalogError> {
-        Ok(())
-    }
-}
 
 /// Sessions over two days as a set-top box fleet sends them, one in a
 /// hundred of them bad.

@@ -107,23 +107,11 @@ impl CompactPartitions {
 
 #[cfg(test)]
 mod tests {
-    use tvetl_core::catalog::{Catalog, CatalogError};
-    use tvetl_core::schema::TableDef;
+    use tvetl_core::catalog::NoCatalog;
     use tvetl_core::store::MemoryObjectStore;
     use tvetl_core::stream::{ShardId, StreamKind, StreamRecord, ingest_stream_batch};
 
     use super::*;
-
-    struct NoCatalog;
-
-    impl Catalog for NoCatalog {
-        fn ensure_table(&self, _table: &TableDef) -> Result<(), CatalogError> {
-            Ok(())
-        }
-        fn add_partitions(&self, _table: &TableDef, _values: &[String]) -> Result<(), CatalogError> {
-            Ok(())
-        }
-    }
 
     /// One small staging file of 2024-01-01 per id, from a stream batch of
     /// one record each, written at time 0 (the memory store's).
