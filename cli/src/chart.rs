@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 use tvetl_core::warehouse::{ChannelRank, DailyAudience, DailyUserAverage, Demographic, GenreRank};
 
@@ -73,6 +74,18 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing chart: {e}")
 }
 
+/// A chart of nothing (a day or days without viewing): its caption and a
+/// line saying so, not axes whose every label is 0.
+fn nothing_to_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, caption: &str) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root.margin(20, 20, 20, 20).titled(caption, ("sans-serif", 26)).map_err(plot_err)?;
+    let (width, height) = root.dim_in_pixel();
+    let style = TextStyle::from(("sans-serif", 20).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+    root.draw(&Text::new("no viewing to chart", (width as i32 / 2, height as i32 / 2), style)).map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 /// A ranked horizontal bar chart of watch hours, one bar per label, the
 /// first at the top.
 fn ranked_bars_chart<DB: DrawingBackend>(
@@ -80,6 +93,9 @@ fn ranked_bars_chart<DB: DrawingBackend>(
     caption: &str,
     bars: &[(String, f64)],
 ) -> anyhow::Result<()> {
+    if bars.is_empty() {
+        return nothing_to_chart(root, caption);
+    }
     root.fill(&WHITE).map_err(plot_err)?;
     let n = bars.len().max(1) as i32;
     let max_hours = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.1;
@@ -181,6 +197,9 @@ fn daily_lines_chart<DB: DrawingBackend>(
     dates: &[String],
     lines: &[DailyLine],
 ) -> anyhow::Result<()> {
+    if lines.iter().all(|l| l.points.is_empty()) {
+        return nothing_to_chart(root, caption);
+    }
     root.fill(&WHITE).map_err(plot_err)?;
     let max_y = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0, f64::max).max(1e-9) * 1.15;
     let last = (dates.len() as i32 - 1).max(1);
@@ -355,6 +374,14 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["avg.png", "avg.svg"], "no partial file left");
+
+        // Nothing to chart: said so, without axes of zeros.
+        let empty = dir.path().join("empty.svg");
+        user_average_chart(&empty, &[]).unwrap();
+        let text = std::fs::read_to_string(&empty).unwrap();
+        assert!(text.contains("no viewing to chart") && !text.contains(">0.0<"), "{text}");
+        top_channels_chart(&empty, "2024-03-12", &[]).unwrap();
+        assert!(std::fs::read_to_string(&empty).unwrap().contains("no viewing to chart"));
 
         // A folder that does not exist: the system's reason, no panic.
         let error = user_average_chart(&dir.path().join("missing/avg.png"), &days).unwrap_err();
