@@ -58,19 +58,22 @@ pub fn compact_lake(
         );
         response.tables.push((source, report));
     }
-    // Every other file was compacted; the run still fails, naming these, as
-    // they need someone to look at them (a load's COPY rejects them too).
-    let unreadable: Vec<&String> = response.tables.iter().flat_map(|(_, r)| &r.unreadable).collect();
-    if let Some(first) = unreadable.first() {
-        for file in &unreadable {
-            tracing::error!(file = %file, "staging file not readable; left uncompacted");
-        }
-        return Err(HandlerError::Permanent(format!(
-            "{} staging file(s) could not be read and were left uncompacted (the rest was compacted); the first: {first}",
-            unreadable.len()
-        )));
-    }
     Ok(response)
+}
+
+/// The run's outcome: a failure naming the staging files it could not read,
+/// if any. Every other file was compacted; the run still fails, as they need
+/// someone to look at them (a load's COPY rejects them too).
+pub fn outcome(response: CompactResponse) -> Result<CompactResponse, HandlerError> {
+    let unreadable: Vec<&String> = response.tables.iter().flat_map(|(_, r)| &r.unreadable).collect();
+    let Some(first) = unreadable.first() else { return Ok(response) };
+    for file in &unreadable {
+        tracing::error!(file = %file, "staging file not readable; left uncompacted");
+    }
+    Err(HandlerError::Permanent(format!(
+        "{} staging file(s) could not be read and were left uncompacted (the rest was compacted); the first: {first}",
+        unreadable.len()
+    )))
 }
 
 /// The compact-partitions function.
@@ -99,9 +102,10 @@ impl CompactPartitions {
                 ("FilesWritten", sum(|r| r.written.len() as u64)),
                 ("FilesRemoved", sum(|r| r.removed.len() as u64)),
                 ("CompactionsRecovered", sum(|r| r.recovered)),
+                ("FilesUnreadable", sum(|r| r.unreadable.len() as u64)),
             ],
         );
-        Ok(response)
+        outcome(response)
     }
 }
 
@@ -173,7 +177,10 @@ mod tests {
         stream_files(&lake, &["e1", "e2", "e3"]);
         let keys: Vec<String> = lake.list("staging/viewership/").unwrap().into_iter().map(|o| o.key).collect();
         lake.put(&keys[1], b"not parquet").unwrap();
-        match compact_lake(&lake, &config(0, None), 0) {
+        let response = compact_lake(&lake, &config(0, None), 0).unwrap();
+        let viewership = &response.tables.iter().find(|(s, _)| *s == Source::Viewership).unwrap().1;
+        assert_eq!((viewership.written.len(), viewership.unreadable.len()), (1, 1), "counted for the metrics");
+        match outcome(response) {
             Err(HandlerError::Permanent(message)) => {
                 assert!(message.starts_with("1 staging file(s) could not be read"), "{message}");
                 assert!(message.contains(&keys[1]), "{message}");
