@@ -313,7 +313,7 @@ fn a_listing_failure_names_the_batchs_first_record() {
 }
 
 #[test]
-fn a_catalog_failure_is_retried_from_its_group() {
+fn a_catalog_failure_is_retried_from_the_batchs_first_record() {
     let batch = Batch::kinesis(&mixed_lines());
     let lake = MemoryObjectStore::new();
     let catalog = MemoryCatalog::default();

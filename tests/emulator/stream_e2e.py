@@ -10,7 +10,7 @@
   stream_e2e.py failure     -- S3 fails part-way (a proxy in front of the emulator
                                answers 503 to every PUT once a budget is spent, so
                                the SDK's own retries fail too): the response names
-                               the first unwritten sequence number, and the retry
+                               the batch's first sequence number, and the retry
                                from there completes the batch exactly once
   stream_e2e.py compaction  -- many small batches, then the compact-partitions
                                bootstrap: few files, the same rows, and a second run

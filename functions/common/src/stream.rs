@@ -4,7 +4,8 @@
 //!
 //! Kinesis batches answer with `batchItemFailures` (the event source mapping
 //! uses `ReportBatchItemFailures`): a shard that stopped part-way names its
-//! first unwritten sequence number and Lambda retries from there. Kafka event
+//! batch's first sequence number, and Lambda retries the batch from there,
+//! skipping what was written (see `tvetl_core::stream`). Kafka event
 //! sources retry whole batches, so a Kafka failure is returned as an error;
 //! the core skips what the failed attempt wrote either way.
 
@@ -49,7 +50,8 @@ pub struct ShardOutcome {
     pub shard: ShardId,
     /// What its batch staged and quarantined.
     pub report: StreamReport,
-    /// The first record not written, when the batch stopped part-way.
+    /// The batch's first record, when the batch stopped part-way: where
+    /// its retry starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<String>,
     /// Why it stopped, when it did.
@@ -128,7 +130,7 @@ pub fn ingest_batches(lake: &dyn ObjectStore, catalog: &dyn Catalog, batches: &[
         .collect()
 }
 
-/// The partial batch response for Kinesis: the first unwritten record of
+/// The partial batch response for Kinesis: the first record of the batch of
 /// every shard that stopped.
 pub fn kinesis_response(outcomes: &[ShardOutcome]) -> KinesisEventResponse {
     let mut response = KinesisEventResponse::default();
@@ -346,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_kinesis_shard_is_reported_by_its_first_unwritten_record() {
+    fn a_stopped_kinesis_shard_is_reported_by_its_batchs_first_record() {
         let (_dir, catalog) = file_catalog();
         let lake = FaultyObjectStore::new();
         let event: KinesisEvent =
