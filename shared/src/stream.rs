@@ -163,6 +163,13 @@ pub struct StreamReport {
     pub quarantined: Vec<String>,
     /// `event_date` partitions registered in the catalog.
     pub partitions: Vec<String>,
+    /// True when the batch starts inside a file an earlier attempt wrote (its
+    /// first position lies after that file's first and at or before its
+    /// last): a retry shorter than an attempt before it, or one resuming past
+    /// records dropped for their age. Nothing is lost or written twice, but
+    /// this batch's key ranks its records above that attempt's, older ones
+    /// included (see the module's doc), so it is reported.
+    pub starts_inside_earlier_attempt: bool,
 }
 
 /// Why a batch stopped part-way.
@@ -301,6 +308,11 @@ pub fn ingest_stream_batch(
                 return (report, Some(StreamFailure { position, error: error.into() }));
             }
         };
+        let batch_first = shard.name_position(&sorted[0].position);
+        report.starts_inside_earlier_attempt |= written.iter().any(|(first, last)| {
+            position_order(first, &batch_first) == Ordering::Less
+                && position_order(&batch_first, last) != Ordering::Greater
+        });
         for member in &mut group.members {
             let name = shard.name_position(&sorted[member.index].position);
             member.written = written.iter().any(|(first, last)| {

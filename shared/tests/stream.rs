@@ -246,7 +246,35 @@ fn records_written_by_different_attempts_rank_by_position() {
         assert!(rows.iter().all(|r| r.source_key.ends_with(&seq(1))), "one key, the batch's first record's");
         let x = last_delivery("x", rows);
         assert_eq!(x.start_us, (JAN_1 + 5 * 3600) * 1_000_000, "record 3, on 2024-01-01, retry to {retry_to}");
+        assert!(!report.starts_inside_earlier_attempt);
     }
+}
+
+/// What the lineage cannot rank (a batch that starts inside a file an
+/// earlier attempt wrote, as a retry shorter than that attempt does) is at
+/// least reported: nothing is lost or written twice, but the later batch's
+/// key ranks its older record first.
+#[test]
+fn a_batch_starting_inside_an_earlier_attempts_file_is_reported() {
+    // a (day 1), b (day 2), x (day 2), x corrected (day 1).
+    let lines = [session("a", 0, 1), session("b", 1, 1), session("x", 1, 5), session("x", 0, 5)];
+    let batch = Batch::kinesis(&lines);
+    let lake = FaultyObjectStore::new();
+    let catalog = MemoryCatalog::default();
+    let options = StagingOptions::default();
+    lake.fail_commits_after(1);
+    let (first, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, 4), &options);
+    assert_eq!(failure.expect("day 2 fails").position, seq(1));
+    assert!(!first.starts_inside_earlier_attempt);
+    lake.heal();
+    // A shorter retry, then the next batch from record 3: inside day 1's
+    // file, which holds records 1 and 4.
+    let (retry, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(0, 2), &options);
+    assert!(failure.is_none() && !retry.starts_inside_earlier_attempt);
+    let (next, failure) = ingest_stream_batch(&lake, &catalog, &batch.shard, &batch.records(2, 4), &options);
+    assert!(failure.is_none());
+    assert!(next.starts_inside_earlier_attempt);
+    assert_eq!(ids(&staged_rows(&lake)), ["a", "b", "x", "x"], "every record once");
 }
 
 /// The warehouse keeps an event's delivery with the greatest (source_key,

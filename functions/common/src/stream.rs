@@ -208,6 +208,14 @@ impl IngestStream {
             .await
             .map_err(|e| HandlerError::Permanent(format!("ingest task panicked: {e}")))?;
         for o in &outcomes {
+            if o.report.starts_inside_earlier_attempt {
+                tracing::warn!(
+                    stream = %o.shard.stream,
+                    shard = %o.shard.shard,
+                    "the batch starts inside a file an earlier attempt wrote (a retry shorter than an earlier \
+                     attempt?): a session delivered in both may keep its older delivery in the warehouse"
+                );
+            }
             tracing::info!(
                 stream = %o.shard.stream,
                 shard = %o.shard.shard,
@@ -229,6 +237,7 @@ impl IngestStream {
                 ("RowsQuarantined", sum(|o| o.report.counts.quarantined.total())),
                 ("RowsAlreadyWritten", sum(|o| o.report.already_written)),
                 ("ShardsStopped", sum(|o| u64::from(o.failed_at.is_some()))),
+                ("BatchesStartingInsideEarlierAttempt", sum(|o| u64::from(o.report.starts_inside_earlier_attempt))),
             ],
         );
         match event {
