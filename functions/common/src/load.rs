@@ -207,10 +207,17 @@ pub fn files_to_load(
 /// gone since the load read them: a compaction merged them in between, and
 /// COPY failed on a file its manifest names. The retry reads its request
 /// again, and takes the compacted file (a prefix load) or skips the
-/// notified files that are gone ([`files_to_load`]). If the check itself
-/// fails, the failure keeps its own class.
-pub fn classify_load_failure(lake: &dyn ObjectStore, files: &[(String, u64)], error: WarehouseError) -> HandlerError {
-    if error.is_retryable() {
+/// notified files that are gone ([`files_to_load`]). A request that names
+/// its files itself cannot load them once they are gone, so its failure
+/// stays permanent. If the check itself fails, the failure keeps its own
+/// class.
+pub fn classify_load_failure(
+    lake: &dyn ObjectStore,
+    request: &LoadRequest,
+    files: &[(String, u64)],
+    error: WarehouseError,
+) -> HandlerError {
+    if error.is_retryable() || matches!(request, LoadRequest::Keys { .. }) {
         return error.into();
     }
     match vanished_files(lake, files) {
@@ -411,7 +418,7 @@ impl LoadWarehouse {
                 let statements = locked(load_statements(source, vec![copy], load_id));
                 let stats = warehouse
                     .execute_transaction(&statements)
-                    .map_err(|error| classify_load_failure(&lake, &files, error))?;
+                    .map_err(|error| classify_load_failure(&lake, &request, &files, error))?;
                 let stats = LoadStats::from_result(&stats)?;
                 tracing::info!(table = %source, files = files.len(), rows_staged = stats.rows_staged, rows_merged = stats.rows_merged, "loaded");
                 response.loads.insert(source, stats);
@@ -627,13 +634,14 @@ mod tests {
         };
 
         // Every file is still there: the failure is the load's own.
-        assert!(matches!(classify_load_failure(&lake, &files, copy_failed()), HandlerError::Permanent(_)));
+        let prefix = LoadRequest::Prefix { prefix: "staging/viewership/".into() };
+        assert!(matches!(classify_load_failure(&lake, &prefix, &files, copy_failed()), HandlerError::Permanent(_)));
 
         // A compaction merged day 1's files into one and removed them.
         lake.put(&format!("{}/compacted-0123456789abcdef.parquet", day(1)), b"PAR1").unwrap();
         lake.delete(&keys[0]).unwrap();
         lake.delete(&keys[1]).unwrap();
-        match classify_load_failure(&lake, &files, copy_failed()) {
+        match classify_load_failure(&lake, &prefix, &files, copy_failed()) {
             HandlerError::Retryable(message) => {
                 assert!(message.contains("2 of the load's 3 files were removed"), "{message}");
                 assert!(message.contains(&keys[0]), "{message}");
@@ -644,7 +652,10 @@ mod tests {
 
         // A retryable failure stays retryable, with no listing needed.
         let busy = WarehouseError::Unavailable { message: "throttled".into(), retryable: true };
-        assert!(classify_load_failure(&CountingHeads::default(), &files, busy).is_retryable());
+        assert!(classify_load_failure(&CountingHeads::default(), &prefix, &files, busy).is_retryable());
+        // A request that names the files cannot load them once they are gone.
+        let named = LoadRequest::Keys { objects: keys.to_vec() };
+        assert!(matches!(classify_load_failure(&lake, &named, &files, copy_failed()), HandlerError::Permanent(_)));
     }
 
     #[test]
@@ -669,6 +680,7 @@ mod tests {
         }
         let files = [("staging/channels/part-a.parquet".to_owned(), 4)];
         let sql_error = WarehouseError::Statement { index: 5, statement: "MERGE …".into(), message: "boom".into() };
-        assert!(matches!(classify_load_failure(&Unlistable, &files, sql_error), HandlerError::Permanent(_)));
+        let prefix = LoadRequest::Prefix { prefix: "staging/channels/".into() };
+        assert!(matches!(classify_load_failure(&Unlistable, &prefix, &files, sql_error), HandlerError::Permanent(_)));
     }
 }
