@@ -28,20 +28,12 @@ fn with_backend(
     draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     ensure_font();
-    let (format, suffix) = match ChartFormat::of(path) {
-        Some(ChartFormat::Png) => (ChartFormat::Png, ".png"),
-        Some(ChartFormat::Svg) => (ChartFormat::Svg, ".svg"),
-        None => bail!("{}: {}", path.display(), ChartFormat::EXPECTED),
-    };
+    let Some(format) = ChartFormat::of(path) else { bail!("{}: {}", path.display(), ChartFormat::EXPECTED) };
     // Drawn beside the file and renamed over it once whole: a chart appears
     // complete or not at all, and a folder that cannot be written fails with
     // the system's own reason. (The PNG backend picks its encoder by the
-    // name's extension, so the temporary name keeps it.)
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let partial = tempfile::Builder::new().prefix(".chart-").suffix(suffix).tempfile_in(folder)?;
+    // name's extension, which the temporary name keeps.)
+    let partial = crate::export::partial_file(path, "chart")?;
     match format {
         ChartFormat::Png => draw(BitMapBackend::new(partial.path(), SIZE).into_drawing_area())?,
         ChartFormat::Svg => draw_svg(SVGBackend::new(partial.path(), SIZE).into_drawing_area())?,

@@ -28,13 +28,13 @@ impl FileFormat {
     }
 }
 
-/// A temporary file in `out`'s folder (which must exist), to be persisted
-/// over `out` once whole: a write that fails part-way leaves no file, or the
-/// one that was there.
-pub fn partial_file(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+/// A temporary file `.<what>-…` in `out`'s folder (which must exist), with
+/// `out`'s extension, to be persisted over `out` once whole: a write that
+/// fails part-way leaves no file, or the one that was there.
+pub fn partial_file(out: &Path, what: &str) -> anyhow::Result<tempfile::NamedTempFile> {
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     tempfile::Builder::new()
-        .prefix(".export-")
+        .prefix(&format!(".{what}-"))
         .suffix(&format!(".{}", out.extension().and_then(|e| e.to_str()).unwrap_or("tmp")))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))
@@ -46,7 +46,7 @@ pub fn partial_file(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 pub fn outside_warehouse(out: &Path, warehouse_file: &Path) -> anyhow::Result<()> {
     let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
     anyhow::ensure!(
-        folder(out).is_none() || folder(out) != folder(warehouse_file),
+        folder(out).is_none_or(|out_folder| Some(out_folder) != folder(warehouse_file)),
         "--out {}: not in the warehouse's own folder",
         out.display()
     );
@@ -72,7 +72,7 @@ pub fn export_user_features(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let partial = partial_file(out)?.into_temp_path();
+    let partial = partial_file(out, "export")?.into_temp_path();
     let target = partial.to_str().context("the export's folder is not UTF-8")?.replace('\'', "''");
     let result = wh.query(&format!("COPY ({query}) TO '{target}' ({options})"))?;
     let users = result.int(0, "Count")? as u64;

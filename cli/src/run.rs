@@ -517,16 +517,24 @@ fn warehouse_step<T>(
 /// quarantine would count them twice. Returns how many it removed.
 fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, written: &[String]) -> Result<usize, StoreError> {
     let mut removed = 0;
-    // Each source's quarantine, listed once whatever the number of files.
-    let mut listed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Each source's quarantine, listed once whatever the number of files and
+    // kept by file name, so that a run writing many files does not compare
+    // each with every file there.
+    let mut listed: BTreeMap<&str, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for key in written {
         let Some((partition, name)) = key.rsplit_once('/') else { continue };
         let Some((source_prefix, _)) = partition.rsplit_once('/') else { continue };
         if !listed.contains_key(source_prefix) {
-            listed.insert(source_prefix, lake.keys(&format!("{source_prefix}/"))?);
+            let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for copy in lake.keys(&format!("{source_prefix}/"))? {
+                if let Some((_, copy_name)) = copy.rsplit_once('/') {
+                    by_name.entry(copy_name.to_owned()).or_default().push(copy);
+                }
+            }
+            listed.insert(source_prefix, by_name);
         }
-        for copy in &listed[source_prefix] {
-            if copy != key && copy.rsplit_once('/').is_some_and(|(_, n)| n == name) {
+        for copy in listed[source_prefix].get(name).into_iter().flatten() {
+            if copy != key {
                 lake.delete(copy)?;
                 removed += 1;
             }

@@ -102,7 +102,7 @@ pub fn write_sql(
     };
     outside_warehouse(out, warehouse_file)?;
     warehouse.confine_to_reads()?;
-    let mut file = partial_file(out)?;
+    let mut file = partial_file(out, "export")?;
     let rows = if format == FileFormat::Parquet {
         let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
         let handle = file.as_file().try_clone()?;

@@ -692,6 +692,14 @@ mod tests {
         )
     }
 
+    /// Loads `rows` ([`staged_session`]s) as staged viewing sessions, in
+    /// load `load_id`, and returns its counts.
+    fn load_staged(wh: &mut DuckDbWarehouse, load_id: i64, rows: &[String]) -> LoadStats {
+        let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
+        let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], load_id)).unwrap();
+        LoadStats::from_result(&counts).unwrap()
+    }
+
     /// Core's sessions as `expression` renders each, in order.
     fn core_sessions(wh: &mut DuckDbWarehouse, expression: &str) -> Vec<String> {
         let core = wh.query(&format!("SELECT {expression} AS s FROM core.viewing_sessions ORDER BY 1")).unwrap();
@@ -834,9 +842,7 @@ mod tests {
                     staged_session(id, "u1", channel, day, (key, version, record_no))
                 })
                 .collect();
-            let copy = format!("INSERT INTO staging.viewing_sessions VALUES {}", rows.join(", "));
-            let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], load_id)).unwrap();
-            let stats = LoadStats::from_result(&counts).unwrap();
+            let stats = load_staged(&mut wh, load_id, &rows);
             (stats.duplicates_removed, stats.rows_merged, stats.days_touched)
         };
         let batch = "kinesis/views/shardId-000000000000/100";
@@ -874,10 +880,8 @@ mod tests {
         let (_dir, mut wh) = one_thread_warehouse();
         let key = "kinesis/viewership/2024-01-01.csv";
         let mut load = |load_id: i64, channel: &str, version: &str, record_no: u32| {
-            let row = staged_session("e1", "u1", channel, 1, (key, version, record_no));
-            let copy = format!("INSERT INTO staging.viewing_sessions VALUES {row}");
-            let counts = wh.execute_transaction(&load_statements(Source::Viewership, vec![copy], load_id)).unwrap();
-            let stats = LoadStats::from_result(&counts).unwrap();
+            let stats =
+                load_staged(&mut wh, load_id, &[staged_session("e1", "u1", channel, 1, (key, version, record_no))]);
             (stats.duplicates_removed, stats.rows_merged)
         };
         assert_eq!(load(1, "cA", "v1", 2), (0, 1));

@@ -115,15 +115,19 @@ FROM kept_copies;
 -- delivery of which an earlier load took other files can hold such rows. The
 -- ledger names those (this load's files are in it now), so a load of new
 -- deliveries reads neither staging nor core's ids here.
+-- A row's delivery is its source_key with its version, or with ~ for all of
+-- a stream key's versions.
 CREATE TEMP TABLE continued_deliveries AS
-SELECT DISTINCT this_load.source_key,
-       CASE WHEN this_load.source_version LIKE '~%' THEN '~' ELSE this_load.source_version END AS delivery
-FROM core.load_ledger this_load
-JOIN core.load_ledger earlier ON earlier.source_key = this_load.source_key
-WHERE this_load.table_name = 'viewing_sessions' AND this_load.load_id = {load_id}
-  AND earlier.table_name = 'viewing_sessions' AND earlier.load_id <> {load_id}
-  AND (earlier.source_version = this_load.source_version
-       OR (earlier.source_version LIKE '~%' AND this_load.source_version LIKE '~%'));
+WITH ledger AS (
+    SELECT source_key, load_id,
+           CASE WHEN source_version LIKE '~%' THEN '~' ELSE source_version END AS delivery
+    FROM core.load_ledger
+    WHERE table_name = 'viewing_sessions'
+)
+SELECT DISTINCT this_load.source_key, this_load.delivery
+FROM ledger this_load
+JOIN ledger earlier ON earlier.source_key = this_load.source_key AND earlier.delivery = this_load.delivery
+WHERE this_load.load_id = {load_id} AND earlier.load_id <> {load_id};
 
 CREATE TEMP TABLE superseded_in_core AS
 SELECT n.event_id
@@ -131,9 +135,10 @@ FROM staging.viewing_sessions n
 JOIN continued_deliveries d
   ON d.source_key = n.source_key
  AND d.delivery = CASE WHEN n.source_version LIKE '~%' THEN '~' ELSE n.source_version END
-JOIN core.viewing_sessions c ON c.event_id = n.event_id AND c.source_key = n.source_key
+JOIN core.viewing_sessions c
+  ON c.event_id = n.event_id AND c.source_key = n.source_key
+ AND d.delivery = CASE WHEN c.source_version LIKE '~%' THEN '~' ELSE c.source_version END
 WHERE c.source_record_no > n.source_record_no
-  AND (c.source_version = n.source_version OR (c.source_version LIKE '~%' AND n.source_version LIKE '~%'))
   AND (SELECT COUNT(*) FROM continued_deliveries) > 0;
 
 DELETE FROM staging.viewing_sessions

@@ -296,6 +296,7 @@ pub fn ingest_stream_batch(
     // Skip what an earlier attempt wrote; write groups in order of their
     // first record, so a failure splits the batch at one position.
     let mut ordered: Vec<Group> = Vec::with_capacity(groups.len());
+    let batch_first = sorted.first().map(|r| shard.name_position(&r.position)).unwrap_or_default();
     for (target, mut group) in groups {
         let dir = target_dir(source, target);
         let written = match written_ranges(lake, &dir, &stem) {
@@ -308,7 +309,6 @@ pub fn ingest_stream_batch(
                 return (report, Some(StreamFailure { position, error: error.into() }));
             }
         };
-        let batch_first = shard.name_position(&sorted[0].position);
         report.starts_inside_earlier_attempt |= written.iter().any(|(first, last)| {
             position_order(first, &batch_first) == Ordering::Less
                 && position_order(&batch_first, last) != Ordering::Greater
@@ -324,10 +324,7 @@ pub fn ingest_stream_batch(
     ordered.sort_by_key(Group::first);
 
     let batch = BatchLineage {
-        key: match sorted.first() {
-            Some(first) => format!("{}/{}", shard.source_key(), shard.name_position(&first.position)),
-            None => String::new(),
-        },
+        key: if sorted.is_empty() { String::new() } else { format!("{}/{batch_first}", shard.source_key()) },
         lines_before,
     };
     let table = table_def(source);

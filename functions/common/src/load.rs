@@ -660,27 +660,11 @@ mod tests {
 
     #[test]
     fn a_failed_check_of_the_files_leaves_the_failure_its_own_class() {
-        struct Unlistable;
-        impl ObjectStore for Unlistable {
-            fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
-                Err(StoreError::Service { key: prefix.into(), message: "503 SlowDown".into(), retryable: true })
-            }
-            fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-                Err(StoreError::NotFound { key: key.into() })
-            }
-            fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
-                Err(StoreError::NotFound { key: key.into() })
-            }
-            fn create(&self, key: &str) -> Result<Box<dyn tvetl_core::store::ObjectUpload + '_>, StoreError> {
-                Err(StoreError::NotFound { key: key.into() })
-            }
-            fn delete(&self, _key: &str) -> Result<(), StoreError> {
-                Ok(())
-            }
-        }
+        let unlistable = tvetl_core::store::FaultyObjectStore::new();
+        unlistable.fail_lists(true);
         let files = [("staging/channels/part-a.parquet".to_owned(), 4)];
         let sql_error = WarehouseError::Statement { index: 5, statement: "MERGE …".into(), message: "boom".into() };
         let prefix = LoadRequest::Prefix { prefix: "staging/channels/".into() };
-        assert!(matches!(classify_load_failure(&Unlistable, &prefix, &files, sql_error), HandlerError::Permanent(_)));
+        assert!(matches!(classify_load_failure(&unlistable, &prefix, &files, sql_error), HandlerError::Permanent(_)));
     }
 }
