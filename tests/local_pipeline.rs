@@ -1007,7 +1007,8 @@ fn hand_computed_answers_hold_and_later_files_add_to_the_same_warehouse() {
     assert_eq!(csv.lines().nth(1), Some("1,c2,Two,4200,2"));
     let table = tvetl(&["report", "--lake", path(&lake), "user-average", "--from", "2024-01-03", "--to", "2024-01-03"]);
     assert!(table.contains("2024-01-03") && !table.contains("2024-01-01"), "{table}");
-    let png = dir.path().join("top.png");
+    // A chart's folder is created, as an export's is.
+    let png = dir.path().join("charts/top.png");
     let svg = dir.path().join("avg.svg");
     tvetl(&["report", "--lake", path(&lake), "top-channels", "--date", "2024-01-01", "--chart", path(&png)]);
     tvetl(&["report", "--lake", path(&lake), "user-average", "--chart", path(&svg)]);
@@ -1628,7 +1629,8 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
         "SELECT * FROM analytics.daily_user_viewing ORDER BY view_date, user_id",
     ]);
     assert_eq!(wrote.trim(), format!("wrote 3 rows to {}", path(&copy)));
-    let as_csv = dir.path().join("n.csv");
+    // The output's folder is created if missing.
+    let as_csv = dir.path().join("out/n.csv");
     tvetl(&["sql", "--lake", path(&lake), "--out", path(&as_csv), "SELECT 1 AS n, 'a, b' AS s"]);
     assert_eq!(std::fs::read_to_string(&as_csv).unwrap(), "n,s\n1,\"a, b\"\n");
     // The query runs as confined as on screen; tvetl writes the file, and not
@@ -1638,12 +1640,19 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
         lake.join("_warehouse/warehouse.csv").display().to_string(),
         dir.path().join("n.txt").display().to_string(),
     );
+    // Below it, or reached through a folder that does not exist yet.
+    let (under_warehouse, round_about) = (
+        lake.join("_warehouse/new/w.csv").display().to_string(),
+        lake.join("new/../_warehouse/w.csv").display().to_string(),
+    );
     for (query, out, why) in [
         ("SELECT 1) TO 'x.csv'; ATTACH 'y.db' AS y; COPY (SELECT 1", &csv_out, "holds 3 statements"),
         ("SELECT 1) TO 'x.csv' --", &csv_out, "syntax error"),
         ("SELECT 1 AS a; SELECT 2 AS b", &csv_out, "runs one query"),
         ("SELECT * FROM read_csv('x.csv')", &csv_out, "disabled by configuration"),
         ("SELECT 1 AS n", &in_warehouse, "warehouse's own folder"),
+        ("SELECT 1 AS n", &under_warehouse, "warehouse's own folder"),
+        ("SELECT 1 AS n", &round_about, "warehouse's own folder"),
         ("SELECT 1 AS n", &txt, ".parquet or .csv"),
     ] {
         let stderr = tvetl_fails(&["sql", "--lake", path(&lake), "--out", out, query]);
@@ -1653,6 +1662,7 @@ fn sql_queries_read_the_warehouse_and_cannot_change_it() {
     let stderr = tvetl_fails(&["export", "--lake", path(&lake), "user-features", "--out", &in_warehouse_parquet]);
     assert!(stderr.contains("warehouse's own folder"), "export: {stderr}");
     assert!(!Path::new(&in_warehouse).exists() && !Path::new(&in_warehouse_parquet).exists());
+    assert!(!lake.join("_warehouse/new").exists() && !lake.join("new").exists());
     assert!(!Path::new("y.db").exists());
     let copied: Vec<(String, String, f64)> = duckdb::Connection::open_in_memory()
         .unwrap()

@@ -375,8 +375,11 @@ mod tests {
         top_channels_chart(&empty, "2024-03-12", &[]).unwrap();
         assert!(std::fs::read_to_string(&empty).unwrap().contains("no viewing to chart"));
 
-        // A folder that does not exist: the system's reason, no panic.
-        let error = user_average_chart(&dir.path().join("missing/avg.png"), &days).unwrap_err();
-        assert!(format!("{error:#}").contains("No such file or directory"), "{error:#}");
+        // A folder that does not exist is created; one that cannot be (a
+        // file is in its place) fails with the system's reason, no panic.
+        user_average_chart(&dir.path().join("new/avg.png"), &days).unwrap();
+        assert_eq!(&std::fs::read(dir.path().join("new/avg.png")).unwrap()[..4], b"\x89PNG");
+        let error = user_average_chart(&dir.path().join("avg.png/avg.png"), &days).unwrap_err();
+        assert!(format!("{error:#}").contains("creating") && format!("{error:#}").contains("exists"), "{error:#}");
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use tvetl_core::warehouse::{Warehouse, user_features_sql};
 
+use crate::paths::resolved;
 use crate::warehouse::DuckDbWarehouse;
 
 /// The formats a result is written to a file in (exports, `tvetl sql
@@ -28,11 +29,13 @@ impl FileFormat {
     }
 }
 
-/// A temporary file `.<what>-…` in `out`'s folder (which must exist), with
-/// `out`'s extension, to be persisted over `out` once whole: a write that
-/// fails part-way leaves no file, or the one that was there.
+/// A temporary file `.<what>-…` in `out`'s folder (created if missing, as
+/// every output of tvetl's is), with `out`'s extension, to be persisted over
+/// `out` once whole: a write that fails part-way leaves no file, or the one
+/// that was there.
 pub fn partial_file(out: &Path, what: &str) -> anyhow::Result<tempfile::NamedTempFile> {
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     tempfile::Builder::new()
         .prefix(&format!(".{what}-"))
         .suffix(&format!(".{}", out.extension().and_then(|e| e.to_str()).unwrap_or("tmp")))
@@ -40,13 +43,13 @@ pub fn partial_file(out: &Path, what: &str) -> anyhow::Result<tempfile::NamedTem
         .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 
-/// Refuses an output file in the warehouse's own folder, which holds the
-/// database, its write-ahead log and the runner's records: a file of ours
-/// there could be taken for one of them, or be lost with the folder.
+/// Refuses an output file in the warehouse's own folder or below it, which
+/// holds the database, its write-ahead log and the runner's records: a file
+/// of ours there could be taken for one of them, or be lost with the folder.
 pub fn outside_warehouse(out: &Path, warehouse_file: &Path) -> anyhow::Result<()> {
-    let folder = |p: &Path| std::path::absolute(p).ok().and_then(|a| a.parent()?.canonicalize().ok());
+    let warehouse_folder = warehouse_file.parent().unwrap_or(Path::new("."));
     anyhow::ensure!(
-        folder(out).is_none_or(|out_folder| Some(out_folder) != folder(warehouse_file)),
+        !resolved(out)?.starts_with(resolved(warehouse_folder)?),
         "--out {}: not in the warehouse's own folder",
         out.display()
     );
@@ -69,9 +72,6 @@ pub fn export_user_features(
         None => bail!("{}: an export is written as .parquet or .csv", out.display()),
     };
     let query = user_features_sql(from, to)?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let partial = partial_file(out, "export")?.into_temp_path();
     let target = partial.to_str().context("the export's folder is not UTF-8")?.replace('\'', "''");
     let result = wh.query(&format!("COPY ({query}) TO '{target}' ({options})"))?;

@@ -11,6 +11,7 @@ mod export;
 mod generate;
 mod ingest_manifest;
 mod lake_lock;
+mod paths;
 mod quarantine;
 mod report;
 mod run;

@@ -21,6 +21,7 @@ use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pendin
 use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
+use crate::paths::resolved;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits, StagedFile, out_of_memory};
 
 /// Where the local lake keeps what is not a lake object.
@@ -432,25 +433,6 @@ fn check_apart(input: &Path, lake: &Path) -> anyhow::Result<()> {
         lake.display()
     );
     Ok(())
-}
-
-/// `path` made absolute with its links resolved, as far as it exists.
-fn resolved(path: &Path) -> anyhow::Result<PathBuf> {
-    let absolute = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = parent;
-            }
-            _ => break,
-        }
-    }
-    let mut resolved = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
-    resolved.extend(rest.iter().rev());
-    Ok(resolved)
 }
 
 /// The warehouse step's spinner on stderr, or a hidden one.
