@@ -13,8 +13,9 @@ cargo test -p tvetl-core -p tvetl "$@"
 
 # An independent oracle written from the data contract alone (stdlib Python):
 # its own dirty datasets and single-defect probes, its own answers, compared
-# with `tvetl run` and both reports.
-TVETL="$CARGO_TARGET_DIR/debug/tvetl" tests/oracle/check.sh
+# with `tvetl run` and both reports. Four more datasets of drawn size, span
+# and dirt, from a fixed seed so that a failure replays (FUZZ_SEED=… to vary).
+FUZZ="${FUZZ:-4}" FUZZ_SEED="${FUZZ_SEED:-20261206}" TVETL="$CARGO_TARGET_DIR/debug/tvetl" tests/oracle/check.sh
 
 scripts/emulator.sh start >/dev/null
 trap 'scripts/emulator.sh standin-stop; scripts/emulator.sh stop' EXIT

@@ -336,7 +336,9 @@ mod tests {
         let written = validate_session(&with(&[late[0], ("end_time", "10000-01-01T01:00:00Z")])).unwrap_err();
         assert_eq!((written.reason, written.field), (QuarantineReason::BadTimestamp, Some("end_time")));
         let to_the_last_instant = with(&[late[0], ("end_time", ""), ("duration_seconds", "3599")]);
-        assert!(validate_session(&to_the_last_instant).is_ok());
+        let last = validate_session(&to_the_last_instant).unwrap();
+        // 9999-12-31T23:59:59Z, 3599 s after the start.
+        assert_eq!((last.start_us, last.end_us), (253_402_297_200_000_000, 253_402_300_799_000_000));
     }
 
     #[test]
@@ -373,7 +375,8 @@ mod tests {
         let message = validate_session(&with(&[("end_time", ""), ("duration_seconds", "86401")])).unwrap_err().message;
         assert!(message.contains("86401 s"), "{message}");
         // Exactly 24 hours is allowed.
-        assert!(validate_session(&with(&[("end_time", ""), ("duration_seconds", "86400")])).is_ok());
+        let day = validate_session(&with(&[("end_time", ""), ("duration_seconds", "86400")])).unwrap();
+        assert_eq!((day.end_us - day.start_us, day.duration_seconds), (86_400_000_000, Some(86400)));
     }
 
     #[test]
@@ -414,8 +417,9 @@ mod tests {
             validate_channel(&[Some("c1"), Some(""), None, None, None]).unwrap_err().reason,
             QuarantineReason::MissingField
         );
-        assert!(validate_demographic(&[Some("u1"), None, None, None]).is_ok());
-        assert!(validate_demographic(&[None, Some("18-24"), None, None]).is_err());
+        assert_eq!(validate_demographic(&[Some(" u1 "), None, None, None]).unwrap(), [Some("u1"), None, None, None]);
+        let no_user = validate_demographic(&[None, Some("18-24"), None, None]).unwrap_err();
+        assert_eq!((no_user.reason, no_user.field), (QuarantineReason::MissingField, Some("user_id")));
     }
 
     /// A value wider than its warehouse column is MALFORMED, counted in
@@ -425,9 +429,9 @@ mod tests {
     fn values_the_warehouse_cannot_hold_are_malformed() {
         let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
         let fits = leak("e".repeat(256));
-        assert!(validate_session(&with(&[("event_id", fits)])).is_ok());
+        assert_eq!(validate_session(&with(&[("event_id", fits)])).unwrap().event_id, fits);
         // Surrounding space is trimmed before it is measured, as before it is stored.
-        assert!(validate_session(&with(&[("event_id", leak(format!("  {fits}  ")))])).is_ok());
+        assert_eq!(validate_session(&with(&[("event_id", leak(format!("  {fits}  ")))])).unwrap().event_id, fits);
         for (field, value) in
             [("event_id", "e".repeat(257)), ("user_id", "é".repeat(129)), ("program_id", "p".repeat(300))]
         {

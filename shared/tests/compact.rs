@@ -134,14 +134,26 @@ fn bins_stay_within_the_target_size() {
     let lake = MemoryObjectStore::new();
     small_files(&lake);
     let before = content(&lake);
-    let largest = staged_files(&lake).iter().map(|f| f.size).max().unwrap();
+    let sizes: Vec<u64> = staged_files(&lake).iter().map(|f| f.size).collect();
+    let (smallest, largest) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
+    // 60 files of 10 rows: each batch of 20 records puts 10 on each of 2 days.
+    assert_eq!(sizes.len(), 60);
     let target = largest * 5;
     let report = compact_table(&lake, Source::Viewership, &options(target)).unwrap();
-    let files = staged_files(&lake);
-    assert!(files.len() > 2 && files.len() < 60, "{} files", files.len());
     for w in &report.written {
-        assert!(w.rows <= 5 * 20, "{w:?}: at most five 10-to-20-row files per bin");
+        assert_eq!(w.rows % 10, 0, "{w:?}: whole files");
+        let members = w.rows / 10;
+        // Within the target (at least `members` files of the smallest
+        // size went in), and filled: a bin closes only when the next file
+        // would not fit, so it holds five files or more.
+        assert!(members * smallest <= target, "{w:?}: {members} files of {smallest}+ bytes over {target}");
+        assert!(members >= 2, "{w:?}");
     }
+    // Each day's 30 files go in bins of five or more (but its last): at most
+    // six per day, each bin a file, and a last bin of one file left as is.
+    let files = staged_files(&lake);
+    assert!(files.len() <= 2 * 6, "{} files", files.len());
+    assert_eq!(report.removed.len() as u64, report.written.iter().map(|w| w.rows / 10).sum::<u64>());
     assert_eq!(content(&lake), before);
 }
 

@@ -51,18 +51,7 @@ pub async fn back_off_queued(
             .ok_or_else(|| format!("GetQueueUrl {name}: no URL"))?;
         // A batch changes at most 10 messages.
         for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&m.receipt_handle)
-                        .visibility_timeout(backoff.delay_seconds(m.receive_count()) as i32)
-                        .build()
-                        .map_err(|e| format!("visibility entry: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let entries = visibility_entries(chunk, backoff)?;
             let out =
                 sqs.change_message_visibility_batch().queue_url(&url).set_entries(Some(entries)).send().await.map_err(
                     |e| format!("ChangeMessageVisibilityBatch: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
@@ -80,6 +69,26 @@ pub async fn back_off_queued(
         }
     }
     Ok(changed)
+}
+
+/// One `ChangeMessageVisibilityBatch` entry per message, each hidden for
+/// the backoff of its own receive count.
+fn visibility_entries(
+    messages: &[&SqsMessage],
+    backoff: &RetryBackoff,
+) -> Result<Vec<ChangeMessageVisibilityBatchRequestEntry>, String> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&m.receipt_handle)
+                .visibility_timeout(backoff.delay_seconds(m.receive_count()) as i32)
+                .build()
+                .map_err(|e| format!("visibility entry: {e}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -117,5 +126,20 @@ mod tests {
         let mut again = event.records[0].clone();
         again.attributes.approximate_receive_count = Some("4".into());
         assert_eq!(RetryBackoff::DEFAULT.delay_seconds(again.receive_count()), 480);
+    }
+
+    #[test]
+    fn each_message_is_hidden_for_the_backoff_of_its_own_receive_count() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../infra/events/sqs-staging-created.json")).unwrap();
+        let (mut first, mut third) = (event.records[0].clone(), event.records[0].clone());
+        first.receipt_handle = "handle-1".into();
+        third.receipt_handle = "handle-3".into();
+        third.attributes.approximate_receive_count = Some("3".into());
+        let backoff = RetryBackoff { base_seconds: 2, max_seconds: 60 };
+        let entries = visibility_entries(&[&first, &third], &backoff).unwrap();
+        let got: Vec<(&str, &str, Option<i32>)> =
+            entries.iter().map(|e| (e.id(), e.receipt_handle(), e.visibility_timeout())).collect();
+        assert_eq!(got, [("0", "handle-1", Some(2)), ("1", "handle-3", Some(8))]);
     }
 }
