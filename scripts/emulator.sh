@@ -20,14 +20,10 @@ pid_file="$run_dir/ministack-$port.pid"
 emulator_tmp="$run_dir/ministack-$port.tmp"
 endpoint="http://127.0.0.1:$port"
 
+source scripts/venv.sh
+
 install() {
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/emulator/requirements.txt; then
-    echo "error: could not install tests/emulator/requirements.txt into $venv" >&2
-    exit 1
-  fi
+  ensure_venv "$venv" tests/emulator/requirements.txt tests/emulator/constraints.txt
 }
 
 # Waits until URL $1 answers while the process in pid file $2 lives; another
@@ -39,7 +35,7 @@ wait_up() {
     if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
       break
     fi
-    if curl -fsS "$url" >/dev/null 2>&1; then
+    if curl -fsS --max-time 2 "$url" >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.5

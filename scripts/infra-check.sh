@@ -14,20 +14,11 @@ sam_venv="${TVETL_SAM_VENV:-$HOME/.cache/tvetl-sam-venv}"
 checkov_venv="${TVETL_CHECKOV_VENV:-$HOME/.cache/tvetl-checkov-venv}"
 template=infra/template.yaml
 
-install_into() {
-  local venv=$1 requirements=$2
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"; then
-    echo "error: could not install $requirements into $venv" >&2
-    exit 1
-  fi
-}
+source scripts/venv.sh
 
 install() {
-  install_into "$sam_venv" infra/requirements.txt
-  install_into "$checkov_venv" infra/requirements-checkov.txt
+  ensure_venv "$sam_venv" infra/requirements.txt infra/constraints.txt
+  ensure_venv "$checkov_venv" infra/requirements-checkov.txt infra/constraints-checkov.txt
 }
 
 # Every `- id: CKV_…` under a checkov skip must be followed by a non-empty

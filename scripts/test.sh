@@ -4,12 +4,25 @@
 # DuckDB, both installed into a venv, started here and stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# One run at a time per machine: the emulator's port, its state (reset
+# below) and the Lambda watch ports are the machine's, not the checkout's.
+# The lock is held by flock itself (-o), so no process this run starts
+# can keep it after the run.
+run_dir="${TVETL_RUN_DIR:-$HOME/.cache/tvetl-run}"
+if [ -z "${TVETL_TEST_LOCKED:-}" ]; then
+  mkdir -p "$run_dir"
+  if ! flock -n -o "$run_dir/test.lock" true; then
+    echo "== another scripts/test.sh is running on this machine: waiting for it" >&2
+  fi
+  exec env TVETL_TEST_LOCKED=1 flock -o "$run_dir/test.lock" "$0" "$@"
+fi
 source scripts/env.sh
 
 # Two cargo invocations on purpose: one workspace-wide build would unify
 # features across the DuckDB side and the AWS side and compile DuckDB's C++
 # engine a second time.
-cargo test -p tvetl-core -p tvetl "$@"
+cargo test --locked -p tvetl-core -p tvetl "$@"
 
 # An independent oracle written from the data contract alone (stdlib Python):
 # its own dirty datasets and single-defect probes, its own answers, compared
@@ -31,7 +44,7 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 scripts/emulator.sh reset
 # For the Lambda triple, so that the Lambda builds below reuse this build.
 use_test_lambda_builds
-cargo test -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions \
+cargo test --locked -p tvetl-lambda -p ingest-batch -p load-warehouse -p ingest-stream -p compact-partitions \
   --target "$TVETL_LAMBDA_TARGET" "$@" -- --include-ignored
 
 # The Lambda binaries themselves: cargo lambda watch/invoke, and the
