@@ -606,6 +606,41 @@ fn a_corrected_file_given_its_old_time_back_is_read_again() {
     assert_eq!(top.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["c6"], "{top:?}");
 }
 
+/// A correction undone: a file put back to content a run loaded before is
+/// delivered again, and the later run wins, for sessions and for channel
+/// names alike. (Its staging files have the names and lineage of the first
+/// time, which the ledger lists as loaded.) Running once more changes
+/// nothing.
+#[test]
+fn a_file_put_back_to_what_it_held_before_a_correction_wins_again() {
+    let (_dir, input, lake) = workspace();
+    let deliver = |end: &str, name: &str| {
+        write_sessions(&input, "viewership/s.csv", &[&format!("e1,u1,c1,2024-01-01T10:00:00Z,{end}")]);
+        write(&input, "channels/ch.json", format!(r#"[{{"channel_id":"c1","channel_name":"{name}"}}]"#).as_bytes());
+    };
+    let top = |lake: &Path| ranking(&top_channels(lake, "2024-01-01"));
+    deliver("2024-01-01T11:00:00Z", "Old Name");
+    run(&input, &lake);
+    assert_eq!(top(&lake), [(s("c1"), s("Old Name"), 3600.0, 1)]);
+    deliver("2024-01-01T10:10:00Z", "New Name");
+    run(&input, &lake);
+    assert_eq!(top(&lake), [(s("c1"), s("New Name"), 600.0, 1)]);
+
+    deliver("2024-01-01T11:00:00Z", "Old Name");
+    let reverted = run(&input, &lake);
+    assert_eq!(top(&lake), [(s("c1"), s("Old Name"), 3600.0, 1)], "{reverted}");
+    let sessions = &reverted["loads"]["viewership"];
+    assert_eq!((sessions["rows_already_loaded"].as_u64(), sessions["rows_merged"].as_u64()), (Some(0), Some(1)));
+
+    let again = run(&input, &lake);
+    assert_eq!(top(&lake), [(s("c1"), s("Old Name"), 3600.0, 1)]);
+    assert_eq!(again["loads"]["viewership"]["rows_merged"], 0, "{again}");
+    // What a fresh lake over the same files holds.
+    let fresh = input.parent().unwrap().join("fresh");
+    run(&input, &fresh);
+    assert_eq!(top(&fresh), top(&lake));
+}
+
 /// A landing folder that keeps every day's files: each run sees the earlier
 /// days again, whose sessions it does not stage, and still counts the
 /// duplicates of its whole input, among the earlier files, within the new
