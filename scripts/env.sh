@@ -31,6 +31,18 @@ forget_other_checkouts() {
   marker="$CARGO_TARGET_DIR/.tvetl-checkout"
   [ -d "$CARGO_TARGET_DIR" ] || return 0
   [ "$(cat "$marker" 2>/dev/null)" = "$repo" ] && return 0
+  # Under cargo's own locks of the build folders (flock, as cargo takes
+  # them), so that a build running from the other checkout is waited for,
+  # not pulled from under.
+  local lock fd fds=()
+  while IFS= read -r -d '' lock; do
+    exec {fd}<"$lock"
+    if ! flock -n "$fd"; then
+      echo "== waiting for the cargo build that holds $lock" >&2
+      flock "$fd"
+    fi
+    fds+=("$fd")
+  done < <(find "$CARGO_TARGET_DIR" -maxdepth 3 -name .cargo-lock -print0 2>/dev/null)
   local dep paths
   while IFS= read -r -d '' dep; do
     paths=$(grep -aoE '/[^[:cntrl:]]*/\.\./(\.\./)?(tests|infra)/[^[:cntrl:]]*' "$dep" || true)
@@ -41,5 +53,8 @@ forget_other_checkouts() {
     fi
   done < <(find "$CARGO_TARGET_DIR" -path '*/.fingerprint/*' -name 'dep-*' -print0 2>/dev/null)
   echo "$repo" > "$marker"
+  for fd in "${fds[@]}"; do
+    exec {fd}<&-
+  done
 }
 forget_other_checkouts
