@@ -641,6 +641,63 @@ fn a_file_put_back_to_what_it_held_before_a_correction_wins_again() {
     assert_eq!(top(&fresh), top(&lake));
 }
 
+/// A version of a file that staged nothing (its rows all rejected, none,
+/// or the file unreadable) is a version all the same: the content before it, put back, is
+/// delivered again and wins over a file loaded in between. And the run
+/// that puts content back counts duplicates over its input as a rerun and
+/// a fresh lake do, though core still holds sessions of that content's
+/// first load.
+#[test]
+fn a_file_put_back_after_a_version_that_staged_nothing_wins_and_counts_as_a_rerun_does() {
+    let (dir, input, lake) = workspace();
+    let top = |day: &str| ranking(&top_channels(&lake, day));
+    let first =
+        ["e1,u1,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z", "e5,u5,c5,2024-01-01T12:00:00Z,2024-01-01T12:30:00Z"];
+    write_sessions(&input, "viewership/a.csv", &first);
+    write(&input, "channels/ch.json", br#"[{"channel_id":"c1","channel_name":"One"}]"#);
+    write(&input, "channels/nine.json", br#"[{"channel_id":"c9","channel_name":"Nine"}]"#);
+    run(&input, &lake);
+    // a.csv now holds a rejected row only, ch.json a channel without its
+    // name, nine.json cannot be read; b.csv re-delivers e1 and another file
+    // names c1 and c9.
+    write_sessions(&input, "viewership/a.csv", &["e1,u1,c1,not-a-time,2024-01-01T11:00:00Z"]);
+    write_sessions(&input, "viewership/b.csv", &["e1,u1,c2,2024-01-01T10:00:00Z,2024-01-01T10:10:00Z"]);
+    write(&input, "channels/ch.json", br#"[{"channel_id":"c1","channel_name":""}]"#);
+    write(&input, "channels/nine.json", br#"[{"channel_id":"c9","#);
+    write(
+        &input,
+        "channels/other.json",
+        br#"[{"channel_id":"c1","channel_name":"Two"},{"channel_id":"c9","channel_name":"Ninety"}]"#,
+    );
+    run(&input, &lake);
+    let nine = || {
+        tvetl(&[
+            "sql",
+            "--lake",
+            path(&lake),
+            "--format",
+            "csv",
+            "SELECT channel_name FROM core.channels WHERE channel_id = 'c9'",
+        ])
+    };
+    assert_eq!(nine(), "channel_name\nNinety\n");
+    assert_eq!(top("2024-01-01"), [(s("c5"), s("Unknown"), 1800.0, 1), (s("c2"), s("Unknown"), 600.0, 1)]);
+
+    // Both put back: the later run's e1 and name win.
+    write_sessions(&input, "viewership/a.csv", &first);
+    write(&input, "channels/ch.json", br#"[{"channel_id":"c1","channel_name":"One"}]"#);
+    write(&input, "channels/nine.json", br#"[{"channel_id":"c9","channel_name":"Nine"}]"#);
+    let put_back = run(&input, &lake);
+    assert_eq!(top("2024-01-01"), [(s("c1"), s("One"), 3600.0, 1), (s("c5"), s("Unknown"), 1800.0, 1)]);
+    assert_eq!(nine(), "channel_name\nNine\n");
+    // e1 is delivered twice in the input (a.csv, b.csv); e5 once.
+    assert_eq!(put_back["duplicates_removed"], 1, "{put_back}");
+    let again = run(&input, &lake);
+    assert_eq!(again["duplicates_removed"], 1);
+    assert_eq!(again["loads"]["viewership"]["rows_merged"], 0);
+    assert_eq!(run(&input, &dir.path().join("fresh"))["duplicates_removed"], 1);
+}
+
 /// A landing folder that keeps every day's files: each run sees the earlier
 /// days again, whose sessions it does not stage, and still counts the
 /// duplicates of its whole input, among the earlier files, within the new

@@ -22,7 +22,7 @@ use crate::cpu::Stopwatch;
 use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
 use crate::lake_lock::LakeLock;
 use crate::paths::resolved;
-use crate::warehouse::{DuckDbWarehouse, EngineLimits, StagedFile, out_of_memory};
+use crate::warehouse::{DuckDbWarehouse, EngineLimits, RawVersion, StagedFile, out_of_memory};
 
 /// Where the local lake keeps what is not a lake object.
 pub fn catalog_path(lake: &Path) -> PathBuf {
@@ -320,7 +320,30 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                 })
             })
             .collect();
+        // The files that staged nothing (their rows all rejected, or none,
+        // or the file unreadable): the ledger keeps their versions too.
+        let empty: Vec<RawVersion> = ingested
+            .iter()
+            .filter(|(_, o)| o.report.source == source && o.report.staged.is_empty())
+            .map(|(key, o)| (key.clone(), o.version.clone()))
+            .chain(
+                unreadable
+                    .iter()
+                    .filter(|(key, _)| Source::from_key(key) == Some(source))
+                    .map(|(key, o)| (key.clone(), o.version.clone())),
+            )
+            .collect();
+        if staged.is_empty() && empty.is_empty() {
+            continue;
+        }
+        let copies = warehouse.load_copies(source, &staged, &empty)?;
         if staged.is_empty() {
+            if !copies.ledger_changes.is_empty() {
+                let statements = copies.ledger_changes.statements(warehouse.next_load_id()?);
+                warehouse
+                    .execute_transaction(&statements)
+                    .with_context(|| format!("recording {source} files that staged nothing"))?;
+            }
             continue;
         }
         let count = staged.len();
@@ -329,7 +352,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         // Of the sessions' staging files, those loaded before are tallied
         // or staged thin (see load_copies): over a folder that keeps every
         // day's files, most of a run's.
-        let copies = warehouse.load_copies(source, &staged)?;
         let tallied_rows = copies.tallied_rows;
         let statements = copies.load_statements(source, warehouse.next_load_id()?);
         let result = warehouse_step(&mut warehouse, &options.engine, source.name(), &mut retried_on_one_thread, |w| {

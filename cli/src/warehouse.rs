@@ -206,21 +206,31 @@ impl DuckDbWarehouse {
     ///
     /// A file put back to content a load took in before another version of
     /// it is delivered again: its ledger rows are dropped first, in the same
-    /// transaction, so that it loads as new ([`DuckDbWarehouse::delivered_again`]).
-    pub fn load_copies(&mut self, source: Source, files: &[StagedFile]) -> Result<LoadCopies, WarehouseError> {
-        let again = self.delivered_again(source, files)?;
-        let mut statements = forget_statement(source, &again).into_iter().collect::<Vec<_>>();
+    /// transaction, so that it loads as new; `empty` are the run's raw files
+    /// of `source` that staged nothing, which the ledger records too
+    /// ([`DuckDbWarehouse::deliveries_again`]).
+    pub fn load_copies(
+        &mut self,
+        source: Source,
+        files: &[StagedFile],
+        empty: &[RawVersion],
+    ) -> Result<LoadCopies, WarehouseError> {
+        let (again, to_record) = self.deliveries_again(source, files, empty)?;
+        let ledger_changes = LedgerChanges { source, forget: again.clone(), record_empty: to_record };
         if source != Source::Viewership {
             let paths: Vec<&PathBuf> = files.iter().map(|f| &f.path).collect();
-            statements.extend(Self::copy_statements(source, &paths));
-            return Ok(LoadCopies { statements, tallied_rows: None });
+            return Ok(LoadCopies {
+                statements: Self::copy_statements(source, &paths),
+                tallied_rows: None,
+                ledger_changes,
+            });
         }
-        let mut ledger = self.session_ledger()?;
-        ledger.retain(|(key, version, _)| !again.contains(&(key.clone(), version.clone())));
+        let ledger = self.session_ledger()?;
         let (mut loaded, mut new) = (Vec::new(), Vec::new());
         let (mut loaded_entries, mut loaded_rows) = (HashSet::new(), 0);
         for file in files {
-            if ledger.contains(&file.ledger_entry) {
+            let (key, version, _) = &file.ledger_entry;
+            if ledger.contains(&file.ledger_entry) && !again.contains(&(key.clone(), version.clone())) {
                 loaded_entries.insert(&file.ledger_entry);
                 loaded_rows += file.rows;
                 loaded.push(&file.path);
@@ -228,7 +238,10 @@ impl DuckDbWarehouse {
                 new.push(&file.path);
             }
         }
-        statements.extend(Self::copy_statements(Source::Viewership, &new));
+        let mut statements = Self::copy_statements(Source::Viewership, &new);
+        // The files delivered again count as other files here: core may
+        // hold sessions of their first load that no file of the run holds
+        // now, and its ids are then not those of the files loaded before.
         let foreign: Vec<&LedgerEntry> = ledger.iter().filter(|e| !loaded_entries.contains(e)).collect();
         let tallied = !loaded.is_empty() && self.sessions_last_delivered_by(&foreign)? == Some(0);
         if !tallied {
@@ -236,24 +249,32 @@ impl DuckDbWarehouse {
             let insert = format!("INSERT INTO {} ({columns}) SELECT {columns}", staging_table(Source::Viewership));
             statements.extend(copies(&loaded, &insert));
         }
-        Ok(LoadCopies { statements, tallied_rows: tallied.then_some(loaded_rows) })
+        Ok(LoadCopies { statements, tallied_rows: tallied.then_some(loaded_rows), ledger_changes })
     }
 
-    /// The raw files (key and version) among `files` whose content a load
-    /// took in before it took another version of the same key: a file put
-    /// back to what it held before a correction. The ledger lists its
-    /// staging files as loaded (their names and lineage come from the key
-    /// and content, as a rerun needs), so the load would skip them and keep
-    /// the correction; but the run's input holds this content now, and a
-    /// later run wins. The run's files are each key's current content, so
-    /// a load of them is this question's to answer; a Lambda's load, which
-    /// may be handed an older version's files again (a notification
+    /// Which of the run's raw files of `source` (key and version) the
+    /// ledger must take in again: of those that staged rows (`files`), the
+    /// ones whose content a load took in before it took another version of
+    /// the same key (a file put back to what it held before a correction);
+    /// and of those that staged nothing (`empty`), the ones the ledger does
+    /// not list as the last version of their key.
+    ///
+    /// The ledger lists a file's staging files as loaded (their names and
+    /// lineage come from the key and content, as a rerun needs), so the
+    /// load would skip them and keep the correction; but the run's input
+    /// holds this content now, and a later run wins. A version that staged
+    /// nothing (only rejected rows, or unreadable) is a version all the
+    /// same: recorded with no rows, it is what tells that the content
+    /// before it came back. The run's files are each key's current content,
+    /// so a load of them is this question's to answer; a Lambda's load,
+    /// which may be handed an older version's files again (a notification
     /// delivered twice, a folder loaded again), keeps the ledger's rule.
-    fn delivered_again(
+    fn deliveries_again(
         &mut self,
         source: Source,
         files: &[StagedFile],
-    ) -> Result<Vec<(String, String)>, WarehouseError> {
+        empty: &[RawVersion],
+    ) -> Result<(Vec<RawVersion>, Vec<RawVersion>), WarehouseError> {
         let loads = self.query(&format!(
             "SELECT source_key, source_version, MAX(load_id) AS last_load FROM core.load_ledger \
              WHERE table_name = {} GROUP BY source_key, source_version",
@@ -265,19 +286,23 @@ impl DuckDbWarehouse {
             let version = loads.text(row, "source_version")?.unwrap_or_default();
             by_key.entry(key).or_default().push((version, loads.int(row, "last_load")?));
         }
+        // None: not in the ledger; Some(true): another version of its key
+        // was loaded after it.
+        let superseded = |key: &str, version: &str| -> Option<bool> {
+            let versions = by_key.get(key)?;
+            let last_load = versions.iter().find(|(v, _)| v == version).map(|(_, load)| *load)?;
+            Some(versions.iter().any(|(v, load)| *load > last_load && delivery(v) != delivery(version)))
+        };
         let staged: std::collections::BTreeSet<(&str, &str)> =
             files.iter().map(|f| (f.ledger_entry.0.as_str(), f.ledger_entry.1.as_str())).collect();
-        Ok(staged
+        let again = staged
             .into_iter()
-            .filter(|(key, version)| {
-                let Some(versions) = by_key.get(*key) else { return false };
-                let Some(last_load) = versions.iter().find(|(v, _)| v == version).map(|(_, load)| *load) else {
-                    return false;
-                };
-                versions.iter().any(|(v, load)| *load > last_load && delivery(v) != delivery(version))
-            })
+            .filter(|(key, version)| superseded(key, version) == Some(true))
             .map(|(key, version)| (key.to_owned(), version.to_owned()))
-            .collect())
+            .collect();
+        let to_record =
+            empty.iter().filter(|(key, version)| superseded(key, version) != Some(false)).cloned().collect();
+        Ok((again, to_record))
     }
 
     /// Completes the counts of a load whose copies tallied the files it
@@ -364,21 +389,56 @@ fn delivery(version: &str) -> &str {
     if version.starts_with('~') { "~" } else { version }
 }
 
-/// The statement that drops the ledger rows of `again` (raw key, version)
-/// for `source`'s table, if there are any.
-fn forget_statement(source: Source, again: &[(String, String)]) -> Option<String> {
-    if again.is_empty() {
-        return None;
+/// A raw file as the load ledger names it: its key and version.
+pub type RawVersion = (String, String);
+
+/// What a run's load changes in the ledger before it copies
+/// ([`DuckDbWarehouse::load_copies`]).
+pub struct LedgerChanges {
+    source: Source,
+    /// Files delivered again: their ledger rows are dropped.
+    forget: Vec<RawVersion>,
+    /// Files that staged nothing, recorded with no rows (their earlier
+    /// rows, if any, dropped).
+    record_empty: Vec<RawVersion>,
+}
+
+impl LedgerChanges {
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.forget.is_empty() && self.record_empty.is_empty()
     }
-    let rows: Vec<String> =
-        again.iter().map(|(key, version)| format!("({}, {})", quoted(key), quoted(version))).collect();
-    Some(format!(
-        "DELETE FROM core.load_ledger USING (VALUES {}) AS again(source_key, source_version) \
-         WHERE core.load_ledger.table_name = {} AND core.load_ledger.source_key = again.source_key \
-         AND core.load_ledger.source_version = again.source_version",
-        rows.join(", "),
-        quoted(ledger_table(source))
-    ))
+
+    /// The statements, for load `load_id`.
+    pub fn statements(&self, load_id: i64) -> Vec<String> {
+        let table = quoted(ledger_table(self.source));
+        let values = |files: &[&RawVersion]| -> String {
+            files
+                .iter()
+                .map(|(key, version)| format!("({}, {})", quoted(key), quoted(version)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut statements = Vec::new();
+        let dropped: Vec<&RawVersion> = self.forget.iter().chain(&self.record_empty).collect();
+        if !dropped.is_empty() {
+            statements.push(format!(
+                "DELETE FROM core.load_ledger USING (VALUES {}) AS again(source_key, source_version) \
+                 WHERE core.load_ledger.table_name = {table} AND core.load_ledger.source_key = again.source_key \
+                 AND core.load_ledger.source_version = again.source_version",
+                values(&dropped)
+            ));
+        }
+        if !self.record_empty.is_empty() {
+            statements.push(format!(
+                "INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id) \
+                 SELECT {table}, source_key, source_version, NULL, 0, {load_id} \
+                 FROM (VALUES {}) AS empty(source_key, source_version)",
+                values(&self.record_empty.iter().collect::<Vec<_>>())
+            ));
+        }
+        statements
+    }
 }
 
 /// A staging file of viewing sessions as the load ledger lists it: its
@@ -404,15 +464,19 @@ pub struct LoadCopies {
     /// instead of staged: the load's counts then need
     /// [`DuckDbWarehouse::complete_counts`].
     pub tallied_rows: Option<u64>,
+    /// What the load changes in the ledger before it copies.
+    pub ledger_changes: LedgerChanges,
 }
 
 impl LoadCopies {
-    /// The load's statements: the copies, then `source`'s load SQL as load
-    /// `load_id`, with [`LOADED_TALLY_SQL`] in it when the files loaded
-    /// before are tallied, right after the statement that finds the days
-    /// of the versions the load replaces ([`TALLY_AFTER`]).
+    /// The load's statements: the ledger's changes, the copies, then
+    /// `source`'s load SQL as load `load_id`, with [`LOADED_TALLY_SQL`] in
+    /// it when the files loaded before are tallied, right after the
+    /// statement that finds the days of the versions the load replaces
+    /// ([`TALLY_AFTER`]).
     pub fn load_statements(self, source: Source, load_id: i64) -> Vec<String> {
-        let mut statements = load_statements(source, self.statements, load_id);
+        let mut statements = self.ledger_changes.statements(load_id);
+        statements.extend(load_statements(source, self.statements, load_id));
         if self.tallied_rows.is_some() {
             // The load SQL is compiled in, and a test holds it to having
             // that statement.
@@ -997,8 +1061,11 @@ mod tests {
 
     #[test]
     fn the_tally_runs_once_replaced_days_is_known_and_before_core_changes() {
-        let copies =
-            |tallied_rows| LoadCopies { statements: vec!["INSERT INTO staging_x SELECT 1".into()], tallied_rows };
+        let copies = |tallied_rows| LoadCopies {
+            statements: vec!["INSERT INTO staging_x SELECT 1".into()],
+            tallied_rows,
+            ledger_changes: LedgerChanges { source: Source::Viewership, forget: vec![], record_empty: vec![] },
+        };
         let tallied = copies(Some(3)).load_statements(Source::Viewership, 7);
         let at = |prefix: &str| {
             let one_line = |s: &String| s.split_whitespace().collect::<Vec<_>>().join(" ");
