@@ -336,6 +336,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         if staged.is_empty() && empty.is_empty() {
             continue;
         }
+        // Of the sessions' staging files, those loaded before are tallied
+        // or staged thin (see load_copies): over a folder that keeps every
+        // day's files, most of a run's.
         let copies = warehouse.load_copies(source, &staged, &empty)?;
         if staged.is_empty() {
             if !copies.ledger_changes.is_empty() {
@@ -349,9 +352,6 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         let count = staged.len();
         let files = if count == 1 { "1 staged file".to_owned() } else { format!("{count} staged files") };
         spinner.set_message(format!("loading {source} ({files})"));
-        // Of the sessions' staging files, those loaded before are tallied
-        // or staged thin (see load_copies): over a folder that keeps every
-        // day's files, most of a run's.
         let tallied_rows = copies.tallied_rows;
         let statements = copies.load_statements(source, warehouse.next_load_id()?);
         let result = warehouse_step(&mut warehouse, &options.engine, source.name(), &mut retried_on_one_thread, |w| {

@@ -16,7 +16,7 @@
 //! table are stored uncompressed (see [`UNCOMPRESSED_COLUMNS`]).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::cpu::Stopwatch;
@@ -230,7 +230,7 @@ impl DuckDbWarehouse {
         let (mut loaded_entries, mut loaded_rows) = (HashSet::new(), 0);
         for file in files {
             let (key, version, _) = &file.ledger_entry;
-            if ledger.contains(&file.ledger_entry) && !again.contains(&(key.clone(), version.clone())) {
+            if ledger.contains(&file.ledger_entry) && !again.iter().any(|(k, v)| k == key && v == version) {
                 loaded_entries.insert(&file.ledger_entry);
                 loaded_rows += file.rows;
                 loaded.push(&file.path);
@@ -280,7 +280,7 @@ impl DuckDbWarehouse {
              WHERE table_name = {} GROUP BY source_key, source_version",
             quoted(ledger_table(source))
         ))?;
-        let mut by_key: std::collections::HashMap<String, Vec<(String, i64)>> = Default::default();
+        let mut by_key: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for row in 0..loads.rows.len() {
             let key = loads.text(row, "source_key")?.unwrap_or_default();
             let version = loads.text(row, "source_version")?.unwrap_or_default();
@@ -293,7 +293,7 @@ impl DuckDbWarehouse {
             let last_load = versions.iter().find(|(v, _)| v == version).map(|(_, load)| *load)?;
             Some(versions.iter().any(|(v, load)| *load > last_load && delivery(v) != delivery(version)))
         };
-        let staged: std::collections::BTreeSet<(&str, &str)> =
+        let staged: BTreeSet<(&str, &str)> =
             files.iter().map(|f| (f.ledger_entry.0.as_str(), f.ledger_entry.1.as_str())).collect();
         let again = staged
             .into_iter()
