@@ -24,8 +24,9 @@ use duckdb::Connection;
 use duckdb::types::ValueRef;
 use serde_json::Value;
 use tvetl_core::Source;
+use tvetl_core::stream::delivery;
 use tvetl_core::warehouse::{
-    LoadStats, ResultSet, Warehouse, WarehouseError, load_statements, schema_statements, staging_table,
+    LoadStats, ResultSet, Warehouse, WarehouseError, ledger_table, load_statements, schema_statements, staging_table,
 };
 
 /// Limits of the embedded engine.
@@ -372,21 +373,6 @@ impl DuckDbWarehouse {
         let r = self.query("SELECT COALESCE(MAX(load_id), 0) + 1 AS next_id FROM core.load_ledger")?;
         r.int(0, "next_id")
     }
-}
-
-/// The load ledger's `table_name` for `source`'s loads.
-fn ledger_table(source: Source) -> &'static str {
-    match source {
-        Source::Viewership => "viewing_sessions",
-        Source::Channels => "channels",
-        Source::Demographics => "users",
-    }
-}
-
-/// What a version is a delivery of: a stream batch's files (versions
-/// `~<first>-<last>`) are one delivery of its key, as the load SQL takes them.
-fn delivery(version: &str) -> &str {
-    if version.starts_with('~') { "~" } else { version }
 }
 
 /// A raw file as the load ledger names it: its key and version.

@@ -367,6 +367,17 @@ pub fn ingest_stream_batch(
     (report, None)
 }
 
+/// What starts a stream file's `source_version` (`~<first>-<last>`); an
+/// object's version (a content hash, S3's version or ETag) never does.
+pub const STREAM_VERSION_MARK: char = '~';
+
+/// The delivery a row's `source_version` belongs to, within its key: a raw
+/// object's version is a delivery of its own, and all of a stream key's
+/// versions are one (`~`), as the warehouse's load takes them.
+pub fn delivery(version: &str) -> &str {
+    if version.starts_with(STREAM_VERSION_MARK) { "~" } else { version }
+}
+
 /// The lineage that a batch gives its rows (see the module's doc).
 struct BatchLineage {
     /// `<kind>/<stream>/<shard>/<first>`: where the batch starts.
@@ -419,7 +430,8 @@ fn write_group(
                 rows
             });
             let key = format!("{dir}/{stem}~{range}.parquet");
-            let rows = write_rows(lake, &key, &mut rows, &batch.key, &format!("~{range}"), staging)?;
+            let rows =
+                write_rows(lake, &key, &mut rows, &batch.key, &format!("{STREAM_VERSION_MARK}{range}"), staging)?;
             counts.rows_read += rows;
             counts.rows_accepted += rows;
             report.staged.push(WrittenFile { key, partition: Some(format_day(day)), rows });

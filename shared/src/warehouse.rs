@@ -192,6 +192,15 @@ pub fn staging_table(source: Source) -> &'static str {
     }
 }
 
+/// The `table_name` of `source`'s loads in `core.load_ledger`.
+pub fn ledger_table(source: Source) -> &'static str {
+    match source {
+        Source::Viewership => "viewing_sessions",
+        Source::Channels => "channels",
+        Source::Demographics => "users",
+    }
+}
+
 /// A SQL file with its `-- @include analytics_days.sql` line replaced by
 /// that file, so the loads and the rebuild share one text.
 fn with_includes(sql: &str) -> String {
