@@ -422,3 +422,94 @@ async fn an_object_overwritten_after_its_head_is_refused_retryably_then_read_as_
     assert_eq!(text("user_id"), "second");
     assert_eq!(text("source_version"), now.version);
 }
+
+/// Runs the synchronous store calls off the async workers, as the handlers do.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the emulator: run scripts/test.sh"]
+async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_listed_alike() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    use tvetl_core::aws::s3::S3ObjectStore;
+    use tvetl_core::store::ObjectStore;
+    let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
+    let key = "viewership/day.csv";
+    let put = |user: &str| {
+        let csv =
+            format!("event_id,user_id,channel_id,start_time,duration_seconds\ne1,{user},c1,2024-03-01T10:00:00Z,60\n");
+        clients.s3.put_object().bucket(&raw).key(key).body(csv.into_bytes().into()).send()
+    };
+    // Stored before the bucket kept versions: its version id is `null`.
+    put("before").await.unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    clients.s3.put_bucket_versioning().bucket(&raw).versioning_configuration(enabled).send().await.unwrap();
+
+    let handle = tokio::runtime::Handle::current();
+    let by_etag = S3ObjectStore::new(clients.s3.clone(), &raw, handle.clone());
+    let versioned = by_etag.clone().with_object_versions();
+    let lake_store = S3ObjectStore::new(clients.s3.clone(), &lake, handle);
+    let head = |store: &S3ObjectStore| {
+        let store = store.clone();
+        blocking(move || store.head(key).unwrap())
+    };
+    let list = |store: &S3ObjectStore| {
+        let store = store.clone();
+        blocking(move || store.list("viewership/").unwrap())
+    };
+
+    let before = head(&versioned).await;
+    assert_eq!(before.version, head(&by_etag).await.version, "no version id of its own: named by its ETag");
+
+    put("first").await.unwrap();
+    let first = head(&versioned).await;
+    let (etag, id) = first.version.split_once('@').expect("named by ETag and version id");
+    assert!(!etag.is_empty() && !id.is_empty(), "{}", first.version);
+    assert_eq!(head(&by_etag).await.version, etag, "a store without versions names it by its ETag");
+    // (Their times differ in precision: a listing's has milliseconds, a
+    // head's HTTP date whole seconds.)
+    let listed: Vec<_> = list(&versioned).await.into_iter().map(|o| (o.key, o.size, o.version)).collect();
+    assert_eq!(listed, [(first.key.clone(), first.size, first.version.clone())], "a listing names it as a head does");
+
+    // Overwritten after the head: the version headed is still read, and
+    // recorded under its own name.
+    put("second").await.unwrap();
+    let report = blocking({
+        let (versioned, lake_store, first) = (versioned.clone(), lake_store.clone(), first.clone());
+        move || {
+            let options = tvetl_core::ingest::IngestOptions::default();
+            tvetl_core::ingest::ingest_object(&versioned, &first, &lake_store, &options).unwrap()
+        }
+    })
+    .await;
+    assert_eq!(report.counts.rows_accepted, 1);
+    assert_ne!(head(&versioned).await.version, first.version);
+    let staged = lake_objects(&clients, &lake).await;
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let staged_key = staged.keys().next().unwrap();
+    let body =
+        clients.s3.get_object().bucket(&lake).key(staged_key).send().await.unwrap().body.collect().await.unwrap();
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    let text = |column: &str| {
+        let values = batch.column_by_name(column).unwrap();
+        arrow_array::cast::AsArray::as_string::<i32>(values.as_ref()).value(0).to_owned()
+    };
+    assert_eq!(text("user_id"), "first", "the version headed, not the bytes the key holds now");
+    assert_eq!(text("source_version"), first.version);
+
+    // The first bytes put back: the same ETag, another version.
+    put("first").await.unwrap();
+    let third = head(&versioned).await;
+    assert_eq!(third.version.split_once('@').unwrap().0, etag, "the same bytes");
+    assert_ne!(third.version, first.version, "a version of its own");
+
+    // A key whose latest version is a delete marker is not listed.
+    clients.s3.delete_object().bucket(&raw).key(key).send().await.unwrap();
+    let listed = list(&versioned).await;
+    assert!(listed.is_empty(), "deleted: only older versions and a delete marker are left: {listed:?}");
+}

@@ -490,6 +490,60 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(ids, 2, "one load id per load");
 
     a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(&clients, &load, &stream, &lake).await;
+    a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again(&clients, &ingest, &load).await;
+}
+
+/// On a versioned raw bucket (the template's), every upload is a version of
+/// its own: a file corrected and then put back to what it first held is
+/// loaded again, and wins as a later delivery. Named by ETag alone, the
+/// third upload would be the first again, which the ledger skips.
+async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again(
+    clients: &AwsClients,
+    ingest: &IngestBatch,
+    load: &LoadWarehouse,
+) {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let raw = unique("raw-versioned");
+    clients.s3.create_bucket().bucket(&raw).send().await.unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    clients.s3.put_bucket_versioning().bucket(&raw).versioning_configuration(enabled).send().await.unwrap();
+
+    let key = "viewership/put-back.csv".to_owned();
+    let csv = |seconds: u32| {
+        format!(
+            "event_id,user_id,channel_id,start_time,duration_seconds\npb-1,u1,ch-pb,2033-03-01T10:00:00Z,{seconds}\n"
+        )
+    };
+    let mut staged_by_upload: Vec<Vec<String>> = Vec::new();
+    for (seconds, merged) in [(3600, 1), (600, 1), (3600, 1)] {
+        clients.s3.put_object().bucket(&raw).key(&key).body(csv(seconds).into_bytes().into()).send().await.unwrap();
+        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
+        assert_eq!(ingested.objects[0].status, "loaded", "{:?}", ingested.objects[0]);
+        let staged = ingested.objects[0].staged.clone();
+        let loaded = load.handle(&LoadRequest::Keys { objects: staged.clone() }).await.expect("the upload loads");
+        let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+        assert_eq!((stats.rows_staged, stats.rows_already_loaded, stats.rows_merged), (1, 0, merged), "{stats:?}");
+        let top = reports_via_data_api(clients, vec!["2033-03-01".into()]).await.0;
+        assert_eq!(top[0]["channels"][0]["watch_seconds"], f64::from(seconds), "after the {seconds} s upload: {top:?}");
+        staged_by_upload.push(staged);
+
+        // A duplicated notification of the same upload changes nothing.
+        let replay = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
+        assert_eq!(replay.objects[0].staged, *staged_by_upload.last().unwrap(), "the same version's files again");
+        let again = load.handle(&LoadRequest::Keys { objects: replay.objects[0].staged.clone() }).await.unwrap();
+        assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
+    }
+    assert_ne!(staged_by_upload[2], staged_by_upload[0], "the same bytes uploaded again are a version of their own");
+    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
+    let versions = tokio::task::spawn_blocking(move || {
+        let mut wh =
+            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let sql = "SELECT COUNT(DISTINCT source_version) AS n FROM core.load_ledger WHERE source_key = 'viewership/put-back.csv'";
+        wh.query(sql).unwrap().int(0, "n").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(versions, 3, "each upload is in the ledger under its own version");
 }
 
 /// Redshift fails one of two overlapping transactions with a serializable

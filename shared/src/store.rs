@@ -90,18 +90,51 @@ pub struct ObjectMeta {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
-    /// Identity of this version of the object: the S3 ETag, or locally a
-    /// hash of the content. Output names derive from it.
+    /// Identity of this version of the object: the S3 ETag (with the S3
+    /// version id, from a store that names object versions:
+    /// [`ObjectMeta::version_with_id`]), or locally a hash of the content.
+    /// Output names derive from it.
     pub version: String,
     /// Last modification, UTC microseconds.
     pub last_modified_us: i64,
 }
+
+/// Sets an S3 version id apart from the ETag in a version's name. An ETag is
+/// hex (with `-<parts>` for a multipart upload), so the first `@` ends it.
+const VERSION_ID_MARK: char = '@';
 
 impl ObjectMeta {
     /// Its size and modification time, as a [`FileStamp`] with no change
     /// time (an object store keeps none).
     pub fn stamp(&self) -> FileStamp {
         FileStamp { size: self.size, last_modified_us: self.last_modified_us, changed_us: 0 }
+    }
+
+    /// The version name of an S3 object version: `<etag>@<version id>`, or
+    /// the ETag alone when the object has no version id of its own (`null`:
+    /// stored while its bucket kept no versions). It starts with the ETag's
+    /// hex, never with the mark of a stream batch's versions.
+    ///
+    /// ```
+    /// use tvetl_core::store::ObjectMeta;
+    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "3HL4kq"), "9b2c@3HL4kq");
+    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "null"), "9b2c");
+    /// ```
+    pub fn version_with_id(etag: &str, version_id: &str) -> String {
+        if version_id.is_empty() || version_id == "null" {
+            etag.to_owned()
+        } else {
+            format!("{etag}{VERSION_ID_MARK}{version_id}")
+        }
+    }
+
+    /// A version name's ETag, and its S3 version id when it has one
+    /// ([`ObjectMeta::version_with_id`]).
+    pub fn version_parts(version: &str) -> (&str, Option<&str>) {
+        match version.split_once(VERSION_ID_MARK) {
+            Some((etag, id)) => (etag, Some(id)),
+            None => (version, None),
+        }
     }
 }
 
@@ -734,6 +767,27 @@ mod tests {
         store.put("v/odd\u{FFFD}.csv", b"z").unwrap();
         assert_eq!(store.head("v/odd\u{FFFD}.csv").unwrap().size, 1);
         assert!(matches!(store.head("v/gone\u{FFFD}.csv"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn an_s3_version_id_is_named_beside_its_etag_and_read_back_from_the_name() {
+        let named = ObjectMeta::version_with_id("9b2cf535f27731c974343645a3985328", "3HL4kqtJlcpX+mJ/rmSp_Xd3");
+        assert_eq!(named, "9b2cf535f27731c974343645a3985328@3HL4kqtJlcpX+mJ/rmSp_Xd3");
+        assert_eq!(
+            ObjectMeta::version_parts(&named),
+            ("9b2cf535f27731c974343645a3985328", Some("3HL4kqtJlcpX+mJ/rmSp_Xd3"))
+        );
+        // A version id may hold the mark itself: the ETag before it cannot.
+        let marked = ObjectMeta::version_with_id("d41d8cd98f00b204e9800998ecf8427e-2", "a@b");
+        assert_eq!(ObjectMeta::version_parts(&marked), ("d41d8cd98f00b204e9800998ecf8427e-2", Some("a@b")));
+        // No version id of its own: the ETag alone, which names no id.
+        for none in ["null", ""] {
+            assert_eq!(ObjectMeta::version_with_id("9b2c", none), "9b2c");
+        }
+        assert_eq!(ObjectMeta::version_parts("9b2c"), ("9b2c", None));
+        assert_eq!(ObjectMeta::version_parts(""), ("", None));
+        // Never taken for a stream batch's version.
+        assert_eq!(crate::stream::delivery(&named), named);
     }
 
     #[test]

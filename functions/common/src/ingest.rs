@@ -106,7 +106,10 @@ impl IngestBatch {
     pub async fn handle(&self, request: &IngestRequest) -> Result<IngestResponse, HandlerError> {
         let mut response = IngestResponse::default();
         for object in request.objects()? {
-            let raw = S3ObjectStore::new(self.clients.s3.clone(), object.bucket.clone(), Handle::current());
+            // Versions by S3 version id: content put back to what a key held
+            // before is a new version, which a later load takes.
+            let raw = S3ObjectStore::new(self.clients.s3.clone(), object.bucket.clone(), Handle::current())
+                .with_object_versions();
             let (lake, catalog) = (self.config.lake(&self.clients), self.config.catalog(&self.clients));
             let restore = self.config.restore_archived.clone();
             // The core is synchronous and CPU-bound: run it off the async

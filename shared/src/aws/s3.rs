@@ -1,5 +1,6 @@
 //! S3 as an [`ObjectStore`]: streamed reads, multipart writes that become
-//! visible only on commit, and ETags as versions.
+//! visible only on commit, and ETags as versions (with the S3 version id, on
+//! a store that [names object versions](S3ObjectStore::with_object_versions)).
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct S3ObjectStore {
     handle: Handle,
     part_size: usize,
     memory: Arc<UploadMemory>,
+    object_versions: bool,
 }
 
 impl S3ObjectStore {
@@ -44,7 +46,26 @@ impl S3ObjectStore {
             handle,
             part_size: DEFAULT_PART_SIZE,
             memory: Arc::new(UploadMemory::new(DEFAULT_UPLOAD_MEMORY, std::env::temp_dir())),
+            object_versions: false,
         }
+    }
+
+    /// Names each object's version by its S3 version id as well as its ETag
+    /// (`<etag>@<version id>`), where the bucket keeps versions, and reads
+    /// the version named. Every upload to a versioned bucket is a version of
+    /// its own, so content put back to what a key held before is a new
+    /// version, with its own staging files, and a later load takes it; by
+    /// ETag alone it would be the earlier version again, which the ledger
+    /// has loaded. An object stored while the bucket kept no versions (no
+    /// version id, or `null`) is named by its ETag, as on any store.
+    ///
+    /// For the raw bucket: [`list`](ObjectStore::list) then lists object
+    /// versions, the latest of each key, so that a listing and a head name
+    /// the same version alike. The lake keeps ETags, which its compaction
+    /// compares between a listing and a head.
+    pub fn with_object_versions(mut self) -> Self {
+        self.object_versions = true;
+        self
     }
 
     /// Uses parts of `bytes` (at least 5 MiB, except in tests against an
@@ -90,10 +111,70 @@ impl S3ObjectStore {
         }
     }
 
-    /// GetObject, streamed; with `if_match`, only while the object has
-    /// that ETag.
-    fn get(&self, key: &str, if_match: Option<String>) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let request = self.client.get_object().bucket(&self.bucket).key(key).set_if_match(if_match);
+    /// The version of an object with `etag` and `version_id`, as this
+    /// store names it.
+    fn object_version(&self, etag: Option<&str>, version_id: Option<&str>) -> String {
+        match version_id {
+            Some(id) if self.object_versions => ObjectMeta::version_with_id(&self::etag(etag), id),
+            _ => self::etag(etag),
+        }
+    }
+
+    /// The latest version of every object under `prefix`
+    /// (ListObjectVersions), named as [`ObjectStore::head`] names them.
+    async fn list_latest_versions(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| service_error(prefix, e))?;
+            // A key whose latest version is a delete marker has none here.
+            for v in page.versions().iter().filter(|v| v.is_latest() == Some(true)) {
+                out.push(ObjectMeta {
+                    key: v.key().unwrap_or_default().to_owned(),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    version: self.object_version(v.e_tag(), v.version_id()),
+                    last_modified_us: micros(v.last_modified()),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Err(StoreError::Service {
+                    key: prefix.to_owned(),
+                    message: "a truncated ListObjectVersions page named no next key".to_owned(),
+                    retryable: true,
+                });
+            }
+        }
+    }
+
+    /// GetObject, streamed: of `version_id` when given, else of the key's
+    /// current bytes, with `if_match` only while they have that ETag.
+    fn get(
+        &self,
+        key: &str,
+        if_match: Option<String>,
+        version_id: Option<&str>,
+    ) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(if_match)
+            .set_version_id(version_id.map(str::to_owned));
         let object = self.handle.block_on(request.send()).map_err(|e| {
             if let SdkError::ServiceError(service) = &e {
                 if let GetObjectError::InvalidObjectState(state) = service.err() {
@@ -145,6 +226,11 @@ fn etag(e: Option<&str>) -> String {
 impl ObjectStore for S3ObjectStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         self.handle.block_on(async {
+            if self.object_versions {
+                let mut out = self.list_latest_versions(prefix).await?;
+                out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+                return Ok(out);
+            }
             let mut out = Vec::new();
             let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
             while let Some(page) = pages.next().await {
@@ -176,24 +262,29 @@ impl ObjectStore for S3ObjectStore {
             Ok(ObjectMeta {
                 key: key.to_owned(),
                 size: h.content_length().unwrap_or(0).max(0) as u64,
-                version: etag(h.e_tag()),
+                version: self.object_version(h.e_tag(), h.version_id()),
                 last_modified_us: micros(h.last_modified()),
             })
         })
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        self.get(key, None)
+        self.get(key, None, None)
     }
 
-    /// Reads the object only while it has the ETag it was listed with
-    /// (`If-Match`). An object overwritten between the HEAD and the GET is
-    /// refused with 412, retryably: the retry heads it again and reads the
-    /// new bytes under their own ETag, instead of recording them under the
-    /// old one.
+    /// Reads the version listed: by its S3 version id when it has one (an
+    /// object overwritten since is still read as it was listed, and its new
+    /// version has its own notification), else only while the object has
+    /// the ETag it was listed with (`If-Match`). An unversioned object
+    /// overwritten between the HEAD and the GET is refused with 412,
+    /// retryably: the retry heads it again and reads the new bytes under
+    /// their own ETag, instead of recording them under the old one.
     fn open_listed(&self, object: &ObjectMeta) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let etag = (!object.version.is_empty()).then(|| format!("\"{}\"", object.version));
-        self.get(&object.key, etag)
+        match ObjectMeta::version_parts(&object.version) {
+            (_, Some(version_id)) => self.get(&object.key, None, Some(version_id)),
+            ("", None) => self.get(&object.key, None, None),
+            (etag, None) => self.get(&object.key, Some(format!("\"{etag}\"")), None),
+        }
     }
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
