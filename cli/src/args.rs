@@ -71,7 +71,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         export: ExportCommand,
     },
-    /// Report insights from the warehouse.
+    /// Report insights from the warehouse, or the lake's rejected records (`quarantine`).
     Report {
         /// The lake folder given to `run`.
         #[arg(long)]
@@ -170,7 +170,7 @@ pub(crate) struct DailyReport {
     pub(crate) days: DayRange,
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: OutputFormat,
-    /// Also draw a line chart, a line per segment for `audience` (.png or .svg).
+    /// Also draw a line chart (.png or .svg): the daily average, or for `audience` a line per segment.
     #[arg(long, value_parser = chart_path)]
     pub(crate) chart: Option<PathBuf>,
 }
