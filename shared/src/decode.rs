@@ -43,6 +43,9 @@ pub enum RecordBody<'a> {
     Malformed {
         /// What is wrong with it, for the quarantine row.
         message: String,
+        /// The canonical field at fault (an index into the decoder's
+        /// `fields`), when the fault is in one: bad UTF-8 in its column.
+        field: Option<usize>,
         /// The record as delivered, kept for quarantine.
         original: Original<'a>,
     },
@@ -142,12 +145,24 @@ where
     R: Read,
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
+    // An object of no bytes holds no records, whatever its name says: a
+    // placeholder, or a file created before it was written. (Read as gzip
+    // or as a JSON array, it would be a broken one.)
     let reader: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Gzip => {
+            let mut compressed = BufReader::with_capacity(32 * 1024, reader);
+            if compressed.fill_buf().map_err(|e| read_error(key, 1, e))?.is_empty() {
+                return Ok(DecodeSummary::default());
+            }
+            Box::new(flate2::bufread::MultiGzDecoder::new(compressed))
+        }
     };
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let head = reader.fill_buf().map_err(|e| read_error(key, 1, e))?;
+    if head.is_empty() {
+        return Ok(DecodeSummary::default());
+    }
     if let Some(fault) = not_utf8_text(head, compression) {
         return Err(unreadable(key, 0, fault));
     }
@@ -239,7 +254,10 @@ pub const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// Why decoding stopped at a record that does not end: `what` names it.
 fn record_too_long(what: &str) -> String {
-    format!("{what} runs past {} MiB without ending (an unclosed quote?)", MAX_RECORD_BYTES >> 20)
+    format!(
+        "{what} runs past {} MiB without ending (an unclosed quote, or a value longer than a record may be)",
+        MAX_RECORD_BYTES >> 20
+    )
 }
 
 fn normalize_name(name: &str) -> String {
@@ -295,7 +313,7 @@ where
         if record.len() != header.len() {
             let message = format!("expected {} columns as in the header, found {}", header.len(), record.len());
             let original = Original::Bytes(tracker.record_bytes(start, end));
-            on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;
             continue;
         }
         // Bad UTF-8 anywhere, an ignored column included, makes the record
@@ -325,7 +343,8 @@ where
                 let name = names.get(column).map_or("?", String::as_str);
                 let message = format!("column {} ({name}) is not valid UTF-8", column + 1);
                 let original = Original::Bytes(tracker.record_bytes(start, end));
-                on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })?;
+                let field = column_of.iter().position(|c| *c == Some(column));
+                on_record(Record { record_no, line, body: RecordBody::Malformed { message, field, original } })?;
             }
         }
     }
@@ -360,6 +379,9 @@ impl<R: Read> Read for RecordTracker<R> {
         // The csv reader reads a few KiB at a time, so a record that does not
         // end is stopped before it holds much more than the limit.
         let read_to = self.retained_from + self.retained.len() as u64;
+        if read_to.saturating_sub(self.next_record_at) > MAX_RECORD_BYTES {
+            self.pass_line_breaks();
+        }
         if read_to.saturating_sub(self.next_record_at) > MAX_RECORD_BYTES {
             let line = self.line_at(self.next_record_at);
             return Err(std::io::Error::new(
@@ -423,10 +445,30 @@ impl<R> RecordTracker<R> {
         &bytes[first..last.max(first)]
     }
 
+    /// Passes the line breaks read since the last record: blank lines, which
+    /// belong to no record (the csv reader skips them). They are counted for
+    /// line numbers and let go, so that a run of them neither counts toward
+    /// the next record's limit nor stays in memory. The last one read stays:
+    /// it may be the `\r` of a CRLF whose `\n` is not read yet.
+    fn pass_line_breaks(&mut self) {
+        let ahead = self.bytes(self.next_record_at, None);
+        let run = ahead.iter().take_while(|b| is_line_break(b)).count();
+        let pass = if run == ahead.len() { run.saturating_sub(1) } else { run };
+        if pass > 0 {
+            let to = self.next_record_at + pass as u64;
+            self.line_at(to);
+            self.next_record_at = to;
+            self.release_before(to);
+        }
+    }
+
     /// The 1-based line of the first byte at or after `offset` that is not a
     /// line break: where a record read from `offset` starts. Offsets must not
-    /// decrease from one call to the next.
+    /// decrease from one call to the next, except back to the start of blank
+    /// lines that [`RecordTracker::pass_line_breaks`] has passed: those are
+    /// counted from where it stopped.
     fn line_at(&mut self, offset: u64) -> u64 {
+        let offset = offset.max(self.counted_to);
         let next = self.bytes(offset, None).first().copied();
         self.newlines += line_breaks(self.bytes(self.counted_to, Some(offset)), next, self.cr_lines);
         self.counted_to = self.counted_to.max(offset);
@@ -633,11 +675,11 @@ where
         }
         Ok(JsonLine::Other(kind)) => {
             let message = format!("expected a JSON object, found {kind}");
-            on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })
         }
         Err(e) => {
             let message = json_error(&e);
-            on_record(Record { record_no, line, body: RecordBody::Malformed { message, original } })
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })
         }
     }
 }
@@ -681,8 +723,20 @@ where
         }
         line += 1;
         if n as u64 > max_line && buf.last() != Some(&b'\n') {
-            let message = format!("the line runs past {} MiB without a line break", MAX_RECORD_BYTES >> 20);
-            return Err(unreadable(key, line, message));
+            // A line break always ends a JSON Lines record (a JSON string
+            // cannot hold one), so the rest of the line is passed over without
+            // being held, and the line is a malformed record like any other.
+            let rest = pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))?;
+            record_no += 1;
+            let message = format!(
+                "the line is {} bytes long, past the {} MiB a record may take (its first {} MiB is kept here)",
+                n as u64 + rest,
+                MAX_RECORD_BYTES >> 20,
+                max_line >> 20
+            );
+            let original = Original::Bytes(&buf[..buf.len().min(max_line as usize)]);
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;
+            continue;
         }
         let mut bytes = buf.as_slice();
         if line == 1 {
@@ -700,6 +754,7 @@ where
             Err(e) => {
                 let body = RecordBody::Malformed {
                     message: format!("not valid UTF-8: {e}"),
+                    field: None,
                     original: Original::Bytes(bytes),
                 };
                 on_record(Record { record_no, line, body })?;
@@ -709,6 +764,29 @@ where
         decode_json_record(text, record_no, line, fields, &mut unknown, &mut on_record)?;
     }
     Ok(unknown.into_summary())
+}
+
+/// Reads past the rest of a line, its line break included, without holding
+/// it; returns how many bytes came before the line break (or the end).
+fn pass_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<u64> {
+    let mut passed = 0u64;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(passed);
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(passed + at as u64);
+            }
+            None => {
+                let n = available.len();
+                reader.consume(n);
+                passed += n as u64;
+            }
+        }
+    }
 }
 
 /// How far a JSON array's deserializer has read, shared between the reader

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{Record, RecordBody, decode};
 use crate::error::IngestError;
-use crate::quarantine::{QuarantineCounts, QuarantineReason, QuarantinedRecord, Rejection};
+use crate::quarantine::{QuarantineCounts, QuarantinedRecord, Rejection};
 use crate::source::{Source, format_of};
 use crate::staging::{
     Lineage, PartitionWriter, QuarantineWriter, SessionBatch, StagingOptions, TextBatch, WrittenFile, quarantine_prefix,
@@ -106,10 +106,10 @@ pub fn ingest_object(
             let summary = decode(&object.key, reader, format, compression, source.fields(), |record: Record<'_>| {
                 counts.rows_read += 1;
                 match record.body {
-                    RecordBody::Malformed { message, original } => reject(
+                    RecordBody::Malformed { message, field, original } => reject(
                         record.record_no,
                         record.line,
-                        Rejection::record(QuarantineReason::Malformed, message),
+                        Rejection::malformed(field.map(|i| source.fields()[i]), message),
                         original.render(),
                     ),
                     RecordBody::Fields { values, original } => match validate_session(values) {
@@ -130,10 +130,10 @@ pub fn ingest_object(
             let summary = decode(&object.key, reader, format, compression, source.fields(), |record: Record<'_>| {
                 counts.rows_read += 1;
                 match record.body {
-                    RecordBody::Malformed { message, original } => reject(
+                    RecordBody::Malformed { message, field, original } => reject(
                         record.record_no,
                         record.line,
-                        Rejection::record(QuarantineReason::Malformed, message),
+                        Rejection::malformed(field.map(|i| source.fields()[i]), message),
                         original.render(),
                     ),
                     RecordBody::Fields { values, original } => {

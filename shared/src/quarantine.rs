@@ -68,6 +68,12 @@ impl Rejection {
     pub fn record(reason: QuarantineReason, message: impl Into<String>) -> Self {
         Rejection { reason, field: None, message: message.into() }
     }
+
+    /// A record that is not one of its format (`MALFORMED`), naming the
+    /// field at fault when the fault is in one.
+    pub fn malformed(field: Option<&'static str>, message: impl Into<String>) -> Self {
+        Rejection { reason: QuarantineReason::Malformed, field, message: message.into() }
+    }
 }
 
 /// Quarantined-record counts per code, serialized with the contract's codes.

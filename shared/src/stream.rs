@@ -525,10 +525,10 @@ fn each_line(stem: &str, record: &StreamRecord<'_>, mut on_line: impl FnMut(Line
     let decoded = decode_json_message(&key, record.data, fields, |r| {
         lines += 1;
         let line = match r.body {
-            RecordBody::Malformed { message, original } => Line::Rejected {
+            RecordBody::Malformed { message, field, original } => Line::Rejected {
                 record_no: r.record_no,
                 line: r.line,
-                rejection: Rejection::record(QuarantineReason::Malformed, message),
+                rejection: Rejection::malformed(field.map(|i| fields[i]), message),
                 original: original.render(),
             },
             RecordBody::Fields { values, original } => match validate_session(values) {

@@ -21,6 +21,8 @@ struct Rec {
     body: Result<Vec<Option<String>>, String>,
     /// `Original::render()`.
     original: String,
+    /// The field a malformed record names as at fault.
+    field: Option<usize>,
 }
 
 impl Rec {
@@ -52,14 +54,14 @@ impl Rec {
 fn run(bytes: &[u8], format: InputFormat, compression: Compression) -> (Vec<Rec>, Result<DecodeSummary, IngestError>) {
     let mut out = Vec::new();
     let result = decode("viewership/test", bytes, format, compression, &SESSION_FIELDS, |record| {
-        let (body, original) = match record.body {
+        let (body, original, field) = match record.body {
             RecordBody::Fields { values, original } => {
                 assert_eq!(values.len(), SESSION_FIELDS.len(), "one value per canonical field");
-                (Ok(values.iter().map(|v| v.map(str::to_owned)).collect()), original.render())
+                (Ok(values.iter().map(|v| v.map(str::to_owned)).collect()), original.render(), None)
             }
-            RecordBody::Malformed { message, original } => (Err(message), original.render()),
+            RecordBody::Malformed { message, field, original } => (Err(message), original.render(), field),
         };
-        out.push(Rec { record_no: record.record_no, line: record.line, body, original });
+        out.push(Rec { record_no: record.record_no, line: record.line, body, original, field });
         Ok(())
     });
     (out, result)
@@ -284,6 +286,7 @@ fn csv_invalid_utf8_in_a_field_is_malformed() {
     assert_eq!(records.len(), 2);
     let m = records[0].malformed();
     assert!(m.contains("user_id") && m.contains("UTF-8"), "{m}");
+    assert_eq!(records[0].field.map(|i| SESSION_FIELDS[i]), Some("user_id"), "the field at fault is named");
     assert_eq!(
         records[0].original, "e1,u\u{fffd}\u{fffd}1,,c1,,2024-01-01T10:00:00Z,,60,stb",
         "original is kept, lossily"
@@ -294,6 +297,13 @@ fn csv_invalid_utf8_in_a_field_is_malformed() {
     bytes.extend_from_slice(b"e3,u3,,c3,,2024-01-01T10:00:00Z,,60,\"mob\xe9ile\"\n");
     let (quoted, _) = csv(&bytes);
     assert!(quoted[0].is_malformed());
+    assert_eq!(quoted[0].field.map(|i| SESSION_FIELDS[i]), Some("platform"));
+    // In a column that is no field of the source, no field is at fault.
+    let mut bytes = format!("{HEADER},note\n").into_bytes();
+    bytes.extend_from_slice(b"e4,u4,,c4,,2024-01-01T10:00:00Z,,60,stb,n\xff\n");
+    let (unknown, _) = csv(&bytes);
+    assert!(unknown[0].malformed().contains("column 10 (note)"), "{}", unknown[0].malformed());
+    assert_eq!(unknown[0].field, None);
     assert_eq!(quoted[0].original, "e3,u3,,c3,,2024-01-01T10:00:00Z,,60,\"mob\u{fffd}ile\"");
     // Valid multi-byte UTF-8 is fine.
     assert_eq!(records[1].get("program_id"), Some("Café"));
@@ -504,7 +514,7 @@ fn json_array_other_faults_are_unreadable() {
         "[{\"event_id\": \"e1\"}",                        // unterminated
         "[{\"event_id\": \"e1\"}] trailing",              // garbage after the array
         "[{\"event_id\": \"e1\"}, {\"event_id\": \"e2\"", // cut mid-element
-        "",                                               // nothing at all
+        " \n",                                            // nothing but blanks (no bytes at all is empty)
     ] {
         let (_, result) = run(bad.as_bytes(), InputFormat::JsonArray, Compression::None);
         assert_unreadable(result);
@@ -796,13 +806,8 @@ impl Read for EndlessAfter {
 #[test]
 fn a_record_that_never_ends_stops_the_object_near_the_limit() {
     let good = "e1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb";
-    let cases: [(InputFormat, String, &str); 3] = [
+    let cases: [(InputFormat, String, &str); 2] = [
         (InputFormat::Csv, format!("{HEADER}\n{good}\n{good}\ne3,\"u3"), "the record from line 4 runs past 1 MiB"),
-        (
-            InputFormat::JsonLines,
-            "{\"event_id\":\"j1\"}\n\n{\"event_id\":\"".to_owned(),
-            "unreadable at line 3: the line runs past 1 MiB without a line break",
-        ),
         (
             InputFormat::JsonArray,
             "[\n{\"event_id\":\"a1\"},\n{\"event_id\":\"".to_owned(),
@@ -825,6 +830,42 @@ fn a_record_that_never_ends_stops_the_object_near_the_limit() {
         assert!(handed >= 1, "{format:?}: the records before it were handed over");
         // The limit, plus the read buffer of 256 KiB and the CSV tracker's slack.
         assert!(read.get() < MAX_RECORD_BYTES + (1 << 20), "{format:?}: read {} bytes before stopping", read.get());
+    }
+
+    // A JSON Lines record ends at its line break, which it cannot hold: a
+    // line past the limit is a malformed record, kept up to the limit, and
+    // the rest of it is read past without being held, to the next line or
+    // the object's end (here 64 MiB on).
+    for tail in ["", "\n{\"event_id\":\"j9\"}\n"] {
+        let read = Rc::new(Cell::new(0u64));
+        let head = b"{\"event_id\":\"j1\"}\n\n{\"event_id\":\"".to_vec();
+        let endless = EndlessAfter { head, filler: b'x', left: 64 << 20, read: read.clone() };
+        let mut records = Vec::new();
+        let decoded = decode(
+            "viewership/x",
+            endless.chain(tail.as_bytes()),
+            InputFormat::JsonLines,
+            Compression::None,
+            &SESSION_FIELDS,
+            |r| {
+                let (malformed, original) = match r.body {
+                    RecordBody::Malformed { message, original, .. } => (Some(message), original.render().len()),
+                    RecordBody::Fields { original, .. } => (None, original.render().len()),
+                };
+                records.push((r.record_no, r.line, malformed, original));
+                Ok(())
+            },
+        );
+        decoded.expect("the object is read to its end");
+        assert_eq!(read.get(), 18 + 1 + 13 + (64 << 20), "every byte is read");
+        assert_eq!(records.len(), if tail.is_empty() { 2 } else { 3 }, "{records:?}");
+        let (record_no, line, message, kept) = &records[1];
+        assert_eq!((*record_no, *line, *kept), (2, 3, MAX_RECORD_BYTES as usize));
+        let message = message.as_deref().expect("the long line is malformed");
+        assert!(message.contains(&format!("the line is {} bytes long", 13 + (64 << 20))), "{message}");
+        if !tail.is_empty() {
+            assert_eq!((records[2].0, records[2].1, records[2].2.is_none()), (3, 4, true), "the next line loads");
+        }
     }
 
     // A stream message is in memory already: a line of 2 MiB in it is a
@@ -900,4 +941,60 @@ fn csv_lines_after_blank_lines_and_crlf() {
     let (records, _) = csv(text.as_bytes());
     assert_eq!(records[0].get("program_id"), Some("a\rb"));
     assert_eq!(lines(&records), [2, 3]);
+}
+
+/// Blank lines belong to no record: a run of them longer than a record may
+/// be (here 1.1 MiB of LF, then of CRLF) neither makes the next record
+/// "too long" nor is held, and the lines after it are numbered right.
+#[test]
+fn a_long_run_of_blank_lines_between_records_is_passed() {
+    let good = |id: &str| format!("{id},u1,,c1,,2024-01-01T10:00:00Z,,60,stb");
+    for blank in ["\n", "\r\n"] {
+        let run = 1_100_000;
+        let text = format!("{HEADER}\n{}\n{}{}\n", good("e1"), blank.repeat(run), good("e2"));
+        let (records, _) = csv(text.as_bytes());
+        let ids: Vec<_> = records.iter().map(|r| (r.get("event_id").unwrap().to_owned(), r.line)).collect();
+        assert_eq!(ids, [("e1".to_owned(), 2), ("e2".to_owned(), 3 + run as u64)], "{blank:?}");
+        assert_eq!(records[1].original, good("e2"));
+    }
+    // Endless blank lines are read to the end.
+    let read = Rc::new(Cell::new(0u64));
+    let head = format!("{HEADER}\n{}\n", good("e1")).into_bytes();
+    let endless = EndlessAfter { head, filler: b'\n', left: 16 << 20, read: read.clone() };
+    let mut lines = Vec::new();
+    decode(
+        "viewership/x",
+        endless.chain(good("e3").as_bytes()),
+        InputFormat::Csv,
+        Compression::None,
+        &SESSION_FIELDS,
+        |r| {
+            lines.push(r.line);
+            Ok(())
+        },
+    )
+    .expect("blank lines are no fault");
+    assert_eq!(lines, [2, 3 + (16 << 20)]);
+}
+
+/// An object of no bytes holds no records, whatever its name: it is not a
+/// broken gzip or JSON array.
+#[test]
+fn an_object_of_no_bytes_is_empty_in_every_format() {
+    for format in [InputFormat::Csv, InputFormat::JsonLines, InputFormat::JsonArray] {
+        for compression in [Compression::None, Compression::Gzip] {
+            let (records, summary) = ok(b"", format, compression);
+            assert!(records.is_empty(), "{format:?} {compression:?}");
+            assert_eq!(summary, DecodeSummary::default());
+        }
+    }
+    // One byte is not nothing: a gzip of one byte is broken.
+    assert_unreadable(run(b"\x1f", InputFormat::Csv, Compression::Gzip).1);
+    // And the first byte read is not lost.
+    let (records, _) = ok(
+        &gzip(format!("{HEADER}\ne1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\n").as_bytes()),
+        InputFormat::Csv,
+        Compression::Gzip,
+    );
+    assert_eq!(records.len(), 1);
 }

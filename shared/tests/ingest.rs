@@ -210,7 +210,7 @@ fn expected_rejections() -> Vec<(u64, u64, &'static str, Option<&'static str>, &
         (6, 7, "BAD_DURATION", Some("duration_seconds"), "dur2,u7,,c1,,2024-03-01T10:00:00Z,,-5,web"),
         (7, 8, "TOO_LONG", Some("end_time"), "long1,u8,,c1,,2024-03-01T00:00:00Z,2024-03-02T00:00:01Z,,web"),
         (9, 11, "MISSING_FIELD", Some("end_time"), "miss2,u10,,c1,,2024-03-01T10:00:00Z,,,web"),
-        (10, 12, "MALFORMED", None, "bad\u{fffd},u11,,c1,,2024-03-01T10:00:00Z,,60,web"),
+        (10, 12, "MALFORMED", Some("event_id"), "bad\u{fffd},u11,,c1,,2024-03-01T10:00:00Z,,60,web"),
         (12, 14, "BAD_TIMESTAMP", Some("end_time"), "ts2,u13,,c1,,2024-03-01T10:00:00Z,2024-02-30T00:00:00Z,,web"),
     ]
 }
