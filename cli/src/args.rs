@@ -41,8 +41,10 @@ pub(crate) enum Command {
         #[arg(long, value_parser = at_least_one())]
         jobs: Option<usize>,
         /// DuckDB memory limit (it spills to disk beyond it). The process
-        /// peaks about 110 MB above it, so the default keeps a run under
-        /// 512 MB of RSS; a lower limit spills more and costs more CPU.
+        /// peaks above it by what DuckDB does not count: about 120 MB at the
+        /// default, which keeps a run under 512 MB of RSS, and more at
+        /// higher limits (about 200 MB at 900MB). A lower limit spills more
+        /// and costs more CPU.
         #[arg(long, default_value = warehouse::DEFAULT_MEMORY_LIMIT, value_parser = warehouse::parse_memory_limit)]
         memory_limit: String,
         /// DuckDB worker threads for the warehouse load (default: the number

@@ -505,8 +505,9 @@ fn warehouse_step<T>(
             if on_one_thread { format!(" on {} threads and again on one", limits.threads) } else { String::new() };
         anyhow::Error::new(e).context(format!(
             "the warehouse ran out of its memory limit ({}){threads}; nothing of this step was committed and the \
-             lake's files are written, so run again with a larger --memory-limit (the process takes about 110 MB \
-             more than it), or over fewer input files at a time",
+             lake's files are written, so run again with a larger --memory-limit (the process takes some 120 to \
+             200 MB more than it), or over fewer input files at a time (a file that delivers one event id millions \
+             of times needs the larger limit)",
             limits.memory_limit
         ))
     })
