@@ -366,16 +366,40 @@ async fn an_archived_object_is_reported_restored_and_then_loaded_while_the_rest_
     assert!(outcome.quarantine_key.is_some(), "its bad records are quarantined as usual");
 }
 
+/// A raw CSV of one session whose user is `user`, which tells apart the
+/// versions of one object.
+fn one_session_csv(user: &str) -> String {
+    format!("event_id,user_id,channel_id,start_time,duration_seconds\ne1,{user},c1,2024-03-01T10:00:00Z,60\n")
+}
+
+/// The values of `columns` in the first row of the only file in `lake`.
+async fn the_staged_row(clients: &AwsClients, lake: &str, columns: &[&str]) -> Vec<String> {
+    let staged = lake_objects(clients, lake).await;
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let key = staged.keys().next().unwrap();
+    let body = clients.s3.get_object().bucket(lake).key(key).send().await.unwrap().body.collect().await.unwrap();
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    let text = |column: &str| {
+        let values = batch.column_by_name(column).unwrap();
+        arrow_array::cast::AsArray::as_string::<i32>(values.as_ref()).value(0).to_owned()
+    };
+    columns.iter().map(|c| text(c)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the emulator: run scripts/test.sh"]
 async fn an_object_overwritten_after_its_head_is_refused_retryably_then_read_as_it_now_is() {
     let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
     let key = "viewership/day.csv";
-    let csv = |user: &str| {
-        format!("event_id,user_id,channel_id,start_time,duration_seconds\ne1,{user},c1,2024-03-01T10:00:00Z,60\n")
+    let put = |user: &str| {
+        let body = one_session_csv(user).into_bytes();
+        clients.s3.put_object().bucket(&raw).key(key).body(body.into()).send()
     };
-    let put = |body: String| clients.s3.put_object().bucket(&raw).key(key).body(body.into_bytes().into()).send();
-    put(csv("first")).await.unwrap();
+    put("first").await.unwrap();
 
     let handle = tokio::runtime::Handle::current();
     let raw_store = tvetl_core::aws::s3::S3ObjectStore::new(clients.s3.clone(), &raw, handle.clone());
@@ -387,7 +411,7 @@ async fn an_object_overwritten_after_its_head_is_refused_retryably_then_read_as_
     .await
     .unwrap();
     // Overwritten between the HEAD and the GET.
-    put(csv("second")).await.unwrap();
+    put("second").await.unwrap();
 
     let (refused, now) = tokio::task::spawn_blocking(move || {
         use tvetl_core::store::ObjectStore;
@@ -405,22 +429,9 @@ async fn an_object_overwritten_after_its_head_is_refused_retryably_then_read_as_
     .unwrap();
     assert!(refused.is_retryable() && !refused.is_bad_object(), "{refused:?}");
     assert!(refused.to_string().contains("changed since it was listed"), "{refused}");
-    let staged = lake_objects(&clients, &lake).await;
-    assert_eq!(staged.len(), 1, "{staged:?}");
     // The row is the second version's, recorded under that version's ETag.
-    let key = staged.keys().next().unwrap();
-    let body = clients.s3.get_object().bucket(&lake).key(key).send().await.unwrap().body.collect().await.unwrap();
-    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batch = reader.next().unwrap().unwrap();
-    let text = |column: &str| {
-        let values = batch.column_by_name(column).unwrap();
-        arrow_array::cast::AsArray::as_string::<i32>(values.as_ref()).value(0).to_owned()
-    };
-    assert_eq!(text("user_id"), "second");
-    assert_eq!(text("source_version"), now.version);
+    let row = the_staged_row(&clients, &lake, &["user_id", "source_version"]).await;
+    assert_eq!(row, ["second", now.version.as_str()]);
 }
 
 /// Runs the synchronous store calls off the async workers, as the handlers do.
@@ -437,9 +448,8 @@ async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_liste
     let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
     let key = "viewership/day.csv";
     let put = |user: &str| {
-        let csv =
-            format!("event_id,user_id,channel_id,start_time,duration_seconds\ne1,{user},c1,2024-03-01T10:00:00Z,60\n");
-        clients.s3.put_object().bucket(&raw).key(key).body(csv.into_bytes().into()).send()
+        let body = one_session_csv(user).into_bytes();
+        clients.s3.put_object().bucket(&raw).key(key).body(body.into()).send()
     };
     // Stored before the bucket kept versions: its version id is `null`.
     put("before").await.unwrap();
@@ -485,22 +495,8 @@ async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_liste
     .await;
     assert_eq!(report.counts.rows_accepted, 1);
     assert_ne!(head(&versioned).await.version, first.version);
-    let staged = lake_objects(&clients, &lake).await;
-    assert_eq!(staged.len(), 1, "{staged:?}");
-    let staged_key = staged.keys().next().unwrap();
-    let body =
-        clients.s3.get_object().bucket(&lake).key(staged_key).send().await.unwrap().body.collect().await.unwrap();
-    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body.into_bytes())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batch = reader.next().unwrap().unwrap();
-    let text = |column: &str| {
-        let values = batch.column_by_name(column).unwrap();
-        arrow_array::cast::AsArray::as_string::<i32>(values.as_ref()).value(0).to_owned()
-    };
-    assert_eq!(text("user_id"), "first", "the version headed, not the bytes the key holds now");
-    assert_eq!(text("source_version"), first.version);
+    let row = the_staged_row(&clients, &lake, &["user_id", "source_version"]).await;
+    assert_eq!(row, ["first", first.version.as_str()], "the version headed, not the bytes the key holds now");
 
     // The first bytes put back: the same ETag, another version.
     put("first").await.unwrap();
