@@ -729,10 +729,9 @@ where
             let rest = pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))?;
             record_no += 1;
             let message = format!(
-                "the line is {} bytes long, past the {} MiB a record may take (its first {} MiB is kept here)",
+                "the line is {} bytes long, past the {limit} MiB a record may take (its first {limit} MiB is kept here)",
                 n as u64 + rest,
-                MAX_RECORD_BYTES >> 20,
-                max_line >> 20
+                limit = max_line >> 20
             );
             let original = Original::Bytes(&buf[..buf.len().min(max_line as usize)]);
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;

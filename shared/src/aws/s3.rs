@@ -113,10 +113,10 @@ impl S3ObjectStore {
 
     /// The version of an object with `etag` and `version_id`, as this
     /// store names it.
-    fn object_version(&self, etag: Option<&str>, version_id: Option<&str>) -> String {
+    fn object_version(&self, e_tag: Option<&str>, version_id: Option<&str>) -> String {
         match version_id {
-            Some(id) if self.object_versions => ObjectMeta::version_with_id(&self::etag(etag), id),
-            _ => self::etag(etag),
+            Some(id) if self.object_versions => ObjectMeta::version_with_id(&etag(e_tag), id),
+            _ => etag(e_tag),
         }
     }
 
