@@ -988,6 +988,54 @@ fn a_later_snapshot_of_every_user_replaces_them_all() {
 
 /// A temporary folder with the paths of its raw input and its lake (neither
 /// made yet); the folder goes when the first value is dropped.
+/// A build that reads a file another build could not (a change to the
+/// decoders) leaves no record of it as unreadable, nor records of rejected
+/// rows it no longer rejects: the quarantine holds what this build's ingest
+/// of each version wrote, as a fresh lake's does.
+#[test]
+fn a_file_that_reads_now_keeps_no_earlier_record_of_it_as_unreadable() {
+    let (_dir, input, lake) = workspace();
+    write_sessions(
+        &input,
+        "viewership/a.csv",
+        &["e1,u1,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z", "e2,,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z"],
+    );
+    write_sessions(&input, "viewership/b.csv", &["e3,u1,c1,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z"]);
+    run(&input, &lake);
+    let files = |prefix: &str| -> Vec<String> {
+        let mut keys: Vec<String> =
+            snapshot(&lake).into_keys().map(|k| k.display().to_string()).filter(|k| k.starts_with(prefix)).collect();
+        keys.sort();
+        keys
+    };
+    let fresh = files("quarantine/");
+    assert_eq!(fresh.len(), 1, "a.csv's rejected row: {fresh:?}");
+    // What an older build that could read neither file would have left,
+    // under another ingest date: each version's record as unreadable, and
+    // a record of rejected rows for b.csv, which has none.
+    let id_of = |staged: &str| staged.rsplit_once("part-").unwrap().1.trim_end_matches(".parquet").to_owned();
+    let ids: Vec<String> = files("staging/viewership/").iter().map(|k| id_of(k)).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let old = "quarantine/viewership/ingest_date=2023-12-31";
+    for (id, key) in ids.iter().zip(["viewership/a.csv", "viewership/b.csv"]) {
+        let record =
+            serde_json::json!({"source_key": key, "source_version": "v", "size": 1, "error": "an older build's"});
+        write(&lake, &format!("{old}/unreadable-{id}.json"), format!("{record}\n").as_bytes());
+    }
+    let b_id = ids.iter().find(|id| !fresh[0].contains(id.as_str())).unwrap();
+    write(&lake, &format!("{old}/part-{b_id}.jsonl"), std::fs::read(lake.join(&fresh[0])).unwrap().as_slice());
+    assert_eq!(files("quarantine/").len(), 4);
+
+    json(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--format", "json", "--reingest"]);
+    assert_eq!(files("quarantine/"), fresh, "only what this build's ingest wrote");
+    let report = json(&["report", "--lake", path(&lake), "quarantine", "--format", "json"]);
+    assert_eq!(
+        (report["records_quarantined"].as_u64(), report["unreadable"].as_array().map(Vec::len)),
+        (Some(1), Some(0)),
+        "{report}"
+    );
+}
+
 fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (input, lake) = (dir.path().join("raw"), dir.path().join("lake"));

@@ -241,8 +241,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
     let mut files = Vec::with_capacity(keys.len());
     let (mut ingested, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
-    // Quarantine files this run wrote (not recalled from the manifest).
-    let mut quarantined_now: Vec<String> = Vec::new();
+    // The quarantine of each object version this run ingested (not recalled
+    // from the manifest).
+    let mut quarantined_now: Vec<FreshQuarantine> = Vec::new();
     for (key, result) in keys.iter().zip(results) {
         match result.into_inner().expect("no worker panics holding it").expect("every file was ingested") {
             Ingested::Loaded { object, unchanged } => {
@@ -263,14 +264,18 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     unchanged,
                 });
                 if !unchanged {
-                    quarantined_now.extend(report.quarantine_key.clone());
+                    quarantined_now.push(FreshQuarantine::of(key, &object.version, report.quarantine_key.clone()));
                 }
                 ingested.insert(key.clone(), object);
             }
             Ingested::Unreadable { object, unchanged } => {
                 files.push(FileOutcome::failed(key, Source::from_key(key), object.error.clone(), unchanged));
                 if !unchanged {
-                    quarantined_now.push(object.quarantine_key.clone());
+                    quarantined_now.push(FreshQuarantine::of(
+                        key,
+                        &object.version,
+                        Some(object.quarantine_key.clone()),
+                    ));
                 }
                 unreadable.insert(key.clone(), object);
             }
@@ -513,22 +518,43 @@ fn warehouse_step<T>(
     })
 }
 
-/// Removes the copies of the quarantine files in `written` (lake keys) that
-/// an earlier ingest of the same object left under another ingest date.
-/// A file's name derives from its object's key and version, and its
-/// partition from the raw file's modification time; so the same bytes read
-/// again after that time moved (`--reingest`, or a new build of tvetl, with
-/// the file touched since) wrote the same records under a new date, and the
-/// quarantine would count them twice. Returns how many it removed.
-fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, written: &[String]) -> Result<usize, StoreError> {
+/// The quarantine of one object version a run ingested: the file it wrote,
+/// if any, and the names that any of its files has, under any ingest date.
+struct FreshQuarantine {
+    source_prefix: String,
+    written: Option<String>,
+    names: [String; 2],
+}
+
+impl FreshQuarantine {
+    fn of(key: &str, version: &str, written: Option<String>) -> Self {
+        let source = Source::from_key(key).unwrap_or(Source::Viewership);
+        FreshQuarantine {
+            source_prefix: format!("quarantine/{}", source.name()),
+            written,
+            names: tvetl_core::ingest::quarantine_file_names(key, version),
+        }
+    }
+}
+
+/// Removes the quarantine files that an earlier ingest of the same object
+/// version left, other than what this run's ingest of it wrote. A file's
+/// name derives from its object's key and version, and its partition from
+/// the raw file's modification time. So the same bytes read again after
+/// that time moved (`--reingest`, or a new build of tvetl, with the file
+/// touched since) wrote the same records under a new date, and the
+/// quarantine would count them twice. And a version a new build reads
+/// otherwise (one an older build could not read, which now loads) would
+/// keep its old `unreadable` record beside its new records, or none.
+/// Returns how many it removed.
+fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, fresh: &[FreshQuarantine]) -> Result<usize, StoreError> {
     let mut removed = 0;
     // Each source's quarantine, listed once whatever the number of files and
     // kept by file name, so that a run writing many files does not compare
     // each with every file there.
     let mut listed: BTreeMap<&str, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    for key in written {
-        let Some((partition, name)) = key.rsplit_once('/') else { continue };
-        let Some((source_prefix, _)) = partition.rsplit_once('/') else { continue };
+    for version in fresh {
+        let source_prefix = version.source_prefix.as_str();
         if !listed.contains_key(source_prefix) {
             let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for copy in lake.keys(&format!("{source_prefix}/"))? {
@@ -538,10 +564,12 @@ fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, written: &[String])
             }
             listed.insert(source_prefix, by_name);
         }
-        for copy in listed[source_prefix].get(name).into_iter().flatten() {
-            if copy != key {
-                lake.delete(copy)?;
-                removed += 1;
+        for name in &version.names {
+            for copy in listed[source_prefix].get(name).into_iter().flatten() {
+                if Some(copy) != version.written.as_ref() {
+                    lake.delete(copy)?;
+                    removed += 1;
+                }
             }
         }
     }

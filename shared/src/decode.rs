@@ -372,6 +372,8 @@ struct RecordTracker<R> {
     next_record_at: u64,
     /// Whether a lone `\r` ends a line (see [`RecordTracker::detect_line_ends`]).
     cr_lines: bool,
+    /// Whether `cr_lines` is set yet.
+    line_ends_known: bool,
 }
 
 impl<R: Read> Read for RecordTracker<R> {
@@ -413,6 +415,7 @@ impl<R> RecordTracker<R> {
             counted_to: 0,
             next_record_at: 0,
             cr_lines: false,
+            line_ends_known: false,
         }
     }
 
@@ -451,6 +454,7 @@ impl<R> RecordTracker<R> {
     /// the next record's limit nor stays in memory. The last one read stays:
     /// it may be the `\r` of a CRLF whose `\n` is not read yet.
     fn pass_line_breaks(&mut self) {
+        self.detect_line_ends();
         let ahead = self.bytes(self.next_record_at, None);
         let run = ahead.iter().take_while(|b| is_line_break(b)).count();
         let pass = if run == ahead.len() { run.saturating_sub(1) } else { run };
@@ -482,7 +486,12 @@ impl<R> RecordTracker<R> {
     /// at each `\r`, which the csv reader also takes as a record end; any
     /// other file at each `\n`, so a `\r` inside a quoted field of a LF or
     /// CRLF file is not a line, as in an editor.
+    /// Set once: by the header's end, or before it by a run of blank lines
+    /// that [`RecordTracker::pass_line_breaks`] passes, which it must count.
     fn detect_line_ends(&mut self) {
+        if std::mem::replace(&mut self.line_ends_known, true) {
+            return;
+        }
         let first = self.retained.iter().position(is_line_break);
         // A `\r` whose next byte is not read yet counts as CRLF, the
         // contract's: only a file with more after a lone `\r` has CR lines.
@@ -708,6 +717,9 @@ fn decode_json_lines<R: BufRead, F>(
 where
     F: FnMut(Record<'_>) -> Result<(), IngestError>,
 {
+    // The limit is on a record's text: a line also holds its line break, a
+    // CRLF's `\r` and, on the first line, a byte-order mark.
+    const LINE_OVERHEAD: u64 = 5;
     let mut buf = Vec::with_capacity(1024);
     let mut line = 0u64;
     let mut record_no = 0u64;
@@ -715,34 +727,40 @@ where
     loop {
         buf.clear();
         let n = (&mut reader)
-            .take(max_line.saturating_add(1))
+            .take(max_line.saturating_add(LINE_OVERHEAD))
             .read_until(b'\n', &mut buf)
             .map_err(|e| read_error(key, line + 1, e))?;
         if n == 0 {
             break;
         }
         line += 1;
-        if n as u64 > max_line && buf.last() != Some(&b'\n') {
-            // A line break always ends a JSON Lines record (a JSON string
-            // cannot hold one), so the rest of the line is passed over without
-            // being held, and the line is a malformed record like any other.
-            let rest = pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))?;
-            record_no += 1;
-            let message = format!(
-                "the line is {} bytes long, past the {limit} MiB a record may take (its first {limit} MiB is kept here)",
-                n as u64 + rest,
-                limit = max_line >> 20
-            );
-            let original = Original::Bytes(&buf[..buf.len().min(max_line as usize)]);
-            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;
-            continue;
-        }
+        let ended = buf.last() == Some(&b'\n');
         let mut bytes = buf.as_slice();
         if line == 1 {
             bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
         }
         while let Some((last, rest)) = bytes.split_last() {
             if matches!(last, b'\n' | b'\r') { bytes = rest } else { break }
+        }
+        if bytes.len() as u64 > max_line {
+            // A line break always ends a JSON Lines record (a JSON string
+            // cannot hold one), so the rest of the line is passed over without
+            // being held, and the line is a malformed record like any other,
+            // unless it is blank.
+            let (rest, rest_blank) =
+                if ended { (0, true) } else { pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))? };
+            if rest_blank && bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            record_no += 1;
+            let message = format!(
+                "the line is {} bytes long, past the {limit} MiB a record may take (its first {limit} MiB is kept here)",
+                bytes.len() as u64 + rest,
+                limit = max_line >> 20
+            );
+            let original = Original::Bytes(&bytes[..max_line as usize]);
+            on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;
+            continue;
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -766,24 +784,26 @@ where
 }
 
 /// Reads past the rest of a line, its line break included, without holding
-/// it; returns how many bytes came before the line break (or the end).
-fn pass_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<u64> {
-    let mut passed = 0u64;
+/// it. Returns how many bytes came before the line break (or the end),
+/// a CRLF's `\r` left out, and whether they were all blank.
+fn pass_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<(u64, bool)> {
+    let (mut passed, mut blank, mut cr_last) = (0u64, true, false);
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok(passed);
+            return Ok((passed, blank));
         }
-        match available.iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                reader.consume(at + 1);
-                return Ok(passed + at as u64);
-            }
-            None => {
-                let n = available.len();
-                reader.consume(n);
-                passed += n as u64;
-            }
+        let (part, ended) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], true),
+            None => (available, false),
+        };
+        blank &= part.iter().all(u8::is_ascii_whitespace);
+        passed += part.len() as u64;
+        cr_last = part.last().map_or(cr_last, |b| *b == b'\r');
+        let consumed = part.len() + usize::from(ended);
+        reader.consume(consumed);
+        if ended {
+            return Ok((passed - u64::from(cr_last), blank));
         }
     }
 }

@@ -166,6 +166,15 @@ pub fn ingest_object(
     })
 }
 
+/// The file names an ingest of the object version `key`, `version` gives
+/// its quarantine files, whatever their ingest date: its rejected records'
+/// (`part-<id>.jsonl`) and its record as unreadable (`unreadable-<id>.json`).
+/// An ingest writes one of them or neither.
+pub fn quarantine_file_names(key: &str, version: &str) -> [String; 2] {
+    let id = crate::staging::version_output_id(STEP, key, version);
+    [format!("part-{id}.jsonl"), format!("unreadable-{id}.json")]
+}
+
 /// Records an object that could not be read at all as
 /// `quarantine/<source>/ingest_date=…/unreadable-<id>.json`, so the failure is
 /// data like any rejected record. Returns the key written.
@@ -182,8 +191,8 @@ pub fn record_unreadable(
         error: String,
     }
     let source = Source::from_key(&object.key).unwrap_or(Source::Viewership);
-    let key =
-        format!("{}/unreadable-{}.json", quarantine_prefix(source, object), crate::staging::output_id(STEP, object));
+    let [_, name] = quarantine_file_names(&object.key, &object.version);
+    let key = format!("{}/{name}", quarantine_prefix(source, object));
     let body = Unreadable {
         source_key: &object.key,
         source_version: &object.version,

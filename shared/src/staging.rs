@@ -68,7 +68,12 @@ impl Default for StagingOptions {
 
 /// The deterministic id of the files one step writes for one input object.
 pub fn output_id(step: &str, object: &ObjectMeta) -> String {
-    let identity = format!("{step}\0{}\0{}", object.key, object.version);
+    version_output_id(step, &object.key, &object.version)
+}
+
+/// [`output_id`] of the object version `key`, `version`.
+pub fn version_output_id(step: &str, key: &str, version: &str) -> String {
+    let identity = format!("{step}\0{key}\0{version}");
     format!("{:016x}", xxh3_64(identity.as_bytes()))
 }
 

@@ -998,3 +998,48 @@ fn an_object_of_no_bytes_is_empty_in_every_format() {
     );
     assert_eq!(records.len(), 1);
 }
+
+/// The record limit is on a JSON line's text: a record of exactly 1 MiB
+/// loads whatever its line ends with, and a blank line stays blank however
+/// long it is.
+#[test]
+fn a_json_line_of_exactly_the_limit_loads_with_any_line_end_and_a_long_blank_line_is_no_record() {
+    let record = |id: &str| {
+        let head = format!("{{\"event_id\":\"{id}\",\"program_id\":\"");
+        let tail = "\"}";
+        format!("{head}{}{tail}", "p".repeat(MAX_RECORD_BYTES as usize - head.len() - tail.len()))
+    };
+    assert_eq!(record("j1").len() as u64, MAX_RECORD_BYTES);
+    for (bom, end) in [("", "\n"), ("", "\r\n"), ("\u{feff}", "\r\n")] {
+        let text = format!("{bom}{}{end}{}", record("j1"), record("j2"));
+        let (records, _) = jsonl(text.as_bytes());
+        let ids: Vec<_> = records.iter().map(|r| r.get("event_id").unwrap().to_owned()).collect();
+        assert_eq!(ids, ["j1", "j2"], "{bom:?} {end:?}, the second at the end of the object");
+    }
+    // One byte more is past it, whatever the line end.
+    let over = format!("{}x\r\n{{\"event_id\":\"j3\"}}\n", record("j1"));
+    let (records, _) = jsonl(over.as_bytes());
+    assert!(records[0].malformed().contains(&format!("the line is {} bytes long", MAX_RECORD_BYTES + 1)));
+    assert_eq!((records[1].line, records[1].get("event_id")), (2, Some("j3")));
+
+    let blank =
+        format!("{{\"event_id\":\"j1\"}}\n{}\n{}\r\n{{\"event_id\":\"j2\"}}\n", " ".repeat(10), " ".repeat(2 << 20));
+    let (records, _) = jsonl(blank.as_bytes());
+    let lines: Vec<_> = records.iter().map(|r| (r.record_no, r.line, r.is_malformed())).collect();
+    assert_eq!(lines, [(1, 1, false), (2, 4, false)], "blank lines are no records, long or short");
+}
+
+/// A file whose lines end in a lone `\r` is counted so from its first line,
+/// even when a run of blank lines longer than a record comes before the
+/// header.
+#[test]
+fn lone_cr_lines_are_counted_through_a_long_blank_run_before_the_header() {
+    let run = (2 << 20) + 3;
+    let text = format!(
+        "{}{HEADER}\re1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\re2,u1,,c1,,2024-01-01T10:00:00Z,,60,stb\r",
+        "\r".repeat(run)
+    );
+    let (records, _) = csv(text.as_bytes());
+    let lines: Vec<_> = records.iter().map(|r| r.line).collect();
+    assert_eq!(lines, [run as u64 + 2, run as u64 + 3]);
+}
