@@ -172,7 +172,7 @@ pub fn ingest_object(
 /// An ingest writes one of them or neither.
 pub fn quarantine_file_names(key: &str, version: &str) -> [String; 2] {
     let id = crate::staging::version_output_id(STEP, key, version);
-    [format!("part-{id}.jsonl"), format!("unreadable-{id}.json")]
+    [crate::staging::QuarantineWriter::file_name(&id), format!("unreadable-{id}.json")]
 }
 
 /// Records an object that could not be read at all as

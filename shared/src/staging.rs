@@ -499,8 +499,13 @@ pub struct QuarantineWriter<'s> {
 impl<'s> QuarantineWriter<'s> {
     /// A writer for `object`'s rejected records.
     pub fn new(store: &'s dyn ObjectStore, source: Source, object: &ObjectMeta, step: &str) -> Self {
-        let key = format!("{}/part-{}.jsonl", quarantine_prefix(source, object), output_id(step, object));
+        let key = format!("{}/{}", quarantine_prefix(source, object), Self::file_name(&output_id(step, object)));
         Self::at(store, key)
+    }
+
+    /// The name of the rejected records' file of the output `id`.
+    pub fn file_name(id: &str) -> String {
+        format!("part-{id}.jsonl")
     }
 
     /// A writer of the quarantine object `key`.
