@@ -69,13 +69,23 @@ fn s3_event(bucket: &str, keys: &[String]) -> S3Event {
     serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
 }
 
+/// Runs `f` with a connection to the Data API stand-in's warehouse, off the
+/// async workers (the connection blocks on the runtime).
+async fn on_standin<T: Send + 'static>(
+    clients: &AwsClients,
+    f: impl FnOnce(RedshiftDataWarehouse) -> T + Send + 'static,
+) -> T {
+    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
+    tokio::task::spawn_blocking(move || {
+        f(RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle))
+    })
+    .await
+    .unwrap()
+}
+
 /// Both reports for every day, through the Data API.
 async fn reports_via_data_api(clients: &AwsClients, days: Vec<String>) -> (Vec<Value>, Value) {
-    let client = clients.redshift_data.clone();
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    on_standin(clients, move |mut wh| {
         let tops = days
             .iter()
             .map(|d| serde_json::json!({"date": d, "channels": top_channels(&mut wh, d, 1000).unwrap()}))
@@ -84,21 +94,13 @@ async fn reports_via_data_api(clients: &AwsClients, days: Vec<String>) -> (Vec<V
         (tops, averages)
     })
     .await
-    .unwrap()
 }
 
 /// The audience report by `by`, through the Data API, as `tvetl report
 /// audience --format json` prints it.
 async fn audience_via_data_api(clients: &AwsClients, by: Demographic) -> Value {
-    let client = clients.redshift_data.clone();
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
-        serde_json::json!({"by": by, "days": audience(&mut wh, by, None, None).unwrap()})
-    })
-    .await
-    .unwrap()
+    on_standin(clients, move |mut wh| serde_json::json!({"by": by, "days": audience(&mut wh, by, None, None).unwrap()}))
+        .await
 }
 
 /// Two audience reports agree: the same days and segments, with the same
@@ -135,15 +137,10 @@ fn load_config(lake: &str, retry_backoff: RetryBackoff) -> LoadConfig {
 }
 
 async fn count_sessions(clients: &AwsClients) -> i64 {
-    let client = clients.redshift_data.clone();
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    on_standin(clients, move |mut wh| {
         wh.query("SELECT COUNT(*) AS n FROM core.viewing_sessions").unwrap().int(0, "n").unwrap()
     })
     .await
-    .unwrap()
 }
 
 fn assert_same_reports(got: &(Vec<Value>, Value), want: &(Vec<Value>, Value)) {
@@ -274,15 +271,11 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
         .skip(1)
         .map(|l| l.split(',').next().unwrap().to_owned())
         .collect();
-    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
-    let remote_users = tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    let remote_users = on_standin(&clients, move |mut wh| {
         let result = wh.query(&tvetl_core::warehouse::user_features_sql(None, None).unwrap()).unwrap();
         (0..result.rows.len()).map(|i| result.text(i, "user_id").unwrap().unwrap()).collect::<Vec<_>>()
     })
-    .await
-    .unwrap();
+    .await;
     assert!(!local_users.is_empty());
     assert_eq!(remote_users, local_users);
     // So does the top-genres report, with the same ranking on every day.
@@ -300,14 +293,11 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             "json",
         ]))
         .unwrap();
-        let (client, handle, date) = (clients.redshift_data.clone(), Handle::current(), day.clone());
-        let remote = tokio::task::spawn_blocking(move || {
-            let mut wh =
-                RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        let date = day.clone();
+        let remote = on_standin(&clients, move |mut wh| {
             serde_json::to_value(tvetl_core::warehouse::top_genres(&mut wh, &date, 1000).unwrap()).unwrap()
         })
-        .await
-        .unwrap();
+        .await;
         let key = |g: &Value| (g["genre"].to_string(), g["reach"].to_string(), g["channels"].to_string());
         let local = local["genres"].as_array().unwrap();
         assert!(!local.is_empty(), "{day}");
@@ -339,15 +329,11 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!(by_prefix.loads[&tvetl_core::Source::Viewership].rows_already_loaded, sessions.rows_staged);
 
     // Analytics that went missing are rebuilt from core for the days asked.
-    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    on_standin(&clients, move |mut wh| {
         let wipe = ["DELETE FROM analytics.daily_channel_viewing", "DELETE FROM analytics.daily_user_viewing"];
         wh.execute_transaction(&wipe.map(String::from)).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
     assert!(reports_via_data_api(&clients, days.clone()).await.0[0]["channels"].as_array().unwrap().is_empty());
     let rebuild = RebuildDays { from: Some(days[0].clone()), to: Some(days[3].clone()), days_back: None };
     let rebuilt =
@@ -395,11 +381,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     assert_eq!((stats.rows_merged, stats.rows_already_loaded), (0, stats.rows_staged), "loaded before: {stats:?}");
 
     // Any statement failing mid-batch rolls back those before it.
-    let client = clients.redshift_data.clone();
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    on_standin(&clients, move |mut wh| {
         let batch: Vec<String> = [
             "CREATE TABLE core.batch_probe AS SELECT 1 AS x",
             "INSERT INTO core.batch_probe VALUES (2)",
@@ -421,8 +403,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
             .unwrap();
         assert_eq!(left, 0, "nothing of the failed batch remains");
     })
-    .await
-    .unwrap();
+    .await;
 
     // The stream path's files load through the same function. Days far from
     // the generated ones, so the comparisons above are not disturbed.
@@ -473,11 +454,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
         let stats = &loaded.loads[&tvetl_core::Source::Viewership];
         assert_eq!((stats.rows_staged, stats.rows_already_loaded, stats.rows_merged), (rows, 0, rows), "{stats:?}");
     }
-    let client = clients.redshift_data.clone();
-    let handle = Handle::current();
-    let ids = tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    let ids = on_standin(&clients, move |mut wh| {
         wh.query(
             "SELECT COUNT(DISTINCT load_id) AS ids FROM core.viewing_sessions WHERE event_id IN ('cc-1', 'cc-2', 'cc-3')",
         )
@@ -485,8 +462,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
         .int(0, "ids")
         .unwrap()
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(ids, 2, "one load id per load");
 
     a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(&clients, &load, &stream, &lake).await;
@@ -534,15 +510,11 @@ async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again
         assert_eq!(again.loads[&tvetl_core::Source::Viewership].rows_merged, 0);
     }
     assert_ne!(staged_by_upload[2], staged_by_upload[0], "the same bytes uploaded again are a version of their own");
-    let (client, handle) = (clients.redshift_data.clone(), Handle::current());
-    let versions = tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    let versions = on_standin(clients, move |mut wh| {
         let sql = "SELECT COUNT(DISTINCT source_version) AS n FROM core.load_ledger WHERE source_key = 'viewership/put-back.csv'";
         wh.query(sql).unwrap().int(0, "n").unwrap()
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(versions, 3, "each upload is in the ledger under its own version");
 }
 
@@ -560,10 +532,7 @@ async fn a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(
     let sessions = [("cf-1", "u1", "2032-08-01T20:00:00Z", 900), ("cf-2", "u2", "2032-08-01T21:00:00Z", 300)];
     stream.handle(kinesis_event(&sessions, 30)).await.expect("the batch is ingested");
     let in_core = || async {
-        let (client, handle) = (clients.redshift_data.clone(), Handle::current());
-        tokio::task::spawn_blocking(move || {
-            let mut wh =
-                RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+        on_standin(clients, move |mut wh| {
             let mut count = |sql: &str| wh.query(sql).unwrap().int(0, "n").unwrap();
             (
                 count("SELECT COUNT(*) AS n FROM core.viewing_sessions WHERE event_id IN ('cf-1', 'cf-2')"),
@@ -571,16 +540,12 @@ async fn a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(
             )
         })
         .await
-        .unwrap()
     };
-    let (client, handle, marker) = (clients.redshift_data.clone(), Handle::current(), lake.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let mut wh =
-            RedshiftDataWarehouse::new(client, RedshiftTarget::Workgroup("tvetl-test".into()), "dev", None, handle);
+    let marker = lake.to_owned();
+    on_standin(clients, move |mut wh| {
         wh.execute_transaction(&[format!("CALL standin_conflict('{marker}', 1)")]).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
 
     let request = LoadRequest::Prefix { prefix: "staging/viewership/event_date=2032-08-01/".into() };
     let err = load.handle(&request).await.expect_err("the load loses the conflict");

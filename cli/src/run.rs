@@ -530,7 +530,7 @@ impl FreshQuarantine {
     fn of(key: &str, version: &str, written: Option<String>) -> Self {
         let source = Source::from_key(key).unwrap_or(Source::Viewership);
         FreshQuarantine {
-            source_prefix: format!("quarantine/{}", source.name()),
+            source_prefix: tvetl_core::staging::quarantine_root(source),
             written,
             names: tvetl_core::ingest::quarantine_file_names(key, version),
         }

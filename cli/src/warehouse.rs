@@ -218,6 +218,10 @@ impl DuckDbWarehouse {
     ) -> Result<LoadCopies, WarehouseError> {
         let (again, to_record) = self.deliveries_again(source, files, empty)?;
         let ledger_changes = LedgerChanges { source, forget: again.clone(), record_empty: to_record };
+        if files.is_empty() {
+            // Only files that staged nothing: the ledger's changes are all.
+            return Ok(LoadCopies { statements: Vec::new(), tallied_rows: None, ledger_changes });
+        }
         if source != Source::Viewership {
             let paths: Vec<&PathBuf> = files.iter().map(|f| &f.path).collect();
             return Ok(LoadCopies {
@@ -398,21 +402,16 @@ impl LedgerChanges {
     /// The statements, for load `load_id`.
     pub fn statements(&self, load_id: i64) -> Vec<String> {
         let table = quoted(ledger_table(self.source));
-        let values = |files: &[&RawVersion]| -> String {
-            files
-                .iter()
-                .map(|(key, version)| format!("({}, {})", quoted(key), quoted(version)))
-                .collect::<Vec<_>>()
-                .join(", ")
+        let values = |files: &mut dyn Iterator<Item = &RawVersion>| -> String {
+            files.map(|(key, version)| format!("({}, {})", quoted(key), quoted(version))).collect::<Vec<_>>().join(", ")
         };
         let mut statements = Vec::new();
-        let dropped: Vec<&RawVersion> = self.forget.iter().chain(&self.record_empty).collect();
-        if !dropped.is_empty() {
+        if !self.is_empty() {
             statements.push(format!(
                 "DELETE FROM core.load_ledger USING (VALUES {}) AS again(source_key, source_version) \
                  WHERE core.load_ledger.table_name = {table} AND core.load_ledger.source_key = again.source_key \
                  AND core.load_ledger.source_version = again.source_version",
-                values(&dropped)
+                values(&mut self.forget.iter().chain(&self.record_empty))
             ));
         }
         if !self.record_empty.is_empty() {
@@ -420,7 +419,7 @@ impl LedgerChanges {
                 "INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id) \
                  SELECT {table}, source_key, source_version, NULL, 0, {load_id} \
                  FROM (VALUES {}) AS empty(source_key, source_version)",
-                values(&self.record_empty.iter().collect::<Vec<_>>())
+                values(&mut self.record_empty.iter())
             ));
         }
         statements

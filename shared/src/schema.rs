@@ -117,7 +117,7 @@ pub fn quarantine_table_def(source: Source) -> TableDef {
     ];
     TableDef {
         name: format!("quarantine_{}", source.name()),
-        location: format!("quarantine/{}/", source.name()),
+        location: format!("{}/", crate::staging::quarantine_root(source)),
         columns: columns.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
         partition_keys: vec![("ingest_date".to_owned(), "date".to_owned())],
         format: TableFormat::JsonLines,

@@ -552,9 +552,14 @@ pub fn staging_dir(source: Source, day: Option<i32>) -> String {
     }
 }
 
+/// The lake folder of a source's quarantine: `quarantine/<source>`.
+pub fn quarantine_root(source: Source) -> String {
+    format!("quarantine/{}", source.name())
+}
+
 /// The lake folder of a quarantine day: `quarantine/<source>/ingest_date=YYYY-MM-DD`.
 pub fn quarantine_dir(source: Source, day: i32) -> String {
-    format!("quarantine/{}/ingest_date={}", source.name(), format_day(day))
+    format!("{}/ingest_date={}", quarantine_root(source), format_day(day))
 }
 
 #[cfg(test)]
