@@ -444,7 +444,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_listed_alike() {
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
     use tvetl_core::aws::s3::S3ObjectStore;
-    use tvetl_core::store::ObjectStore;
+    use tvetl_core::store::{ObjectMeta, ObjectStore};
     let (clients, [raw, lake]) = clients_with_buckets(["raw", "lake"]).await;
     let key = "viewership/day.csv";
     let put = |user: &str| {
@@ -474,9 +474,13 @@ async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_liste
 
     put("first").await.unwrap();
     let first = head(&versioned).await;
-    let (etag, id) = first.version.split_once('@').expect("named by ETag and version id");
-    assert!(!etag.is_empty() && !id.is_empty(), "{}", first.version);
+    let (etag, id) = ObjectMeta::version_parts(&first.version);
+    assert!(!etag.is_empty() && id.is_some_and(|id| !id.is_empty()), "named by ETag and version id: {}", first.version);
     assert_eq!(head(&by_etag).await.version, etag, "a store without versions names it by its ETag");
+    // Its upload time first, to the second, so that one key's versions sort
+    // by upload.
+    let uploaded = chrono::DateTime::from_timestamp(first.last_modified_us / 1_000_000, 0).unwrap();
+    assert!(first.version.starts_with(&format!("{}_", uploaded.format("%Y%m%dT%H%M%SZ"))), "{}", first.version);
     // (Their times differ in precision: a listing's has milliseconds, a
     // head's HTTP date whole seconds.)
     let listed: Vec<_> = list(&versioned).await.into_iter().map(|o| (o.key, o.size, o.version)).collect();
@@ -501,7 +505,7 @@ async fn on_a_versioned_bucket_each_upload_is_a_version_read_as_headed_and_liste
     // The first bytes put back: the same ETag, another version.
     put("first").await.unwrap();
     let third = head(&versioned).await;
-    assert_eq!(third.version.split_once('@').unwrap().0, etag, "the same bytes");
+    assert_eq!(ObjectMeta::version_parts(&third.version).0, etag, "the same bytes");
     assert_ne!(third.version, first.version, "a version of its own");
 
     // A key whose latest version is a delete marker is not listed.

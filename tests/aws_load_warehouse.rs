@@ -467,6 +467,7 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
 
     a_load_that_loses_a_conflict_commits_nothing_and_its_retry_loads_once(&clients, &load, &stream, &lake).await;
     a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again(&clients, &ingest, &load).await;
+    two_uploads_of_one_raw_file_in_one_load_the_later_wins(&clients, &ingest, &load).await;
 }
 
 /// On a versioned raw bucket (the template's), every upload is a version of
@@ -516,6 +517,56 @@ async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again
     })
     .await;
     assert_eq!(versions, 3, "each upload is in the ledger under its own version");
+}
+
+/// A raw file uploaded again before the load of its first upload ran: one
+/// load takes both versions, and the later upload wins, whatever its
+/// records' numbers. Here the correction moves `tu-1` from the second line
+/// to the first, so ranking by record number alone would keep the first
+/// upload's 3,600 s; and the load is given the later upload's files first.
+async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
+    clients: &AwsClients,
+    ingest: &IngestBatch,
+    load: &LoadWarehouse,
+) {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let raw = unique("raw-two-uploads");
+    clients.s3.create_bucket().bucket(&raw).send().await.unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    clients.s3.put_bucket_versioning().bucket(&raw).versioning_configuration(enabled).send().await.unwrap();
+
+    let key = "viewership/two-uploads.csv".to_owned();
+    let header = "event_id,user_id,channel_id,start_time,duration_seconds\n";
+    let first = format!("{header}tu-0,u0,ch-tu,2034-04-01T08:00:00Z,60\ntu-1,u1,ch-tu,2034-04-01T10:00:00Z,3600\n");
+    let corrected = format!("{header}tu-1,u1,ch-tu,2034-04-01T10:00:00Z,600\n");
+    let mut staged = Vec::new();
+    let mut versions = Vec::new();
+    for (i, body) in [first, corrected].into_iter().enumerate() {
+        if i > 0 {
+            // Version names sort by upload to the second.
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        clients.s3.put_object().bucket(&raw).key(&key).body(body.into_bytes().into()).send().await.unwrap();
+        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
+        assert_eq!(ingested.objects[0].status, "loaded", "{:?}", ingested.objects[0]);
+        staged.push(ingested.objects[0].staged.clone());
+        let head = clients.s3.head_object().bucket(&raw).key(&key).send().await.unwrap();
+        versions.push(head.version_id().unwrap().to_owned());
+    }
+    assert_ne!(staged[0], staged[1], "each upload is a version with files of its own");
+    let objects: Vec<String> = staged[1].iter().chain(&staged[0]).cloned().collect();
+    let loaded = load.handle(&LoadRequest::Keys { objects }).await.expect("both uploads load at once");
+    let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+    assert_eq!((stats.rows_staged, stats.duplicates_removed, stats.rows_merged), (3, 1, 2), "{stats:?}");
+    // tu-0 is not in the correction: a row removed from a file stays.
+    let top = reports_via_data_api(clients, vec!["2034-04-01".into()]).await.0;
+    assert_eq!(top[0]["channels"][0]["watch_seconds"], 660.0, "tu-0's 60 s and the corrected 600 s: {top:?}");
+    let kept = on_standin(clients, move |mut wh| {
+        let sql = "SELECT source_version AS v FROM core.viewing_sessions WHERE event_id = 'tu-1'";
+        wh.query(sql).unwrap().text(0, "v").unwrap().unwrap()
+    })
+    .await;
+    assert!(kept.ends_with(&format!("@{}", versions[1])), "the second upload's row: {kept}, uploads {versions:?}");
 }
 
 /// Redshift fails one of two overlapping transactions with a serializable

@@ -1002,6 +1002,54 @@ mod tests {
     }
 
     #[test]
+    fn of_two_uploads_of_one_raw_file_in_one_load_the_later_wins_whatever_the_record_numbers() {
+        // On AWS a file uploaded again before its first upload's load ran
+        // reaches one load as two versions, named by upload time. The
+        // correction moves e1 to its first line: by record number alone the
+        // first upload's e1 (line 2) would win.
+        let (_dir, mut wh) = one_thread_warehouse();
+        let key = "viewership/2024-01-01.csv";
+        let (first, second) = ("20240101T100000Z_ffff@zz", "20240101T100001Z_0000@aa");
+        // A stream batch's files: ~9-9 sorts after ~10-10 as text, but its
+        // record 10 is the later.
+        let batch = "kinesis/views/shardId-000000000000/9";
+        let rows = [
+            staged_session("e0", "u0", "cOld", 1, (key, first, 1)),
+            staged_session("e1", "u1", "cOld", 1, (key, first, 2)),
+            staged_session("e1", "u1", "cNew", 1, (key, second, 1)),
+            staged_session("e2", "u2", "cS9", 1, (batch, "~9-9", 9)),
+            staged_session("e2", "u2", "cS10", 1, (batch, "~10-10", 10)),
+        ];
+        let stats = load_staged(&mut wh, 1, &rows);
+        assert_eq!((stats.duplicates_removed, stats.rows_merged), (2, 3));
+        let core = core_sessions(&mut wh, "event_id || ':' || channel_id");
+        assert_eq!(
+            core,
+            ["e0:cOld", "e1:cNew", "e2:cS10"],
+            "e1 of the later upload, e2 of the later record; e0, not in the correction, stays"
+        );
+
+        // The dimensions the same way.
+        let (channels, users) = ("channels/list.csv", "demographics/users.csv");
+        let copies =
+            |table: &str, rows: &[String]| vec![format!("INSERT INTO staging.{table} VALUES {}", rows.join(", "))];
+        let channel = |name: &str, version: &str, record_no: u32| {
+            format!("('c1', '{name}', NULL, NULL, NULL, '{channels}', '{version}', {record_no})")
+        };
+        let user = |band: &str, version: &str, record_no: u32| {
+            format!("('u1', '{band}', NULL, NULL, '{users}', '{version}', {record_no})")
+        };
+        let staged = [channel("Old", first, 2), channel("New", second, 1)];
+        wh.execute_transaction(&load_statements(Source::Channels, copies("channels", &staged), 2)).unwrap();
+        let staged = [user("18-24", first, 2), user("25-34", second, 1)];
+        wh.execute_transaction(&load_statements(Source::Demographics, copies("demographics", &staged), 2)).unwrap();
+        let named = wh.query("SELECT channel_name AS v FROM core.channels").unwrap();
+        assert_eq!(named.text(0, "v").unwrap().as_deref(), Some("New"));
+        let banded = wh.query("SELECT age_band AS v FROM core.users").unwrap();
+        assert_eq!(banded.text(0, "v").unwrap().as_deref(), Some("25-34"));
+    }
+
+    #[test]
     fn a_corrected_raw_file_in_a_folder_named_after_a_stream_is_another_delivery() {
         // A raw object's key can start like a stream batch's (an S3 export of
         // a Kinesis stream landed under kinesis/): its versions are still

@@ -14,12 +14,17 @@ WHERE core.load_ledger.table_name = 'channels'
   AND core.load_ledger.source_key = staging.channels.source_key
   AND core.load_ledger.source_version = staging.channels.source_version;
 
+-- Last delivery wins: the later object key (byte-wise), then the later
+-- upload of that key (on AWS a load can take two versions of one raw file,
+-- whose names sort by upload time: see load_viewing_sessions.sql), then the
+-- later record.
 DROP TABLE IF EXISTS new_rows;
 CREATE TEMP TABLE new_rows AS
 SELECT channel_id, channel_name, genre, network, language, source_key, source_version, source_record_no
 FROM (
     SELECT s.*,
-           ROW_NUMBER() OVER (PARTITION BY channel_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+           ROW_NUMBER() OVER (PARTITION BY channel_id
+                              ORDER BY source_key DESC, source_version DESC, source_record_no DESC) AS delivery_rank
     FROM staging.channels s
 ) ranked
 WHERE delivery_rank = 1;

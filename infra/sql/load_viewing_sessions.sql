@@ -42,7 +42,14 @@ SELECT 'viewing_sessions', source_key, source_version, CAST(start_time AS DATE),
 FROM staging.viewing_sessions
 GROUP BY source_key, source_version, CAST(start_time AS DATE);
 
--- Last delivery wins: the later object key (byte-wise), then the later record.
+-- Last delivery wins: the later object key (byte-wise), then the later
+-- upload of that key, then the later record. A load can take two versions of
+-- one raw object on AWS: a file uploaded again before the load of its first
+-- upload ran. A raw object's version names sort by upload time there
+-- (<YYYYMMDDTHHMMSSZ>_<etag>@<S3 version id>); a local run loads one version
+-- of each file. A stream key is one batch (named by where it starts), and its
+-- versions are its files' sequence ranges (~<first>-<last>), which do not
+-- sort as numbers: its records' numbers order them, across its files too.
 -- Only repeated ids need ranking, and only by where each delivery came from:
 -- the deliveries they supersede are deleted from staging, and the rest (most
 -- rows) stay where they are. (source_key, source_version, source_record_no)
@@ -55,7 +62,11 @@ GROUP BY source_key, source_version, CAST(start_time AS DATE);
 -- by lineage would delete both).
 CREATE TEMP TABLE ranked_deliveries AS
 SELECT event_id, source_key, source_version, source_record_no, copies,
-       ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY source_key DESC, source_record_no DESC) AS delivery_rank
+       ROW_NUMBER() OVER (
+           PARTITION BY event_id
+           ORDER BY source_key DESC, CASE WHEN source_version LIKE '~%' THEN '' ELSE source_version END DESC,
+                    source_record_no DESC
+       ) AS delivery_rank
 FROM (
     SELECT s.event_id, s.source_key, s.source_version, s.source_record_no, COUNT(*) AS copies
     FROM staging.viewing_sessions s

@@ -91,7 +91,7 @@ pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
     /// Identity of this version of the object: the S3 ETag (with the S3
-    /// version id, from a store that names object versions:
+    /// version id and upload time, from a store that names object versions:
     /// [`ObjectMeta::version_with_id`]), or locally a hash of the content.
     /// Output names derive from it.
     pub version: String,
@@ -103,6 +103,9 @@ pub struct ObjectMeta {
 /// hex (with `-<parts>` for a multipart upload), so the first `@` ends it.
 const VERSION_ID_MARK: char = '@';
 
+/// Sets a version's upload time apart from its ETag, which never holds it.
+const UPLOADED_MARK: char = '_';
+
 impl ObjectMeta {
     /// Its size and modification time, as a [`FileStamp`] with no change
     /// time (an object store keeps none).
@@ -110,29 +113,39 @@ impl ObjectMeta {
         FileStamp { size: self.size, last_modified_us: self.last_modified_us, changed_us: 0 }
     }
 
-    /// The version name of an S3 object version: `<etag>@<version id>`, or
-    /// the ETag alone when the object has no version id of its own (`null`:
-    /// stored while its bucket kept no versions). It starts with the ETag's
-    /// hex, never with the mark of a stream batch's versions.
+    /// The version name of an S3 object version:
+    /// `<upload time>_<etag>@<version id>`, the upload time (its
+    /// LastModified) as `YYYYMMDDTHHMMSSZ`; or the ETag alone when the
+    /// object has no version id of its own (`null`: stored while its bucket
+    /// kept no versions). It never starts with the mark of a stream batch's
+    /// versions.
+    ///
+    /// The time comes first so that the names of one key's versions sort by
+    /// upload, to the second: a load that takes two uploads of one raw file
+    /// ranks them by name, and the later one wins. S3 itself keeps the
+    /// upload with the later time when two overlap. Whole seconds, because a
+    /// head tells no more (its time is an HTTP date), and a listing must
+    /// name a version as a head does.
     ///
     /// ```
     /// use tvetl_core::store::ObjectMeta;
-    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "3HL4kq"), "9b2c@3HL4kq");
-    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "null"), "9b2c");
+    /// let uploaded_us = 1_704_103_200_123_456; // 2024-01-01T10:00:00.123456Z
+    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "3HL4kq", uploaded_us), "20240101T100000Z_9b2c@3HL4kq");
+    /// assert_eq!(ObjectMeta::version_with_id("9b2c", "null", uploaded_us), "9b2c");
     /// ```
-    pub fn version_with_id(etag: &str, version_id: &str) -> String {
+    pub fn version_with_id(etag: &str, version_id: &str, uploaded_us: i64) -> String {
         if version_id.is_empty() || version_id == "null" {
-            etag.to_owned()
-        } else {
-            format!("{etag}{VERSION_ID_MARK}{version_id}")
+            return etag.to_owned();
         }
+        let uploaded = chrono::DateTime::from_timestamp(uploaded_us.div_euclid(1_000_000), 0).unwrap_or_default();
+        format!("{}{UPLOADED_MARK}{etag}{VERSION_ID_MARK}{version_id}", uploaded.format("%Y%m%dT%H%M%SZ"))
     }
 
     /// A version name's ETag, and its S3 version id when it has one
     /// ([`ObjectMeta::version_with_id`]).
     pub fn version_parts(version: &str) -> (&str, Option<&str>) {
         match version.split_once(VERSION_ID_MARK) {
-            Some((etag, id)) => (etag, Some(id)),
+            Some((named, id)) => (named.split_once(UPLOADED_MARK).map_or(named, |(_, etag)| etag), Some(id)),
             None => (version, None),
         }
     }
@@ -770,24 +783,42 @@ mod tests {
     }
 
     #[test]
-    fn an_s3_version_id_is_named_beside_its_etag_and_read_back_from_the_name() {
-        let named = ObjectMeta::version_with_id("9b2cf535f27731c974343645a3985328", "3HL4kqtJlcpX+mJ/rmSp_Xd3");
-        assert_eq!(named, "9b2cf535f27731c974343645a3985328@3HL4kqtJlcpX+mJ/rmSp_Xd3");
-        assert_eq!(
-            ObjectMeta::version_parts(&named),
-            ("9b2cf535f27731c974343645a3985328", Some("3HL4kqtJlcpX+mJ/rmSp_Xd3"))
-        );
-        // A version id may hold the mark itself: the ETag before it cannot.
-        let marked = ObjectMeta::version_with_id("d41d8cd98f00b204e9800998ecf8427e-2", "a@b");
-        assert_eq!(ObjectMeta::version_parts(&marked), ("d41d8cd98f00b204e9800998ecf8427e-2", Some("a@b")));
+    fn an_s3_version_id_is_named_beside_its_etag_and_upload_time_and_read_back_from_the_name() {
+        // 2024-01-01T10:00:00.9Z: a listing's time has milliseconds, a head's
+        // whole seconds; both name the version alike.
+        let uploaded_us = 1_704_103_200_900_000;
+        let (etag, id) = ("9b2cf535f27731c974343645a3985328", "3HL4kqtJlcpX+mJ/rmSp_Xd3");
+        let named = ObjectMeta::version_with_id(etag, id, uploaded_us);
+        assert_eq!(named, format!("20240101T100000Z_{etag}@{id}"));
+        assert_eq!(named, ObjectMeta::version_with_id(etag, id, 1_704_103_200_000_000));
+        assert_eq!(ObjectMeta::version_parts(&named), (etag, Some(id)));
+        // A version id may hold the marks itself: the ETag before them cannot.
+        let marked = ObjectMeta::version_with_id("d41d8cd98f00b204e9800998ecf8427e-2", "a@b_c", uploaded_us);
+        assert_eq!(ObjectMeta::version_parts(&marked), ("d41d8cd98f00b204e9800998ecf8427e-2", Some("a@b_c")));
         // No version id of its own: the ETag alone, which names no id.
         for none in ["null", ""] {
-            assert_eq!(ObjectMeta::version_with_id("9b2c", none), "9b2c");
+            assert_eq!(ObjectMeta::version_with_id("9b2c", none, uploaded_us), "9b2c");
         }
         assert_eq!(ObjectMeta::version_parts("9b2c"), ("9b2c", None));
         assert_eq!(ObjectMeta::version_parts(""), ("", None));
         // Never taken for a stream batch's version.
         assert_eq!(crate::stream::delivery(&named), named);
+    }
+
+    #[test]
+    fn the_versions_of_one_key_sort_by_upload_whatever_their_etags_and_ids() {
+        // Uploads a second apart, across a minute, a day and a year, whose
+        // ETags and ids sort the other way.
+        let uploads = [
+            (1_704_067_199_000_000, "ffff", "zz"), // 2023-12-31T23:59:59Z
+            (1_704_067_200_000_000, "eeee", "yy"),
+            (1_704_067_260_000_000, "dddd", "xx"),
+            (1_704_153_600_000_000, "cccc", "ww"),
+            (1_735_689_600_000_000, "0000", "aa"), // 2025-01-01T00:00:00Z
+        ];
+        let names: Vec<String> =
+            uploads.iter().map(|&(uploaded_us, etag, id)| ObjectMeta::version_with_id(etag, id, uploaded_us)).collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
     }
 
     #[test]

@@ -48,7 +48,8 @@
 //! stream version: the warehouse takes all of a key's stream versions for one
 //! delivery, in whatever loads their files arrive, where a raw object's
 //! versions are each a delivery of its own (an object's version is its
-//! content hash or S3's version or ETag, which never starts with `~`).
+//! content hash, or its S3 ETag, named with its upload time and version id
+//! on a versioned bucket, which never starts with `~`).
 //!
 //! Compaction must leave stream files alone while a retry can still come
 //! (see [`crate::compact`]'s minimum age), since it renames what the listing

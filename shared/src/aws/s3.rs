@@ -50,8 +50,9 @@ impl S3ObjectStore {
         }
     }
 
-    /// Names each object's version by its S3 version id as well as its ETag
-    /// (`<etag>@<version id>`), where the bucket keeps versions, and reads
+    /// Names each object's version by its S3 version id and upload time as
+    /// well as its ETag (`<upload time>_<etag>@<version id>`:
+    /// [`ObjectMeta::version_with_id`]), where the bucket keeps versions, and reads
     /// the version named. Every upload to a versioned bucket is a version of
     /// its own, so content put back to what a key held before is a new
     /// version, with its own staging files, and a later load takes it; by
@@ -111,11 +112,16 @@ impl S3ObjectStore {
         }
     }
 
-    /// The version of an object with `etag` and `version_id`, as this
-    /// store names it.
-    fn object_version(&self, e_tag: Option<&str>, version_id: Option<&str>) -> String {
+    /// The version of an object with `etag` and `version_id`, last
+    /// modified at `last_modified`, as this store names it.
+    fn object_version(
+        &self,
+        e_tag: Option<&str>,
+        version_id: Option<&str>,
+        last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+    ) -> String {
         match version_id {
-            Some(id) if self.object_versions => ObjectMeta::version_with_id(&etag(e_tag), id),
+            Some(id) if self.object_versions => ObjectMeta::version_with_id(&etag(e_tag), id, micros(last_modified)),
             _ => etag(e_tag),
         }
     }
@@ -141,7 +147,7 @@ impl S3ObjectStore {
                 out.push(ObjectMeta {
                     key: v.key().unwrap_or_default().to_owned(),
                     size: v.size().unwrap_or(0).max(0) as u64,
-                    version: self.object_version(v.e_tag(), v.version_id()),
+                    version: self.object_version(v.e_tag(), v.version_id(), v.last_modified()),
                     last_modified_us: micros(v.last_modified()),
                 });
             }
@@ -262,7 +268,7 @@ impl ObjectStore for S3ObjectStore {
             Ok(ObjectMeta {
                 key: key.to_owned(),
                 size: h.content_length().unwrap_or(0).max(0) as u64,
-                version: self.object_version(h.e_tag(), h.version_id()),
+                version: self.object_version(h.e_tag(), h.version_id(), h.last_modified()),
                 last_modified_us: micros(h.last_modified()),
             })
         })
