@@ -524,6 +524,7 @@ async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again
 /// records' numbers. Here the correction moves `tu-1` from the second line
 /// to the first, so ranking by record number alone would keep the first
 /// upload's 3,600 s; and the load is given the later upload's files first.
+/// Then two uploads whose files load in separate loads, in reverse order.
 async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
     clients: &AwsClients,
     ingest: &IngestBatch,
@@ -567,6 +568,29 @@ async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
     })
     .await;
     assert!(kept.ends_with(&format!("@{}", versions[1])), "the second upload's row: {kept}, uploads {versions:?}");
+
+    // Two more uploads, whose files load in separate batches, the later
+    // upload's first (queue batches commit in any order): the earlier one,
+    // loaded after, changes nothing.
+    let mut staged = Vec::new();
+    for seconds in [1200, 1800] {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let body = format!("{header}tu-1,u1,ch-tu,2034-04-01T10:00:00Z,{seconds}\n");
+        clients.s3.put_object().bucket(&raw).key(&key).body(body.into_bytes().into()).send().await.unwrap();
+        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
+        staged.push(ingested.objects[0].staged.clone());
+    }
+    for (files, duplicates, merged) in [(&staged[1], 0, 1), (&staged[0], 1, 0)] {
+        let loaded = load.handle(&LoadRequest::Keys { objects: files.clone() }).await.expect("an upload loads");
+        let stats = &loaded.loads[&tvetl_core::Source::Viewership];
+        assert_eq!(
+            (stats.rows_staged, stats.duplicates_removed, stats.rows_merged),
+            (1, duplicates, merged),
+            "{stats:?}"
+        );
+    }
+    let top = reports_via_data_api(clients, vec!["2034-04-01".into()]).await.0;
+    assert_eq!(top[0]["channels"][0]["watch_seconds"], 1860.0, "tu-0's 60 s and the last upload's 1,800 s: {top:?}");
 }
 
 /// Redshift fails one of two overlapping transactions with a serializable

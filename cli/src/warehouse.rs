@@ -1050,6 +1050,73 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_upload_of_a_raw_file_loaded_after_a_later_one_does_not_replace_it() {
+        // On AWS two uploads' staging files can sit in separate queue
+        // batches, which commit in any order: here the later upload's first.
+        let (_dir, mut wh) = one_thread_warehouse();
+        let key = "viewership/2024-01-01.csv";
+        let (first, second, third) =
+            ("20240101T100000Z_ffff@zz", "20240101T100001Z_0000@aa", "20240101T100002Z_8888@mm");
+        let mut load = |load_id: i64, rows: &[(&str, &str, &str, &str, u32)]| {
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|&(id, channel, key, version, record_no)| {
+                    staged_session(id, "u1", channel, 1, (key, version, record_no))
+                })
+                .collect();
+            let stats = load_staged(&mut wh, load_id, &rows);
+            (stats.duplicates_removed, stats.rows_merged)
+        };
+        assert_eq!(load(1, &[("e1", "cNew", key, second, 1)]), (0, 1));
+        // The first upload, loaded after: its e1 is a duplicate that changes
+        // nothing; e0, which the correction dropped, loads.
+        assert_eq!(load(2, &[("e0", "cOld", key, first, 1), ("e1", "cOld", key, first, 2)]), (1, 1));
+        // A later upload loaded later wins as ever, and so does one of the
+        // same second, whatever its ETag: the times tell no order then.
+        assert_eq!(load(3, &[("e1", "cNewer", key, third, 1)]), (0, 1));
+        assert_eq!(load(31, &[("e1", "cSameSecond", key, "20240101T100002Z_0000@ab", 1)]), (0, 1));
+        assert_eq!(load(32, &[("e1", "cNewer", key, "20240101T100002Z_ffff@ac", 1)]), (0, 1));
+        // Versions not named by upload time (locally a content hash, on AWS
+        // an ETag alone) are not ordered: the one loaded later wins.
+        let other = "viewership/b.csv";
+        assert_eq!(load(4, &[("e5", "cA", other, "ffff", 1)]), (0, 1));
+        assert_eq!(load(5, &[("e5", "cB", other, "0000", 1)]), (0, 1));
+        let core = core_sessions(&mut wh, "event_id || ':' || channel_id");
+        assert_eq!(core, ["e0:cOld", "e1:cNewer", "e5:cB"]);
+
+        // The dimensions the same way.
+        let load_channel = |wh: &mut DuckDbWarehouse, load_id: i64, name: &str, key: &str, version: &str| {
+            let copy = format!(
+                "INSERT INTO staging.channels VALUES ('c1', '{name}', NULL, NULL, NULL, '{key}', '{version}', 1)"
+            );
+            let counts = wh.execute_transaction(&load_statements(Source::Channels, vec![copy], load_id)).unwrap();
+            let stats = LoadStats::from_result(&counts).unwrap();
+            (stats.duplicates_removed, stats.rows_merged)
+        };
+        let load_user = |wh: &mut DuckDbWarehouse, load_id: i64, band: &str, key: &str, version: &str| {
+            let copy = format!(
+                "INSERT INTO staging.demographics VALUES ('u1', '{band}', NULL, NULL, '{key}', '{version}', 1)"
+            );
+            let counts = wh.execute_transaction(&load_statements(Source::Demographics, vec![copy], load_id)).unwrap();
+            let stats = LoadStats::from_result(&counts).unwrap();
+            (stats.duplicates_removed, stats.rows_merged)
+        };
+        let (channels, users) = ("channels/list.csv", "demographics/users.csv");
+        assert_eq!(load_channel(&mut wh, 6, "New", channels, second), (0, 1));
+        assert_eq!(load_channel(&mut wh, 7, "Old", channels, first), (1, 0));
+        assert_eq!(load_user(&mut wh, 6, "25-34", users, second), (0, 1));
+        assert_eq!(load_user(&mut wh, 7, "18-24", users, first), (1, 0));
+        let text = |wh: &mut DuckDbWarehouse, sql: &str| wh.query(sql).unwrap().text(0, "v").unwrap();
+        assert_eq!(text(&mut wh, "SELECT channel_name AS v FROM core.channels").as_deref(), Some("New"));
+        assert_eq!(text(&mut wh, "SELECT age_band AS v FROM core.users").as_deref(), Some("25-34"));
+        // Unordered versions: the one loaded later wins.
+        assert_eq!(load_channel(&mut wh, 8, "Hashed", "channels/other.csv", "0000"), (0, 1));
+        assert_eq!(load_channel(&mut wh, 9, "Hashed later", "channels/other.csv", "ffff"), (0, 1));
+        assert_eq!(load_channel(&mut wh, 10, "Hashed last", "channels/other.csv", "1111"), (0, 1));
+        assert_eq!(text(&mut wh, "SELECT channel_name AS v FROM core.channels").as_deref(), Some("Hashed last"));
+    }
+
+    #[test]
     fn a_corrected_raw_file_in_a_folder_named_after_a_stream_is_another_delivery() {
         // A raw object's key can start like a stream batch's (an S3 export of
         // a Kinesis stream landed under kinesis/): its versions are still

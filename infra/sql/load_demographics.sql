@@ -29,11 +29,26 @@ FROM (
 ) ranked
 WHERE delivery_rank = 1;
 
+-- Two uploads of one raw file on AWS can load in either order: a row core
+-- holds from a later upload of the same file (a version named by a later
+-- upload time, to the second, shaped YYYYMMDDTHHMMSSZ_…) stays, and the
+-- earlier upload's row counts as a duplicate (see load_viewing_sessions.sql).
+-- Where no version has such a name (locally), the ledger says so, and core
+-- is not read.
+DELETE FROM new_rows
+USING core.users c
+WHERE c.user_id = new_rows.user_id AND c.source_key = new_rows.source_key
+  AND SUBSTRING(c.source_version, 1, 16) > SUBSTRING(new_rows.source_version, 1, 16)
+  AND c.source_version LIKE '________T______Z_%' AND new_rows.source_version LIKE '________T______Z_%'
+  AND (SELECT COUNT(*) FROM core.load_ledger
+       WHERE table_name = 'users' AND source_version LIKE '________T______Z_%') > 0;
+
 DROP TABLE IF EXISTS load_counts;
 CREATE TEMP TABLE load_counts AS
 SELECT load_stats.rows_staged,
        load_stats.rows_staged - (SELECT COUNT(*) FROM staging.demographics) AS rows_already_loaded,
-       load_stats.rows_staged - load_stats.keys_staged AS duplicates_removed,
+       load_stats.rows_staged - load_stats.keys_staged
+           + (SELECT COUNT(DISTINCT user_id) FROM staging.demographics) - (SELECT COUNT(*) FROM new_rows) AS duplicates_removed,
        (SELECT COUNT(*) FROM new_rows) AS rows_merged,
        0 AS days_touched
 FROM load_stats;

@@ -121,36 +121,62 @@ FROM kept_copies;
 -- A delivery is one version of a raw object (a source_key and
 -- source_version), or one stream batch: a source_key whose versions start
 -- with ~ (each of its files has its own, ~<first>-<last>, and retries of the
--- batch may add files; an object's version never starts with ~). A row from
--- any other delivery still replaces core's (a later run wins). Only a
--- delivery of which an earlier load took other files can hold such rows. The
--- ledger names those (this load's files are in it now), so a load of new
+-- batch may add files; an object's version never starts with ~).
+-- For the same reason two uploads of one raw file on AWS can load in either
+-- order: a session core holds from a later upload of the same file (a
+-- version named by a later upload time) is not replaced by an earlier
+-- upload loaded after it, as the later upload wins when both load together.
+-- Such names have the shape YYYYMMDDTHHMMSSZ_… (which LIKE's _ wildcards
+-- match), and only their times are compared: of two uploads in one second
+-- the one loaded later wins, as when loaded together they rank by ETag,
+-- which says nothing of their order. An ETag or a content hash never has
+-- that shape, so other versions are not ordered: locally, and on a bucket
+-- without versions, a file's version loaded later wins.
+-- A row from any other delivery still replaces core's (a later run wins).
+-- Only a delivery of which an earlier load took other files, or whose key
+-- an earlier load took a later upload of, can meet such rows. The ledger
+-- names those (this load's files are in it now), so a load of new
 -- deliveries reads neither staging nor core's ids here.
 -- A row's delivery is its source_key with its version, or with ~ for all of
 -- a stream key's versions.
-CREATE TEMP TABLE continued_deliveries AS
+-- The ledger has a row per file and day: each side is first reduced to its
+-- deliveries, so that a file of many days is not joined day by day.
+CREATE TEMP TABLE deliveries_core_may_supersede AS
 WITH ledger AS (
     SELECT source_key, load_id,
            CASE WHEN source_version LIKE '~%' THEN '~' ELSE source_version END AS delivery
     FROM core.load_ledger
     WHERE table_name = 'viewing_sessions'
+),
+this_load AS (
+    SELECT DISTINCT source_key, delivery FROM ledger WHERE load_id = {load_id}
+),
+earlier AS (
+    SELECT DISTINCT l.source_key, l.delivery
+    FROM ledger l
+    JOIN (SELECT DISTINCT source_key FROM this_load) k ON k.source_key = l.source_key
+    WHERE l.load_id <> {load_id}
 )
-SELECT DISTINCT this_load.source_key, this_load.delivery
-FROM ledger this_load
-JOIN ledger earlier ON earlier.source_key = this_load.source_key AND earlier.delivery = this_load.delivery
-WHERE this_load.load_id = {load_id} AND earlier.load_id <> {load_id};
+SELECT DISTINCT t.source_key, t.delivery
+FROM this_load t
+JOIN earlier e ON e.source_key = t.source_key
+WHERE e.delivery = t.delivery
+   OR (SUBSTRING(e.delivery, 1, 16) > SUBSTRING(t.delivery, 1, 16)
+       AND e.delivery LIKE '________T______Z_%' AND t.delivery LIKE '________T______Z_%');
 
 CREATE TEMP TABLE superseded_in_core AS
 SELECT n.event_id
 FROM staging.viewing_sessions n
-JOIN continued_deliveries d
+JOIN deliveries_core_may_supersede d
   ON d.source_key = n.source_key
  AND d.delivery = CASE WHEN n.source_version LIKE '~%' THEN '~' ELSE n.source_version END
 JOIN core.viewing_sessions c
   ON c.event_id = n.event_id AND c.source_key = n.source_key
- AND d.delivery = CASE WHEN c.source_version LIKE '~%' THEN '~' ELSE c.source_version END
-WHERE c.source_record_no > n.source_record_no
-  AND (SELECT COUNT(*) FROM continued_deliveries) > 0;
+WHERE ((d.delivery = CASE WHEN c.source_version LIKE '~%' THEN '~' ELSE c.source_version END
+        AND c.source_record_no > n.source_record_no)
+       OR (SUBSTRING(c.source_version, 1, 16) > SUBSTRING(n.source_version, 1, 16)
+           AND c.source_version LIKE '________T______Z_%' AND n.source_version LIKE '________T______Z_%'))
+  AND (SELECT COUNT(*) FROM deliveries_core_may_supersede) > 0;
 
 DELETE FROM staging.viewing_sessions
 USING superseded_in_core s
@@ -253,7 +279,7 @@ WHERE rows_merged > 0;
 DELETE FROM staging.viewing_sessions;
 DROP TABLE ranked_deliveries;
 DROP TABLE kept_copies;
-DROP TABLE continued_deliveries;
+DROP TABLE deliveries_core_may_supersede;
 DROP TABLE superseded_in_core;
 DROP TABLE repeated_ids;
 DROP TABLE replaced_days;
