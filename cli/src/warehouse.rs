@@ -1013,20 +1013,28 @@ mod tests {
         // A stream batch's files: ~9-9 sorts after ~10-10 as text, but its
         // record 10 is the later.
         let batch = "kinesis/views/shardId-000000000000/9";
+        // Another file: a version named before upload times (or stored
+        // before the bucket kept versions), whose ETag sorts above the time,
+        // and a later upload; and two uploads of one second.
+        let (other, same) = ("viewership/2024-01-02.csv", "viewership/2024-01-03.csv");
         let rows = [
             staged_session("e0", "u0", "cOld", 1, (key, first, 1)),
             staged_session("e1", "u1", "cOld", 1, (key, first, 2)),
             staged_session("e1", "u1", "cNew", 1, (key, second, 1)),
             staged_session("e2", "u2", "cS9", 1, (batch, "~9-9", 9)),
             staged_session("e2", "u2", "cS10", 1, (batch, "~10-10", 10)),
+            staged_session("e3", "u3", "cNamedBefore", 1, (other, "f9b2c@3HL4kq", 5)),
+            staged_session("e3", "u3", "cTimed", 1, (other, first, 1)),
+            staged_session("e4", "u4", "cLaterRecord", 1, (same, "20240101T100000Z_0000@aa", 2)),
+            staged_session("e4", "u4", "cEarlierRecord", 1, (same, "20240101T100000Z_ffff@zz", 1)),
         ];
         let stats = load_staged(&mut wh, 1, &rows);
-        assert_eq!((stats.duplicates_removed, stats.rows_merged), (2, 3));
+        assert_eq!((stats.duplicates_removed, stats.rows_merged), (4, 5));
         let core = core_sessions(&mut wh, "event_id || ':' || channel_id");
         assert_eq!(
             core,
-            ["e0:cOld", "e1:cNew", "e2:cS10"],
-            "e1 of the later upload, e2 of the later record; e0, not in the correction, stays"
+            ["e0:cOld", "e1:cNew", "e2:cS10", "e3:cTimed", "e4:cLaterRecord"],
+            "e1 and e3 of the later upload, e2 and e4 of the later record; e0, not in the correction, stays"
         );
 
         // The dimensions the same way.
@@ -1071,6 +1079,8 @@ mod tests {
         // The first upload, loaded after: its e1 is a duplicate that changes
         // nothing; e0, which the correction dropped, loads.
         assert_eq!(load(2, &[("e0", "cOld", key, first, 1), ("e1", "cOld", key, first, 2)]), (1, 1));
+        // A version named before upload times, loaded after, is older too.
+        assert_eq!(load(21, &[("e1", "cNamedBefore", key, "f9b2c@3HL4kq", 1)]), (1, 0));
         // A later upload loaded later wins as ever, and so does one of the
         // same second, whatever its ETag: the times tell no order then.
         assert_eq!(load(3, &[("e1", "cNewer", key, third, 1)]), (0, 1));

@@ -3,7 +3,8 @@
 -- substituted by the loader. The last statement returns the load's counts.
 
 -- Counted over everything staged, before already-loaded files are skipped,
--- so a rerun over the same files reports the same duplicates.
+-- so a rerun over the same files reports the same duplicates (except rows
+-- held back because core has a later upload's, counted when first loaded).
 DROP TABLE IF EXISTS load_stats;
 CREATE TEMP TABLE load_stats AS
 SELECT COUNT(*) AS rows_staged, COUNT(DISTINCT user_id) AS keys_staged FROM staging.demographics;
@@ -16,30 +17,33 @@ WHERE core.load_ledger.table_name = 'users'
 
 -- Last delivery wins: the later object key (byte-wise), then the later
 -- upload of that key (on AWS a load can take two versions of one raw file,
--- whose names sort by upload time: see load_viewing_sessions.sql), then the
--- later record.
+-- whose names start with their upload time: see load_viewing_sessions.sql),
+-- then the later record.
 DROP TABLE IF EXISTS new_rows;
 CREATE TEMP TABLE new_rows AS
 SELECT user_id, age_band, gender, region, source_key, source_version, source_record_no
 FROM (
     SELECT s.*,
-           ROW_NUMBER() OVER (PARTITION BY user_id
-                              ORDER BY source_key DESC, source_version DESC, source_record_no DESC) AS delivery_rank
+           ROW_NUMBER() OVER (
+               PARTITION BY user_id
+               ORDER BY source_key DESC, CASE WHEN source_version LIKE '________T______Z_%' THEN SUBSTRING(source_version, 1, 16) ELSE '' END DESC,
+                        source_record_no DESC
+           ) AS delivery_rank
     FROM staging.demographics s
 ) ranked
 WHERE delivery_rank = 1;
 
 -- Two uploads of one raw file on AWS can load in either order: a row core
--- holds from a later upload of the same file (a version named by a later
--- upload time, to the second, shaped YYYYMMDDTHHMMSSZ_…) stays, and the
--- earlier upload's row counts as a duplicate (see load_viewing_sessions.sql).
--- Where no version has such a name (locally), the ledger says so, and core
--- is not read.
+-- holds from a later upload of the same file (by the upload times their
+-- versions are named with, as ranked above) stays, and the earlier upload's
+-- row counts as a duplicate (see load_viewing_sessions.sql). Where no
+-- version has an upload time (locally), the ledger says so, and core is not
+-- read.
 DELETE FROM new_rows
 USING core.users c
 WHERE c.user_id = new_rows.user_id AND c.source_key = new_rows.source_key
-  AND SUBSTRING(c.source_version, 1, 16) > SUBSTRING(new_rows.source_version, 1, 16)
-  AND c.source_version LIKE '________T______Z_%' AND new_rows.source_version LIKE '________T______Z_%'
+  AND CASE WHEN c.source_version LIKE '________T______Z_%' THEN SUBSTRING(c.source_version, 1, 16) ELSE '' END
+      > CASE WHEN new_rows.source_version LIKE '________T______Z_%' THEN SUBSTRING(new_rows.source_version, 1, 16) ELSE '' END
   AND (SELECT COUNT(*) FROM core.load_ledger
        WHERE table_name = 'users' AND source_version LIKE '________T______Z_%') > 0;
 

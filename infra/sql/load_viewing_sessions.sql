@@ -45,11 +45,16 @@ GROUP BY source_key, source_version, CAST(start_time AS DATE);
 -- Last delivery wins: the later object key (byte-wise), then the later
 -- upload of that key, then the later record. A load can take two versions of
 -- one raw object on AWS: a file uploaded again before the load of its first
--- upload ran. A raw object's version names sort by upload time there
--- (<YYYYMMDDTHHMMSSZ>_<etag>@<S3 version id>); a local run loads one version
--- of each file. A stream key is one batch (named by where it starts), and its
--- versions are its files' sequence ranges (~<first>-<last>), which do not
--- sort as numbers: its records' numbers order them, across its files too.
+-- upload ran. A raw object's version name starts with its upload time there
+-- (<YYYYMMDDTHHMMSSZ>_<etag>@<S3 version id>), to the second; such names
+-- have that shape (which LIKE's _ wildcards match), and only their times are
+-- compared. A version of another shape ranks as uploaded before all of them:
+-- on AWS it was named by an earlier release, or stored before the bucket kept
+-- versions (the ETag alone). Uploads of one second, and versions of no upload
+-- time, rank by record number, as before such names. A local run loads one
+-- version of each file (a content hash). A stream key is one batch (named by
+-- where it starts), and its versions are its files' sequence ranges
+-- (~<first>-<last>): its records' numbers order them, across its files too.
 -- Only repeated ids need ranking, and only by where each delivery came from:
 -- the deliveries they supersede are deleted from staging, and the rest (most
 -- rows) stay where they are. (source_key, source_version, source_record_no)
@@ -64,7 +69,8 @@ CREATE TEMP TABLE ranked_deliveries AS
 SELECT event_id, source_key, source_version, source_record_no, copies,
        ROW_NUMBER() OVER (
            PARTITION BY event_id
-           ORDER BY source_key DESC, CASE WHEN source_version LIKE '~%' THEN '' ELSE source_version END DESC,
+           ORDER BY source_key DESC,
+                    CASE WHEN source_version LIKE '________T______Z_%' THEN SUBSTRING(source_version, 1, 16) ELSE '' END DESC,
                     source_record_no DESC
        ) AS delivery_rank
 FROM (
@@ -123,15 +129,11 @@ FROM kept_copies;
 -- with ~ (each of its files has its own, ~<first>-<last>, and retries of the
 -- batch may add files; an object's version never starts with ~).
 -- For the same reason two uploads of one raw file on AWS can load in either
--- order: a session core holds from a later upload of the same file (a
--- version named by a later upload time) is not replaced by an earlier
--- upload loaded after it, as the later upload wins when both load together.
--- Such names have the shape YYYYMMDDTHHMMSSZ_… (which LIKE's _ wildcards
--- match), and only their times are compared: of two uploads in one second
--- the one loaded later wins, as when loaded together they rank by ETag,
--- which says nothing of their order. An ETag or a content hash never has
--- that shape, so other versions are not ordered: locally, and on a bucket
--- without versions, a file's version loaded later wins.
+-- order: a session core holds from a later upload of the same file (by the
+-- upload times their versions are named with, as ranked above) is not
+-- replaced by an earlier upload loaded after it, as the later upload wins
+-- when both load together. Of two uploads in one second, or versions of no
+-- upload time (locally, content hashes), the one loaded later wins.
 -- A row from any other delivery still replaces core's (a later run wins).
 -- Only a delivery of which an earlier load took other files, or whose key
 -- an earlier load took a later upload of, can meet such rows. The ledger
@@ -161,8 +163,8 @@ SELECT DISTINCT t.source_key, t.delivery
 FROM this_load t
 JOIN earlier e ON e.source_key = t.source_key
 WHERE e.delivery = t.delivery
-   OR (SUBSTRING(e.delivery, 1, 16) > SUBSTRING(t.delivery, 1, 16)
-       AND e.delivery LIKE '________T______Z_%' AND t.delivery LIKE '________T______Z_%');
+   OR CASE WHEN e.delivery LIKE '________T______Z_%' THEN SUBSTRING(e.delivery, 1, 16) ELSE '' END
+      > CASE WHEN t.delivery LIKE '________T______Z_%' THEN SUBSTRING(t.delivery, 1, 16) ELSE '' END;
 
 CREATE TEMP TABLE superseded_in_core AS
 SELECT n.event_id
@@ -174,8 +176,8 @@ JOIN core.viewing_sessions c
   ON c.event_id = n.event_id AND c.source_key = n.source_key
 WHERE ((d.delivery = CASE WHEN c.source_version LIKE '~%' THEN '~' ELSE c.source_version END
         AND c.source_record_no > n.source_record_no)
-       OR (SUBSTRING(c.source_version, 1, 16) > SUBSTRING(n.source_version, 1, 16)
-           AND c.source_version LIKE '________T______Z_%' AND n.source_version LIKE '________T______Z_%'))
+       OR CASE WHEN c.source_version LIKE '________T______Z_%' THEN SUBSTRING(c.source_version, 1, 16) ELSE '' END
+          > CASE WHEN n.source_version LIKE '________T______Z_%' THEN SUBSTRING(n.source_version, 1, 16) ELSE '' END)
   AND (SELECT COUNT(*) FROM deliveries_core_may_supersede) > 0;
 
 DELETE FROM staging.viewing_sessions

@@ -288,9 +288,10 @@ pub struct LoadStats {
     pub rows_already_loaded: u64,
     /// Staged rows superseded by a later delivery of the same key in this
     /// load (counted before files loaded earlier are skipped, so a rerun over
-    /// the same files reports the same number), and rows of a delivery whose
-    /// later record of the same key an earlier load took in (its other day
-    /// file: counted when first loaded).
+    /// the same files reports the same number), and rows held back because
+    /// an earlier load took a later record of the same delivery (its other
+    /// day file) or, on AWS, a later upload of the same raw file (counted
+    /// when first loaded).
     pub duplicates_removed: u64,
     /// Rows inserted or updated in core.
     pub rows_merged: u64,
