@@ -1986,27 +1986,46 @@ fn bad_arguments_get_clear_errors() {
 }
 
 /// A raw file whose name is not UTF-8 (a Latin-1 name from an SFTP client)
-/// cannot be an object key: it fails alone, with a message that says why,
-/// as does a file that cannot be opened, and the other files still load.
+/// cannot be an object key: it fails alone, named with its bytes that are
+/// not UTF-8 written `\xNN`, with a message that says why, as does a file
+/// that cannot be opened or is not a file (a named pipe), and the other
+/// files still load: among them a UTF-8 name that a lossy listing would give
+/// the Latin-1 ones, and one named like this program's temporary files.
 #[test]
 fn a_file_name_that_is_not_utf8_fails_alone() {
     use std::os::unix::ffi::OsStrExt;
     let (_dir, input, lake) = workspace();
-    let body = b"event_id,user_id,channel_id,start_time,duration_seconds\ne1,u1,c1,2024-01-01T10:00:00Z,60\n";
-    write(&input, "viewership/ok.csv", body);
-    std::fs::write(input.join("viewership").join(std::ffi::OsStr::from_bytes(b"r\xe9sum\xe9.csv")), body).unwrap();
-    // And one that cannot be opened: a link to nowhere.
+    let body = |id: &str| {
+        format!("event_id,user_id,channel_id,start_time,duration_seconds\n{id},u1,c1,2024-01-01T10:00:00Z,60\n")
+    };
+    write(&input, "viewership/ok.csv", body("e1").as_bytes());
+    write(&input, "viewership/r\u{FFFD}sum\u{FFFD}.csv", body("e2").as_bytes());
+    write(&input, "viewership/.batch.tmp-7/b.csv", body("e3").as_bytes());
+    for latin1 in [&b"r\xe9sum\xe9.csv"[..], b"r\xe8sum\xe9.csv"] {
+        std::fs::write(input.join("viewership").join(std::ffi::OsStr::from_bytes(latin1)), body("e9")).unwrap();
+    }
+    // And one that cannot be opened: a link to nowhere; and a named pipe,
+    // which no writer feeds.
     std::os::unix::fs::symlink("/nonexistent/sessions.csv", input.join("viewership/dangling.csv")).unwrap();
+    assert!(Command::new("mkfifo").arg(input.join("viewership/pipe.csv")).status().unwrap().success());
     let summary = run(&input, &lake);
     let files = summary["files"].as_array().unwrap();
-    let failed: Vec<&Value> = files.iter().filter(|f| f["status"] == "failed").collect();
-    assert_eq!(failed.len(), 2, "{files:?}");
-    assert_eq!(failed[0]["key"], "viewership/dangling.csv");
-    assert!(failed[0]["error"].as_str().unwrap().contains("no such object"), "{failed:?}");
-    assert_eq!(failed[1]["key"], "viewership/r\u{FFFD}sum\u{FFFD}.csv");
-    assert!(failed[1]["error"].as_str().unwrap().contains("name is not valid UTF-8"), "{failed:?}");
-    assert_eq!((summary["rows_read"].as_u64(), summary["rows_accepted"].as_u64()), (Some(1), Some(1)));
-    assert_eq!(summary["loads"]["viewership"]["rows_merged"], 1);
+    let failed: Vec<(&str, &str)> = files
+        .iter()
+        .filter(|f| f["status"] == "failed")
+        .map(|f| (f["key"].as_str().unwrap(), f["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(failed.len(), 4, "{files:?}");
+    assert_eq!(failed[0].0, "viewership/dangling.csv");
+    assert!(failed[0].1.contains("no such object"), "{failed:?}");
+    assert_eq!(failed[1].0, "viewership/pipe.csv");
+    assert!(failed[1].1.contains("not a regular file"), "{failed:?}");
+    for (i, key) in [(2, "viewership/r\\xe8sum\\xe9.csv"), (3, "viewership/r\\xe9sum\\xe9.csv")] {
+        assert_eq!(failed[i].0, key);
+        assert!(failed[i].1.starts_with(key) && failed[i].1.contains("is not valid UTF-8"), "{failed:?}");
+    }
+    assert_eq!((summary["rows_read"].as_u64(), summary["rows_accepted"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(summary["loads"]["viewership"]["rows_merged"], 3);
 }
 
 /// `--input` pointed one folder too high (the demo's root instead of its

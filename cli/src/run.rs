@@ -160,7 +160,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         lake.display()
     );
     let _lock = LakeLock::acquire(lake, &run_lock_path(lake))?;
-    let raw = LocalObjectStore::new(input);
+    // Someone else's folder: a file named like this program's temporary
+    // files is an input like any other.
+    let raw = LocalObjectStore::new(input).listing_every_file();
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));
     // A run killed while writing leaves its uploads' temporary files, which

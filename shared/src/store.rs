@@ -292,16 +292,35 @@ fn content_version(mut reader: impl Read) -> std::io::Result<String> {
 /// Versions are content hashes (xxh3), so a re-copied file with the same bytes
 /// is the same version, and an edited one is a new version. Every file is an
 /// object, hidden-looking names included, except the temporary file of an
-/// upload not yet committed (`.<name>.tmp-<pid>`).
+/// upload not yet committed (`.<name>.tmp-<pid>`), in a store that this
+/// program writes.
+///
+/// Keys are UTF-8, as in S3. A name that is not is listed with its bytes that
+/// are not UTF-8 written `\xNN` (so that two such names stay two keys), and
+/// reading it fails, naming the file and saying to rename it. So does
+/// reading anything that is not a file (a named pipe, a socket, a device),
+/// rather than waiting on it.
 #[derive(Debug, Clone)]
 pub struct LocalObjectStore {
     root: PathBuf,
+    /// Whether listings leave out uploads in flight (this store's own
+    /// temporary files).
+    hides_uploads_in_flight: bool,
 }
 
 impl LocalObjectStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalObjectStore { root: root.into() }
+        LocalObjectStore { root: root.into(), hides_uploads_in_flight: true }
+    }
+
+    /// Lists every file as an object, those named like an upload in flight
+    /// too: for a folder this program does not write (the raw input), where
+    /// such a name is someone else's file, to be ingested or reported like
+    /// any other, not passed over.
+    pub fn listing_every_file(mut self) -> Self {
+        self.hides_uploads_in_flight = false;
+        self
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -353,16 +372,22 @@ impl LocalObjectStore {
     }
 
     fn meta(&self, key: String, path: &Path) -> Result<ObjectMeta, StoreError> {
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound if self.is_non_utf8_name(&key) => StoreError::io(
-                &key,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "the file's name is not valid UTF-8, and object keys are UTF-8 (as in S3): rename the file",
-                ),
-            ),
-            _ => StoreError::io(&key, e),
-        })?;
+        let invalid =
+            |message: &str| StoreError::io(&key, std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+        // Opening a named pipe waits for a writer: look before opening.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                return Err(invalid("not a regular file (a named pipe, socket or device): only files are objects"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.is_non_utf8_name(&key) => {
+                return Err(invalid(
+                    "the file's name (or its folder's) is not valid UTF-8, and object keys are UTF-8 (as in S3): \
+                     rename it",
+                ));
+            }
+            _ => {}
+        }
+        let file = File::open(path).map_err(|e| StoreError::io(&key, e))?;
         let stamp = FileStamp::of(&file.metadata().map_err(|e| StoreError::io(&key, e))?);
         let version = content_version(file).map_err(|e| StoreError::io(&key, e))?;
         Ok(ObjectMeta { key, size: stamp.size, version, last_modified_us: stamp.last_modified_us })
@@ -374,15 +399,21 @@ impl LocalObjectStore {
         std::fs::metadata(self.path(key)).map(|m| FileStamp::of(&m)).map_err(|e| StoreError::io(key, e))
     }
 
-    /// Whether `key` is the lossy listing of a file whose name is not UTF-8
-    /// (its `\u{FFFD}` stand for the bytes that are not), so that no path
-    /// leads back to it.
+    /// Whether `key` is the listing of a file whose name, or a folder's on
+    /// its path, is not UTF-8 ([`listed_name`]), so that no path leads back
+    /// to it.
     fn is_non_utf8_name(&self, key: &str) -> bool {
-        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-        name.contains('\u{FFFD}')
-            && std::fs::read_dir(self.path(dir)).is_ok_and(|entries| {
-                entries.flatten().any(|e| e.file_name().to_str().is_none() && e.file_name().to_string_lossy() == name)
-            })
+        let mut dir = self.root.clone();
+        for part in key.split('/') {
+            if dir.join(part).exists() {
+                dir.push(part);
+                continue;
+            }
+            return std::fs::read_dir(&dir).is_ok_and(|entries| {
+                entries.flatten().any(|e| e.file_name().to_str().is_none() && listed_name(&e.file_name()) == part)
+            });
+        }
+        false
     }
 
     fn walk(&self, dir: &Path, rel: &str, wanted: Walked, out: &mut Vec<String>) -> Result<(), StoreError> {
@@ -393,11 +424,11 @@ impl LocalObjectStore {
         };
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(rel, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = listed_name(&entry.file_name());
             // Every object is listed, hidden-looking names included (S3 has
             // none, and a raw file named `_late.csv` must still load), except
             // this store's own uploads in flight.
-            let in_flight = is_upload_in_flight(&name);
+            let in_flight = self.hides_uploads_in_flight && is_upload_in_flight(&name);
             let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             let kind = entry.file_type().map_err(|e| StoreError::io(&key, e))?;
             if kind.is_dir() {
@@ -441,6 +472,29 @@ impl ObjectStore for LocalObjectStore {
             _ => Ok(()),
         }
     }
+}
+
+/// A file name as a key's part: itself when it is UTF-8, else with each byte
+/// that is not written `\xNN`. A lossy conversion would make every such
+/// byte U+FFFD, and so one key of `caf\xe9.csv` and `caf\xe8.csv`.
+fn listed_name(name: &std::ffi::OsStr) -> String {
+    if let Some(name) = name.to_str() {
+        return name.to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut listed = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            listed.push_str(chunk.valid());
+            for byte in chunk.invalid() {
+                listed.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+        listed
+    }
+    #[cfg(not(unix))]
+    name.to_string_lossy().into_owned()
 }
 
 /// Which files a walk of a [`LocalObjectStore`] collects.
@@ -771,15 +825,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalObjectStore::new(dir.path());
         store.put("v/ok.csv", b"x").unwrap();
-        std::fs::write(dir.path().join("v").join(std::ffi::OsStr::from_bytes(b"caf\xe9.csv")), b"y").unwrap();
-        assert_eq!(store.keys("v/").unwrap(), ["v/caf\u{FFFD}.csv", "v/ok.csv"]);
-        let error = store.head("v/caf\u{FFFD}.csv").unwrap_err().to_string();
-        assert!(error.contains("name is not valid UTF-8"), "{error}");
+        // Two Latin-1 names, which a lossy listing would both call
+        // `caf\u{FFFD}.csv`, beside a UTF-8 file of that very name.
+        let latin1 = |name: &[u8]| dir.path().join("v").join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(latin1(b"caf\xe9.csv"), b"y").unwrap();
+        std::fs::write(latin1(b"caf\xe8.csv"), b"y").unwrap();
+        store.put("v/caf\u{FFFD}.csv", b"real").unwrap();
+        // A folder whose name is not UTF-8.
+        std::fs::create_dir(latin1(b"d\xe9")).unwrap();
+        std::fs::write(latin1(b"d\xe9/inner.csv"), b"z").unwrap();
+        let keys = store.keys("v/").unwrap();
+        assert_eq!(keys, ["v/caf\\xe8.csv", "v/caf\\xe9.csv", "v/caf\u{FFFD}.csv", "v/d\\xe9/inner.csv", "v/ok.csv"]);
+        for key in ["v/caf\\xe8.csv", "v/caf\\xe9.csv", "v/d\\xe9/inner.csv"] {
+            let error = store.head(key).unwrap_err().to_string();
+            assert!(error.starts_with(key) && error.contains("is not valid UTF-8"), "{error}");
+        }
+        assert_eq!(store.head("v/caf\u{FFFD}.csv").unwrap().size, 4, "the UTF-8 file is itself");
         assert!(store.head("v/ok.csv").is_ok());
-        // A key with U+FFFD in a UTF-8 name is an ordinary object.
-        store.put("v/odd\u{FFFD}.csv", b"z").unwrap();
-        assert_eq!(store.head("v/odd\u{FFFD}.csv").unwrap().size, 1);
         assert!(matches!(store.head("v/gone\u{FFFD}.csv"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.head("v/gone\\xe9.csv"), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_named_pipe_fails_at_once_instead_of_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("v/ok.csv", b"x").unwrap();
+        let fifo = dir.path().join("v/pipe.csv");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        assert_eq!(store.keys("v/").unwrap(), ["v/ok.csv", "v/pipe.csv"]);
+        let error = store.head("v/pipe.csv").unwrap_err().to_string();
+        assert!(error.starts_with("v/pipe.csv") && error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn a_folder_this_program_does_not_write_lists_names_like_its_uploads_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = std::process::id();
+        for name in ["v/ok.csv".to_owned(), format!("v/.a.csv.tmp-{pid}"), "v/.batch.tmp-7/b.csv".to_owned()] {
+            std::fs::create_dir_all(dir.path().join(&name).parent().unwrap()).unwrap();
+            std::fs::write(dir.path().join(&name), b"x").unwrap();
+        }
+        let lake = LocalObjectStore::new(dir.path());
+        assert_eq!(lake.keys("v/").unwrap(), ["v/ok.csv"], "its own uploads in flight are not objects");
+        let input = LocalObjectStore::new(dir.path()).listing_every_file();
+        assert_eq!(
+            input.keys("v/").unwrap(),
+            [format!("v/.a.csv.tmp-{pid}"), "v/.batch.tmp-7/b.csv".into(), "v/ok.csv".into()]
+        );
+        assert_eq!(input.head("v/.batch.tmp-7/b.csv").unwrap().size, 1);
     }
 
     #[test]
