@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tvetl_core::Source;
 use tvetl_core::quarantine::QuarantineReason;
 
-use crate::report::{OutputFormat, csv_line, truncate};
+use crate::report::{OutputFormat, csv_line, printable, truncate};
 
 /// Which quarantined records to report.
 #[derive(Debug, Clone, Default)]
@@ -244,28 +244,28 @@ pub fn render_quarantine(report: &QuarantineReport, format: OutputFormat) -> Str
                         o.ingest_date,
                         o.reason.code(),
                         o.records,
-                        o.source_key
+                        printable(&o.source_key)
                     ));
                 }
             }
             if !report.unreadable.is_empty() {
                 out.push_str("\nUnreadable files (nothing of them loaded)\n");
                 for u in &report.unreadable {
-                    out.push_str(&format!("  {}\n", u.error));
+                    out.push_str(&format!("  {}\n", printable(&u.error)));
                 }
             }
             if !report.records.is_empty() {
                 out.push_str(&format!("\nFirst {} records\n", report.records.len()));
                 for r in &report.records {
-                    let field = r.field.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
+                    let field = r.field.as_deref().map(|f| format!(" [{}]", printable(f))).unwrap_or_default();
                     out.push_str(&format!(
                         "  {} line {} (record {}): {}{}: {}\n      {}\n",
-                        r.source_key,
+                        printable(&r.source_key),
                         r.line,
                         r.record_no,
                         r.reason.code(),
                         field,
-                        r.message,
+                        printable(&r.message),
                         truncate(&r.original, 100)
                     ));
                 }
@@ -333,6 +333,28 @@ mod tests {
         assert_eq!(too_long.records_quarantined, 1);
         assert!(too_long.unreadable.is_empty(), "a reason filter leaves out unreadable files");
         assert_eq!(too_long.records[0].original, "row 9");
+    }
+
+    #[test]
+    fn names_from_the_files_reach_the_terminal_escaped() {
+        // Whoever lands a file names it: an escape sequence that sets the
+        // terminal's title, a carriage return, a line break and a
+        // right-to-left override, in the key, the error and the message.
+        let lake = tempfile::tempdir().unwrap();
+        let key = "viewership/esc\u{1b}]0;pwned\u{7}\rfake\n\u{202e}vsc.csv";
+        let rejected = serde_json::json!({
+            "source_key": key, "record_no": 1, "line": 2, "reason": "BAD_TIMESTAMP",
+            "field": "start\u{1b}[31m", "message": "'\u{1b}[2J' does not parse", "original": "x",
+        });
+        write(lake.path(), "quarantine/viewership/ingest_date=2024-01-01/part-1.jsonl", &format!("{rejected}\n"));
+        let unreadable = serde_json::json!({"source_key": key, "source_version": "v", "size": 1, "error": format!("{key}: bad gzip")});
+        write(lake.path(), "quarantine/viewership/ingest_date=2024-01-01/unreadable-1.json", &unreadable.to_string());
+        let report = read_quarantine(lake.path(), &QuarantineFilter { limit: 5, ..Default::default() }).unwrap();
+        let table = render_quarantine(&report, OutputFormat::Table);
+        assert!(!table.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{table:?}");
+        let escaped = "viewership/esc\\u{1b}]0;pwned\\u{7}\\rfake\\n\\u{202e}vsc.csv";
+        assert_eq!(table.matches(escaped).count(), 3, "the object, the unreadable file and the record: {table}");
+        assert!(table.contains("BAD_TIMESTAMP [start\\u{1b}[31m]: '\\u{1b}[2J' does not parse"), "{table}");
     }
 
     #[test]

@@ -276,17 +276,30 @@ fn audience_rows(by: Demographic, days: &[DailyAudience]) -> String {
     out
 }
 
+/// `s` as it may go to a terminal: control characters (escape sequences,
+/// carriage returns, line breaks) and the marks that reorder text (right-to-
+/// left overrides and isolates) escaped as `\u{…}`. File names and field
+/// values come from whoever lands the files, and are printed in tables.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `s` as a table cell: control characters escaped (a newline as `\n`), so
 /// a value keeps to its row, and cut to `width` characters with `…`.
 pub(crate) fn truncate(s: &str, width: usize) -> String {
-    let mut cell = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            cell.extend(c.escape_default());
-        } else {
-            cell.push(c);
-        }
-    }
+    let cell = printable(s).into_owned();
     if cell.chars().count() <= width {
         cell
     } else {
@@ -355,6 +368,8 @@ mod tests {
         assert_eq!(truncate("a\tb\r\u{1b}", 28), "a\\tb\\r\\u{1b}");
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("Café", 4), "Café");
+        assert_eq!(truncate("\u{202e}fdp.exe", 28), "\\u{202e}fdp.exe");
+        assert_eq!(printable("עברית, café"), "עברית, café");
     }
 
     #[test]

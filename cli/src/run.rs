@@ -689,7 +689,7 @@ pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
         // table keeps to one line.
         const SHOWN: usize = 10;
         let names = &summary.unknown_columns;
-        let shown = names[..names.len().min(SHOWN)].join(", ");
+        let shown = crate::report::printable(&names[..names.len().min(SHOWN)].join(", ")).into_owned();
         let more = match (names.len().saturating_sub(SHOWN), summary.more_unknown_columns) {
             (0, false) => String::new(),
             (n, false) => format!(" and {n} more"),
@@ -721,10 +721,11 @@ pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
     )?;
     for f in failed {
         // The error names the file already when it comes from the decoder.
-        match f.error.as_deref() {
-            Some(error) if error.starts_with(&f.key) => writeln!(out, "  FAILED {error}")?,
-            error => writeln!(out, "  FAILED {}: {}", f.key, error.unwrap_or(""))?,
-        }
+        let line = match f.error.as_deref() {
+            Some(error) if error.starts_with(&f.key) => error.to_owned(),
+            error => format!("{}: {}", f.key, error.unwrap_or("")),
+        };
+        writeln!(out, "  FAILED {}", crate::report::printable(&line))?;
     }
     Ok(out)
 }
