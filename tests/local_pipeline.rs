@@ -2052,8 +2052,8 @@ fn input_without_raw_prefixes_is_an_error_with_a_hint() {
 
 /// A lake's path goes into the warehouse's SQL (its spill folder, the staged
 /// files it reads): a quote in it must not break the statements, and a path
-/// that is not UTF-8, which SQL text cannot name, is refused before anything
-/// is written.
+/// that is not UTF-8, which SQL text cannot name, or that DuckDB would read
+/// as another path, is refused before anything is written.
 #[test]
 fn a_lake_path_with_a_quote_loads_and_one_not_utf8_is_refused_up_front() {
     let (dir, input, _) = workspace();
@@ -2080,6 +2080,15 @@ fn a_lake_path_with_a_quote_loads_and_one_not_utf8_is_refused_up_front() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_dir(&not_utf8).unwrap().count(), 0, "nothing written in the lake");
+
+    // DuckDB reads `?` in a database path as the start of options, and `\`
+    // as a separator: refused up front too.
+    for name in ["lake?mode=x", "la\\ke"] {
+        let odd = dir.path().join(name);
+        let stderr = tvetl_fails(&["run", "--input", path(&input), "--lake", path(&odd), "--quiet"]);
+        assert!(stderr.contains("reads otherwise in a database path"), "{stderr}");
+        assert_eq!(std::fs::read_dir(&odd).unwrap().count(), 0, "nothing written in the lake");
+    }
 }
 
 /// A quarantine file's partition is its raw file's modification date. Read

@@ -159,6 +159,16 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         "lake folder {}: its path is not valid UTF-8, which the warehouse needs to read its files",
         lake.display()
     );
+    // DuckDB reads a `?` in a database's path as the start of options, and a
+    // `\` as a folder separator: the warehouse would open another file than
+    // the lake's, and fail once the ingest had written.
+    if let Some(c) = lake.to_str().and_then(|p| p.chars().find(|c| matches!(c, '?' | '\\'))) {
+        anyhow::bail!(
+            "lake folder {}: its path holds {c:?}, which the warehouse (DuckDB) reads otherwise in a database path: \
+             choose a folder without it",
+            lake.display()
+        );
+    }
     let _lock = LakeLock::acquire(lake, &run_lock_path(lake))?;
     // Someone else's folder: a file named like this program's temporary
     // files is an input like any other.
