@@ -2028,6 +2028,21 @@ fn a_file_name_that_is_not_utf8_fails_alone() {
     assert_eq!(summary["loads"]["viewership"]["rows_merged"], 3);
 }
 
+/// The run's table prints the names of failed files and unknown columns,
+/// which whoever lands the files chooses: escaped, so that none can set the
+/// terminal's title, rewrite a line or reorder it.
+#[test]
+fn the_run_table_prints_names_from_the_files_escaped() {
+    let (_dir, input, lake) = workspace();
+    let header = "event_id,user_id,channel_id,start_time,duration_seconds,\u{1b}]0;pwned\u{7}\n";
+    write(&input, "viewership/ok.csv", format!("{header}e1,u1,c1,2024-01-01T10:00:00Z,60,x\n").as_bytes());
+    write(&input, "viewership/esc\u{1b}[31mRED\r\u{202e}.txt", b"whatever");
+    let table = tvetl(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet"]);
+    assert!(!table.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{table:?}");
+    assert!(table.contains("FAILED viewership/esc\\u{1b}[31mRED\\r\\u{202e}.txt: "), "{table}");
+    assert!(table.contains("ignored unknown columns: \\u{1b}]0;pwned\\u{7} (in 1 file)"), "{table}");
+}
+
 /// `--input` pointed one folder too high (the demo's root instead of its
 /// `raw/`) fails, names the folder to use and creates no lake; a folder that
 /// has the prefixes but no files yet is a quiet run with nothing to load.
