@@ -470,6 +470,17 @@ async fn raw_files_reach_redshift_and_its_analytics_equal_the_local_reports() {
     two_uploads_of_one_raw_file_in_one_load_the_later_wins(&clients, &ingest, &load).await;
 }
 
+/// A new bucket named after `name` that keeps object versions, as the
+/// template's raw bucket does.
+async fn versioned_bucket(clients: &AwsClients, name: &str) -> String {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let bucket = unique(name);
+    clients.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    clients.s3.put_bucket_versioning().bucket(&bucket).versioning_configuration(enabled).send().await.unwrap();
+    bucket
+}
+
 /// On a versioned raw bucket (the template's), every upload is a version of
 /// its own: a file corrected and then put back to what it first held is
 /// loaded again, and wins as a later delivery. Named by ETag alone, the
@@ -479,11 +490,7 @@ async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again
     ingest: &IngestBatch,
     load: &LoadWarehouse,
 ) {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-    let raw = unique("raw-versioned");
-    clients.s3.create_bucket().bucket(&raw).send().await.unwrap();
-    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-    clients.s3.put_bucket_versioning().bucket(&raw).versioning_configuration(enabled).send().await.unwrap();
+    let raw = versioned_bucket(clients, "raw-versioned").await;
 
     let key = "viewership/put-back.csv".to_owned();
     let csv = |seconds: u32| {
@@ -530,11 +537,7 @@ async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
     ingest: &IngestBatch,
     load: &LoadWarehouse,
 ) {
-    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-    let raw = unique("raw-two-uploads");
-    clients.s3.create_bucket().bucket(&raw).send().await.unwrap();
-    let enabled = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
-    clients.s3.put_bucket_versioning().bucket(&raw).versioning_configuration(enabled).send().await.unwrap();
+    let raw = versioned_bucket(clients, "raw-two-uploads").await;
 
     let key = "viewership/two-uploads.csv".to_owned();
     let header = "event_id,user_id,channel_id,start_time,duration_seconds\n";

@@ -1095,21 +1095,21 @@ mod tests {
         assert_eq!(core, ["e0:cOld", "e1:cNewer", "e5:cB"]);
 
         // The dimensions the same way.
+        // One row of a dimension (`values` before its lineage) from `key` at
+        // `version`, in load `load_id`.
+        let load_dimension =
+            |wh: &mut DuckDbWarehouse, source: Source, values: &str, key: &str, version: &str, load_id| {
+                let table = if source == Source::Channels { "channels" } else { "demographics" };
+                let copy = format!("INSERT INTO staging.{table} VALUES ({values}, '{key}', '{version}', 1)");
+                let counts = wh.execute_transaction(&load_statements(source, vec![copy], load_id)).unwrap();
+                let stats = LoadStats::from_result(&counts).unwrap();
+                (stats.duplicates_removed, stats.rows_merged)
+            };
         let load_channel = |wh: &mut DuckDbWarehouse, load_id: i64, name: &str, key: &str, version: &str| {
-            let copy = format!(
-                "INSERT INTO staging.channels VALUES ('c1', '{name}', NULL, NULL, NULL, '{key}', '{version}', 1)"
-            );
-            let counts = wh.execute_transaction(&load_statements(Source::Channels, vec![copy], load_id)).unwrap();
-            let stats = LoadStats::from_result(&counts).unwrap();
-            (stats.duplicates_removed, stats.rows_merged)
+            load_dimension(wh, Source::Channels, &format!("'c1', '{name}', NULL, NULL, NULL"), key, version, load_id)
         };
         let load_user = |wh: &mut DuckDbWarehouse, load_id: i64, band: &str, key: &str, version: &str| {
-            let copy = format!(
-                "INSERT INTO staging.demographics VALUES ('u1', '{band}', NULL, NULL, '{key}', '{version}', 1)"
-            );
-            let counts = wh.execute_transaction(&load_statements(Source::Demographics, vec![copy], load_id)).unwrap();
-            let stats = LoadStats::from_result(&counts).unwrap();
-            (stats.duplicates_removed, stats.rows_merged)
+            load_dimension(wh, Source::Demographics, &format!("'u1', '{band}', NULL, NULL"), key, version, load_id)
         };
         let (channels, users) = ("channels/list.csv", "demographics/users.csv");
         assert_eq!(load_channel(&mut wh, 6, "New", channels, second), (0, 1));
