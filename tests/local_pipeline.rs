@@ -883,11 +883,25 @@ fn generate_replaces_its_earlier_output_and_refuses_foreign_files() {
     assert_eq!(summary["rows_read"], small_manifest["records_written"]);
     assert_eq!(summary["rows_accepted"], 600);
 
-    write(&input, "viewership/mine.csv", b"event_id,user_id,channel_id,start_time,duration_seconds\n");
-    let before = snapshot(&input);
-    let stderr = tvetl_fails(&["generate", "--out", path(&input), "--rows", "100"]);
-    assert!(stderr.contains("did not write (viewership/mine.csv)"), "{stderr}");
-    assert_eq!(snapshot(&input), before, "a refused generate changed the folder");
+    // What a generate killed while writing one of its files left is its
+    // own, and goes with the rest.
+    write(&input, "viewership/.sessions-0001.csv.tmp-4242", b"event_id,user_id");
+    generate("600", "0");
+
+    // Anyone else's file is refused: one named like tvetl's temporary
+    // files (which run reads as any other), and one not named in UTF-8.
+    for (name, shown) in
+        [(&b".mine.csv.tmp-42"[..], ".mine.csv.tmp-42"), (b"m\xefne.csv", "m\\xefne.csv"), (b"mine.csv", "mine.csv")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let file = input.join("viewership").join(std::ffi::OsStr::from_bytes(name));
+        std::fs::write(&file, b"event_id,user_id,channel_id,start_time,duration_seconds\n").unwrap();
+        let before = snapshot(&input);
+        let stderr = tvetl_fails(&["generate", "--out", path(&input), "--rows", "100"]);
+        assert!(stderr.contains(&format!("did not write (viewership/{shown})")), "{stderr}");
+        assert_eq!(snapshot(&input), before, "a refused generate changed the folder");
+        std::fs::remove_file(&file).unwrap();
+    }
 }
 
 #[test]
@@ -1986,11 +2000,12 @@ fn bad_arguments_get_clear_errors() {
 }
 
 /// A raw file whose name is not UTF-8 (a Latin-1 name from an SFTP client)
-/// cannot be an object key: it fails alone, named with its bytes that are
-/// not UTF-8 written `\xNN`, with a message that says why, as does a file
-/// that cannot be opened or is not a file (a named pipe), and the other
-/// files still load: among them a UTF-8 name that a lossy listing would give
-/// the Latin-1 ones, and one named like this program's temporary files.
+/// cannot be an object key: it fails alone, shown with its bytes that are
+/// not UTF-8 written `\xNN`, with a message that says why, as does a folder
+/// so named, a file that cannot be opened, or one that is not a file (a
+/// named pipe); and the other files still load: among them UTF-8 names that
+/// a lossy or escaped spelling of the Latin-1 ones would give, and one named
+/// like this program's temporary files.
 #[test]
 fn a_file_name_that_is_not_utf8_fails_alone() {
     use std::os::unix::ffi::OsStrExt;
@@ -2001,9 +2016,13 @@ fn a_file_name_that_is_not_utf8_fails_alone() {
     write(&input, "viewership/ok.csv", body("e1").as_bytes());
     write(&input, "viewership/r\u{FFFD}sum\u{FFFD}.csv", body("e2").as_bytes());
     write(&input, "viewership/.batch.tmp-7/b.csv", body("e3").as_bytes());
-    for latin1 in [&b"r\xe9sum\xe9.csv"[..], b"r\xe8sum\xe9.csv"] {
-        std::fs::write(input.join("viewership").join(std::ffi::OsStr::from_bytes(latin1)), body("e9")).unwrap();
+    write(&input, "viewership/r\\xe9sum\\xe9.csv", body("e4").as_bytes());
+    let latin1 = |name: &[u8]| input.join("viewership").join(std::ffi::OsStr::from_bytes(name));
+    for name in [&b"r\xe9sum\xe9.csv"[..], b"r\xe8sum\xe9.csv"] {
+        std::fs::write(latin1(name), body("e9")).unwrap();
     }
+    std::fs::create_dir(latin1(b"d\xe9")).unwrap();
+    std::fs::write(latin1(b"d\xe9/inner.csv"), body("e8")).unwrap();
     // And one that cannot be opened: a link to nowhere; and a named pipe,
     // which no writer feeds.
     std::os::unix::fs::symlink("/nonexistent/sessions.csv", input.join("viewership/dangling.csv")).unwrap();
@@ -2015,17 +2034,39 @@ fn a_file_name_that_is_not_utf8_fails_alone() {
         .filter(|f| f["status"] == "failed")
         .map(|f| (f["key"].as_str().unwrap(), f["error"].as_str().unwrap()))
         .collect();
-    assert_eq!(failed.len(), 4, "{files:?}");
-    assert_eq!(failed[0].0, "viewership/dangling.csv");
-    assert!(failed[0].1.contains("no such object"), "{failed:?}");
-    assert_eq!(failed[1].0, "viewership/pipe.csv");
-    assert!(failed[1].1.contains("not a regular file"), "{failed:?}");
-    for (i, key) in [(2, "viewership/r\\xe8sum\\xe9.csv"), (3, "viewership/r\\xe9sum\\xe9.csv")] {
+    assert_eq!(failed.len(), 5, "{files:?}");
+    assert_eq!(failed[0].0, "viewership/d\\xe9/");
+    assert!(failed[0].1.contains("folder's name is not valid UTF-8"), "{failed:?}");
+    assert_eq!(failed[1].0, "viewership/dangling.csv");
+    assert!(failed[1].1.contains("no such object"), "{failed:?}");
+    assert_eq!(failed[2].0, "viewership/pipe.csv");
+    assert!(failed[2].1.contains("not a regular file"), "{failed:?}");
+    for (i, key) in [(3, "viewership/r\\xe8sum\\xe9.csv"), (4, "viewership/r\\xe9sum\\xe9.csv")] {
         assert_eq!(failed[i].0, key);
-        assert!(failed[i].1.starts_with(key) && failed[i].1.contains("is not valid UTF-8"), "{failed:?}");
+        assert!(failed[i].1.starts_with(key) && failed[i].1.contains("file's name is not valid UTF-8"), "{failed:?}");
     }
-    assert_eq!((summary["rows_read"].as_u64(), summary["rows_accepted"].as_u64()), (Some(3), Some(3)));
-    assert_eq!(summary["loads"]["viewership"]["rows_merged"], 3);
+    let loaded: Vec<&str> =
+        files.iter().filter(|f| f["status"] == "loaded").map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        loaded,
+        [
+            "viewership/.batch.tmp-7/b.csv",
+            "viewership/ok.csv",
+            "viewership/r\\xe9sum\\xe9.csv",
+            "viewership/r\u{FFFD}sum\u{FFFD}.csv"
+        ]
+    );
+    assert_eq!((summary["rows_read"].as_u64(), summary["rows_accepted"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(summary["loads"]["viewership"]["rows_merged"], 4);
+    let ids = tvetl(&[
+        "sql",
+        "--lake",
+        path(&lake),
+        "--format",
+        "csv",
+        "SELECT event_id FROM core.viewing_sessions ORDER BY 1",
+    ]);
+    assert_eq!(ids, "event_id\ne1\ne2\ne3\ne4\n", "each file's own session, none of the Latin-1 files'");
 }
 
 /// The run's table prints the names of failed files and unknown columns,

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 use tvetl_core::QuarantineReason;
-use tvetl_core::store::{LocalObjectStore, ObjectStore};
+use tvetl_core::store::{LocalObjectStore, ObjectStore, upload_in_flight_to};
 use tvetl_core::timestamp::{MICROS_PER_DAY, MICROS_PER_SECOND, parse_day};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -422,9 +422,21 @@ fn clear_earlier_generation(out: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", manifest_path.display())),
     };
-    let store = LocalObjectStore::new(out);
-    let present = crate::run::raw_keys(&store).with_context(|| format!("listing {}", out.display()))?;
-    let foreign: Vec<&String> = present.iter().filter(|k| !earlier.contains(*k)).collect();
+    // As `run` lists it: every file, those named like an upload in flight
+    // too. An earlier generation's own (it was killed while writing that
+    // file) goes with its files; anyone else's is the user's.
+    let store = LocalObjectStore::new(out).listing_every_file();
+    let listing = crate::run::raw_listing(&store).with_context(|| format!("listing {}", out.display()))?;
+    let present = listing.keys;
+    let earlier_or_its_upload = |key: &String| {
+        earlier.contains(key) || upload_in_flight_to(key).is_some_and(|target| earlier.contains(&target))
+    };
+    let foreign: Vec<&str> = present
+        .iter()
+        .filter(|k| !earlier_or_its_upload(k))
+        .map(String::as_str)
+        .chain(listing.not_utf8.iter().map(|n| n.shown.as_str()))
+        .collect();
     if let Some(first) = foreign.first() {
         let more = match foreign.len() - 1 {
             0 => String::new(),

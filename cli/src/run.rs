@@ -15,7 +15,7 @@ use tvetl_core::decode::UnknownColumns;
 use tvetl_core::error::IngestError;
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
-use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
+use tvetl_core::store::{FileStamp, FolderListing, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
@@ -205,7 +205,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 
     // Keys only: an object's version (its content hash) is read by the worker
     // that ingests it, so a file that cannot be read fails alone.
-    let keys = raw_keys(&raw).with_context(|| format!("listing {}", input.display()))?;
+    let FolderListing { keys, not_utf8 } = raw_listing(&raw).with_context(|| format!("listing {}", input.display()))?;
     // Each file's size and time, for the progress bar and the manifest.
     let stamps: Vec<Option<FileStamp>> = keys.iter().map(|k| raw.stamp(k).ok()).collect();
     let sizes: Vec<u64> = stamps.iter().map(|s| s.map_or(0, |s| s.size)).collect();
@@ -294,6 +294,12 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
             Ingested::Failed { source, error } => files.push(FileOutcome::failed(key, source, error, false)),
         }
     }
+    // Names that are no key fail beside the files, in key order.
+    for name in &not_utf8 {
+        let error = format!("{}: {}", name.shown, name.reason());
+        files.push(FileOutcome::failed(&name.shown, Source::from_key(&name.shown), error, false));
+    }
+    files.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
     if let Err(e) = remove_earlier_quarantine_copies(&lake_store, &quarantined_now) {
         eprintln!("the quarantine may list some records twice: removing earlier copies failed ({e})");
     }
@@ -414,14 +420,17 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 }
 
 /// Every object under the raw prefixes (`viewership/`, `channels/`,
-/// `demographics/`) of a folder used as the raw bucket, in byte-wise order.
-pub(crate) fn raw_keys(raw: &LocalObjectStore) -> Result<Vec<String>, StoreError> {
-    let mut keys = Vec::new();
+/// `demographics/`) of a folder used as the raw bucket, in byte-wise order,
+/// and the files and folders there whose names are not UTF-8.
+pub(crate) fn raw_listing(raw: &LocalObjectStore) -> Result<FolderListing, StoreError> {
+    let mut listing = FolderListing::default();
     for source in Source::ALL {
-        keys.extend(raw.keys(&format!("{}/", source.name()))?);
+        let FolderListing { keys, not_utf8 } = raw.listing(&format!("{}/", source.name()))?;
+        listing.keys.extend(keys);
+        listing.not_utf8.extend(not_utf8);
     }
-    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(keys)
+    listing.keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(listing)
 }
 
 /// An input folder with none of the contract's raw prefixes can never yield

@@ -295,11 +295,10 @@ fn content_version(mut reader: impl Read) -> std::io::Result<String> {
 /// upload not yet committed (`.<name>.tmp-<pid>`), in a store that this
 /// program writes.
 ///
-/// Keys are UTF-8, as in S3. A name that is not is listed with its bytes that
-/// are not UTF-8 written `\xNN` (so that two such names stay two keys), and
-/// reading it fails, naming the file and saying to rename it. So does
-/// reading anything that is not a file (a named pipe, a socket, a device),
-/// rather than waiting on it.
+/// Keys are UTF-8, as in S3. A file or folder whose name is not has no key:
+/// [`LocalObjectStore::listing`] names it apart, as what is not an object.
+/// Reading anything that is not a file (a named pipe, a socket, a device)
+/// fails, rather than waiting on it.
 #[derive(Debug, Clone)]
 pub struct LocalObjectStore {
     root: PathBuf,
@@ -330,12 +329,20 @@ impl LocalObjectStore {
     /// The keys [`ObjectStore::list`] gives for `prefix`, in the same order,
     /// without reading each object for its version.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.listing(prefix)?.keys)
+    }
+
+    /// The keys under `prefix`, as [`LocalObjectStore::keys`] gives them, and
+    /// the files and folders there whose names are not UTF-8, which have no
+    /// key (the files of such a folder are not walked).
+    pub fn listing(&self, prefix: &str) -> Result<FolderListing, StoreError> {
         // Walk from the deepest folder the prefix names, then filter.
         let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
-        let mut found = Vec::new();
+        let mut found = FolderListing::default();
         self.walk(&self.path(dir_part), dir_part, Walked::Objects, &mut found)?;
-        found.retain(|k| k.starts_with(prefix));
-        found.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        found.keys.retain(|k| k.starts_with(prefix));
+        found.keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        found.not_utf8.retain(|n| n.shown.starts_with(prefix));
         Ok(found)
     }
 
@@ -349,8 +356,9 @@ impl LocalObjectStore {
     /// store may call this (`tvetl run` holds the lake's lock).
     pub fn remove_abandoned_uploads(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let top = self.path(dir);
-        let mut found = Vec::new();
-        self.walk(&top, dir, Walked::UploadsInFlight, &mut found)?;
+        let mut listing = FolderListing::default();
+        self.walk(&top, dir, Walked::UploadsInFlight, &mut listing)?;
+        let mut found = listing.keys;
         found.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for path in &found {
             let file = self.path(path);
@@ -372,20 +380,10 @@ impl LocalObjectStore {
     }
 
     fn meta(&self, key: String, path: &Path) -> Result<ObjectMeta, StoreError> {
-        let invalid =
-            |message: &str| StoreError::io(&key, std::io::Error::new(std::io::ErrorKind::InvalidData, message));
         // Opening a named pipe waits for a writer: look before opening.
-        match std::fs::metadata(path) {
-            Ok(m) if !m.is_file() && !m.is_dir() => {
-                return Err(invalid("not a regular file (a named pipe, socket or device): only files are objects"));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.is_non_utf8_name(&key) => {
-                return Err(invalid(
-                    "the file's name (or its folder's) is not valid UTF-8, and object keys are UTF-8 (as in S3): \
-                     rename it",
-                ));
-            }
-            _ => {}
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let message = "not a regular file (a named pipe, socket or device): only files are objects";
+            return Err(StoreError::io(&key, std::io::Error::new(std::io::ErrorKind::InvalidData, message)));
         }
         let file = File::open(path).map_err(|e| StoreError::io(&key, e))?;
         let stamp = FileStamp::of(&file.metadata().map_err(|e| StoreError::io(&key, e))?);
@@ -399,24 +397,7 @@ impl LocalObjectStore {
         std::fs::metadata(self.path(key)).map(|m| FileStamp::of(&m)).map_err(|e| StoreError::io(key, e))
     }
 
-    /// Whether `key` is the listing of a file whose name, or a folder's on
-    /// its path, is not UTF-8 ([`listed_name`]), so that no path leads back
-    /// to it.
-    fn is_non_utf8_name(&self, key: &str) -> bool {
-        let mut dir = self.root.clone();
-        for part in key.split('/') {
-            if dir.join(part).exists() {
-                dir.push(part);
-                continue;
-            }
-            return std::fs::read_dir(&dir).is_ok_and(|entries| {
-                entries.flatten().any(|e| e.file_name().to_str().is_none() && listed_name(&e.file_name()) == part)
-            });
-        }
-        false
-    }
-
-    fn walk(&self, dir: &Path, rel: &str, wanted: Walked, out: &mut Vec<String>) -> Result<(), StoreError> {
+    fn walk(&self, dir: &Path, rel: &str, wanted: Walked, out: &mut FolderListing) -> Result<(), StoreError> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -424,19 +405,25 @@ impl LocalObjectStore {
         };
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(rel, e))?;
-            let name = listed_name(&entry.file_name());
+            let joined = |name: &str| if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                let folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+                let shown = joined(&escaped_name(&entry.file_name())) + if folder { "/" } else { "" };
+                out.not_utf8.push(NotUtf8Name { shown, folder });
+                continue;
+            };
             // Every object is listed, hidden-looking names included (S3 has
             // none, and a raw file named `_late.csv` must still load), except
             // this store's own uploads in flight.
             let in_flight = self.hides_uploads_in_flight && is_upload_in_flight(&name);
-            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let key = joined(&name);
             let kind = entry.file_type().map_err(|e| StoreError::io(&key, e))?;
             if kind.is_dir() {
                 if !in_flight {
                     self.walk(&entry.path(), &key, wanted, out)?;
                 }
             } else if in_flight == (wanted == Walked::UploadsInFlight) {
-                out.push(key);
+                out.keys.push(key);
             }
         }
         Ok(())
@@ -474,13 +461,41 @@ impl ObjectStore for LocalObjectStore {
     }
 }
 
-/// A file name as a key's part: itself when it is UTF-8, else with each byte
-/// that is not written `\xNN`. A lossy conversion would make every such
-/// byte U+FFFD, and so one key of `caf\xe9.csv` and `caf\xe8.csv`.
-fn listed_name(name: &std::ffi::OsStr) -> String {
-    if let Some(name) = name.to_str() {
-        return name.to_owned();
+/// What a [`LocalObjectStore`] holds under a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderListing {
+    /// The objects' keys, in byte-wise order.
+    pub keys: Vec<String>,
+    /// The files and folders whose names are not UTF-8, in the order met.
+    pub not_utf8: Vec<NotUtf8Name>,
+}
+
+/// A file or folder whose name is not UTF-8, so no object key: S3's keys are
+/// UTF-8, and a lossy name (U+FFFD for each byte that is not) could be
+/// another file's key, as could any other spelling of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUtf8Name {
+    /// Its path under the store, with each byte of a name that is not
+    /// UTF-8 written `\xNN` (`caf\xe9.csv`; a folder's ends in `/`), to
+    /// show, never to open.
+    pub shown: String,
+    /// Whether it is a folder, whose files are not listed.
+    pub folder: bool,
+}
+
+impl NotUtf8Name {
+    /// Why it is not read, and what to do.
+    pub fn reason(&self) -> &'static str {
+        if self.folder {
+            "the folder's name is not valid UTF-8, and object keys are UTF-8 (as in S3): rename it; none of its files is read"
+        } else {
+            "the file's name is not valid UTF-8, and object keys are UTF-8 (as in S3): rename it"
+        }
     }
+}
+
+/// A name that is not UTF-8, to show: each byte that is not written `\xNN`.
+fn escaped_name(name: &std::ffi::OsStr) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -516,9 +531,24 @@ const UPLOAD_TEMP_MARK: &str = ".tmp-";
 /// Whether a file name is an upload's temporary name (`.<name>.tmp-<pid>`),
 /// left by a writer still at work or one that died before commit.
 fn is_upload_in_flight(name: &str) -> bool {
+    upload_target(name).is_some()
+}
+
+/// The name an upload's temporary name (`.<name>.tmp-<pid>`) is for.
+fn upload_target(name: &str) -> Option<&str> {
     name.strip_prefix('.')
         .and_then(|rest| rest.rsplit_once(UPLOAD_TEMP_MARK))
-        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(target, _)| target)
+}
+
+/// The key that `key` is the temporary file of an upload to, if it is one
+/// (`dir/.name.tmp-<pid>` is an upload to `dir/name`): what a writer killed
+/// mid-upload leaves in a [`LocalObjectStore`].
+pub fn upload_in_flight_to(key: &str) -> Option<String> {
+    let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
+    let target = upload_target(name)?;
+    Some(if dir.is_empty() { target.to_owned() } else { format!("{dir}/{target}") })
 }
 
 struct LocalUpload {
@@ -820,30 +850,32 @@ mod tests {
     }
 
     #[test]
-    fn a_file_named_in_other_than_utf8_is_listed_and_fails_alone() {
+    fn a_name_that_is_not_utf8_has_no_key_and_is_listed_apart() {
         use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let store = LocalObjectStore::new(dir.path());
         store.put("v/ok.csv", b"x").unwrap();
         // Two Latin-1 names, which a lossy listing would both call
-        // `caf\u{FFFD}.csv`, beside a UTF-8 file of that very name.
+        // `caf\u{FFFD}.csv`, beside UTF-8 files of that very name and of
+        // the escaped spelling of one of them.
         let latin1 = |name: &[u8]| dir.path().join("v").join(std::ffi::OsStr::from_bytes(name));
         std::fs::write(latin1(b"caf\xe9.csv"), b"y").unwrap();
         std::fs::write(latin1(b"caf\xe8.csv"), b"y").unwrap();
         store.put("v/caf\u{FFFD}.csv", b"real").unwrap();
-        // A folder whose name is not UTF-8.
+        store.put("v/caf\\xe9.csv", b"backslash").unwrap();
+        // A folder whose name is not UTF-8: its files are not walked.
         std::fs::create_dir(latin1(b"d\xe9")).unwrap();
         std::fs::write(latin1(b"d\xe9/inner.csv"), b"z").unwrap();
-        let keys = store.keys("v/").unwrap();
-        assert_eq!(keys, ["v/caf\\xe8.csv", "v/caf\\xe9.csv", "v/caf\u{FFFD}.csv", "v/d\\xe9/inner.csv", "v/ok.csv"]);
-        for key in ["v/caf\\xe8.csv", "v/caf\\xe9.csv", "v/d\\xe9/inner.csv"] {
-            let error = store.head(key).unwrap_err().to_string();
-            assert!(error.starts_with(key) && error.contains("is not valid UTF-8"), "{error}");
-        }
-        assert_eq!(store.head("v/caf\u{FFFD}.csv").unwrap().size, 4, "the UTF-8 file is itself");
-        assert!(store.head("v/ok.csv").is_ok());
-        assert!(matches!(store.head("v/gone\u{FFFD}.csv"), Err(StoreError::NotFound { .. })));
-        assert!(matches!(store.head("v/gone\\xe9.csv"), Err(StoreError::NotFound { .. })));
+        let listing = store.listing("v/").unwrap();
+        assert_eq!(listing.keys, ["v/caf\\xe9.csv", "v/caf\u{FFFD}.csv", "v/ok.csv"]);
+        let mut not_utf8: Vec<(&str, bool)> = listing.not_utf8.iter().map(|n| (n.shown.as_str(), n.folder)).collect();
+        not_utf8.sort();
+        assert_eq!(not_utf8, [("v/caf\\xe8.csv", false), ("v/caf\\xe9.csv", false), ("v/d\\xe9/", true)]);
+        assert!(listing.not_utf8.iter().all(|n| n.reason().contains("is not valid UTF-8")));
+        assert_eq!(store.keys("v/").unwrap(), listing.keys);
+        assert_eq!(store.head("v/caf\u{FFFD}.csv").unwrap().size, 4, "each UTF-8 file is itself");
+        assert_eq!(store.head("v/caf\\xe9.csv").unwrap().size, 9);
+        assert!(store.listing("w/").unwrap().not_utf8.is_empty(), "another prefix's");
     }
 
     #[test]
