@@ -631,16 +631,41 @@ impl FileIngest<'_> {
             };
         }
         match self.raw.head(key) {
-            Ok(object) => self.ingest(&object, stamp.unwrap_or_else(|| object.stamp())),
+            Ok(object) => self.ingest(&object, stamp),
             Err(e) => failed(&e),
         }
     }
 
-    /// Ingests `object`, whose file's stamp was `stamp` when listed (taken
+    /// Ingests `object`, whose file's stamp was `listed` when listed (taken
     /// before its bytes were read, so a change since shows in the next run).
-    fn ingest(&self, object: &ObjectMeta, stamp: FileStamp) -> Ingested {
+    fn ingest(&self, object: &ObjectMeta, listed: Option<FileStamp>) -> Ingested {
         let source = Source::from_key(&object.key);
-        match ingest_object(self.raw, object, self.lake, self.options) {
+        let stamp = listed.unwrap_or_else(|| object.stamp());
+        let result = ingest_object(self.raw, object, self.lake, self.options);
+        // A file written to while it was read (an upload landing over it, or
+        // one still arriving) was read in part, or mixed, under a version
+        // named by other bytes: what it gave is not loaded, and is removed
+        // again, and the next run reads the file as it is then. One deleted
+        // meanwhile was read whole, through the file this run had open.
+        let now = self.raw.stamp(&object.key);
+        if let (Some(listed), Ok(now)) = (listed, now)
+            && now != listed
+        {
+            if let Ok(report) = &result {
+                for written in report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key) {
+                    if let Err(e) = self.lake.delete(written) {
+                        eprintln!("{}: removing what a torn read of it wrote failed ({e})", object.key);
+                    }
+                }
+            }
+            let error = format!(
+                "{}: changed while this run read it (still being written, or replaced): nothing of it is loaded; \
+                 the next run reads it again",
+                object.key
+            );
+            return Ingested::Failed { source, error };
+        }
+        match result {
             Ok(report) => match register_outputs(self.catalog, &report) {
                 Ok(()) => Ingested::Loaded {
                     object: IngestedObject { stamp, version: object.version.clone(), report },
@@ -752,6 +777,51 @@ pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A raw file written to between its listing and the end of its read
+    /// (an upload landing over it, here with the same bytes cut short as a
+    /// torn read sees them): nothing of it is loaded, what its ingest wrote
+    /// is removed, and a later read of the file as it then is loads it whole.
+    #[test]
+    fn a_file_written_to_while_it_is_read_gives_nothing_now_and_loads_whole_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, lake_root) = (dir.path().join("in"), dir.path().join("lake"));
+        let key = "viewership/a.csv";
+        let rows: Vec<String> = (1..=3).map(|i| format!("e{i},u{i},c1,2024-01-01T10:00:00Z,60")).collect();
+        let whole = format!("event_id,user_id,channel_id,start_time,duration_seconds\n{}\n", rows.join("\n"));
+        std::fs::create_dir_all(input.join("viewership")).unwrap();
+        std::fs::write(input.join(key), &whole).unwrap();
+        let raw = LocalObjectStore::new(&input).listing_every_file();
+        let lake = LocalObjectStore::new(&lake_root);
+        let (catalog, manifest) = (FileCatalog::new(lake_root.join("catalog.json")), IngestManifest::empty());
+        let options = tvetl_core::ingest::IngestOptions::default();
+        let take = FileIngest {
+            raw: &raw,
+            lake: &lake,
+            lake_root: &lake_root,
+            catalog: &catalog,
+            manifest: &manifest,
+            options: &options,
+        };
+        let listed = raw.stamp(key).unwrap();
+
+        // Cut within the last row: read now, two rows and a malformed one.
+        std::fs::write(input.join(key), &whole[..whole.len() - 30]).unwrap();
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options().write(true).open(input.join(key)).unwrap().set_modified(when).unwrap();
+        match take.file(key, Some(listed)) {
+            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
+            _ => panic!("a torn read must not load"),
+        }
+        let left = |folder: &str| lake.keys(folder).unwrap();
+        assert_eq!((left("staging/"), left("quarantine/")), (vec![], vec![]), "what the torn read wrote is removed");
+
+        std::fs::write(input.join(key), &whole).unwrap();
+        match take.file(key, Some(raw.stamp(key).unwrap())) {
+            Ingested::Loaded { object, unchanged: false } => assert_eq!(object.report.counts.rows_accepted, 3),
+            _ => panic!("the whole file loads"),
+        }
+    }
 
     fn threads(wh: &mut DuckDbWarehouse) -> i64 {
         wh.query("SELECT CAST(current_setting('threads') AS BIGINT) AS threads").unwrap().int(0, "threads").unwrap()
