@@ -636,8 +636,9 @@ impl FileIngest<'_> {
         }
     }
 
-    /// Ingests `object`, whose file's stamp was `listed` when listed (taken
-    /// before its bytes were read, so a change since shows in the next run).
+    /// Ingests `object`, whose file's stamp was `listed` when listed (if it
+    /// could be taken): the stamp the manifest keeps, and what the file must
+    /// still show once read.
     fn ingest(&self, object: &ObjectMeta, listed: Option<FileStamp>) -> Ingested {
         let source = Source::from_key(&object.key);
         let stamp = listed.unwrap_or_else(|| object.stamp());

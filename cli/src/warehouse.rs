@@ -1079,8 +1079,10 @@ mod tests {
         // The first upload, loaded after: its e1 is a duplicate that changes
         // nothing; e0, which the correction dropped, loads.
         assert_eq!(load(2, &[("e0", "cOld", key, first, 1), ("e1", "cOld", key, first, 2)]), (1, 1));
-        // A version named before upload times, loaded after, is older too.
-        assert_eq!(load(21, &[("e1", "cNamedBefore", key, "f9b2c@3HL4kq", 1)]), (1, 0));
+        // A version named without an upload time, loaded after, may be the
+        // later (the ETag alone is also what a bucket whose versioning was
+        // suspended names an upload): the one loaded later wins.
+        assert_eq!(load(21, &[("e1", "cNoTime", key, "f9b2c", 1)]), (0, 1));
         // A later upload loaded later wins as ever, and so does one of the
         // same second, whatever its ETag: the times tell no order then.
         assert_eq!(load(3, &[("e1", "cNewer", key, third, 1)]), (0, 1));

@@ -36,14 +36,15 @@ WHERE delivery_rank = 1;
 -- Two uploads of one raw file on AWS can load in either order: a row core
 -- holds from a later upload of the same file (by the upload times their
 -- versions are named with, as ranked above) stays, and the earlier upload's
--- row counts as a duplicate (see load_viewing_sessions.sql). Where no
--- version has an upload time (locally), the ledger says so, and core is not
--- read.
+-- row counts as a duplicate (see load_viewing_sessions.sql: only a staged
+-- version with an upload time is held back). Where no version has an
+-- upload time (locally), the ledger says so, and core is not read.
 DELETE FROM new_rows
 USING core.channels c
 WHERE c.channel_id = new_rows.channel_id AND c.source_key = new_rows.source_key
+  AND new_rows.source_version LIKE '________T______Z_%'
   AND CASE WHEN c.source_version LIKE '________T______Z_%' THEN SUBSTRING(c.source_version, 1, 16) ELSE '' END
-      > CASE WHEN new_rows.source_version LIKE '________T______Z_%' THEN SUBSTRING(new_rows.source_version, 1, 16) ELSE '' END
+      > SUBSTRING(new_rows.source_version, 1, 16)
   AND (SELECT COUNT(*) FROM core.load_ledger
        WHERE table_name = 'channels' AND source_version LIKE '________T______Z_%') > 0;
 

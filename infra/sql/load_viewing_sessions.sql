@@ -132,8 +132,11 @@ FROM kept_copies;
 -- order: a session core holds from a later upload of the same file (by the
 -- upload times their versions are named with, as ranked above) is not
 -- replaced by an earlier upload loaded after it, as the later upload wins
--- when both load together. Of two uploads in one second, or versions of no
--- upload time (locally, content hashes), the one loaded later wins.
+-- when both load together. Only a staged version with an upload time is
+-- held back so: one without (locally a content hash; on AWS the ETag alone,
+-- which is also what a bucket whose versioning was suspended names new
+-- uploads, or a name from an earlier release) may be the later, and the one
+-- loaded later wins, as do two uploads of one second.
 -- A row from any other delivery still replaces core's (a later run wins).
 -- Only a delivery of which an earlier load took other files, or whose key
 -- an earlier load took a later upload of, can meet such rows. The ledger
@@ -163,8 +166,9 @@ SELECT DISTINCT t.source_key, t.delivery
 FROM this_load t
 JOIN earlier e ON e.source_key = t.source_key
 WHERE e.delivery = t.delivery
-   OR CASE WHEN e.delivery LIKE '________T______Z_%' THEN SUBSTRING(e.delivery, 1, 16) ELSE '' END
-      > CASE WHEN t.delivery LIKE '________T______Z_%' THEN SUBSTRING(t.delivery, 1, 16) ELSE '' END;
+   OR (t.delivery LIKE '________T______Z_%'
+       AND CASE WHEN e.delivery LIKE '________T______Z_%' THEN SUBSTRING(e.delivery, 1, 16) ELSE '' END
+           > SUBSTRING(t.delivery, 1, 16));
 
 CREATE TEMP TABLE superseded_in_core AS
 SELECT n.event_id
@@ -176,8 +180,9 @@ JOIN core.viewing_sessions c
   ON c.event_id = n.event_id AND c.source_key = n.source_key
 WHERE ((d.delivery = CASE WHEN c.source_version LIKE '~%' THEN '~' ELSE c.source_version END
         AND c.source_record_no > n.source_record_no)
-       OR CASE WHEN c.source_version LIKE '________T______Z_%' THEN SUBSTRING(c.source_version, 1, 16) ELSE '' END
-          > CASE WHEN n.source_version LIKE '________T______Z_%' THEN SUBSTRING(n.source_version, 1, 16) ELSE '' END)
+       OR (n.source_version LIKE '________T______Z_%'
+           AND CASE WHEN c.source_version LIKE '________T______Z_%' THEN SUBSTRING(c.source_version, 1, 16) ELSE '' END
+               > SUBSTRING(n.source_version, 1, 16)))
   AND (SELECT COUNT(*) FROM deliveries_core_may_supersede) > 0;
 
 DELETE FROM staging.viewing_sessions

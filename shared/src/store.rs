@@ -121,11 +121,11 @@ impl ObjectMeta {
     /// versions.
     ///
     /// The time comes first so that the names of one key's versions sort by
-    /// upload, to the second: a load that takes two uploads of one raw file
-    /// ranks them by name, and the later one wins. S3 itself keeps the
-    /// upload with the later time when two overlap. Whole seconds, because a
-    /// head tells no more (its time is an HTTP date), and a listing must
-    /// name a version as a head does.
+    /// upload, to the second: the loads rank two uploads of one raw file by
+    /// it, and the later one wins (`infra/sql/load_viewing_sessions.sql`).
+    /// S3 itself keeps the upload with the later time when two overlap.
+    /// Whole seconds, because a head tells no more (its time is an HTTP
+    /// date), and a listing must name a version as a head does.
     ///
     /// ```
     /// use tvetl_core::store::ObjectMeta;
