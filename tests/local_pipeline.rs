@@ -2045,6 +2045,21 @@ fn a_file_name_that_is_not_utf8_fails_alone() {
         assert_eq!(failed[i].0, key);
         assert!(failed[i].1.starts_with(key) && failed[i].1.contains("file's name is not valid UTF-8"), "{failed:?}");
     }
+    // A consumer keyed by `key` tells the shown Latin-1 name from the UTF-8
+    // file of that spelling by the flag.
+    let flagged: Vec<(&str, &str)> = files
+        .iter()
+        .filter(|f| f["name_not_utf8"] == true)
+        .map(|f| (f["key"].as_str().unwrap(), f["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            ("viewership/d\\xe9/", "failed"),
+            ("viewership/r\\xe8sum\\xe9.csv", "failed"),
+            ("viewership/r\\xe9sum\\xe9.csv", "failed")
+        ]
+    );
     let loaded: Vec<&str> =
         files.iter().filter(|f| f["status"] == "loaded").map(|f| f["key"].as_str().unwrap()).collect();
     assert_eq!(

@@ -13,7 +13,7 @@ use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
 use tvetl_core::decode::UnknownColumns;
 use tvetl_core::error::IngestError;
-use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
+use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{FileStamp, FolderListing, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
@@ -65,6 +65,11 @@ pub struct FileOutcome {
     /// found it unreadable, and its error is the one that run reported.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
+    /// Whether the file's (or a folder's) name is not UTF-8, so it has no
+    /// key and `key` only shows it (`\xNN` for each byte that is not), a
+    /// spelling a file of another name may have too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub name_not_utf8: bool,
 }
 
 impl FileOutcome {
@@ -80,6 +85,7 @@ impl FileOutcome {
             unknown_columns: Vec::new(),
             more_unknown_columns: false,
             unchanged,
+            name_not_utf8: false,
         }
     }
 }
@@ -274,6 +280,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
                     unknown_columns: report.unknown_columns.clone(),
                     more_unknown_columns: report.more_unknown_columns,
                     unchanged,
+                    name_not_utf8: false,
                 });
                 if !unchanged {
                     quarantined_now.push(FreshQuarantine::of(key, &object.version, report.quarantine_key.clone()));
@@ -297,7 +304,8 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Names that are no key fail beside the files, in key order.
     for name in &not_utf8 {
         let error = format!("{}: {}", name.shown, name.reason());
-        files.push(FileOutcome::failed(&name.shown, Source::from_key(&name.shown), error, false));
+        let failed = FileOutcome::failed(&name.shown, Source::from_key(&name.shown), error, false);
+        files.push(FileOutcome { name_not_utf8: true, ..failed });
     }
     files.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
     if let Err(e) = remove_earlier_quarantine_copies(&lake_store, &quarantined_now) {
@@ -638,33 +646,25 @@ impl FileIngest<'_> {
 
     /// Ingests `object`, whose file's stamp was `listed` when listed (if it
     /// could be taken): the stamp the manifest keeps, and what the file must
-    /// still show once read.
+    /// still show before and after its read.
+    ///
+    /// A file written to while it was read (an upload landing over it, or
+    /// one still arriving) was read in part, or mixed, under a version named
+    /// by other bytes. So is one that could not be looked at when listed, or
+    /// is gone once read (an aborted upload, removed): nothing says its bytes
+    /// held still. Such a read loads nothing, and the next run reads the file
+    /// as it is then. Looked at before the read too, so that a change under
+    /// way since the listing writes nothing, not even over the files an
+    /// earlier run wrote for the version the head named.
     fn ingest(&self, object: &ObjectMeta, listed: Option<FileStamp>) -> Ingested {
         let source = Source::from_key(&object.key);
-        let stamp = listed.unwrap_or_else(|| object.stamp());
+        let held_still = || listed.is_some() && self.raw.stamp(&object.key).ok() == listed;
+        let Some(stamp) = listed.filter(|_| held_still()) else {
+            return self.torn_read(object, None);
+        };
         let result = ingest_object(self.raw, object, self.lake, self.options);
-        // A file written to while it was read (an upload landing over it, or
-        // one still arriving) was read in part, or mixed, under a version
-        // named by other bytes: what it gave is not loaded, and is removed
-        // again, and the next run reads the file as it is then. One deleted
-        // meanwhile was read whole, through the file this run had open.
-        let now = self.raw.stamp(&object.key);
-        if let (Some(listed), Ok(now)) = (listed, now)
-            && now != listed
-        {
-            if let Ok(report) = &result {
-                for written in report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key) {
-                    if let Err(e) = self.lake.delete(written) {
-                        eprintln!("{}: removing what a torn read of it wrote failed ({e})", object.key);
-                    }
-                }
-            }
-            let error = format!(
-                "{}: changed while this run read it (still being written, or replaced): nothing of it is loaded; \
-                 the next run reads it again",
-                object.key
-            );
-            return Ingested::Failed { source, error };
+        if !held_still() {
+            return self.torn_read(object, result.as_ref().ok());
         }
         match result {
             Ok(report) => match register_outputs(self.catalog, &report) {
@@ -680,6 +680,24 @@ impl FileIngest<'_> {
             },
             Err(e) => Ingested::Failed { source, error: e.to_string() },
         }
+    }
+
+    /// `object`, whose file changed while it was read, as a failure of this
+    /// run; what its ingest wrote (`written`) is removed.
+    fn torn_read(&self, object: &ObjectMeta, written: Option<&IngestReport>) -> Ingested {
+        for key in
+            written.into_iter().flat_map(|report| report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key))
+        {
+            if let Err(e) = self.lake.delete(key) {
+                eprintln!("{}: removing what a torn read of it wrote failed ({e})", object.key);
+            }
+        }
+        let error = format!(
+            "{}: changed while this run read it (still being written, or replaced): nothing of it is loaded; \
+             the next run reads it again",
+            object.key
+        );
+        Ingested::Failed { source: Source::from_key(&object.key), error }
     }
 }
 
@@ -822,6 +840,62 @@ mod tests {
             Ingested::Loaded { object, unchanged: false } => assert_eq!(object.report.counts.rows_accepted, 3),
             _ => panic!("the whole file loads"),
         }
+    }
+
+    /// The run heads a file (naming the version an earlier run ingested),
+    /// then the file is replaced before its read: nothing is written, so the
+    /// earlier run's staging and quarantine files of that version stay as
+    /// they were. A file that could not be looked at when listed is not read.
+    #[test]
+    fn a_change_before_the_read_writes_nothing_over_the_files_of_the_version_headed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, lake_root) = (dir.path().join("in"), dir.path().join("lake"));
+        let key = "viewership/a.csv";
+        let header = "event_id,user_id,channel_id,start_time,duration_seconds\n";
+        std::fs::create_dir_all(input.join("viewership")).unwrap();
+        std::fs::write(
+            input.join(key),
+            format!("{header}e1,u1,c1,2024-01-01T10:00:00Z,60\ne2,,c1,2024-01-01T10:00:00Z,60\n"),
+        )
+        .unwrap();
+        let raw = LocalObjectStore::new(&input).listing_every_file();
+        let lake = LocalObjectStore::new(&lake_root);
+        let (catalog, manifest) = (FileCatalog::new(lake_root.join("catalog.json")), IngestManifest::empty());
+        let options = tvetl_core::ingest::IngestOptions::default();
+        let take = FileIngest {
+            raw: &raw,
+            lake: &lake,
+            lake_root: &lake_root,
+            catalog: &catalog,
+            manifest: &manifest,
+            options: &options,
+        };
+        assert!(matches!(take.file(key, Some(raw.stamp(key).unwrap())), Ingested::Loaded { .. }));
+        let files = || -> Vec<(String, Vec<u8>)> {
+            lake.keys("")
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.clone(), std::fs::read(lake_root.join(&k)).unwrap()))
+                .collect()
+        };
+        let before = files();
+        assert!(
+            before.iter().any(|(k, _)| k.starts_with("quarantine/"))
+                && before.iter().any(|(k, _)| k.starts_with("staging/"))
+        );
+
+        let (listed, headed) = (raw.stamp(key).unwrap(), raw.head(key).unwrap());
+        std::fs::write(input.join(key), format!("{header}e1,u1,c9,2024-01-01T10:00:00Z,60\n")).unwrap();
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options().write(true).open(input.join(key)).unwrap().set_modified(when).unwrap();
+        let torn = |ingested: Ingested| match ingested {
+            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
+            _ => panic!("a file that did not hold still must not load"),
+        };
+        torn(take.ingest(&headed, Some(listed)));
+        assert_eq!(files(), before, "the version's files as the earlier run wrote them");
+        torn(take.ingest(&raw.head(key).unwrap(), None));
+        assert_eq!(files(), before);
     }
 
     fn threads(wh: &mut DuckDbWarehouse) -> i64 {
