@@ -797,6 +797,47 @@ pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
 mod tests {
     use super::*;
 
+    /// A raw folder's and a lake's stores, for [`FileIngest`]s over them.
+    struct IngestStores {
+        raw: LocalObjectStore,
+        lake: LocalObjectStore,
+        lake_root: PathBuf,
+        catalog: FileCatalog,
+        manifest: IngestManifest,
+        options: tvetl_core::ingest::IngestOptions,
+    }
+
+    impl IngestStores {
+        fn new(input: &Path, lake_root: &Path) -> Self {
+            IngestStores {
+                raw: LocalObjectStore::new(input).listing_every_file(),
+                lake: LocalObjectStore::new(lake_root),
+                lake_root: lake_root.to_owned(),
+                catalog: FileCatalog::new(lake_root.join("catalog.json")),
+                manifest: IngestManifest::empty(),
+                options: tvetl_core::ingest::IngestOptions::default(),
+            }
+        }
+
+        fn file_ingest(&self) -> FileIngest<'_> {
+            FileIngest {
+                raw: &self.raw,
+                lake: &self.lake,
+                lake_root: &self.lake_root,
+                catalog: &self.catalog,
+                manifest: &self.manifest,
+                options: &self.options,
+            }
+        }
+    }
+
+    /// Gives `file` a modification time long past, so that a rewrite shows
+    /// in its stamp whatever the clock's resolution.
+    fn set_old_time(file: &Path) {
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options().write(true).open(file).unwrap().set_modified(when).unwrap();
+    }
+
     /// A raw file written to between its listing and the end of its read
     /// (an upload landing over it, here with the same bytes cut short as a
     /// torn read sees them): nothing of it is loaded, what its ingest wrote
@@ -810,24 +851,13 @@ mod tests {
         let whole = format!("event_id,user_id,channel_id,start_time,duration_seconds\n{}\n", rows.join("\n"));
         std::fs::create_dir_all(input.join("viewership")).unwrap();
         std::fs::write(input.join(key), &whole).unwrap();
-        let raw = LocalObjectStore::new(&input).listing_every_file();
-        let lake = LocalObjectStore::new(&lake_root);
-        let (catalog, manifest) = (FileCatalog::new(lake_root.join("catalog.json")), IngestManifest::empty());
-        let options = tvetl_core::ingest::IngestOptions::default();
-        let take = FileIngest {
-            raw: &raw,
-            lake: &lake,
-            lake_root: &lake_root,
-            catalog: &catalog,
-            manifest: &manifest,
-            options: &options,
-        };
+        let stores = IngestStores::new(&input, &lake_root);
+        let (take, raw, lake) = (stores.file_ingest(), &stores.raw, &stores.lake);
         let listed = raw.stamp(key).unwrap();
 
         // Cut within the last row: read now, two rows and a malformed one.
         std::fs::write(input.join(key), &whole[..whole.len() - 30]).unwrap();
-        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        std::fs::File::options().write(true).open(input.join(key)).unwrap().set_modified(when).unwrap();
+        set_old_time(&input.join(key));
         match take.file(key, Some(listed)) {
             Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
             _ => panic!("a torn read must not load"),
@@ -858,18 +888,8 @@ mod tests {
             format!("{header}e1,u1,c1,2024-01-01T10:00:00Z,60\ne2,,c1,2024-01-01T10:00:00Z,60\n"),
         )
         .unwrap();
-        let raw = LocalObjectStore::new(&input).listing_every_file();
-        let lake = LocalObjectStore::new(&lake_root);
-        let (catalog, manifest) = (FileCatalog::new(lake_root.join("catalog.json")), IngestManifest::empty());
-        let options = tvetl_core::ingest::IngestOptions::default();
-        let take = FileIngest {
-            raw: &raw,
-            lake: &lake,
-            lake_root: &lake_root,
-            catalog: &catalog,
-            manifest: &manifest,
-            options: &options,
-        };
+        let stores = IngestStores::new(&input, &lake_root);
+        let (take, raw, lake) = (stores.file_ingest(), &stores.raw, &stores.lake);
         assert!(matches!(take.file(key, Some(raw.stamp(key).unwrap())), Ingested::Loaded { .. }));
         let files = || -> Vec<(String, Vec<u8>)> {
             lake.keys("")
@@ -886,8 +906,7 @@ mod tests {
 
         let (listed, headed) = (raw.stamp(key).unwrap(), raw.head(key).unwrap());
         std::fs::write(input.join(key), format!("{header}e1,u1,c9,2024-01-01T10:00:00Z,60\n")).unwrap();
-        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        std::fs::File::options().write(true).open(input.join(key)).unwrap().set_modified(when).unwrap();
+        set_old_time(&input.join(key));
         let torn = |ingested: Ingested| match ingested {
             Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
             _ => panic!("a file that did not hold still must not load"),
