@@ -481,6 +481,20 @@ async fn versioned_bucket(clients: &AwsClients, name: &str) -> String {
     bucket
 }
 
+/// Puts `body` at `bucket`/`key` and runs ingest-batch on the upload's
+/// notification; returns how the object fared.
+async fn upload_and_ingest(
+    clients: &AwsClients,
+    ingest: &IngestBatch,
+    bucket: &str,
+    key: &str,
+    body: String,
+) -> tvetl_lambda::ingest::ObjectOutcome {
+    clients.s3.put_object().bucket(bucket).key(key).body(body.into_bytes().into()).send().await.unwrap();
+    let mut ingested = ingest.handle(&s3_event(bucket, &[key.to_owned()]).into()).await.unwrap();
+    ingested.objects.remove(0)
+}
+
 /// On a versioned raw bucket (the template's), every upload is a version of
 /// its own: a file corrected and then put back to what it first held is
 /// loaded again, and wins as a later delivery. Named by ETag alone, the
@@ -500,10 +514,9 @@ async fn a_raw_file_put_back_to_earlier_content_on_a_versioned_bucket_wins_again
     };
     let mut staged_by_upload: Vec<Vec<String>> = Vec::new();
     for (seconds, merged) in [(3600, 1), (600, 1), (3600, 1)] {
-        clients.s3.put_object().bucket(&raw).key(&key).body(csv(seconds).into_bytes().into()).send().await.unwrap();
-        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
-        assert_eq!(ingested.objects[0].status, "loaded", "{:?}", ingested.objects[0]);
-        let staged = ingested.objects[0].staged.clone();
+        let ingested = upload_and_ingest(clients, ingest, &raw, &key, csv(seconds)).await;
+        assert_eq!(ingested.status, "loaded", "{ingested:?}");
+        let staged = ingested.staged;
         let loaded = load.handle(&LoadRequest::Keys { objects: staged.clone() }).await.expect("the upload loads");
         let stats = &loaded.loads[&tvetl_core::Source::Viewership];
         assert_eq!((stats.rows_staged, stats.rows_already_loaded, stats.rows_merged), (1, 0, merged), "{stats:?}");
@@ -550,10 +563,9 @@ async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
             // Version names sort by upload to the second.
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         }
-        clients.s3.put_object().bucket(&raw).key(&key).body(body.into_bytes().into()).send().await.unwrap();
-        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
-        assert_eq!(ingested.objects[0].status, "loaded", "{:?}", ingested.objects[0]);
-        staged.push(ingested.objects[0].staged.clone());
+        let ingested = upload_and_ingest(clients, ingest, &raw, &key, body).await;
+        assert_eq!(ingested.status, "loaded", "{ingested:?}");
+        staged.push(ingested.staged);
         let head = clients.s3.head_object().bucket(&raw).key(&key).send().await.unwrap();
         versions.push(head.version_id().unwrap().to_owned());
     }
@@ -579,9 +591,7 @@ async fn two_uploads_of_one_raw_file_in_one_load_the_later_wins(
     for seconds in [1200, 1800] {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let body = format!("{header}tu-1,u1,ch-tu,2034-04-01T10:00:00Z,{seconds}\n");
-        clients.s3.put_object().bucket(&raw).key(&key).body(body.into_bytes().into()).send().await.unwrap();
-        let ingested = ingest.handle(&s3_event(&raw, std::slice::from_ref(&key)).into()).await.unwrap();
-        staged.push(ingested.objects[0].staged.clone());
+        staged.push(upload_and_ingest(clients, ingest, &raw, &key, body).await.staged);
     }
     for (files, duplicates, merged) in [(&staged[1], 0, 1), (&staged[0], 1, 0)] {
         let loaded = load.handle(&LoadRequest::Keys { objects: files.clone() }).await.expect("an upload loads");

@@ -141,8 +141,7 @@ impl IngestManifest {
             return None;
         }
         let report = &earlier.report;
-        let written = report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key);
-        if !written.into_iter().all(|k| lake_root.join(k).is_file()) {
+        if !report.written_keys().all(|k| lake_root.join(k).is_file()) {
             return None;
         }
         Some(IngestedObject { stamp, ..earlier.clone() })

@@ -685,9 +685,7 @@ impl FileIngest<'_> {
     /// `object`, whose file changed while it was read, as a failure of this
     /// run; what its ingest wrote (`written`) is removed.
     fn torn_read(&self, object: &ObjectMeta, written: Option<&IngestReport>) -> Ingested {
-        for key in
-            written.into_iter().flat_map(|report| report.staged.iter().map(|f| &f.key).chain(&report.quarantine_key))
-        {
+        for key in written.into_iter().flat_map(IngestReport::written_keys) {
             if let Err(e) = self.lake.delete(key) {
                 eprintln!("{}: removing what a torn read of it wrote failed ({e})", object.key);
             }

@@ -66,6 +66,14 @@ pub struct IngestReport {
     pub more_unknown_columns: bool,
 }
 
+impl IngestReport {
+    /// The lake keys of everything the ingest wrote: its staging files and
+    /// its quarantine file.
+    pub fn written_keys(&self) -> impl Iterator<Item = &String> {
+        self.staged.iter().map(|f| &f.key).chain(&self.quarantine_key)
+    }
+}
+
 /// Ingests one raw object from `raw` into the `lake`.
 ///
 /// The object loads entirely or not at all: on an error nothing it would
