@@ -477,14 +477,17 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     let jsonl = "viewership/sessions-0004.jsonl".to_owned();
     let file = input.join(&jsonl);
     let truncated = input.join("viewership/sessions-9999-truncated.csv.gz");
-    // Files that landed an hour before the run: a time that old vouches
-    // for the content (a file of the last few seconds is hashed instead).
-    let modified = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let set_modified = |file: &Path| {
-        std::fs::File::options().write(true).open(file).unwrap().set_modified(modified).unwrap();
+    // Files that landed long before the run: a time that old vouches for
+    // the content (a file of the last few seconds is hashed instead). A
+    // fixed time, not one an hour ago: the unreadable file's record sits
+    // under the day of its time (ingest_date), which its rewrite below must
+    // keep, as an hour ago and now do not between midnight and 1 am UTC.
+    let landed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_717_243_200); // 2024-06-01T12:00:00Z
+    let set_modified = |file: &Path, at: std::time::SystemTime| {
+        std::fs::File::options().write(true).open(file).unwrap().set_modified(at).unwrap();
     };
-    set_modified(&file);
-    set_modified(&truncated);
+    set_modified(&file, landed);
+    set_modified(&truncated, landed);
     let first = run(&input, &lake);
     let (unchanged, loaded) = unchanged_and_read(&first);
     assert!(unchanged.is_empty() && loaded.contains(&jsonl), "{first}");
@@ -517,11 +520,14 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert_same_lake(&objects, &snapshot(&lake), "skipping files changed the lake");
     assert_eq!(warehouse_rows(&lake), rows);
 
-    // The same bytes at a new time: read for their hash, and skipped; and a
-    // skipped file's tables and partitions are catalogued again if the
-    // catalog was lost.
+    // The same bytes at a new time (later that day): read for their hash,
+    // and skipped; and a skipped file's tables and partitions are catalogued
+    // again if the catalog was lost.
+    let later_that_day = landed + std::time::Duration::from_secs(3600);
     std::fs::write(&file, &original).unwrap();
     std::fs::write(&truncated, &truncated_bytes).unwrap();
+    set_modified(&file, later_that_day);
+    set_modified(&truncated, later_that_day);
     std::fs::remove_file(lake.join("_catalog/catalog.json")).unwrap();
     assert_eq!(unchanged_and_read(&run(&input, &lake)).1, Vec::<String>::new());
     assert_same_lake(&objects, &snapshot(&lake), "the catalog differs");
