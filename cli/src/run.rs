@@ -13,9 +13,11 @@ use tvetl_core::Source;
 use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
 use tvetl_core::decode::UnknownColumns;
 use tvetl_core::error::IngestError;
-use tvetl_core::ingest::{IngestOptions, IngestReport, RecordCounts, ingest_object, record_unreadable};
+use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
 use tvetl_core::quarantine::QuarantineCounts;
-use tvetl_core::store::{FileStamp, FolderListing, LocalObjectStore, ObjectMeta, ObjectStore, StoreError};
+use tvetl_core::store::{
+    FileStamp, FolderListing, HELD_UPLOADS_DIR, HeldUploads, LocalObjectStore, ObjectMeta, ObjectStore, StoreError,
+};
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
@@ -181,10 +183,11 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let raw = LocalObjectStore::new(input).listing_every_file();
     let lake_store = LocalObjectStore::new(lake);
     let catalog = FileCatalog::new(catalog_path(lake));
-    // A run killed while writing leaves its uploads' temporary files, which
-    // no reader lists but which would stay in the lake for good. Holding the
+    // A run killed while writing leaves its uploads' temporary files, and
+    // the uploads it held back until a raw file's read was done, which no
+    // reader lists but which would stay in the lake for good. Holding the
     // lock, this run is the lake's only writer, so any there are abandoned.
-    for folder in ["staging", "quarantine"] {
+    for folder in ["staging", "quarantine", HELD_UPLOADS_DIR] {
         let removed = lake_store
             .remove_abandoned_uploads(folder)
             .with_context(|| format!("removing what an interrupted run left under {}", lake.join(folder).display()))?;
@@ -231,6 +234,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // Files are independent: a few workers take them in turn.
     let take = FileIngest {
         raw: &raw,
+        raw_bytes: &raw,
         lake: &lake_store,
         lake_root: lake,
         catalog: &catalog,
@@ -254,6 +258,9 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
         }
     });
     bar.finish_and_clear();
+    // Every held upload is published or removed by now; the folder goes if
+    // empty (the workers made it, and may make it again, so not before).
+    let _ = std::fs::remove_dir(lake.join(HELD_UPLOADS_DIR));
 
     let mut sessions = RecordCounts::default();
     let mut dimensions: BTreeMap<Source, RecordCounts> = BTreeMap::new();
@@ -608,6 +615,9 @@ fn remove_earlier_quarantine_copies(lake: &LocalObjectStore, fresh: &[FreshQuara
 /// What a run's ingest workers share to take a raw file.
 struct FileIngest<'a> {
     raw: &'a LocalObjectStore,
+    /// Where the raw files' bytes are read: `raw` itself, but for a test's
+    /// store that changes a file while it is read.
+    raw_bytes: &'a dyn ObjectStore,
     lake: &'a LocalObjectStore,
     /// The lake's folder, which the manifest checks for what an earlier
     /// ingest wrote.
@@ -652,20 +662,28 @@ impl FileIngest<'_> {
     /// one still arriving) was read in part, or mixed, under a version named
     /// by other bytes. So is one that could not be looked at when listed, or
     /// is gone once read (an aborted upload, removed): nothing says its bytes
-    /// held still. Such a read loads nothing, and the next run reads the file
-    /// as it is then. Looked at before the read too, so that a change under
-    /// way since the listing writes nothing, not even over the files an
-    /// earlier run wrote for the version the head named.
+    /// held still. Such a read writes nothing to the lake, and the next run
+    /// reads the file as it is then: what the ingest wrote is held back
+    /// ([`HeldUploads`]) until the file is looked at once more, so that a
+    /// torn read of a version an earlier run ingested (`--reingest`, or a
+    /// new build) leaves that run's files of it as they were. Looked at
+    /// before the read too, so that a change under way since the listing
+    /// costs no read.
     fn ingest(&self, object: &ObjectMeta, listed: Option<FileStamp>) -> Ingested {
         let source = Source::from_key(&object.key);
         let held_still = || listed.is_some() && self.raw.stamp(&object.key).ok() == listed;
         let Some(stamp) = listed.filter(|_| held_still()) else {
-            return self.torn_read(object, None);
+            return self.torn_read(object);
         };
-        let result = ingest_object(self.raw, object, self.lake, self.options);
+        let held = HeldUploads::new(self.lake);
+        let result = ingest_object(self.raw_bytes, object, &held, self.options);
         if !held_still() {
-            return self.torn_read(object, result.as_ref().ok());
+            return self.torn_read(object);
         }
+        let result = match result {
+            Ok(report) => held.publish().map(|()| report).map_err(IngestError::from),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(report) => match register_outputs(self.catalog, &report) {
                 Ok(()) => Ingested::Loaded {
@@ -683,13 +701,8 @@ impl FileIngest<'_> {
     }
 
     /// `object`, whose file changed while it was read, as a failure of this
-    /// run; what its ingest wrote (`written`) is removed.
-    fn torn_read(&self, object: &ObjectMeta, written: Option<&IngestReport>) -> Ingested {
-        for key in written.into_iter().flat_map(IngestReport::written_keys) {
-            if let Err(e) = self.lake.delete(key) {
-                eprintln!("{}: removing what a torn read of it wrote failed ({e})", object.key);
-            }
-        }
+    /// run.
+    fn torn_read(&self, object: &ObjectMeta) -> Ingested {
         let error = format!(
             "{}: changed while this run read it (still being written, or replaced): nothing of it is loaded; \
              the next run reads it again",
@@ -820,6 +833,7 @@ mod tests {
         fn file_ingest(&self) -> FileIngest<'_> {
             FileIngest {
                 raw: &self.raw,
+                raw_bytes: &self.raw,
                 lake: &self.lake,
                 lake_root: &self.lake_root,
                 catalog: &self.catalog,
@@ -868,6 +882,108 @@ mod tests {
             Ingested::Loaded { object, unchanged: false } => assert_eq!(object.report.counts.rows_accepted, 3),
             _ => panic!("the whole file loads"),
         }
+    }
+
+    /// A raw store whose readers append a row to a file once its read has
+    /// reached the end: an upload landing on the file during the read, after
+    /// the decoder has seen every byte of the version headed.
+    struct ChangedWhileRead<'a>(&'a LocalObjectStore, PathBuf);
+
+    struct AppendAtEnd<'a> {
+        bytes: Box<dyn std::io::Read + Send + 'a>,
+        file: PathBuf,
+        appended: bool,
+    }
+
+    impl std::io::Read for AppendAtEnd<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.bytes.read(buf)?;
+            if n == 0 && !std::mem::replace(&mut self.appended, true) {
+                use std::io::Write;
+                let mut file = std::fs::File::options().append(true).open(&self.file)?;
+                file.write_all(b"e9,u9,c1,2024-01-03T10:00:00Z,60\n")?;
+            }
+            Ok(n)
+        }
+    }
+
+    impl ObjectStore for ChangedWhileRead<'_> {
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+            self.0.list(prefix)
+        }
+        fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+            self.0.head(key)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+            Ok(Box::new(AppendAtEnd { bytes: self.0.open(key)?, file: self.1.join(key), appended: false }))
+        }
+        fn create(&self, key: &str) -> Result<Box<dyn tvetl_core::store::ObjectUpload + '_>, StoreError> {
+            self.0.create(key)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key)
+        }
+    }
+
+    /// A file that changes during its read, after the decoder has read all
+    /// of the version headed, is a torn read too. What the read wrote is
+    /// never seen: into a fresh lake, no file and no partition folder; over
+    /// the files an earlier run wrote for the same version (`--reingest`),
+    /// those files as they were, none removed.
+    #[test]
+    fn a_read_torn_at_its_end_leaves_the_lake_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, lake_root) = (dir.path().join("in"), dir.path().join("lake"));
+        let key = "viewership/a.csv";
+        std::fs::create_dir_all(input.join("viewership")).unwrap();
+        std::fs::write(
+            input.join(key),
+            "event_id,user_id,channel_id,start_time,duration_seconds\n\
+             e1,u1,c1,2024-01-01T10:00:00Z,60\ne2,,c1,2024-01-01T10:00:00Z,60\ne3,u3,c1,2024-01-02T10:00:00Z,60\n",
+        )
+        .unwrap();
+        let stores = IngestStores::new(&input, &lake_root);
+        let (raw, lake) = (&stores.raw, &stores.lake);
+        let changing = ChangedWhileRead(raw, input.clone());
+        let take = FileIngest { raw_bytes: &changing, ..stores.file_ingest() };
+        let torn = |ingested: Ingested| match ingested {
+            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
+            _ => panic!("a file that did not hold still must not load"),
+        };
+        let files = || -> Vec<(String, Vec<u8>)> {
+            lake.keys("")
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.clone(), std::fs::read(lake_root.join(&k)).unwrap()))
+                .collect()
+        };
+        let folders = || ["staging", "quarantine", HELD_UPLOADS_DIR].map(|f| lake_root.join(f).exists());
+        let original = std::fs::read(input.join(key)).unwrap();
+        let put_back = || std::fs::write(input.join(key), &original).unwrap();
+
+        put_back();
+        torn(take.file(key, Some(raw.stamp(key).unwrap())));
+        assert_eq!(files(), vec![], "a torn read into a fresh lake writes no file");
+        assert_eq!(
+            folders(),
+            [false, false, true],
+            "nor a partition's folder (the held folder is the run's to remove)"
+        );
+
+        put_back();
+        let earlier = stores.file_ingest();
+        match earlier.file(key, Some(raw.stamp(key).unwrap())) {
+            Ingested::Loaded { object, .. } => assert_eq!(object.report.counts.rows_accepted, 2),
+            _ => panic!("the file loads while it holds still"),
+        }
+        let before = files();
+        let days = |prefix: &str| before.iter().filter(|(k, _)| k.starts_with(prefix)).count();
+        assert_eq!((days("staging/viewership/event_date="), days("quarantine/")), (2, 1), "{before:?}");
+        torn(take.file(key, Some(raw.stamp(key).unwrap())));
+        let (after, keys) =
+            (files(), |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>());
+        assert_eq!(keys(&after), keys(&before), "the earlier run's files of the version");
+        assert!(after == before, "as it wrote them");
     }
 
     /// The run heads a file (naming the version an earlier run ingested),

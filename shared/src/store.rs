@@ -6,6 +6,8 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -449,8 +451,7 @@ impl ObjectStore for LocalObjectStore {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(key, e))?;
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let temp = dir.join(upload_temp_name(&name));
-        let file = File::create(&temp).map_err(|e| StoreError::io(key, e))?;
-        Ok(Box::new(LocalUpload { key: key.to_owned(), temp, target, file: Some(std::io::BufWriter::new(file)) }))
+        LocalUpload::start(key, temp, OnCommit::MoveTo(target))
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -554,8 +555,23 @@ pub fn upload_in_flight_to(key: &str) -> Option<String> {
 struct LocalUpload {
     key: String,
     temp: PathBuf,
-    target: PathBuf,
+    on_commit: OnCommit,
     file: Option<std::io::BufWriter<File>>,
+}
+
+/// What committing a [`LocalUpload`] does with its temporary file.
+enum OnCommit {
+    /// Renames it to the object's file.
+    MoveTo(PathBuf),
+    /// Leaves it where it is, for [`HeldUploads::publish`].
+    Hold(Arc<Mutex<Vec<HeldFile>>>),
+}
+
+impl LocalUpload {
+    fn start(key: &str, temp: PathBuf, on_commit: OnCommit) -> Result<Box<dyn ObjectUpload>, StoreError> {
+        let file = File::create(&temp).map_err(|e| StoreError::io(key, e))?;
+        Ok(Box::new(LocalUpload { key: key.to_owned(), temp, on_commit, file: Some(std::io::BufWriter::new(file)) }))
+    }
 }
 
 impl Write for LocalUpload {
@@ -573,7 +589,14 @@ impl ObjectUpload for LocalUpload {
         let file = file.into_inner().map_err(|e| StoreError::io(&self.key, e.into_error()))?;
         file.sync_data().map_err(|e| StoreError::io(&self.key, e))?;
         drop(file);
-        std::fs::rename(&self.temp, &self.target).map_err(|e| StoreError::io(&self.key, e))
+        match &self.on_commit {
+            OnCommit::MoveTo(target) => std::fs::rename(&self.temp, target).map_err(|e| StoreError::io(&self.key, e)),
+            OnCommit::Hold(held) => {
+                let file = HeldFile { key: std::mem::take(&mut self.key), path: std::mem::take(&mut self.temp) };
+                held.lock().unwrap_or_else(PoisonError::into_inner).push(file);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -582,6 +605,107 @@ impl Drop for LocalUpload {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// The folder of a [`LocalObjectStore`] where [`HeldUploads`] keep what
+/// they wrote until it is published: outside every table's prefix, and
+/// named, as Hive readers skip, with a `_`.
+pub const HELD_UPLOADS_DIR: &str = "_held";
+
+/// Numbers held files apart within a process (their names end in its id).
+static HELD_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// A committed upload that [`HeldUploads`] keep until published.
+struct HeldFile {
+    key: String,
+    path: PathBuf,
+}
+
+/// Uploads to a [`LocalObjectStore`] that appear under their keys together,
+/// when [`published`](HeldUploads::publish), or not at all.
+///
+/// A committed upload waits in [`HELD_UPLOADS_DIR`] under an upload's
+/// temporary name, so that nothing of it shows under its key, not even the
+/// partition folder it is for. Dropped unpublished, the uploads are removed;
+/// a process killed before either leaves files that
+/// [`LocalObjectStore::remove_abandoned_uploads`] removes from that folder.
+/// Reads (`list`, `head`, `open`) see the store as published.
+///
+/// `tvetl run` ingests a raw file through these, and publishes only once
+/// the file is seen to have held still during its read: a torn read then
+/// writes nothing over the files an earlier run wrote for the same version.
+pub struct HeldUploads<'s> {
+    store: &'s LocalObjectStore,
+    held: Arc<Mutex<Vec<HeldFile>>>,
+}
+
+impl<'s> HeldUploads<'s> {
+    /// Uploads to `store`, held until published.
+    pub fn new(store: &'s LocalObjectStore) -> Self {
+        HeldUploads { store, held: Arc::default() }
+    }
+
+    /// Moves every committed upload to its key, in the order committed;
+    /// on a failure, those not yet moved are removed.
+    pub fn publish(self) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut files = held.into_iter();
+        while let Some(file) = files.next() {
+            let target = self.store.path(&file.key);
+            let moved = match target.parent() {
+                Some(dir) => std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&file.path, &target)),
+                None => std::fs::rename(&file.path, &target),
+            };
+            if let Err(e) = moved {
+                let error = StoreError::io(&file.key, e);
+                // Dropping `self` removes what is left.
+                self.held.lock().unwrap_or_else(PoisonError::into_inner).extend(std::iter::once(file).chain(files));
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HeldUploads<'_> {
+    fn drop(&mut self) {
+        for file in self.held.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            let _ = std::fs::remove_file(&file.path);
+        }
+    }
+}
+
+impl ObjectStore for HeldUploads<'_> {
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.store.list(prefix)
+    }
+
+    fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.store.head(key)
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        self.store.open(key)
+    }
+
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
+        let dir = self.store.path(HELD_UPLOADS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(key, e))?;
+        let name = HELD_FILES.fetch_add(1, Ordering::Relaxed).to_string();
+        LocalUpload::start(key, dir.join(upload_temp_name(&name)), OnCommit::Hold(self.held.clone()))
+    }
+
+    /// Removes the object as published, and any upload of it held.
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|file| {
+            let keep = file.key != key;
+            if !keep {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            keep
+        });
+        self.store.delete(key)
     }
 }
 
@@ -816,6 +940,62 @@ mod tests {
         assert!(!is_upload_in_flight(".b.csv.tmp-"));
         assert!(!is_upload_in_flight("b.csv.tmp-1"));
         assert!(!is_upload_in_flight(".tmp-notes"));
+    }
+
+    #[test]
+    fn held_uploads_show_when_published_and_leave_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("s/d=1/part-a.parquet", b"earlier").unwrap();
+        let keys = ["s/d=1/part-a.parquet", "s/d=2/part-a.parquet", "q/d=1/part-a.jsonl"];
+        let write = |held: &HeldUploads| {
+            for key in keys {
+                held.put(key, format!("now {key}").as_bytes()).unwrap();
+            }
+            let mut uncommitted = held.create("s/d=3/part-a.parquet").unwrap();
+            uncommitted.write_all(b"never committed").unwrap();
+        };
+        let folders = || ["s/d=2", "s/d=3", "q"].map(|f| dir.path().join(f).exists());
+        let bytes = |key: &str| std::fs::read(dir.path().join(key)).unwrap();
+
+        let held = HeldUploads::new(&store);
+        write(&held);
+        assert_eq!(store.keys("").unwrap(), ["s/d=1/part-a.parquet"], "nothing shows before publishing");
+        assert_eq!(bytes("s/d=1/part-a.parquet"), b"earlier");
+        assert_eq!(folders(), [false; 3], "not even a folder");
+        drop(held);
+        assert_eq!(store.keys("").unwrap(), ["s/d=1/part-a.parquet"]);
+        assert_eq!(bytes("s/d=1/part-a.parquet"), b"earlier", "a dropped upload leaves the object as it was");
+        assert_eq!(folders(), [false; 3]);
+        assert!(store.remove_abandoned_uploads(HELD_UPLOADS_DIR).unwrap().is_empty(), "nor a held file");
+
+        let held = HeldUploads::new(&store);
+        write(&held);
+        held.publish().unwrap();
+        let mut published = keys.map(str::to_owned).to_vec();
+        published.sort();
+        assert_eq!(store.keys("").unwrap(), published);
+        for key in keys {
+            assert_eq!(bytes(key), format!("now {key}").as_bytes());
+        }
+        assert!(!dir.path().join("s/d=3").exists(), "an upload never committed is not published");
+
+        // A process killed while it held uploads leaves them as abandoned
+        // uploads of the held folder.
+        let held = HeldUploads::new(&store);
+        held.put("s/d=4/part-a.parquet", b"held").unwrap();
+        held.delete("s/d=2/part-a.parquet").unwrap();
+        std::mem::forget(held);
+        let pid = std::process::id();
+        let abandoned = store.remove_abandoned_uploads(HELD_UPLOADS_DIR).unwrap();
+        assert!(
+            abandoned.len() == 1
+                && abandoned[0].starts_with("_held/.")
+                && abandoned[0].ends_with(&format!(".tmp-{pid}")),
+            "{abandoned:?}"
+        );
+        assert!(!dir.path().join("s/d=4").exists());
+        assert!(!dir.path().join("s/d=2/part-a.parquet").exists(), "delete removes the published object");
     }
 
     #[test]
