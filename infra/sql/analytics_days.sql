@@ -10,8 +10,9 @@
 -- expression over start_time, so that a block's min/max of the column can
 -- rule it out: DuckDB's zone maps then skip the blocks of days the load did
 -- not touch, and a day's load reads those days of core rather than all of it
--- (bench/daily_loads.sh). A predicate on a plain column is also what
--- Redshift's zone maps can use.
+-- (bench/daily_loads.sh). On Redshift, zone maps skip blocks by it only as
+-- far as the table is sorted by event_date (its sort key is AUTO, which may
+-- or may not choose it; rows since the last sort are scanned).
 DROP TABLE IF EXISTS day_viewing;
 CREATE TEMP TABLE day_viewing AS
 SELECT view_date, channel_id, user_id, SUM(watch_us) AS watch_us, COUNT(*) AS sessions

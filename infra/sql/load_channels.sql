@@ -79,7 +79,7 @@ WHEN NOT MATCHED THEN INSERT (channel_id, channel_name, genre, network, language
 VALUES (n.channel_id, n.channel_name, n.genre, n.network, n.language, n.source_key, n.source_version, n.source_record_no, {load_id});
 
 INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
-SELECT 'channels', source_key, source_version, NULL, COUNT(*), {load_id}
+SELECT 'channels', source_key, source_version, CAST(NULL AS DATE), COUNT(*), {load_id}
 FROM staging.channels
 GROUP BY source_key, source_version;
 

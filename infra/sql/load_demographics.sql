@@ -78,7 +78,7 @@ WHEN NOT MATCHED THEN INSERT (user_id, age_band, gender, region, source_key, sou
 VALUES (n.user_id, n.age_band, n.gender, n.region, n.source_key, n.source_version, n.source_record_no, {load_id});
 
 INSERT INTO core.load_ledger (table_name, source_key, source_version, event_date, row_count, load_id)
-SELECT 'users', source_key, source_version, NULL, COUNT(*), {load_id}
+SELECT 'users', source_key, source_version, CAST(NULL AS DATE), COUNT(*), {load_id}
 FROM staging.demographics
 GROUP BY source_key, source_version;
 
