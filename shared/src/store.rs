@@ -646,25 +646,73 @@ impl<'s> HeldUploads<'s> {
         HeldUploads { store, held: Arc::default() }
     }
 
-    /// Moves every committed upload to its key, in the order committed;
-    /// on a failure, those not yet moved are removed.
+    /// Moves every committed upload to its key, all or none: each is first
+    /// put beside its object's file under an upload's temporary name (a
+    /// move across file systems, to a lake folder that is another mount or
+    /// a link to one, copies it), and only once all are there are they
+    /// renamed to their keys (a rename within a folder, which fails only
+    /// with the disk). A failure before that shows nothing of them.
     pub fn publish(self) -> Result<(), StoreError> {
-        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        // A key uploaded twice is the last upload's, as a store that moves
+        // each on commit leaves it.
+        let mut seen = std::collections::HashSet::new();
+        held.reverse();
+        held.retain(|file| {
+            let last = seen.insert(file.key.clone());
+            if !last {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            last
+        });
+        held.reverse();
+
+        let mut placed: Vec<(PathBuf, PathBuf, String)> = Vec::with_capacity(held.len());
         let mut files = held.into_iter();
         while let Some(file) = files.next() {
             let target = self.store.path(&file.key);
-            let moved = match target.parent() {
-                Some(dir) => std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&file.path, &target)),
-                None => std::fs::rename(&file.path, &target),
-            };
-            if let Err(e) = moved {
+            let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let beside = target.with_file_name(upload_temp_name(&name));
+            if let Err(e) = move_file(&file.path, &beside) {
+                for (temp, _, _) in &placed {
+                    let _ = std::fs::remove_file(temp);
+                }
                 let error = StoreError::io(&file.key, e);
-                // Dropping `self` removes what is left.
+                // Dropping `self` removes those not placed.
                 self.held.lock().unwrap_or_else(PoisonError::into_inner).extend(std::iter::once(file).chain(files));
                 return Err(error);
             }
+            placed.push((beside, target, file.key));
+        }
+        let mut placed = placed.into_iter();
+        while let Some((temp, target, key)) = placed.next() {
+            if let Err(e) = std::fs::rename(&temp, &target) {
+                let _ = std::fs::remove_file(&temp);
+                for (temp, _, _) in placed {
+                    let _ = std::fs::remove_file(temp);
+                }
+                return Err(StoreError::io(&key, e));
+            }
         }
         Ok(())
+    }
+}
+
+/// Moves the file `from` to `to`, making `to`'s folder: a rename, or a copy
+/// (synced) where the two are on different file systems.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let copied = std::fs::copy(from, to).and_then(|_| File::open(to)?.sync_data());
+            if copied.is_err() {
+                let _ = std::fs::remove_file(to);
+            }
+            copied.and_then(|()| std::fs::remove_file(from))
+        }
+        moved => moved,
     }
 }
 
@@ -996,6 +1044,49 @@ mod tests {
         );
         assert!(!dir.path().join("s/d=4").exists());
         assert!(!dir.path().join("s/d=2/part-a.parquet").exists(), "delete removes the published object");
+    }
+
+    /// A publish that cannot put one of its uploads in place (here a file
+    /// holds the name of its folder) shows none of them, and leaves nothing
+    /// behind: the object it would have replaced is as it was.
+    #[test]
+    fn a_publish_that_fails_shows_none_of_its_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        store.put("s/d=1/part-a.parquet", b"earlier").unwrap();
+        store.put("q/blocked", b"a file where a folder would go").unwrap();
+        let held = HeldUploads::new(&store);
+        for key in ["s/d=1/part-a.parquet", "s/d=2/part-a.parquet", "q/blocked/part-a.jsonl"] {
+            held.put(key, b"now").unwrap();
+        }
+        let err = held.publish().unwrap_err();
+        assert!(err.to_string().contains("q/blocked/part-a.jsonl"), "{err}");
+        assert_eq!(store.keys("").unwrap(), ["q/blocked", "s/d=1/part-a.parquet"]);
+        assert_eq!(std::fs::read(dir.path().join("s/d=1/part-a.parquet")).unwrap(), b"earlier");
+        for folder in ["s", "q", HELD_UPLOADS_DIR] {
+            assert_eq!(store.remove_abandoned_uploads(folder).unwrap(), Vec::<String>::new(), "left in {folder}");
+        }
+    }
+
+    /// A lake folder that is a link to another file system (`/dev/shm`'s,
+    /// where it is one): what a rename cannot move there is copied.
+    #[cfg(unix)]
+    #[test]
+    fn held_uploads_are_published_into_a_folder_on_another_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("s")).unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        let held = HeldUploads::new(&store);
+        held.put("s/d=1/part-a.parquet", b"now").unwrap();
+        held.put("q/part-a.jsonl", b"rejected").unwrap();
+        held.publish().unwrap();
+        assert_eq!(std::fs::read(elsewhere.path().join("d=1/part-a.parquet")).unwrap(), b"now");
+        assert_eq!(store.keys("s/").unwrap(), ["s/d=1/part-a.parquet"]);
+        assert_eq!(store.keys("q/").unwrap(), ["q/part-a.jsonl"]);
+        for folder in ["s", HELD_UPLOADS_DIR] {
+            assert_eq!(store.remove_abandoned_uploads(folder).unwrap(), Vec::<String>::new(), "left in {folder}");
+        }
     }
 
     #[test]
