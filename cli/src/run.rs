@@ -830,6 +830,15 @@ mod tests {
             }
         }
 
+        /// Every object of the lake, with its bytes, in key order.
+        fn lake_files(&self) -> Vec<(String, Vec<u8>)> {
+            let with_bytes = |key: String| {
+                let bytes = std::fs::read(self.lake_root.join(&key)).unwrap();
+                (key, bytes)
+            };
+            self.lake.keys("").unwrap().into_iter().map(with_bytes).collect()
+        }
+
         fn file_ingest(&self) -> FileIngest<'_> {
             FileIngest {
                 raw: &self.raw,
@@ -943,20 +952,14 @@ mod tests {
         )
         .unwrap();
         let stores = IngestStores::new(&input, &lake_root);
-        let (raw, lake) = (&stores.raw, &stores.lake);
+        let raw = &stores.raw;
         let changing = ChangedWhileRead(raw, input.clone());
         let take = FileIngest { raw_bytes: &changing, ..stores.file_ingest() };
         let torn = |ingested: Ingested| match ingested {
             Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
             _ => panic!("a file that did not hold still must not load"),
         };
-        let files = || -> Vec<(String, Vec<u8>)> {
-            lake.keys("")
-                .unwrap()
-                .into_iter()
-                .map(|k| (k.clone(), std::fs::read(lake_root.join(&k)).unwrap()))
-                .collect()
-        };
+        let files = || stores.lake_files();
         let folders = || ["staging", "quarantine", HELD_UPLOADS_DIR].map(|f| lake_root.join(f).exists());
         let original = std::fs::read(input.join(key)).unwrap();
         let put_back = || std::fs::write(input.join(key), &original).unwrap();
@@ -1003,15 +1006,9 @@ mod tests {
         )
         .unwrap();
         let stores = IngestStores::new(&input, &lake_root);
-        let (take, raw, lake) = (stores.file_ingest(), &stores.raw, &stores.lake);
+        let (take, raw) = (stores.file_ingest(), &stores.raw);
         assert!(matches!(take.file(key, Some(raw.stamp(key).unwrap())), Ingested::Loaded { .. }));
-        let files = || -> Vec<(String, Vec<u8>)> {
-            lake.keys("")
-                .unwrap()
-                .into_iter()
-                .map(|k| (k.clone(), std::fs::read(lake_root.join(&k)).unwrap()))
-                .collect()
-        };
+        let files = || stores.lake_files();
         let before = files();
         assert!(
             before.iter().any(|(k, _)| k.starts_with("quarantine/"))
