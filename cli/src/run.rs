@@ -680,10 +680,7 @@ impl FileIngest<'_> {
         if !held_still() {
             return self.torn_read(object);
         }
-        let result = match result {
-            Ok(report) => held.publish().map(|()| report).map_err(IngestError::from),
-            Err(e) => Err(e),
-        };
+        let result = result.and_then(|report| held.publish().map(|()| report).map_err(IngestError::from));
         match result {
             Ok(report) => match register_outputs(self.catalog, &report) {
                 Ok(()) => Ingested::Loaded {
@@ -852,6 +849,14 @@ mod tests {
         }
     }
 
+    /// Checks that `ingested` failed as a torn read.
+    fn assert_torn(ingested: Ingested) {
+        match ingested {
+            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
+            _ => panic!("a file that did not hold still must not load"),
+        }
+    }
+
     /// Gives `file` a modification time long past, so that a rewrite shows
     /// in its stamp whatever the clock's resolution.
     fn set_old_time(file: &Path) {
@@ -861,8 +866,8 @@ mod tests {
 
     /// A raw file written to between its listing and the end of its read
     /// (an upload landing over it, here with the same bytes cut short as a
-    /// torn read sees them): nothing of it is loaded, what its ingest wrote
-    /// is removed, and a later read of the file as it then is loads it whole.
+    /// torn read sees them): nothing of it is loaded, nothing is left in the
+    /// lake, and a later read of the file as it then is loads it whole.
     #[test]
     fn a_file_written_to_while_it_is_read_gives_nothing_now_and_loads_whole_next_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -955,17 +960,13 @@ mod tests {
         let raw = &stores.raw;
         let changing = ChangedWhileRead(raw, input.clone());
         let take = FileIngest { raw_bytes: &changing, ..stores.file_ingest() };
-        let torn = |ingested: Ingested| match ingested {
-            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
-            _ => panic!("a file that did not hold still must not load"),
-        };
         let files = || stores.lake_files();
         let folders = || ["staging", "quarantine", HELD_UPLOADS_DIR].map(|f| lake_root.join(f).exists());
         let original = std::fs::read(input.join(key)).unwrap();
         let put_back = || std::fs::write(input.join(key), &original).unwrap();
 
         put_back();
-        torn(take.file(key, Some(raw.stamp(key).unwrap())));
+        assert_torn(take.file(key, Some(raw.stamp(key).unwrap())));
         assert_eq!(files(), vec![], "a torn read into a fresh lake writes no file");
         assert_eq!(
             folders(),
@@ -982,7 +983,7 @@ mod tests {
         let before = files();
         let days = |prefix: &str| before.iter().filter(|(k, _)| k.starts_with(prefix)).count();
         assert_eq!((days("staging/viewership/event_date="), days("quarantine/")), (2, 1), "{before:?}");
-        torn(take.file(key, Some(raw.stamp(key).unwrap())));
+        assert_torn(take.file(key, Some(raw.stamp(key).unwrap())));
         let (after, keys) =
             (files(), |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>());
         assert_eq!(keys(&after), keys(&before), "the earlier run's files of the version");
@@ -1018,13 +1019,9 @@ mod tests {
         let (listed, headed) = (raw.stamp(key).unwrap(), raw.head(key).unwrap());
         std::fs::write(input.join(key), format!("{header}e1,u1,c9,2024-01-01T10:00:00Z,60\n")).unwrap();
         set_old_time(&input.join(key));
-        let torn = |ingested: Ingested| match ingested {
-            Ingested::Failed { error, .. } => assert!(error.contains("changed while this run read it"), "{error}"),
-            _ => panic!("a file that did not hold still must not load"),
-        };
-        torn(take.ingest(&headed, Some(listed)));
+        assert_torn(take.ingest(&headed, Some(listed)));
         assert_eq!(files(), before, "the version's files as the earlier run wrote them");
-        torn(take.ingest(&raw.head(key).unwrap(), None));
+        assert_torn(take.ingest(&raw.head(key).unwrap(), None));
         assert_eq!(files(), before);
     }
 

@@ -830,6 +830,29 @@ mod tests {
         LoadStats::from_result(&counts).unwrap()
     }
 
+    /// A staged row of channel c1 named `name`, as `VALUES` text, with the
+    /// lineage given.
+    fn staged_channel(name: &str, lineage: (&str, &str, u32)) -> String {
+        let (key, version, record_no) = lineage;
+        format!("('c1', '{name}', NULL, NULL, NULL, '{key}', '{version}', {record_no})")
+    }
+
+    /// A staged row of user u1 in age band `band`, as `VALUES` text, with
+    /// the lineage given.
+    fn staged_user(band: &str, lineage: (&str, &str, u32)) -> String {
+        let (key, version, record_no) = lineage;
+        format!("('u1', '{band}', NULL, NULL, '{key}', '{version}', {record_no})")
+    }
+
+    /// Loads `rows` ([`staged_channel`]s or [`staged_user`]s) as the staged
+    /// rows of the dimension `source`, in load `load_id`, and returns its
+    /// counts.
+    fn load_dimension(wh: &mut DuckDbWarehouse, source: Source, load_id: i64, rows: &[String]) -> LoadStats {
+        let copy = format!("INSERT INTO {} VALUES {}", staging_table(source), rows.join(", "));
+        let counts = wh.execute_transaction(&load_statements(source, vec![copy], load_id)).unwrap();
+        LoadStats::from_result(&counts).unwrap()
+    }
+
     /// Core's sessions as `expression` renders each, in order.
     fn core_sessions(wh: &mut DuckDbWarehouse, expression: &str) -> Vec<String> {
         let core = wh.query(&format!("SELECT {expression} AS s FROM core.viewing_sessions ORDER BY 1")).unwrap();
@@ -1039,18 +1062,10 @@ mod tests {
 
         // The dimensions the same way.
         let (channels, users) = ("channels/list.csv", "demographics/users.csv");
-        let copies =
-            |table: &str, rows: &[String]| vec![format!("INSERT INTO staging.{table} VALUES {}", rows.join(", "))];
-        let channel = |name: &str, version: &str, record_no: u32| {
-            format!("('c1', '{name}', NULL, NULL, NULL, '{channels}', '{version}', {record_no})")
-        };
-        let user = |band: &str, version: &str, record_no: u32| {
-            format!("('u1', '{band}', NULL, NULL, '{users}', '{version}', {record_no})")
-        };
-        let staged = [channel("Old", first, 2), channel("New", second, 1)];
-        wh.execute_transaction(&load_statements(Source::Channels, copies("channels", &staged), 2)).unwrap();
-        let staged = [user("18-24", first, 2), user("25-34", second, 1)];
-        wh.execute_transaction(&load_statements(Source::Demographics, copies("demographics", &staged), 2)).unwrap();
+        let staged = [staged_channel("Old", (channels, first, 2)), staged_channel("New", (channels, second, 1))];
+        load_dimension(&mut wh, Source::Channels, 2, &staged);
+        let staged = [staged_user("18-24", (users, first, 2)), staged_user("25-34", (users, second, 1))];
+        load_dimension(&mut wh, Source::Demographics, 2, &staged);
         let named = wh.query("SELECT channel_name AS v FROM core.channels").unwrap();
         assert_eq!(named.text(0, "v").unwrap().as_deref(), Some("New"));
         let banded = wh.query("SELECT age_band AS v FROM core.users").unwrap();
@@ -1096,22 +1111,13 @@ mod tests {
         let core = core_sessions(&mut wh, "event_id || ':' || channel_id");
         assert_eq!(core, ["e0:cOld", "e1:cNewer", "e5:cB"]);
 
-        // The dimensions the same way.
-        // One row of a dimension (`values` before its lineage) from `key` at
-        // `version`, in load `load_id`.
-        let load_dimension =
-            |wh: &mut DuckDbWarehouse, source: Source, values: &str, key: &str, version: &str, load_id| {
-                let table = if source == Source::Channels { "channels" } else { "demographics" };
-                let copy = format!("INSERT INTO staging.{table} VALUES ({values}, '{key}', '{version}', 1)");
-                let counts = wh.execute_transaction(&load_statements(source, vec![copy], load_id)).unwrap();
-                let stats = LoadStats::from_result(&counts).unwrap();
-                (stats.duplicates_removed, stats.rows_merged)
-            };
+        // The dimensions the same way, one row a load.
+        let counts = |stats: LoadStats| (stats.duplicates_removed, stats.rows_merged);
         let load_channel = |wh: &mut DuckDbWarehouse, load_id: i64, name: &str, key: &str, version: &str| {
-            load_dimension(wh, Source::Channels, &format!("'c1', '{name}', NULL, NULL, NULL"), key, version, load_id)
+            counts(load_dimension(wh, Source::Channels, load_id, &[staged_channel(name, (key, version, 1))]))
         };
         let load_user = |wh: &mut DuckDbWarehouse, load_id: i64, band: &str, key: &str, version: &str| {
-            load_dimension(wh, Source::Demographics, &format!("'u1', '{band}', NULL, NULL"), key, version, load_id)
+            counts(load_dimension(wh, Source::Demographics, load_id, &[staged_user(band, (key, version, 1))]))
         };
         let (channels, users) = ("channels/list.csv", "demographics/users.csv");
         assert_eq!(load_channel(&mut wh, 6, "New", channels, second), (0, 1));

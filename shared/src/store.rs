@@ -447,11 +447,9 @@ impl ObjectStore for LocalObjectStore {
 
     fn create(&self, key: &str) -> Result<Box<dyn ObjectUpload + '_>, StoreError> {
         let target = self.path(key);
-        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(key, e))?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = dir.join(upload_temp_name(&name));
-        LocalUpload::start(key, temp, OnCommit::MoveTo(target))
+        let dir = target.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(key, e))?;
+        LocalUpload::start(key, upload_temp_beside(&target), OnCommit::MoveTo(target))
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -527,6 +525,12 @@ fn upload_temp_name(name: &str) -> String {
     format!(".{name}{UPLOAD_TEMP_MARK}{}", std::process::id())
 }
 
+/// The temporary file, in the same folder, of an upload to the file `target`.
+fn upload_temp_beside(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(upload_temp_name(&name))
+}
+
 const UPLOAD_TEMP_MARK: &str = ".tmp-";
 
 /// Whether a file name is an upload's temporary name (`.<name>.tmp-<pid>`),
@@ -592,8 +596,11 @@ impl ObjectUpload for LocalUpload {
         match &self.on_commit {
             OnCommit::MoveTo(target) => std::fs::rename(&self.temp, target).map_err(|e| StoreError::io(&self.key, e)),
             OnCommit::Hold(held) => {
-                let file = HeldFile { key: std::mem::take(&mut self.key), path: std::mem::take(&mut self.temp) };
-                held.lock().unwrap_or_else(PoisonError::into_inner).push(file);
+                let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+                // A key uploaded again is the last upload's, as a store that
+                // moves each on commit leaves it.
+                release(&mut held, &self.key);
+                held.push(HeldFile { key: std::mem::take(&mut self.key), path: std::mem::take(&mut self.temp) });
                 Ok(())
             }
         }
@@ -620,6 +627,13 @@ static HELD_FILES: AtomicU64 = AtomicU64::new(0);
 struct HeldFile {
     key: String,
     path: PathBuf,
+}
+
+/// Removes the held upload of `key`, if any (there is one at most).
+fn release(held: &mut Vec<HeldFile>, key: &str) {
+    if let Some(i) = held.iter().position(|file| file.key == key) {
+        let _ = std::fs::remove_file(held.swap_remove(i).path);
+    }
 }
 
 /// Uploads to a [`LocalObjectStore`] that appear under their keys together,
@@ -653,48 +667,30 @@ impl<'s> HeldUploads<'s> {
     /// renamed to their keys (a rename within a folder, which fails only
     /// with the disk). A failure before that shows nothing of them.
     pub fn publish(self) -> Result<(), StoreError> {
-        let mut held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
-        // A key uploaded twice is the last upload's, as a store that moves
-        // each on commit leaves it.
-        let mut seen = std::collections::HashSet::new();
-        held.reverse();
-        held.retain(|file| {
-            let last = seen.insert(file.key.clone());
-            if !last {
-                let _ = std::fs::remove_file(&file.path);
-            }
-            last
-        });
-        held.reverse();
-
-        let mut placed: Vec<(PathBuf, PathBuf, String)> = Vec::with_capacity(held.len());
-        let mut files = held.into_iter();
-        while let Some(file) = files.next() {
-            let target = self.store.path(&file.key);
-            let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let beside = target.with_file_name(upload_temp_name(&name));
-            if let Err(e) = move_file(&file.path, &beside) {
-                for (temp, _, _) in &placed {
-                    let _ = std::fs::remove_file(temp);
-                }
-                let error = StoreError::io(&file.key, e);
-                // Dropping `self` removes those not placed.
-                self.held.lock().unwrap_or_else(PoisonError::into_inner).extend(std::iter::once(file).chain(files));
-                return Err(error);
-            }
-            placed.push((beside, target, file.key));
-        }
-        let mut placed = placed.into_iter();
-        while let Some((temp, target, key)) = placed.next() {
-            if let Err(e) = std::fs::rename(&temp, &target) {
-                let _ = std::fs::remove_file(&temp);
-                for (temp, _, _) in placed {
-                    let _ = std::fs::remove_file(temp);
-                }
-                return Err(StoreError::io(&key, e));
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut placed: Vec<(PathBuf, PathBuf, &str)> = Vec::with_capacity(held.len());
+        let published = held
+            .iter()
+            .try_for_each(|file| {
+                let target = self.store.path(&file.key);
+                let beside = upload_temp_beside(&target);
+                move_file(&file.path, &beside).map_err(|e| StoreError::io(&file.key, e))?;
+                placed.push((beside, target, &file.key));
+                Ok(())
+            })
+            .and_then(|()| {
+                placed.iter().try_for_each(|(temp, target, key)| {
+                    std::fs::rename(temp, target).map_err(|e| StoreError::io(key, e))
+                })
+            });
+        if published.is_err() {
+            // Whatever is still held or placed (a file already moved on is
+            // no longer there).
+            for path in held.iter().map(|file| &file.path).chain(placed.iter().map(|(temp, _, _)| temp)) {
+                let _ = std::fs::remove_file(path);
             }
         }
-        Ok(())
+        published
     }
 }
 
@@ -746,13 +742,7 @@ impl ObjectStore for HeldUploads<'_> {
 
     /// Removes the object as published, and any upload of it held.
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|file| {
-            let keep = file.key != key;
-            if !keep {
-                let _ = std::fs::remove_file(&file.path);
-            }
-            keep
-        });
+        release(&mut self.held.lock().unwrap_or_else(PoisonError::into_inner), key);
         self.store.delete(key)
     }
 }
