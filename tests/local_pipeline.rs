@@ -572,6 +572,47 @@ fn a_rerun_reads_only_new_and_changed_files_and_reports_every_files_counts() {
     assert_same_counts(&third, &run(&input, &dir.path().join("fresh")));
 }
 
+/// A catalog file cut short or overwritten is rebuilt from the lake's
+/// staging and quarantine files, with a word on stderr, and the run goes on
+/// as it would have: the damage used to fail every file's registration, so
+/// that a run loaded nothing and exited 0. Rebuilt from the lake, the
+/// catalog keeps the partitions of a file no longer in the landing folder,
+/// which registering this run's files again would not.
+#[test]
+fn a_damaged_catalog_is_rebuilt_from_the_lake_and_the_run_goes_on() {
+    let (dir, input, lake) = workspace();
+    tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "23", "--dirty", "0.05"]);
+    run(&input, &lake);
+    // A landed file moved away keeps its staging files and partitions.
+    std::fs::rename(input.join("viewership/sessions-0001.csv"), dir.path().join("moved.csv")).unwrap();
+    let before = run(&input, &lake);
+    let (objects, rows) = (snapshot(&lake), warehouse_rows(&lake));
+    let catalog_file = lake.join("_catalog/catalog.json");
+    let whole = std::fs::read(&catalog_file).unwrap();
+    let cut_short = whole[..whole.len() / 2].to_vec();
+    for damaged in [cut_short, b"garbage".to_vec(), b"{}".to_vec(), Vec::new()] {
+        std::fs::write(&catalog_file, &damaged).unwrap();
+        let (after, stderr) = run_logged(&input, &lake, &[]);
+        assert!(stderr.contains("rebuilt it from the lake's staging and quarantine files"), "{stderr}");
+        assert!(stderr.contains(path(&catalog_file)), "{stderr}");
+        assert_eq!(after["files"], before["files"], "{}", String::from_utf8_lossy(&damaged));
+        assert_same_counts(&before, &after);
+        assert_same_lake(&objects, &snapshot(&lake), "the rebuilt catalog differs");
+        assert_eq!(warehouse_rows(&lake), rows);
+    }
+    // A new file loads beside the rebuild.
+    std::fs::write(&catalog_file, b"garbage").unwrap();
+    write_sessions(
+        &input,
+        "viewership/zz-late.csv",
+        &["late-1,u-late,ch-late,2024-01-02T10:00:00Z,2024-01-02T11:00:00Z"],
+    );
+    let (after, _) = run_logged(&input, &lake, &[]);
+    let late = after["files"].as_array().unwrap().iter().find(|f| f["key"] == "viewership/zz-late.csv").unwrap();
+    assert_eq!(late["status"], "loaded", "{after}");
+    assert_eq!(after["rows_read"].as_u64(), Some(before["rows_read"].as_u64().unwrap() + 1));
+}
+
 /// A corrected file of the same size given the old file's modification time
 /// back (as `touch -d`, `cp -p` or an archive extracted again leave it) is
 /// read again: its inode change time is new.
@@ -1684,11 +1725,22 @@ fn the_table_summary_lines_up_and_names_each_failed_file_once() {
     let fresh = dir.path().join("strict-lake");
     let out = strict(&fresh);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 files failed"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 2 files failed (see the summary); the others loaded"),
+        "{out:?}"
+    );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["rows_accepted"], 1, "the readable file loaded all the same");
     assert_eq!(top_channels(&fresh, "2024-01-01")["channels"][0]["channel_id"], "c1");
     assert_eq!(strict(&fresh).status.code(), Some(1), "still failed, though not read again");
+    let readable = std::fs::read(input.join("viewership/a.csv")).unwrap();
+    std::fs::remove_file(input.join("viewership/a.csv")).unwrap();
+    let out = strict(&fresh);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 1 files failed (see the summary); none loaded"),
+        "{out:?}"
+    );
+    write(&input, "viewership/a.csv", &readable);
     std::fs::remove_file(input.join("viewership/broken.csv.gz")).unwrap();
     assert_eq!(strict(&fresh).status.code(), Some(0));
 }

@@ -20,7 +20,7 @@
 //! - the same build of tvetl, with the same ingest options, ingested it (a
 //!   new build may stage or quarantine differently); and
 //! - what that ingest wrote (its staging files and quarantine file) is still
-//!   in the lake.
+//!   in the lake, at the sizes it wrote them.
 //!
 //! The run then reports the counts that ingest recorded, so its counts stay
 //! those of every file in its input. An object whose bytes could not be
@@ -54,6 +54,35 @@ pub struct IngestedObject {
     pub version: String,
     /// What ingesting it did.
     pub report: IngestReport,
+    /// The size of each file it wrote ([`IngestReport::written_keys`]), as
+    /// written: a file cut short or grown since (a disk that failed, a hand
+    /// that edited it) is not what the ingest wrote, and the object is read
+    /// again. Other bytes of the same size go unseen.
+    #[serde(default)]
+    pub written_bytes: BTreeMap<String, u64>,
+}
+
+impl IngestedObject {
+    /// The entry for an object version just ingested, whose files are in
+    /// the lake at `lake_root` (those whose size cannot be taken have none
+    /// recorded, and only their presence is checked).
+    pub fn written(stamp: FileStamp, version: String, report: IngestReport, lake_root: &Path) -> IngestedObject {
+        let written_bytes = report
+            .written_keys()
+            .filter_map(|key| Some((key.clone(), std::fs::metadata(lake_root.join(key)).ok()?.len())))
+            .collect();
+        IngestedObject { stamp, version, report, written_bytes }
+    }
+
+    /// Whether every file the ingest wrote is in the lake at `lake_root`,
+    /// at the size it was written.
+    fn outputs_in(&self, lake_root: &Path) -> bool {
+        self.report.written_keys().all(|key| {
+            std::fs::metadata(lake_root.join(key)).is_ok_and(|file| {
+                file.is_file() && self.written_bytes.get(key).is_none_or(|&written| written == file.len())
+            })
+        })
+    }
 }
 
 /// A raw object whose bytes could not be decoded, as a run found it.
@@ -125,7 +154,7 @@ impl IngestManifest {
 
     /// How `key` was ingested before, if the raw object (whose file's stamp
     /// is now `stamp`) is unchanged since and what that ingest wrote is all
-    /// still in the lake at `lake_root`.
+    /// still in the lake at `lake_root`, at the sizes it wrote.
     /// An object of the same size whose time is new, or too recent to vouch
     /// for it, is read for its content hash; the entry returned then
     /// carries its time now.
@@ -140,8 +169,7 @@ impl IngestManifest {
         if !self.same_object(raw, key, stamp, earlier.stamp, &earlier.version) {
             return None;
         }
-        let report = &earlier.report;
-        if !report.written_keys().all(|k| lake_root.join(k).is_file()) {
+        if !earlier.outputs_in(lake_root) {
             return None;
         }
         Some(IngestedObject { stamp, ..earlier.clone() })
@@ -198,8 +226,12 @@ impl IngestManifest {
             std::fs::create_dir_all(dir)?;
         }
         let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, bytes)?;
-        std::fs::rename(&temp, path)
+        let saved = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+        if saved.is_err() {
+            // The manifest before it stays, whole.
+            let _ = std::fs::remove_file(&temp);
+        }
+        saved
     }
 }
 
@@ -247,7 +279,7 @@ mod tests {
             unknown_columns: vec![],
             more_unknown_columns: false,
         };
-        (raw, lake, IngestedObject { stamp, version, report })
+        (raw, lake.clone(), IngestedObject::written(stamp, version, report, &lake))
     }
 
     /// What the run asks: with the file's stamp now, or none for no file.
@@ -280,6 +312,22 @@ mod tests {
         let objects = BTreeMap::from([(entry.report.key.clone(), entry.clone())]);
         IngestManifest::save(&path, ingester, &objects, &BTreeMap::new()).unwrap();
         IngestManifest::load(&path, "build 1").unwrap()
+    }
+
+    /// A full disk (`/dev/full`, where the temporary file is written).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_manifest_that_cannot_be_saved_leaves_the_one_before_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, entry) = ingested(dir.path());
+        let before = manifest_of(&entry, dir.path(), "build 1");
+        let path = manifest_path(&dir.path().join("lake"));
+        let temp = path.with_extension("json.tmp");
+        std::os::unix::fs::symlink("/dev/full", &temp).unwrap();
+        let err = IngestManifest::save(&path, "build 1", &BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{err}");
+        assert!(std::fs::symlink_metadata(&temp).is_err(), "the temporary file is gone");
+        assert_eq!(IngestManifest::load(&path, "build 1").unwrap().earlier, before.earlier);
     }
 
     #[test]
@@ -326,7 +374,15 @@ mod tests {
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "another size");
 
         std::fs::write(&file, "some,bytes\n").unwrap();
-        std::fs::remove_file(lake.join(&entry.report.staged[0].key)).unwrap();
+        let staged = lake.join(&entry.report.staged[0].key);
+        assert_eq!(entry.written_bytes[&entry.report.staged[0].key], 7, "{entry:?}");
+        std::fs::write(&staged, "parq").unwrap();
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "a staging file cut short");
+        std::fs::write(&staged, "parquet, and more").unwrap();
+        assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "a staging file grown");
+        std::fs::write(&staged, "PARQUET").unwrap();
+        assert!(unchanged(&manifest, &raw, "viewership/a.csv", &lake).is_some(), "other bytes of the same size");
+        std::fs::remove_file(&staged).unwrap();
         assert_eq!(unchanged(&manifest, &raw, "viewership/a.csv", &lake), None, "a staging file is gone");
     }
 

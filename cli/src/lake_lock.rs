@@ -26,15 +26,17 @@ pub struct LakeLock {
 pub enum LakeLockError {
     #[error("another tvetl run{holder} is loading {lake}; wait for it to finish, or give this run another --lake")]
     Held { lake: String, holder: String },
-    #[error("locking {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    /// The file system's error, in the message alone: as a `source` too,
+    /// the error chain printed it twice.
+    #[error("locking {path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 impl LakeLock {
     /// Takes the lock on `lake`'s file `path` without waiting, creating it
     /// and its folder if need be.
     pub fn acquire(lake: &Path, path: &Path) -> Result<Self, LakeLockError> {
-        let io = |source| LakeLockError::Io { path: path.display().to_string(), source };
+        let io = |error| LakeLockError::Io { path: path.display().to_string(), error };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -84,5 +86,17 @@ mod tests {
         assert!(message.contains(&dir.path().display().to_string()), "{message}");
         drop(first);
         LakeLock::acquire(dir.path(), &lock).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_that_cannot_be_made_is_named_with_the_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("_warehouse"), "a file where the folder goes").unwrap();
+        let lock = dir.path().join("_warehouse/run.lock");
+        let err = anyhow::Error::from(LakeLock::acquire(dir.path(), &lock).unwrap_err());
+        // As main prints it: the error and its causes.
+        let message = format!("{err:#}");
+        assert!(message.starts_with(&format!("locking {}: ", lock.display())), "{message}");
+        assert_eq!(message.matches("(os error").count(), 1, "{message}");
     }
 }

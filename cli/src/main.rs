@@ -94,10 +94,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
             // Failed files are reported, not fatal: the rest has loaded.
             let failed = summary.files.iter().filter(|f| f.status == "failed").count();
             if strict && failed > 0 {
-                eprintln!(
-                    "error: {failed} of {} files failed (see the summary); the others loaded",
-                    summary.files.len()
-                );
+                let total = summary.files.len();
+                let others = if failed == total { "none loaded" } else { "the others loaded" };
+                eprintln!("error: {failed} of {total} files failed (see the summary); {others}");
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tvetl_core::Source;
-use tvetl_core::catalog::{FileCatalog, register_outputs, register_quarantine};
+use tvetl_core::catalog::{CatalogError, FileCatalog, register_lake_keys, register_outputs, register_quarantine};
 use tvetl_core::decode::UnknownColumns;
 use tvetl_core::error::IngestError;
 use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unreadable};
@@ -153,6 +153,28 @@ enum Ingested {
     Failed { source: Option<Source>, error: String },
 }
 
+/// Rebuilds the catalog at `path` from the lake's staging and quarantine
+/// files when its content is not a catalog (cut short, overwritten): until
+/// then every file's registration would fail, and the run load nothing. It
+/// holds nothing those files do not show. A catalog that cannot be read at
+/// all (its permissions) fails the run.
+fn repair_catalog(catalog: &FileCatalog, path: &Path, lake: &LocalObjectStore) -> anyhow::Result<()> {
+    let Err(CatalogError::Unavailable { message: damage, .. }) = catalog.tables() else { return Ok(()) };
+    std::fs::read(path).with_context(|| format!("reading the catalog {}", path.display()))?;
+    let rebuilt = std::fs::remove_file(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok([lake.keys("staging/")?, lake.keys("quarantine/")?]))
+        .and_then(|[staged, quarantined]| {
+            Ok(register_lake_keys(catalog, staged.iter().chain(&quarantined).map(String::as_str))?)
+        });
+    rebuilt.with_context(|| format!("rebuilding the damaged catalog {} ({damage})", path.display()))?;
+    eprintln!(
+        "the catalog {} was damaged ({damage}): rebuilt it from the lake's staging and quarantine files",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Runs the pipeline over `input` into `lake`.
 pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<RunSummary> {
     anyhow::ensure!(input.is_dir(), "input folder {} does not exist", input.display());
@@ -200,6 +222,10 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
             );
         }
     }
+
+    repair_catalog(&catalog, &catalog_path(lake), &lake_store)?;
+    // Before this run stages anything: whether earlier runs did.
+    let warehouse_lost = !warehouse_path(lake).exists() && lake.join("staging").is_dir();
 
     let ingester = ingester_fingerprint(&options.ingest);
     let manifest = match &ingester {
@@ -323,7 +349,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     if let Some(ingester) = &ingester
         && let Err(e) = IngestManifest::save(&manifest_path(lake), ingester, &ingested, &unreadable)
     {
-        eprintln!("the next run will read every file again: recording what this run ingested failed ({e})");
+        eprintln!("the next run will read again the files this run read: recording what it ingested failed ({e})");
     }
     // The run's list is the files' lists, each name once, in file order.
     let mut unknown = UnknownColumns::default();
@@ -340,6 +366,16 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let spinner = warehouse_spinner(options.progress);
     spinner.set_message("opening");
     let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
+    if warehouse_lost {
+        spinner.suspend(|| {
+            eprintln!(
+                "no warehouse at {}, though earlier runs staged files in this lake: this run builds it from the \
+                 landing folder's files, without the sessions that only files no longer there delivered (their \
+                 staging files are still in the lake)",
+                warehouse_path(lake).display()
+            )
+        });
+    }
     let mut loads = BTreeMap::new();
     let mut retried_on_one_thread = Vec::new();
     for source in Source::ALL {
@@ -413,7 +449,15 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
 
     spinner.set_message("writing the database file");
     let closing = Stopwatch::start();
-    drop(warehouse);
+    if let Err(e) = warehouse.close() {
+        spinner.suspend(|| {
+            eprintln!(
+                "writing the warehouse's database file failed ({e}): what this run loaded is committed in the \
+                 write-ahead log beside it ({}.wal), which reports read meanwhile and the next run writes out",
+                warehouse_path(lake).display()
+            )
+        });
+    }
     crate::warehouse::report_timing(&closing, "(closing the warehouse)");
     spinner.finish_and_clear();
     let (warehouse_seconds, warehouse_cpu) = (warehouse_watch.wall(), warehouse_watch.cpu());
@@ -684,7 +728,7 @@ impl FileIngest<'_> {
         match result {
             Ok(report) => match register_outputs(self.catalog, &report) {
                 Ok(()) => Ingested::Loaded {
-                    object: IngestedObject { stamp, version: object.version.clone(), report },
+                    object: IngestedObject::written(stamp, object.version.clone(), report, self.lake_root),
                     unchanged: false,
                 },
                 Err(e) => Ingested::Failed { source, error: e.to_string() },

@@ -29,6 +29,31 @@ use tvetl_core::warehouse::{
     LoadStats, ResultSet, Warehouse, WarehouseError, ledger_table, load_statements, schema_statements, staging_table,
 };
 
+/// A failure of the file (or folder) at `path`, as the error names it.
+fn file_error(path: &Path, e: impl std::fmt::Display) -> WarehouseError {
+    WarehouseError::Unavailable { message: format!("{}: {e}", path.display()), retryable: false }
+}
+
+/// A failure to open the database file at `path`, with the way out when
+/// the file may be damaged (any failure but another process's lock on it).
+fn open_error(path: &Path, e: duckdb::Error) -> WarehouseError {
+    let message = e.to_string();
+    let hint = if message.contains("lock") {
+        ""
+    } else {
+        ". If the file is damaged, move it (and a .wal file beside it) away: the next run builds the warehouse \
+         again from the landing folder's files, without the sessions that only files no longer there delivered"
+    };
+    file_error(path, format!("{message}{hint}"))
+}
+
+/// `path` with `suffix` added to its file name (`a.duckdb` → `a.duckdb.wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 /// Limits of the embedded engine.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
@@ -89,18 +114,58 @@ fn apply_limits(
 }
 
 impl DuckDbWarehouse {
-    /// Opens (or creates) the database at `path` and applies the schema.
+    /// Opens (or creates, with [`DuckDbWarehouse::create`]) the database at
+    /// `path` and applies the schema.
     pub fn open(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| WarehouseError::Unavailable {
-                message: format!("{}: {e}", dir.display()),
-                retryable: false,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
         }
-        let conn = Connection::open(path).map_err(|e| WarehouseError::Unavailable {
-            message: format!("{}: {e}", path.display()),
-            retryable: false,
-        })?;
+        if !path.exists() {
+            Self::create(path, limits)?;
+        }
+        Self::connect(path, limits)
+    }
+
+    /// Creates the database at `path` whole or not at all: it is made under
+    /// another name beside it, given the schema and written out, then
+    /// renamed. DuckDB writes a new database's first blocks in place, and a
+    /// file cut short there (a full disk) is no database: every later run
+    /// and report would refuse it, however much room there was by then. A
+    /// write-ahead log left without its database is dropped, as DuckDB drops
+    /// one when it creates a database.
+    fn create(path: &Path, limits: &EngineLimits) -> Result<(), WarehouseError> {
+        let creating = with_suffix(path, ".creating");
+        let remove = |file: &Path| match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(file_error(file, e)),
+            _ => Ok(()),
+        };
+        let remove_creating = || remove(&creating).and_then(|()| remove(&with_suffix(&creating, ".wal")));
+        // What a run killed while creating it left.
+        remove_creating()?;
+        let created = Connection::open(&creating)
+            .map_err(|e| file_error(&creating, e))
+            .and_then(|conn| Self::with_schema(conn, &creating, limits))
+            .and_then(|warehouse| {
+                warehouse.conn.execute_batch("CHECKPOINT").map_err(|e| file_error(&creating, e))?;
+                warehouse.conn.close().map_err(|(_, e)| file_error(&creating, e))?;
+                remove(&with_suffix(path, ".wal"))?;
+                std::fs::rename(&creating, path).map_err(|e| file_error(path, e))
+            });
+        if created.is_err() {
+            let _ = remove_creating();
+        }
+        created
+    }
+
+    /// Opens the database at `path` and applies the schema.
+    fn connect(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
+        let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        Self::with_schema(conn, path, limits)
+    }
+
+    /// The connection `conn` to the database at `path`, with the engine's
+    /// limits and the schema applied.
+    fn with_schema(conn: Connection, path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
         apply_limits(&conn, path, limits, false)?;
         let mut warehouse = DuckDbWarehouse { conn, local_staging: true };
         let mut statements = schema_statements();
@@ -118,18 +183,24 @@ impl DuckDbWarehouse {
         Ok(warehouse)
     }
 
+    /// Writes what the loads committed into the database file and closes
+    /// it. Dropped, the connection does the same but cannot say that the
+    /// write failed (a full disk). The loads stay committed then, in the
+    /// write-ahead log beside the file, which the next open reads.
+    pub fn close(self) -> Result<(), WarehouseError> {
+        let sql = "CHECKPOINT";
+        self.conn.execute_batch(sql).map_err(|e| engine_error(0, sql, e))
+    }
+
     /// Opens the database at `path` read-only, for reports, exports and
     /// ad-hoc queries: no schema is applied, a statement that would write
     /// fails, and other read-only processes may open the file at the same
     /// time. Queries run as written, so the persistent `staging` tables are
     /// the ones read (empty between loads).
     pub fn open_read_only(path: &Path, limits: &EngineLimits) -> Result<Self, WarehouseError> {
-        let unavailable = |e: duckdb::Error| WarehouseError::Unavailable {
-            message: format!("{}: {e}", path.display()),
-            retryable: false,
-        };
-        let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(unavailable)?;
-        let conn = Connection::open_with_flags(path, config).map_err(unavailable)?;
+        let config =
+            duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly).map_err(|e| file_error(path, e))?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| open_error(path, e))?;
         apply_limits(&conn, path, limits, true)?;
         Ok(DuckDbWarehouse { conn, local_staging: false })
     }
@@ -857,6 +928,59 @@ mod tests {
     fn core_sessions(wh: &mut DuckDbWarehouse, expression: &str) -> Vec<String> {
         let core = wh.query(&format!("SELECT {expression} AS s FROM core.viewing_sessions ORDER BY 1")).unwrap();
         (0..core.rows.len()).map(|r| core.text(r, "s").unwrap().unwrap()).collect()
+    }
+
+    /// The files of `dir`, by name.
+    fn file_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_database_appears_whole_with_its_schema_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        // What a run killed while creating it left, and a log without its
+        // database.
+        for (name, bytes) in
+            [("w.duckdb.creating", "a half-made"), ("w.duckdb.creating.wal", "log"), ("w.duckdb.wal", "x")]
+        {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        // A failure once the file is begun (here, a limit the engine
+        // refuses) leaves no database, and nothing beside it.
+        let refused = EngineLimits { memory_limit: "lots".into(), threads: 1 };
+        let Err(err) = DuckDbWarehouse::open(&path, &refused) else { panic!("opened with {refused:?}") };
+        assert!(err.to_string().contains("lots"), "{err}");
+        assert_eq!(file_names(dir.path()), ["w.duckdb.wal"], "the log of no database is dropped only with one made");
+
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        drop(DuckDbWarehouse::open(&path, &limits).unwrap());
+        assert_eq!(file_names(dir.path()), ["w.duckdb"]);
+        // Written out with its schema: read-only, which applies none, it has
+        // the tables.
+        let mut wh = DuckDbWarehouse::open_read_only(&path, &limits).unwrap();
+        let tables = wh.query("SELECT COUNT(*) AS n FROM duckdb_tables() WHERE schema_name = 'core'").unwrap();
+        assert!(tables.int(0, "n").unwrap() >= 3, "{:?}", tables.rows);
+    }
+
+    #[test]
+    fn a_damaged_database_file_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let limits = EngineLimits { threads: 1, ..EngineLimits::default() };
+        for err in [DuckDbWarehouse::open(&path, &limits).err(), DuckDbWarehouse::open_read_only(&path, &limits).err()]
+        {
+            let err = err.expect("a damaged file is refused").to_string();
+            assert!(
+                err.contains(path.to_str().unwrap()) && err.contains("move it (and a .wal file beside it) away"),
+                "{err}"
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192], "and left as it was");
     }
 
     #[test]

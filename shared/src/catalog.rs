@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Source;
 use crate::ingest::IngestReport;
-use crate::schema::{TableDef, quarantine_table_def, table_def};
+use crate::schema::{TableDef, partition_column, quarantine_table_def, table_def};
 
 /// A failure of the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,58 @@ pub fn register_quarantine(catalog: &dyn Catalog, key: &str) -> Result<(), Catal
     catalog.add_partitions(&table, &[day.to_owned()])
 }
 
+/// Registers the tables and partitions that the lake's `keys` show: staging
+/// Parquet files (`staging/<table>/[event_date=YYYY-MM-DD/]…parquet`) and
+/// quarantine files (`quarantine/<source>/ingest_date=YYYY-MM-DD/…`). Other
+/// keys are passed over. A catalog holds nothing these keys do not show, so
+/// a lost or damaged one is rebuilt from them.
+pub fn register_lake_keys<'k>(
+    catalog: &dyn Catalog,
+    keys: impl IntoIterator<Item = &'k str>,
+) -> Result<(), CatalogError> {
+    let mut staged: BTreeMap<Source, BTreeSet<String>> = BTreeMap::new();
+    // One key per quarantine folder is enough: its folder is its partition.
+    let mut quarantine: BTreeMap<&str, &str> = BTreeMap::new();
+    for key in keys {
+        let mut parts = key.split('/');
+        let (Some(zone), Some(table)) = (parts.next(), parts.next()) else { continue };
+        let Some(source) = Source::ALL.into_iter().find(|s| s.name() == table) else { continue };
+        let folders: Vec<&str> = key.rsplit_once('/').map_or(Vec::new(), |(f, _)| f.split('/').skip(2).collect());
+        match zone {
+            "staging" if key.ends_with(".parquet") => match (partition_column(source), folders.as_slice()) {
+                (None, []) => {
+                    staged.entry(source).or_default();
+                }
+                (Some(column), [folder]) => {
+                    if let Some(value) = folder.strip_prefix(column).and_then(|v| v.strip_prefix('=')) {
+                        staged.entry(source).or_default().insert(value.to_owned());
+                    }
+                }
+                _ => {}
+            },
+            "quarantine" => {
+                if let [folder] = folders.as_slice()
+                    && folder.starts_with("ingest_date=")
+                {
+                    quarantine.entry(key.rsplit_once('/').map_or(key, |(f, _)| f)).or_insert(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    for key in quarantine.values() {
+        register_quarantine(catalog, key)?;
+    }
+    for (source, partitions) in staged {
+        let table = table_def(source);
+        catalog.ensure_table(&table)?;
+        if !partitions.is_empty() {
+            catalog.add_partitions(&table, &partitions.into_iter().collect::<Vec<_>>())?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CatalogFile {
     tables: BTreeMap<String, CatalogTable>,
@@ -141,8 +193,12 @@ impl FileCatalog {
             std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
         }
         let temp = self.path.with_extension("json.tmp");
-        std::fs::write(&temp, bytes).map_err(|e| self.error(e))?;
-        std::fs::rename(&temp, &self.path).map_err(|e| self.error(e))
+        let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &self.path));
+        if written.is_err() {
+            // The catalog before it stays, whole.
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.map_err(|e| self.error(e))
     }
 
     /// Every table with its partitions, for inspection and tests.
@@ -207,6 +263,55 @@ mod tests {
         let (stored, partitions) = &tables["viewership"];
         assert_eq!(stored.columns.last().unwrap().0, "ad_break");
         assert_eq!(partitions, &["2024-01-01", "2024-01-02"]);
+    }
+
+    #[test]
+    fn the_lake_keys_rebuild_the_tables_and_partitions_their_files_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let registered = FileCatalog::new(dir.path().join("registered.json"));
+        let viewership = table_def(Source::Viewership);
+        registered.ensure_table(&viewership).unwrap();
+        registered.add_partitions(&viewership, &["2024-01-01".into(), "2024-01-02".into()]).unwrap();
+        registered.ensure_table(&table_def(Source::Channels)).unwrap();
+        register_quarantine(&registered, "quarantine/demographics/ingest_date=2024-03-01/part-1.jsonl").unwrap();
+
+        let rebuilt = FileCatalog::new(dir.path().join("rebuilt.json"));
+        let keys = [
+            "staging/viewership/event_date=2024-01-02/part-1.parquet",
+            "staging/viewership/event_date=2024-01-01/part-1.parquet",
+            "staging/viewership/event_date=2024-01-01/part-2.parquet",
+            "staging/channels/part-1.parquet",
+            "quarantine/demographics/ingest_date=2024-03-01/part-1.jsonl",
+            "quarantine/demographics/ingest_date=2024-03-01/unreadable-2.json",
+            // None of these is a table's file.
+            "staging/viewership/event_date=2024-01-03/notes.txt",
+            "staging/viewership/part-outside-a-partition.parquet",
+            "staging/demographics/event_date=2024-01-01/part-1.parquet",
+            "staging/ratings/part-1.parquet",
+            "quarantine/viewership/part-1.jsonl",
+            "_warehouse/warehouse.duckdb",
+        ];
+        register_lake_keys(&rebuilt, keys).unwrap();
+        let read = |catalog: &FileCatalog| std::fs::read(&catalog.path).unwrap();
+        assert_eq!(String::from_utf8(read(&rebuilt)).unwrap(), String::from_utf8(read(&registered)).unwrap());
+    }
+
+    /// A full disk (`/dev/full`, where the temporary file is written).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_catalog_that_cannot_be_written_keeps_the_one_before_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        let catalog = FileCatalog::new(&path);
+        let def = table_def(Source::Viewership);
+        catalog.ensure_table(&def).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let temp = path.with_extension("json.tmp");
+        std::os::unix::fs::symlink("/dev/full", &temp).unwrap();
+        let err = catalog.add_partitions(&def, &["2024-01-01".into()]).unwrap_err();
+        assert!(err.to_string().contains("catalog.json"), "{err}");
+        assert!(std::fs::symlink_metadata(&temp).is_err(), "the temporary file is gone");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 
     #[test]
