@@ -613,6 +613,32 @@ fn a_damaged_catalog_is_rebuilt_from_the_lake_and_the_run_goes_on() {
     assert_eq!(after["rows_read"].as_u64(), Some(before["rows_read"].as_u64().unwrap() + 1));
 }
 
+/// A staging file damaged in place, to other bytes of its size (which the
+/// sizes the ingest recorded do not tell), fails a load that reads it, and
+/// the error names the file and what writes it again: `--reingest`, after
+/// which the lake and the reports are as they were.
+#[test]
+fn a_damaged_staging_file_that_a_load_reads_fails_the_run_with_the_way_out() {
+    let (_dir, input, lake) = workspace();
+    tvetl(&["generate", "--out", path(&input), "--rows", "2000", "--days", "2", "--seed", "29", "--dirty", "0.03"]);
+    run(&input, &lake);
+    let (objects, top) = (snapshot(&lake), top_channels(&lake, "2024-01-01"));
+    let (staged, bytes) = objects.iter().find(|(key, _)| key.starts_with("staging/viewership/")).unwrap();
+    std::fs::write(lake.join(staged), vec![0u8; bytes.len()]).unwrap();
+    // With the warehouse lost, the next run loads every staging file again.
+    std::fs::remove_file(lake.join("_warehouse/warehouse.duckdb")).unwrap();
+    let stderr = tvetl_fails(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet"]);
+    assert!(
+        stderr.contains("no warehouse at") && stderr.contains("earlier runs staged files in this lake"),
+        "{stderr}"
+    );
+    let way_out = "`tvetl run --reingest` writes every staging file again from the landing folder's files";
+    assert!(stderr.contains(way_out) && stderr.contains(staged.to_str().unwrap()), "{stderr}");
+    json(&["run", "--input", path(&input), "--lake", path(&lake), "--quiet", "--format", "json", "--reingest"]);
+    assert_same_lake(&objects, &snapshot(&lake), "--reingest left the lake otherwise");
+    assert_eq!(top_channels(&lake, "2024-01-01"), top);
+}
+
 /// A corrected file of the same size given the old file's modification time
 /// back (as `touch -d`, `cp -p` or an archive extracted again leave it) is
 /// read again: its inode change time is new.

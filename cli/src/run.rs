@@ -583,6 +583,12 @@ fn warehouse_step<T>(
         }
     }
     result.map_err(|e| {
+        if reads_a_staging_file(&e) {
+            return anyhow::Error::new(e).context(
+                "a staging file of the lake could not be read (damaged, or removed during the run): \
+                 `tvetl run --reingest` writes every staging file again from the landing folder's files",
+            );
+        }
         if !out_of_memory(&e) {
             return e.into();
         }
@@ -596,6 +602,14 @@ fn warehouse_step<T>(
             limits.memory_limit
         ))
     })
+}
+
+/// Whether the engine failed on a lake staging file: its error (not the
+/// statement, which lists every file it copies) names the Parquet file it
+/// could not read (cut short, not Parquet, gone).
+fn reads_a_staging_file(e: &WarehouseError) -> bool {
+    matches!(e, WarehouseError::Statement { message, .. }
+        if message.contains("/staging/") && message.contains(".parquet") && !message.contains("Out of Memory"))
 }
 
 /// The quarantine of one object version a run ingested: the file it wrote,
