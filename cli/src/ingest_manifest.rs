@@ -77,12 +77,15 @@ impl IngestedObject {
     /// Whether every file the ingest wrote is in the lake at `lake_root`,
     /// at the size it was written.
     fn outputs_in(&self, lake_root: &Path) -> bool {
-        self.report.written_keys().all(|key| {
-            std::fs::metadata(lake_root.join(key)).is_ok_and(|file| {
-                file.is_file() && self.written_bytes.get(key).is_none_or(|&written| written == file.len())
-            })
-        })
+        self.report.written_keys().all(|key| still_written(lake_root, key, self.written_bytes.get(key).copied()))
     }
+}
+
+/// Whether the lake at `lake_root` holds the file `key`, at the size it was
+/// `written` if that was recorded.
+fn still_written(lake_root: &Path, key: &str, written: Option<u64>) -> bool {
+    std::fs::metadata(lake_root.join(key))
+        .is_ok_and(|file| file.is_file() && written.is_none_or(|written| written == file.len()))
 }
 
 /// A raw object whose bytes could not be decoded, as a run found it.
@@ -96,6 +99,9 @@ pub struct UnreadableObject {
     pub error: String,
     /// The quarantine record of it.
     pub quarantine_key: String,
+    /// The record's size as written (see [`IngestedObject::written_bytes`]).
+    #[serde(default)]
+    pub quarantine_bytes: Option<u64>,
 }
 
 /// The manifest file: which build ingested the objects, each object by its
@@ -178,7 +184,7 @@ impl IngestManifest {
     /// How `key` failed before, if an earlier run found its bytes
     /// unreadable, the object (whose file's stamp is now `stamp`) is
     /// unchanged since, and its quarantine record is still in the lake at
-    /// `lake_root`; as [`IngestManifest::unchanged`] judges an object.
+    /// `lake_root`, at its size; as [`IngestManifest::unchanged`] judges an object.
     pub fn unchanged_unreadable(
         &self,
         raw: &LocalObjectStore,
@@ -188,7 +194,7 @@ impl IngestManifest {
     ) -> Option<UnreadableObject> {
         let earlier = self.unreadable.get(key)?;
         let same = self.same_object(raw, key, stamp, earlier.stamp, &earlier.version);
-        (same && lake_root.join(&earlier.quarantine_key).is_file())
+        (same && still_written(lake_root, &earlier.quarantine_key, earlier.quarantine_bytes))
             .then(|| UnreadableObject { stamp, ..earlier.clone() })
     }
 
@@ -418,6 +424,7 @@ mod tests {
             version: entry.version.clone(),
             error: "viewership/a.csv: truncated".into(),
             quarantine_key: record.into(),
+            quarantine_bytes: Some(3),
         };
         let path = manifest_path(&lake);
         let unreadable = BTreeMap::from([("viewership/a.csv".to_owned(), failed.clone())]);
@@ -438,6 +445,10 @@ mod tests {
         std::fs::write(&file, "some,bytes\n").unwrap();
         set_time(&file, SystemTime::now() - Duration::from_secs(3600));
         assert_eq!(ask(&manifest).map(|f| f.error), Some(failed.error), "the same bytes, hashed");
+        std::fs::write(lake.join(record), "{}\n{}\n").unwrap();
+        assert_eq!(ask(&manifest), None, "the quarantine record grown");
+        std::fs::write(lake.join(record), "{").unwrap();
+        assert_eq!(ask(&manifest), None, "the quarantine record cut short");
         std::fs::remove_file(lake.join(record)).unwrap();
         assert_eq!(ask(&manifest), None, "the quarantine record is gone");
     }

@@ -60,7 +60,10 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            // A block found damaged by a query, after the file opened.
+            let advice = warehouse::damage_advice(&message).filter(|advice| !message.contains(advice));
+            eprintln!("error: {message}{}", advice.map(|a| format!("\n{a}")).unwrap_or_default());
             ExitCode::from(2)
         }
     }

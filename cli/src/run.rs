@@ -1,7 +1,7 @@
 //! `tvetl run`: every raw file through the ingest step, the lake into the
 //! warehouse, and one summary whose counts add up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -224,8 +224,7 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     }
 
     repair_catalog(&catalog, &catalog_path(lake), &lake_store)?;
-    // Before this run stages anything: whether earlier runs did.
-    let warehouse_lost = !warehouse_path(lake).exists() && lake.join("staging").is_dir();
+    let warehouse_missing = !warehouse_path(lake).exists();
 
     let ingester = ingester_fingerprint(&options.ingest);
     let manifest = match &ingester {
@@ -365,17 +364,21 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     // about a minute).
     let spinner = warehouse_spinner(options.progress);
     spinner.set_message("opening");
-    let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
-    if warehouse_lost {
-        spinner.suspend(|| {
-            eprintln!(
-                "no warehouse at {}, though earlier runs staged files in this lake: this run builds it from the \
-                 landing folder's files, without the sessions that only files no longer there delivered (their \
-                 staging files are still in the lake)",
-                warehouse_path(lake).display()
-            )
-        });
+    if warehouse_missing {
+        let orphans = staged_elsewhere(&lake_store, &ingested)?;
+        if let Some(example) = orphans.first() {
+            spinner.suspend(|| {
+                eprintln!(
+                    "no warehouse at {}: this run builds it from the landing folder's files, and {} staging \
+                     file(s) of the lake, such as {example}, come from files or versions no longer there. What \
+                     they alone delivered is not in the warehouse; a run over those files puts it back",
+                    warehouse_path(lake).display(),
+                    orphans.len()
+                )
+            });
+        }
     }
+    let mut warehouse = DuckDbWarehouse::open(&warehouse_path(lake), &options.engine)?;
     let mut loads = BTreeMap::new();
     let mut retried_on_one_thread = Vec::new();
     for source in Source::ALL {
@@ -604,6 +607,20 @@ fn warehouse_step<T>(
     })
 }
 
+/// The lake's staging files that none of the run's raw files (`ingested`,
+/// read now or skipped as unchanged) wrote: an earlier run's, of files since
+/// gone from the landing folder or changed.
+fn staged_elsewhere(
+    lake: &LocalObjectStore,
+    ingested: &BTreeMap<String, IngestedObject>,
+) -> anyhow::Result<Vec<String>> {
+    let written: BTreeSet<&str> =
+        ingested.values().flat_map(|object| object.report.staged.iter().map(|f| f.key.as_str())).collect();
+    let mut staged = lake.keys("staging/").context("listing the lake's staging files")?;
+    staged.retain(|key| key.ends_with(".parquet") && !written.contains(key.as_str()));
+    Ok(staged)
+}
+
 /// Whether the engine failed on a lake staging file: its error (not the
 /// statement, which lists every file it copies) names the Parquet file it
 /// could not read (cut short, not Parquet, gone).
@@ -782,7 +799,8 @@ fn record_unreadable_object(
     let key = record_unreadable(lake, object, e).map_err(|q| format!("{error} (and recording it failed: {q})"))?;
     let error = format!("{error} (recorded in {key})");
     register_quarantine(catalog, &key).map_err(|c| format!("{error} (and cataloguing it failed: {c})"))?;
-    Ok(UnreadableObject { stamp, version: object.version.clone(), error, quarantine_key: key })
+    let quarantine_bytes = lake.stamp(&key).ok().map(|record| record.size);
+    Ok(UnreadableObject { stamp, version: object.version.clone(), error, quarantine_key: key, quarantine_bytes })
 }
 
 /// The summary as a table.

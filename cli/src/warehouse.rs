@@ -35,16 +35,35 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> WarehouseError {
 }
 
 /// A failure to open the database file at `path`, with the way out when
-/// the file may be damaged (any failure but another process's lock on it).
+/// the file may be damaged (any failure but a lock or a permission).
 fn open_error(path: &Path, e: duckdb::Error) -> WarehouseError {
     let message = e.to_string();
-    let hint = if message.contains("lock") {
-        ""
+    let advice = damage_advice(&message).or_else(|| {
+        let refused = message.contains("lock") || message.contains("Permission denied");
+        (!refused).then_some(DAMAGED_FILE_ADVICE)
+    });
+    file_error(path, format!("{message}{}", advice.map(|a| format!(". {a}")).unwrap_or_default()))
+}
+
+const DAMAGED_FILE_ADVICE: &str = "If the lake's database file (_warehouse/warehouse.duckdb) is damaged, move it \
+    (and a .wal file beside it) away: the next run builds the warehouse again from the landing folder's files, \
+    without the sessions that only files no longer there delivered";
+
+const DAMAGED_LOG_ADVICE: &str = "If the database's write-ahead log (_warehouse/warehouse.duckdb.wal) is damaged, \
+    move it away: the next run loads again, from the landing folder's files, what the loads it held had loaded";
+
+/// The way out of an engine error (`message`) that says the database file
+/// or its write-ahead log is damaged, which DuckDB finds on opening it or
+/// on reading a block: none for other errors.
+pub fn damage_advice(message: &str) -> Option<&'static str> {
+    let damaged = ["Corrupt", "corrupt", "not a valid DuckDB database file", "Could not read enough bytes"];
+    if !damaged.iter().any(|sign| message.contains(sign)) {
+        None
+    } else if message.contains("WAL") {
+        Some(DAMAGED_LOG_ADVICE)
     } else {
-        ". If the file is damaged, move it (and a .wal file beside it) away: the next run builds the warehouse \
-         again from the landing folder's files, without the sessions that only files no longer there delivered"
-    };
-    file_error(path, format!("{message}{hint}"))
+        Some(DAMAGED_FILE_ADVICE)
+    }
 }
 
 /// `path` with `suffix` added to its file name (`a.duckdb` → `a.duckdb.wal`).
@@ -964,6 +983,26 @@ mod tests {
         let mut wh = DuckDbWarehouse::open_read_only(&path, &limits).unwrap();
         let tables = wh.query("SELECT COUNT(*) AS n FROM duckdb_tables() WHERE schema_name = 'core'").unwrap();
         assert!(tables.int(0, "n").unwrap() >= 3, "{:?}", tables.rows);
+    }
+
+    /// DuckDB's messages as it gives them, on opening the file or on
+    /// reading a block of it later.
+    #[test]
+    fn damage_is_told_from_other_failures_and_a_damaged_log_from_a_damaged_file() {
+        let block = "Data Corruption Error: Corrupt database file: computed checksum 1 does not match stored \
+                     checksum 2 in block at location 536576";
+        assert_eq!(damage_advice(block), Some(DAMAGED_FILE_ADVICE));
+        let header = "IO Error: The file \"w.duckdb\" exists, but it is not a valid DuckDB database file!";
+        assert_eq!(damage_advice(header), Some(DAMAGED_FILE_ADVICE));
+        let log = "Serialization Error: Corrupt WAL file: entry size exceeded remaining data in file";
+        assert_eq!(damage_advice(log), Some(DAMAGED_LOG_ADVICE));
+        for other in [
+            "IO Error: Could not set lock on file \"w.duckdb\": Conflicting lock is held",
+            "IO Error: Cannot open file \"w.duckdb\": Permission denied",
+            "Out of Memory Error: could not allocate block of size 256.0 KiB",
+        ] {
+            assert_eq!(damage_advice(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -116,7 +116,9 @@ pub fn register_lake_keys<'k>(
                     staged.entry(source).or_default();
                 }
                 (Some(column), [folder]) => {
-                    if let Some(value) = folder.strip_prefix(column).and_then(|v| v.strip_prefix('=')) {
+                    if let Some(value) = folder.strip_prefix(column).and_then(|v| v.strip_prefix('='))
+                        && is_day(value)
+                    {
                         staged.entry(source).or_default().insert(value.to_owned());
                     }
                 }
@@ -124,7 +126,7 @@ pub fn register_lake_keys<'k>(
             },
             "quarantine" => {
                 if let [folder] = folders.as_slice()
-                    && folder.starts_with("ingest_date=")
+                    && folder.strip_prefix("ingest_date=").is_some_and(is_day)
                 {
                     quarantine.entry(key.rsplit_once('/').map_or(key, |(f, _)| f)).or_insert(key);
                 }
@@ -143,6 +145,12 @@ pub fn register_lake_keys<'k>(
         }
     }
     Ok(())
+}
+
+/// Whether a partition folder's value is a day as the lake writes them
+/// (`2024-01-01`): a folder someone made by hand may hold anything.
+fn is_day(value: &str) -> bool {
+    value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -285,6 +293,10 @@ mod tests {
             "quarantine/demographics/ingest_date=2024-03-01/unreadable-2.json",
             // None of these is a table's file.
             "staging/viewership/event_date=2024-01-03/notes.txt",
+            "staging/viewership/event_date=2024-02-30/part-1.parquet",
+            "staging/viewership/event_date=notadate/part-1.parquet",
+            "staging/viewership/event_date=2024-1-3/part-1.parquet",
+            "quarantine/viewership/ingest_date=bogus/part-1.jsonl",
             "staging/viewership/part-outside-a-partition.parquet",
             "staging/demographics/event_date=2024-01-01/part-1.parquet",
             "staging/ratings/part-1.parquet",
