@@ -472,6 +472,7 @@ impl<R> RecordTracker<R> {
     /// lines that [`RecordTracker::pass_line_breaks`] has passed: those are
     /// counted from where it stopped.
     fn line_at(&mut self, offset: u64) -> u64 {
+        self.detect_line_ends();
         let offset = offset.max(self.counted_to);
         let next = self.bytes(offset, None).first().copied();
         self.newlines += line_breaks(self.bytes(self.counted_to, Some(offset)), next, self.cr_lines);
@@ -489,14 +490,20 @@ impl<R> RecordTracker<R> {
     /// Set once: by the header's end, or before it by a run of blank lines
     /// that [`RecordTracker::pass_line_breaks`] passes, which it must count.
     fn detect_line_ends(&mut self) {
-        if std::mem::replace(&mut self.line_ends_known, true) {
+        if self.line_ends_known {
             return;
         }
         let first = self.retained.iter().position(is_line_break);
-        // A `\r` whose next byte is not read yet counts as CRLF, the
-        // contract's: only a file with more after a lone `\r` has CR lines.
-        self.cr_lines =
-            first.is_some_and(|i| self.retained[i] == b'\r' && self.retained.get(i + 1).is_some_and(|b| *b != b'\n'));
+        // A `\r` whose next byte is not read yet (the header ending where a
+        // read did) is decided by that byte, at the next call: by the next
+        // record's line. One that no byte follows, at the end of the file,
+        // stays undecided, as CRLF, the contract's: only a file with more
+        // after a lone `\r` has CR lines.
+        if first.is_some_and(|i| i + 1 == self.retained.len() && self.retained[i] == b'\r') {
+            return;
+        }
+        self.line_ends_known = true;
+        self.cr_lines = first.is_some_and(|i| self.retained[i] == b'\r' && self.retained[i + 1] != b'\n');
     }
 }
 
@@ -720,45 +727,55 @@ where
     // The limit is on a record's text: a line also holds its line break, a
     // CRLF's `\r` and, on the first line, a byte-order mark.
     const LINE_OVERHEAD: u64 = 5;
+    let window = max_line.saturating_add(LINE_OVERHEAD);
     let mut buf = Vec::with_capacity(1024);
     let mut line = 0u64;
     let mut record_no = 0u64;
     let mut unknown = UnknownColumns::default();
     loop {
         buf.clear();
-        let n = (&mut reader)
-            .take(max_line.saturating_add(LINE_OVERHEAD))
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| read_error(key, line + 1, e))?;
+        let n = match (&mut reader).take(window).read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            // A fault met before any byte of a next line (a gzip trailer's
+            // checksum, bytes after the last member) is in no line.
+            Err(e) => return Err(read_error(key, if buf.is_empty() { 0 } else { line + 1 }, e)),
+        };
         if n == 0 {
             break;
         }
         line += 1;
-        let ended = buf.last() == Some(&b'\n');
-        let mut bytes = buf.as_slice();
+        // A line that fills the window goes on past it: read to its end,
+        // without holding it. If all that is left is line ends (the window
+        // ended in a run of `\r`s), the line is whole.
+        let rest = if buf.last() != Some(&b'\n') && n as u64 == window {
+            pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))?
+        } else {
+            RestOfLine { bytes: 0, blank: true, line_ends_only: true }
+        };
+        let mut unstripped = buf.as_slice();
         if line == 1 {
-            bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+            unstripped = unstripped.strip_prefix("\u{feff}".as_bytes()).unwrap_or(unstripped);
         }
+        let mut bytes = unstripped;
         while let Some((last, rest)) = bytes.split_last() {
             if matches!(last, b'\n' | b'\r') { bytes = rest } else { break }
         }
-        if bytes.len() as u64 > max_line {
+        if bytes.len() as u64 > max_line || !rest.line_ends_only {
             // A line break always ends a JSON Lines record (a JSON string
             // cannot hold one), so the rest of the line is passed over without
             // being held, and the line is a malformed record like any other,
             // unless it is blank.
-            let (rest, rest_blank) =
-                if ended { (0, true) } else { pass_rest_of_line(&mut reader).map_err(|e| read_error(key, line, e))? };
-            if rest_blank && bytes.iter().all(u8::is_ascii_whitespace) {
+            if rest.blank && unstripped.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             record_no += 1;
+            let text = if rest.line_ends_only { bytes } else { unstripped };
             let message = format!(
                 "the line is {} bytes long, past the {limit} MiB a record may take (its first {limit} MiB is kept here)",
-                bytes.len() as u64 + rest,
+                text.len() as u64 + rest.bytes,
                 limit = max_line >> 20
             );
-            let original = Original::Bytes(&bytes[..max_line as usize]);
+            let original = Original::Bytes(&text[..text.len().min(max_line as usize)]);
             on_record(Record { record_no, line, body: RecordBody::Malformed { message, field: None, original } })?;
             continue;
         }
@@ -784,28 +801,38 @@ where
 }
 
 /// Reads past the rest of a line, its line break included, without holding
-/// it. Returns how many bytes came before the line break (or the end),
-/// a CRLF's `\r` left out, and whether they were all blank.
-fn pass_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<(u64, bool)> {
-    let (mut passed, mut blank, mut cr_last) = (0u64, true, false);
+/// it, and says what came before the line break (or the end).
+fn pass_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<RestOfLine> {
+    let (mut passed, mut blank, mut line_ends_only, mut cr_last) = (0u64, true, true, false);
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok((passed, blank));
+            return Ok(RestOfLine { bytes: passed, blank, line_ends_only });
         }
         let (part, ended) = match available.iter().position(|&b| b == b'\n') {
             Some(at) => (&available[..at], true),
             None => (available, false),
         };
         blank &= part.iter().all(u8::is_ascii_whitespace);
+        line_ends_only &= part.iter().all(|&b| b == b'\r');
         passed += part.len() as u64;
         cr_last = part.last().map_or(cr_last, |b| *b == b'\r');
         let consumed = part.len() + usize::from(ended);
         reader.consume(consumed);
         if ended {
-            return Ok((passed - u64::from(cr_last), blank));
+            return Ok(RestOfLine { bytes: passed - u64::from(cr_last), blank, line_ends_only });
         }
     }
+}
+
+/// What [`pass_rest_of_line`] passed over.
+struct RestOfLine {
+    /// Its length, a CRLF's `\r` not counted.
+    bytes: u64,
+    /// Whether it was all whitespace.
+    blank: bool,
+    /// Whether it was all `\r`s: the line ended where it began.
+    line_ends_only: bool,
 }
 
 /// How far a JSON array's deserializer has read, shared between the reader

@@ -943,6 +943,57 @@ fn csv_lines_after_blank_lines_and_crlf() {
     assert_eq!(lines(&records), [2, 3]);
 }
 
+/// A lone-CR file is told by the byte after its first `\r`. Where the
+/// header ends at the end of a read (the csv reader reads 8 KiB at a time),
+/// that byte is not read yet when the header is: it is looked at once it is.
+#[test]
+fn a_lone_cr_file_whose_header_ends_where_a_read_does_counts_its_lines() {
+    for header_bytes in 8180..8200 {
+        let extra = format!(",{}", "x".repeat(header_bytes - HEADER.len() - 1));
+        let header = format!("{HEADER}{extra}");
+        assert_eq!(header.len(), header_bytes);
+        let text =
+            format!("{header}\re1,u1,,c1,,2024-01-01T10:00:00Z,,60,stb,\r\re2,,,c1,,2024-01-01T10:00:00Z,,60,stb,\r");
+        let (records, _) = csv(text.as_bytes());
+        assert_eq!(lines(&records), [2, 4], "a header of {header_bytes} bytes");
+    }
+}
+
+/// A gzip fault found after the last line (the trailer's checksum) is in
+/// no line of the text, and the error names none; one inside a line names
+/// it.
+#[test]
+fn a_gzip_fault_names_the_line_only_when_it_is_in_one() {
+    let text = "{\"event_id\":\"a\"}\n{\"event_id\":\"b\"}\n{\"event_id\":\"c\"}\n";
+    let mut bad_checksum = gzip(text.as_bytes());
+    let crc_at = bad_checksum.len() - 8;
+    bad_checksum[crc_at] ^= 0xff;
+    let e = assert_unreadable(run(&bad_checksum, InputFormat::JsonLines, Compression::Gzip).1);
+    assert!(matches!(e, IngestError::Unreadable { line: None, .. }), "{e}");
+    assert!(e.to_string().contains("checksum"), "{e}");
+
+    // Cut short inside the last line (its own compressed block, after the
+    // others were flushed).
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(b"{\"event_id\":\"a\"}\n{\"event_id\":\"b\"}\n").unwrap();
+    encoder.flush().unwrap();
+    let flushed = encoder.get_ref().len();
+    // Letters that do not compress, so that half the compressed line
+    // holds some of it.
+    let mut state = 7u32;
+    let noise: String = (0..4000)
+        .map(|_| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            char::from(b'a' + ((state >> 16) % 26) as u8)
+        })
+        .collect();
+    encoder.write_all(format!("{{\"event_id\":\"c\",\"program_id\":\"{noise}\"}}\n").as_bytes()).unwrap();
+    let whole = encoder.finish().unwrap();
+    let cut = &whole[..flushed + (whole.len() - flushed) / 2];
+    let e = assert_unreadable(run(cut, InputFormat::JsonLines, Compression::Gzip).1);
+    assert!(matches!(e, IngestError::Unreadable { line: Some(3), .. }), "{e}");
+}
+
 /// Blank lines belong to no record: a run of them longer than a record may
 /// be (here 1.1 MiB of LF, then of CRLF) neither makes the next record
 /// "too long" nor is held, and the lines after it are numbered right.
@@ -1027,6 +1078,39 @@ fn a_json_line_of_exactly_the_limit_loads_with_any_line_end_and_a_long_blank_lin
     let (records, _) = jsonl(blank.as_bytes());
     let lines: Vec<_> = records.iter().map(|r| (r.record_no, r.line, r.is_malformed())).collect();
     assert_eq!(lines, [(1, 1, false), (2, 4, false)], "blank lines are no records, long or short");
+}
+
+/// A JSON line is read in a window of the limit and a few bytes for its
+/// line end. When the window ends inside a run of `\r`s, the line is whole
+/// only if nothing but line ends follows: else it is past the limit, one
+/// record however its `\r`s fall, and the lines after it keep their
+/// numbers.
+#[test]
+fn a_json_line_whose_read_stops_in_a_run_of_carriage_returns_is_one_line() {
+    let mib = MAX_RECORD_BYTES as usize;
+    let summary = |records: &[Rec]| -> Vec<(u64, u64, bool)> {
+        records.iter().map(|r| (r.record_no, r.line, r.is_malformed())).collect()
+    };
+    let head = "{\"event_id\":\"j1\",\"program_id\":\"";
+    // A record of exactly the limit ending in `\r\r\n`, after a BOM.
+    let exact = format!("{head}{}\"}}", "p".repeat(mib - head.len() - 2));
+    let text = format!("\u{feff}{exact}\r\r\n{{bad}}\n{{\"event_id\":\"j3\"}}\n");
+    let (records, _) = jsonl(text.as_bytes());
+    assert_eq!(summary(&records), [(1, 1, false), (2, 2, true), (3, 3, false)]);
+
+    // A line past the limit whose `\r`s (JSON whitespace) straddle the
+    // window's end.
+    let long = format!("{head}{}\"{}}}", "p".repeat(mib - 20 - head.len() - 1), "\r".repeat(300));
+    let text = format!("{long}\n{{bad}}\n{{\"event_id\":\"j3\"}}\n");
+    let (records, _) = jsonl(text.as_bytes());
+    assert_eq!(summary(&records), [(1, 1, true), (2, 2, true), (3, 3, false)]);
+    assert!(records[0].malformed().contains(&format!("the line is {} bytes long", long.len())), "{:?}", records[0]);
+
+    // Blank up to the limit, then `\r`s and an object: not blank, and past it.
+    let padded = format!("{}{}{{\"event_id\":\"j1\"}}", " ".repeat(mib), "\r".repeat(10));
+    let text = format!("{padded}\n{{bad}}\n{{\"event_id\":\"j3\"}}\n");
+    let (records, _) = jsonl(text.as_bytes());
+    assert_eq!(summary(&records), [(1, 1, true), (2, 2, true), (3, 3, false)]);
 }
 
 /// A file whose lines end in a lone `\r` is counted so from its first line,
