@@ -590,20 +590,24 @@ impl Write for LocalUpload {
 impl ObjectUpload for LocalUpload {
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         let file = self.file.take().expect("committed twice");
-        let file = file.into_inner().map_err(|e| StoreError::io(&self.key, e.into_error()))?;
-        file.sync_data().map_err(|e| StoreError::io(&self.key, e))?;
-        drop(file);
-        match &self.on_commit {
-            OnCommit::MoveTo(target) => std::fs::rename(&self.temp, target).map_err(|e| StoreError::io(&self.key, e)),
+        let written = file.into_inner().map_err(|e| e.into_error()).and_then(|file| file.sync_data());
+        let committed = written.and_then(|()| match &self.on_commit {
+            OnCommit::MoveTo(target) => std::fs::rename(&self.temp, target),
             OnCommit::Hold(held) => {
                 let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
                 // A key uploaded again is the last upload's, as a store that
                 // moves each on commit leaves it.
                 release(&mut held, &self.key);
-                held.push(HeldFile { key: std::mem::take(&mut self.key), path: std::mem::take(&mut self.temp) });
+                held.push(HeldFile { key: self.key.clone(), path: std::mem::take(&mut self.temp) });
                 Ok(())
             }
+        });
+        // A commit that failed (a full disk at the last flush) leaves no
+        // temporary file, as an upload dropped unfinished does not.
+        if committed.is_err() {
+            let _ = std::fs::remove_file(&self.temp);
         }
+        committed.map_err(|e| StoreError::io(&self.key, e))
     }
 }
 
@@ -1039,6 +1043,22 @@ mod tests {
     /// A publish that cannot put one of its uploads in place (here a file
     /// holds the name of its folder) shows none of them, and leaves nothing
     /// behind: the object it would have replaced is as it was.
+    /// A full disk at the upload's last flush (`/dev/full` where its
+    /// temporary file goes).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_upload_whose_commit_fails_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalObjectStore::new(dir.path());
+        let temp = upload_temp_beside(&dir.path().join("d/a.bin"));
+        std::fs::create_dir_all(temp.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &temp).unwrap();
+        let err = store.put("d/a.bin", b"bytes").unwrap_err();
+        assert!(err.to_string().contains("d/a.bin"), "{err}");
+        assert!(std::fs::symlink_metadata(&temp).is_err(), "the temporary file is gone");
+        assert_eq!(store.keys("").unwrap(), Vec::<String>::new());
+    }
+
     #[test]
     fn a_publish_that_fails_shows_none_of_its_uploads() {
         let dir = tempfile::tempdir().unwrap();
