@@ -50,16 +50,24 @@ const DAMAGED_FILE_ADVICE: &str = "If the lake's database file (_warehouse/wareh
     without the sessions that only files no longer there delivered";
 
 const DAMAGED_LOG_ADVICE: &str = "If the database's write-ahead log (_warehouse/warehouse.duckdb.wal) is damaged, \
-    move it away: the next run loads again, from the landing folder's files, what the loads it held had loaded";
+    move it away: the next run does again, from the landing folder's files, the loads it held";
 
 /// The way out of an engine error (`message`) that says the database file
 /// or its write-ahead log is damaged, which DuckDB finds on opening it or
-/// on reading a block: none for other errors.
+/// on reading a block: none for other errors. By DuckDB's own words, so
+/// that no other error that says "corrupt" (a raw file's gzip) is taken
+/// for one.
 pub fn damage_advice(message: &str) -> Option<&'static str> {
-    let damaged = ["Corrupt", "corrupt", "not a valid DuckDB database file", "Could not read enough bytes"];
+    let damaged = [
+        "Corruption Error",
+        "Corrupt database file",
+        "Corrupt WAL file",
+        "not a valid DuckDB database file",
+        "Could not read enough bytes",
+    ];
     if !damaged.iter().any(|sign| message.contains(sign)) {
         None
-    } else if message.contains("WAL") {
+    } else if message.contains("WAL file") {
         Some(DAMAGED_LOG_ADVICE)
     } else {
         Some(DAMAGED_FILE_ADVICE)
@@ -994,9 +1002,11 @@ mod tests {
         assert_eq!(damage_advice(block), Some(DAMAGED_FILE_ADVICE));
         let header = "IO Error: The file \"w.duckdb\" exists, but it is not a valid DuckDB database file!";
         assert_eq!(damage_advice(header), Some(DAMAGED_FILE_ADVICE));
-        let log = "Serialization Error: Corrupt WAL file: entry size exceeded remaining data in file";
+        let log = "Data Corruption Error: Failure while replaying WAL file \"w.duckdb.wal\": Corrupt WAL file: \
+                   entry at byte position 392055 computed checksum 1 does not match stored checksum 2";
         assert_eq!(damage_advice(log), Some(DAMAGED_LOG_ADVICE));
         for other in [
+            "viewership/a.csv.gz: unreadable: corrupt deflate stream",
             "IO Error: Could not set lock on file \"w.duckdb\": Conflicting lock is held",
             "IO Error: Cannot open file \"w.duckdb\": Permission denied",
             "Out of Memory Error: could not allocate block of size 256.0 KiB",
