@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tvetl_core::ingest::{IngestOptions, IngestReport};
-use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectStore};
+use tvetl_core::store::{FileStamp, LocalObjectStore, ObjectStore, replace_file};
 
 /// `LAKE/_warehouse/ingested.json`: with the local warehouse and the run
 /// lock, among the runner's own records, not the lake's objects (a rerun
@@ -67,10 +67,8 @@ impl IngestedObject {
     /// the lake at `lake_root` (those whose size cannot be taken have none
     /// recorded, and only their presence is checked).
     pub fn written(stamp: FileStamp, version: String, report: IngestReport, lake_root: &Path) -> IngestedObject {
-        let written_bytes = report
-            .written_keys()
-            .filter_map(|key| Some((key.clone(), std::fs::metadata(lake_root.join(key)).ok()?.len())))
-            .collect();
+        let written_bytes =
+            report.written_keys().filter_map(|key| Some((key.clone(), written_size(lake_root, key)?))).collect();
         IngestedObject { stamp, version, report, written_bytes }
     }
 
@@ -79,6 +77,12 @@ impl IngestedObject {
     fn outputs_in(&self, lake_root: &Path) -> bool {
         self.report.written_keys().all(|key| still_written(lake_root, key, self.written_bytes.get(key).copied()))
     }
+}
+
+/// The size of the lake's file `key` as just written, to be checked by
+/// [`IngestManifest::unchanged`] (none if it cannot be taken).
+pub fn written_size(lake_root: &Path, key: &str) -> Option<u64> {
+    std::fs::metadata(lake_root.join(key)).ok().map(|file| file.len())
 }
 
 /// Whether the lake at `lake_root` holds the file `key`, at the size it was
@@ -158,6 +162,12 @@ impl IngestManifest {
         Ok(IngestManifest { earlier: file.objects, unreadable: file.unreadable, written_us })
     }
 
+    /// What an earlier run recorded of ingesting `key`, whatever the file
+    /// is now.
+    pub fn earlier(&self, key: &str) -> Option<&IngestedObject> {
+        self.earlier.get(key)
+    }
+
     /// How `key` was ingested before, if the raw object (whose file's stamp
     /// is now `stamp`) is unchanged since and what that ingest wrote is all
     /// still in the lake at `lake_root`, at the sizes it wrote.
@@ -231,13 +241,7 @@ impl IngestManifest {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let temp = path.with_extension("json.tmp");
-        let saved = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
-        if saved.is_err() {
-            // The manifest before it stays, whole.
-            let _ = std::fs::remove_file(&temp);
-        }
-        saved
+        replace_file(path, &bytes)
     }
 }
 

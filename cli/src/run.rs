@@ -21,7 +21,9 @@ use tvetl_core::store::{
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
 
 use crate::cpu::Stopwatch;
-use crate::ingest_manifest::{IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path};
+use crate::ingest_manifest::{
+    IngestManifest, IngestedObject, UnreadableObject, ingester_fingerprint, manifest_path, written_size,
+};
 use crate::lake_lock::LakeLock;
 use crate::paths::resolved;
 use crate::warehouse::{DuckDbWarehouse, EngineLimits, RawVersion, StagedFile, out_of_memory};
@@ -161,12 +163,25 @@ enum Ingested {
 fn repair_catalog(catalog: &FileCatalog, path: &Path, lake: &LocalObjectStore) -> anyhow::Result<()> {
     let Err(CatalogError::Unavailable { message: damage, .. }) = catalog.tables() else { return Ok(()) };
     std::fs::read(path).with_context(|| format!("reading the catalog {}", path.display()))?;
-    let rebuilt = std::fs::remove_file(path)
+    // Rebuilt beside it and put in its place whole: a rebuild cut short (a
+    // full disk) leaves the damaged file, which the next run rebuilds.
+    let mut rebuilding = path.as_os_str().to_owned();
+    rebuilding.push(".rebuilding");
+    let rebuilding = PathBuf::from(rebuilding);
+    let rebuilt = [lake.keys("staging/"), lake.keys("quarantine/")]
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::from)
-        .and_then(|()| Ok([lake.keys("staging/")?, lake.keys("quarantine/")?]))
-        .and_then(|[staged, quarantined]| {
-            Ok(register_lake_keys(catalog, staged.iter().chain(&quarantined).map(String::as_str))?)
+        .and_then(|keys| {
+            let _ = std::fs::remove_file(&rebuilding);
+            register_lake_keys(&FileCatalog::new(&rebuilding), keys.iter().flatten().map(String::as_str))?;
+            // No table at all is no file.
+            let put = if rebuilding.exists() { std::fs::rename(&rebuilding, path) } else { std::fs::remove_file(path) };
+            Ok(put?)
         });
+    if rebuilt.is_err() {
+        let _ = std::fs::remove_file(&rebuilding);
+    }
     rebuilt.with_context(|| format!("rebuilding the damaged catalog {} ({damage})", path.display()))?;
     eprintln!(
         "the catalog {} was damaged ({damage}): rebuilt it from the lake's staging and quarantine files",
@@ -365,15 +380,23 @@ pub fn run(input: &Path, lake: &Path, options: &RunOptions) -> anyhow::Result<Ru
     let spinner = warehouse_spinner(options.progress);
     spinner.set_message("opening");
     if warehouse_missing {
-        let orphans = staged_elsewhere(&lake_store, &ingested)?;
-        if let Some(example) = orphans.first() {
+        let said = match staged_elsewhere(&lake_store, &keys, &ingested, &manifest) {
+            Ok(orphans) if orphans.is_empty() => None,
+            Ok(orphans) => Some(format!(
+                "{} staging file(s) of the lake, such as {}, come from files or versions no longer there (or \
+                 from files that failed in this run). What they alone delivered is not in the warehouse; a run \
+                 over those files puts it back",
+                orphans.len(),
+                orphans[0]
+            )),
+            Err(e) => Some(format!("which of the lake's staging files it leaves out is not known ({e:#})")),
+        };
+        if let Some(said) = said {
             spinner.suspend(|| {
+                let path = warehouse_path(lake);
                 eprintln!(
-                    "no warehouse at {}: this run builds it from the landing folder's files, and {} staging \
-                     file(s) of the lake, such as {example}, come from files or versions no longer there. What \
-                     they alone delivered is not in the warehouse; a run over those files puts it back",
-                    warehouse_path(lake).display(),
-                    orphans.len()
+                    "no warehouse at {}: this run builds it from the landing folder's files; {said}",
+                    path.display()
                 )
             });
         }
@@ -607,15 +630,21 @@ fn warehouse_step<T>(
     })
 }
 
-/// The lake's staging files that none of the run's raw files (`ingested`,
-/// read now or skipped as unchanged) wrote: an earlier run's, of files since
-/// gone from the landing folder or changed.
+/// The lake's staging files that none of the run's raw files (`keys`) wrote:
+/// as ingested now or skipped as unchanged (`ingested`), or, for one that
+/// failed in this run, as an earlier run recorded it (`manifest`). They are
+/// an earlier run's, of files since gone from the landing folder or changed.
 fn staged_elsewhere(
     lake: &LocalObjectStore,
+    keys: &[String],
     ingested: &BTreeMap<String, IngestedObject>,
+    manifest: &IngestManifest,
 ) -> anyhow::Result<Vec<String>> {
-    let written: BTreeSet<&str> =
-        ingested.values().flat_map(|object| object.report.staged.iter().map(|f| f.key.as_str())).collect();
+    let written: BTreeSet<&str> = keys
+        .iter()
+        .filter_map(|key| ingested.get(key).or_else(|| manifest.earlier(key)))
+        .flat_map(|object| object.report.staged.iter().map(|f| f.key.as_str()))
+        .collect();
     let mut staged = lake.keys("staging/").context("listing the lake's staging files")?;
     staged.retain(|key| key.ends_with(".parquet") && !written.contains(key.as_str()));
     Ok(staged)
@@ -764,10 +793,12 @@ impl FileIngest<'_> {
                 },
                 Err(e) => Ingested::Failed { source, error: e.to_string() },
             },
-            Err(e) if e.is_bad_object() => match record_unreadable_object(object, stamp, &e, self.lake, self.catalog) {
-                Ok(object) => Ingested::Unreadable { object, unchanged: false },
-                Err(error) => Ingested::Failed { source, error },
-            },
+            Err(e) if e.is_bad_object() => {
+                match record_unreadable_object(object, stamp, &e, self.lake, self.lake_root, self.catalog) {
+                    Ok(object) => Ingested::Unreadable { object, unchanged: false },
+                    Err(error) => Ingested::Failed { source, error },
+                }
+            }
             Err(e) => Ingested::Failed { source, error: e.to_string() },
         }
     }
@@ -793,13 +824,14 @@ fn record_unreadable_object(
     stamp: FileStamp,
     e: &IngestError,
     lake: &LocalObjectStore,
+    lake_root: &Path,
     catalog: &FileCatalog,
 ) -> Result<UnreadableObject, String> {
     let error = e.to_string();
     let key = record_unreadable(lake, object, e).map_err(|q| format!("{error} (and recording it failed: {q})"))?;
     let error = format!("{error} (recorded in {key})");
     register_quarantine(catalog, &key).map_err(|c| format!("{error} (and cataloguing it failed: {c})"))?;
-    let quarantine_bytes = lake.stamp(&key).ok().map(|record| record.size);
+    let quarantine_bytes = written_size(lake_root, &key);
     Ok(UnreadableObject { stamp, version: object.version.clone(), error, quarantine_key: key, quarantine_bytes })
 }
 
@@ -880,6 +912,31 @@ pub fn render_table(summary: &RunSummary) -> Result<String, std::fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rebuild that cannot be written whole (a full disk: `/dev/full`
+    /// where it writes) leaves the damaged catalog, which the next run then
+    /// rebuilds, and nothing beside it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_catalog_rebuild_cut_short_leaves_the_damaged_catalog_for_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalObjectStore::new(dir.path());
+        lake.put("staging/viewership/event_date=2024-01-01/part-1.parquet", b"x").unwrap();
+        let path = catalog_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "garbage").unwrap();
+        let full = dir.path().join("_catalog/catalog.json.rebuilding.tmp");
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let catalog = FileCatalog::new(&path);
+        let err = repair_catalog(&catalog, &path, &lake).unwrap_err();
+        assert!(format!("{err:#}").contains("rebuilding the damaged catalog"), "{err:#}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"garbage");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["catalog.json"]);
+
+        repair_catalog(&catalog, &path, &lake).unwrap();
+        assert_eq!(catalog.tables().unwrap()["viewership"].1, ["2024-01-01"]);
+    }
 
     /// A raw folder's and a lake's stores, for [`FileIngest`]s over them.
     struct IngestStores {

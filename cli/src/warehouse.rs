@@ -35,14 +35,13 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> WarehouseError {
 }
 
 /// A failure to open the database file at `path`, with the way out when
-/// the file may be damaged (any failure but a lock or a permission).
+/// DuckDB says the file is damaged ([`damage_advice`]); other failures (a
+/// lock, a permission, a full disk, a newer build's storage version) are
+/// not met by moving the file away.
 fn open_error(path: &Path, e: duckdb::Error) -> WarehouseError {
     let message = e.to_string();
-    let advice = damage_advice(&message).or_else(|| {
-        let refused = message.contains("lock") || message.contains("Permission denied");
-        (!refused).then_some(DAMAGED_FILE_ADVICE)
-    });
-    file_error(path, format!("{message}{}", advice.map(|a| format!(". {a}")).unwrap_or_default()))
+    let advice = damage_advice(&message).map(|advice| format!(". {advice}")).unwrap_or_default();
+    file_error(path, format!("{message}{advice}"))
 }
 
 const DAMAGED_FILE_ADVICE: &str = "If the lake's database file (_warehouse/warehouse.duckdb) is damaged, move it \
@@ -50,7 +49,8 @@ const DAMAGED_FILE_ADVICE: &str = "If the lake's database file (_warehouse/wareh
     without the sessions that only files no longer there delivered";
 
 const DAMAGED_LOG_ADVICE: &str = "If the database's write-ahead log (_warehouse/warehouse.duckdb.wal) is damaged, \
-    move it away: the next run does again, from the landing folder's files, the loads it held";
+    move it away: the next run does again, from the landing folder's files, the loads it held, without what \
+    only files no longer there delivered";
 
 /// The way out of an engine error (`message`) that says the database file
 /// or its write-ahead log is damaged, which DuckDB finds on opening it or
@@ -58,14 +58,11 @@ const DAMAGED_LOG_ADVICE: &str = "If the database's write-ahead log (_warehouse/
 /// that no other error that says "corrupt" (a raw file's gzip) is taken
 /// for one.
 pub fn damage_advice(message: &str) -> Option<&'static str> {
-    let damaged = [
-        "Corruption Error",
-        "Corrupt database file",
-        "Corrupt WAL file",
-        "not a valid DuckDB database file",
-        "Could not read enough bytes",
-    ];
-    if !damaged.iter().any(|sign| message.contains(sign)) {
+    let damaged = ["Corruption Error", "Corrupt database file", "Corrupt WAL file", "not a valid DuckDB database file"];
+    // A short read, of the database file only: DuckDB says the same of any
+    // file it reads (a staging file cut short).
+    let cut_short = message.contains("Could not read enough bytes") && message.contains("warehouse.duckdb");
+    if !cut_short && !damaged.iter().any(|sign| message.contains(sign)) {
         None
     } else if message.contains("WAL file") {
         Some(DAMAGED_LOG_ADVICE)
@@ -1005,7 +1002,13 @@ mod tests {
         let log = "Data Corruption Error: Failure while replaying WAL file \"w.duckdb.wal\": Corrupt WAL file: \
                    entry at byte position 392055 computed checksum 1 does not match stored checksum 2";
         assert_eq!(damage_advice(log), Some(DAMAGED_LOG_ADVICE));
+        let short = "IO Error: Could not read enough bytes from file \"/l/_warehouse/warehouse.duckdb\": attempted \
+                     to read 4096 bytes from location 8192";
+        assert_eq!(damage_advice(short), Some(DAMAGED_FILE_ADVICE));
         for other in [
+            "IO Error: Could not read enough bytes from file \"/l/staging/viewership/part-1.parquet\"",
+            "IO Error: Trying to read a database file with storage version number 65, which is not supported",
+            "IO Error: Could not write file \"/l/_warehouse/warehouse.duckdb.wal\": No space left on device",
             "viewership/a.csv.gz: unreadable: corrupt deflate stream",
             "IO Error: Could not set lock on file \"w.duckdb\": Conflicting lock is held",
             "IO Error: Cannot open file \"w.duckdb\": Permission denied",

@@ -200,13 +200,7 @@ impl FileCatalog {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
         }
-        let temp = self.path.with_extension("json.tmp");
-        let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &self.path));
-        if written.is_err() {
-            // The catalog before it stays, whole.
-            let _ = std::fs::remove_file(&temp);
-        }
-        written.map_err(|e| self.error(e))
+        crate::store::replace_file(&self.path, &bytes).map_err(|e| self.error(e))
     }
 
     /// Every table with its partitions, for inspection and tests.

@@ -737,8 +737,17 @@ where
         let n = match (&mut reader).take(window).read_until(b'\n', &mut buf) {
             Ok(n) => n,
             // A fault met before any byte of a next line (a gzip trailer's
-            // checksum, bytes after the last member) is in no line.
-            Err(e) => return Err(read_error(key, if buf.is_empty() { 0 } else { line + 1 }, e)),
+            // checksum, a stream cut right after a line break) is in no
+            // line: it is after the last one read.
+            Err(e) if buf.is_empty() => {
+                return Err(match read_error(key, 0, e) {
+                    IngestError::Unreadable { key, message, .. } if line > 0 => {
+                        IngestError::Unreadable { key, line: None, message: format!("after line {line}: {message}") }
+                    }
+                    other => other,
+                });
+            }
+            Err(e) => return Err(read_error(key, line + 1, e)),
         };
         if n == 0 {
             break;

@@ -525,6 +525,21 @@ fn upload_temp_name(name: &str) -> String {
     format!(".{name}{UPLOAD_TEMP_MARK}{}", std::process::id())
 }
 
+/// Writes `bytes` to the file `path` whole or not at all: into a temporary
+/// file beside it (`path` with `.tmp` added), then renamed over it. On a
+/// failure (a full disk) the file before stays as it was, and the
+/// temporary file is removed.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
 /// The temporary file, in the same folder, of an upload to the file `target`.
 fn upload_temp_beside(target: &Path) -> PathBuf {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -1040,9 +1055,6 @@ mod tests {
         assert!(!dir.path().join("s/d=2/part-a.parquet").exists(), "delete removes the published object");
     }
 
-    /// A publish that cannot put one of its uploads in place (here a file
-    /// holds the name of its folder) shows none of them, and leaves nothing
-    /// behind: the object it would have replaced is as it was.
     /// A full disk at the upload's last flush (`/dev/full` where its
     /// temporary file goes).
     #[cfg(target_os = "linux")]
@@ -1059,6 +1071,9 @@ mod tests {
         assert_eq!(store.keys("").unwrap(), Vec::<String>::new());
     }
 
+    /// A publish that cannot put one of its uploads in place (here a file
+    /// holds the name of its folder) shows none of them, and leaves nothing
+    /// behind: the object it would have replaced is as it was.
     #[test]
     fn a_publish_that_fails_shows_none_of_its_uploads() {
         let dir = tempfile::tempdir().unwrap();

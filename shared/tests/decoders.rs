@@ -960,8 +960,8 @@ fn a_lone_cr_file_whose_header_ends_where_a_read_does_counts_its_lines() {
 }
 
 /// A gzip fault found after the last line (the trailer's checksum) is in
-/// no line of the text, and the error names none; one inside a line names
-/// it.
+/// no line of the text: the error says it is after the last; one inside a
+/// line names it.
 #[test]
 fn a_gzip_fault_names_the_line_only_when_it_is_in_one() {
     let text = "{\"event_id\":\"a\"}\n{\"event_id\":\"b\"}\n{\"event_id\":\"c\"}\n";
@@ -970,7 +970,7 @@ fn a_gzip_fault_names_the_line_only_when_it_is_in_one() {
     bad_checksum[crc_at] ^= 0xff;
     let e = assert_unreadable(run(&bad_checksum, InputFormat::JsonLines, Compression::Gzip).1);
     assert!(matches!(e, IngestError::Unreadable { line: None, .. }), "{e}");
-    assert!(e.to_string().contains("checksum"), "{e}");
+    assert!(e.to_string().contains("unreadable: after line 3: ") && e.to_string().contains("checksum"), "{e}");
 
     // Cut short inside the last line (its own compressed block, after the
     // others were flushed).
