@@ -938,6 +938,47 @@ mod tests {
         assert_eq!(catalog.tables().unwrap()["viewership"].1, ["2024-01-01"]);
     }
 
+    /// Of the lake's staging files, those of a file read now, and of one
+    /// that failed now but an earlier run ingested (by the manifest), are
+    /// the landing folder's; those of a file gone from it are not.
+    #[test]
+    fn the_staging_files_no_landing_file_wrote_are_those_of_files_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = LocalObjectStore::new(dir.path().join("lake"));
+        let object = |key: &str, staged: &str| {
+            lake.put(staged, b"parquet").unwrap();
+            let written = tvetl_core::staging::WrittenFile { key: staged.to_owned(), partition: None, rows: 1 };
+            let report = tvetl_core::ingest::IngestReport {
+                key: key.to_owned(),
+                source: Source::Channels,
+                counts: RecordCounts::default(),
+                staged: vec![written],
+                quarantine_key: None,
+                unknown_columns: Vec::new(),
+                more_unknown_columns: false,
+            };
+            let stamp = FileStamp::of(&std::fs::metadata(dir.path()).unwrap());
+            (key.to_owned(), IngestedObject::written(stamp, "v1".into(), report, &dir.path().join("lake")))
+        };
+        let read_now = object("channels/a.csv", "staging/channels/part-a.parquet");
+        let failed_now = object("channels/b.csv", "staging/channels/part-b.parquet");
+        let gone = object("channels/c.csv", "staging/channels/part-c.parquet");
+        lake.put("staging/channels/notes.txt", b"not a table's file").unwrap();
+        let manifest_file = dir.path().join("ingested.json");
+        let earlier = BTreeMap::from([read_now.clone(), failed_now.clone(), gone]);
+        IngestManifest::save(&manifest_file, "build 1", &earlier, &BTreeMap::new()).unwrap();
+        let manifest = IngestManifest::load(&manifest_file, "build 1").unwrap();
+
+        let keys = ["channels/a.csv".to_owned(), "channels/b.csv".to_owned()];
+        let ingested = BTreeMap::from([read_now]);
+        let orphans = staged_elsewhere(&lake, &keys, &ingested, &manifest).unwrap();
+        assert_eq!(orphans, ["staging/channels/part-c.parquet"]);
+        // With no record of the failed file (another build's manifest), its
+        // files count among the rest, as the warning says they may.
+        let orphans = staged_elsewhere(&lake, &keys, &ingested, &IngestManifest::empty()).unwrap();
+        assert_eq!(orphans, ["staging/channels/part-b.parquet", "staging/channels/part-c.parquet"]);
+    }
+
     /// A raw folder's and a lake's stores, for [`FileIngest`]s over them.
     struct IngestStores {
         raw: LocalObjectStore,
