@@ -17,6 +17,7 @@ use tvetl_core::ingest::{IngestOptions, RecordCounts, ingest_object, record_unre
 use tvetl_core::quarantine::QuarantineCounts;
 use tvetl_core::store::{
     FileStamp, FolderListing, HELD_UPLOADS_DIR, HeldUploads, LocalObjectStore, ObjectMeta, ObjectStore, StoreError,
+    with_suffix,
 };
 use tvetl_core::warehouse::{LoadStats, Warehouse, WarehouseError, rebuild_pending_analytics};
 
@@ -165,9 +166,7 @@ fn repair_catalog(catalog: &FileCatalog, path: &Path, lake: &LocalObjectStore) -
     std::fs::read(path).with_context(|| format!("reading the catalog {}", path.display()))?;
     // Rebuilt beside it and put in its place whole: a rebuild cut short (a
     // full disk) leaves the damaged file, which the next run rebuilds.
-    let mut rebuilding = path.as_os_str().to_owned();
-    rebuilding.push(".rebuilding");
-    let rebuilding = PathBuf::from(rebuilding);
+    let rebuilding = with_suffix(path, ".rebuilding");
     let rebuilt = [lake.keys("staging/"), lake.keys("quarantine/")]
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
@@ -609,7 +608,7 @@ fn warehouse_step<T>(
         }
     }
     result.map_err(|e| {
-        if reads_a_staging_file(&e) {
+        if reads_a_staging_file(&e) && !out_of_memory(&e) {
             return anyhow::Error::new(e).context(
                 "a staging file of the lake could not be read (damaged, or removed during the run): \
                  `tvetl run --reingest` writes every staging file again from the landing folder's files",
@@ -654,8 +653,7 @@ fn staged_elsewhere(
 /// statement, which lists every file it copies) names the Parquet file it
 /// could not read (cut short, not Parquet, gone).
 fn reads_a_staging_file(e: &WarehouseError) -> bool {
-    matches!(e, WarehouseError::Statement { message, .. }
-        if message.contains("/staging/") && message.contains(".parquet") && !message.contains("Out of Memory"))
+    matches!(e, WarehouseError::Statement { message, .. } if message.contains("/staging/") && message.contains(".parquet"))
 }
 
 /// The quarantine of one object version a run ingested: the file it wrote,

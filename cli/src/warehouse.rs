@@ -24,6 +24,7 @@ use duckdb::Connection;
 use duckdb::types::ValueRef;
 use serde_json::Value;
 use tvetl_core::Source;
+use tvetl_core::store::with_suffix;
 use tvetl_core::stream::delivery;
 use tvetl_core::warehouse::{
     LoadStats, ResultSet, Warehouse, WarehouseError, ledger_table, load_statements, schema_statements, staging_table,
@@ -69,13 +70,6 @@ pub fn damage_advice(message: &str) -> Option<&'static str> {
     } else {
         Some(DAMAGED_FILE_ADVICE)
     }
-}
-
-/// `path` with `suffix` added to its file name (`a.duckdb` → `a.duckdb.wal`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 /// Limits of the embedded engine.

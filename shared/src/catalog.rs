@@ -105,31 +105,28 @@ pub fn register_lake_keys<'k>(
     let mut staged: BTreeMap<Source, BTreeSet<String>> = BTreeMap::new();
     // One key per quarantine folder is enough: its folder is its partition.
     let mut quarantine: BTreeMap<&str, &str> = BTreeMap::new();
+    let source_named = |table: &str| Source::ALL.into_iter().find(|s| s.name() == table);
     for key in keys {
-        let mut parts = key.split('/');
-        let (Some(zone), Some(table)) = (parts.next(), parts.next()) else { continue };
-        let Some(source) = Source::ALL.into_iter().find(|s| s.name() == table) else { continue };
-        let folders: Vec<&str> = key.rsplit_once('/').map_or(Vec::new(), |(f, _)| f.split('/').skip(2).collect());
-        match zone {
-            "staging" if key.ends_with(".parquet") => match (partition_column(source), folders.as_slice()) {
-                (None, []) => {
+        let segments: Vec<&str> = key.split('/').collect();
+        match segments.as_slice() {
+            ["staging", table, file] if file.ends_with(".parquet") => {
+                if let Some(source) = source_named(table).filter(|&s| partition_column(s).is_none()) {
                     staged.entry(source).or_default();
                 }
-                (Some(column), [folder]) => {
-                    if let Some(value) = folder.strip_prefix(column).and_then(|v| v.strip_prefix('='))
-                        && is_day(value)
-                    {
-                        staged.entry(source).or_default().insert(value.to_owned());
-                    }
-                }
-                _ => {}
-            },
-            "quarantine" => {
-                if let [folder] = folders.as_slice()
-                    && folder.strip_prefix("ingest_date=").is_some_and(is_day)
+            }
+            ["staging", table, folder, file] if file.ends_with(".parquet") => {
+                if let Some(source) = source_named(table)
+                    && let Some(column) = partition_column(source)
+                    && let Some(day) = folder.strip_prefix(column).and_then(|v| v.strip_prefix('='))
+                    && is_day(day)
                 {
-                    quarantine.entry(key.rsplit_once('/').map_or(key, |(f, _)| f)).or_insert(key);
+                    staged.entry(source).or_default().insert(day.to_owned());
                 }
+            }
+            ["quarantine", table, folder, _]
+                if source_named(table).is_some() && folder.strip_prefix("ingest_date=").is_some_and(is_day) =>
+            {
+                quarantine.entry(key.rsplit_once('/').map_or(key, |(f, _)| f)).or_insert(key);
             }
             _ => {}
         }

@@ -530,14 +530,20 @@ fn upload_temp_name(name: &str) -> String {
 /// failure (a full disk) the file before stays as it was, and the
 /// temporary file is removed.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
+    let temp = with_suffix(path, ".tmp");
     let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// `path` with `suffix` added to its file name (`a.duckdb` → `a.duckdb.wal`):
+/// a file that goes with it, in the same folder.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// The temporary file, in the same folder, of an upload to the file `target`.
